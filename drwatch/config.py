@@ -1,0 +1,401 @@
+"""drwatch's one typed configuration, validated whole at load.
+
+`load(path)` returns a frozen `Config` or raises `ConfigError` listing every problem,
+each with its dotted path (`groups[1].checks[0].timeout`). Each component is handed
+only its slice (`config.timing.agent`, `config.provider`, ...). Durations are seconds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Iterable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from drwatch.errors import ConfigError
+from drwatch.model.fleet import Role
+from drwatch.units import format_duration, parse_duration
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Share = Annotated[float, Field(gt=0, le=1)]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: lower-case letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, at most 63 characters"
+        )
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+
+
+def _check_host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port (e.g. '127.0.0.1:9480')")
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_check_host_port)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class WatcherConfig(_Strict):
+    """drwatch itself: who it is, where it listens and keeps its state."""
+
+    name: Name = "drwatch"
+    listen: HostPort = "127.0.0.1:9480"
+    state_dir: Path = Path("/var/lib/drwatch")
+    log_format: LogFormat = LogFormat.AUTO
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    api_token_file: Path | None = None
+    # Read endpoints are open on loopback by default; set true to require the token too.
+    api_read_requires_token: bool = False
+
+
+class Objective(_Strict):
+    rpo: Duration
+    rto: Duration
+
+
+class ObjectivesConfig(_Strict):
+    """Recovery objectives: overall, and per data class (which may only be stricter)."""
+
+    rpo: Duration = 900.0
+    rto: Duration = 600.0
+    data_classes: dict[Name, Objective] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _classes_within_overall(self) -> Self:
+        problems = []
+        for name, obj in self.data_classes.items():
+            if obj.rpo > self.rpo:
+                problems.append(
+                    f"data_classes.{name}.rpo ({format_duration(obj.rpo)}) is looser than "
+                    f"the overall rpo ({format_duration(self.rpo)})"
+                )
+            if obj.rto > self.rto:
+                problems.append(
+                    f"data_classes.{name}.rto ({format_duration(obj.rto)}) is looser than "
+                    f"the overall rto ({format_duration(self.rto)})"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class ProviderConfig(_Strict):
+    """The cloud's provisioning API. Credentials come from the standard AWS chain."""
+
+    kind: Literal["aws"] = "aws"
+    regions: list[str] = Field(min_length=1)
+    # Per region, an endpoint to use instead of AWS's (the sandbox, moto in tests).
+    endpoints: dict[str, str] = Field(default_factory=dict)
+    # Tag whose value names the group an instance belongs to.
+    group_tag: str = "drwatch:group"
+    discovery_interval: Duration = 30.0
+    profile: str | None = None
+
+    @model_validator(mode="after")
+    def _endpoints_for_known_regions(self) -> Self:
+        unknown = sorted(set(self.endpoints) - set(self.regions))
+        if unknown:
+            raise ValueError(
+                f"endpoints names regions that are not in regions: {', '.join(unknown)}"
+            )
+        return self
+
+
+class CheckKind(StrEnum):
+    HTTP = "http"
+    HTTPS = "https"
+    TCP = "tcp"
+
+
+class JsonCondition(_Strict):
+    """A field of the JSON body, by dotted path (`checks.db.status`), must equal a value."""
+
+    path: str = Field(min_length=1)
+    equals: str | int | float | bool
+
+
+class AppCheck(_Strict):
+    """One application health check, run against every instance of the group."""
+
+    name: Name = "health"
+    kind: CheckKind = CheckKind.HTTP
+    port: Port
+    path: str = "/"
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=lambda: [200]
+    )
+    body_contains: str | None = None
+    json_field: JsonCondition | None = None
+    max_latency: Duration | None = None
+    # Skip TLS verification (self-signed health endpoints). Off by default.
+    insecure_tls: bool = False
+
+    @model_validator(mode="after")
+    def _http_only_conditions(self) -> Self:
+        if self.kind is CheckKind.TCP and (self.body_contains or self.json_field):
+            raise ValueError("a tcp check has no body: drop body_contains/json_field")
+        if not self.path.startswith("/"):
+            raise ValueError(f"path must start with '/' (got {self.path!r})")
+        return self
+
+
+class Selector(_Strict):
+    """Which instances form a group: by tags (all must match) and/or explicit ids."""
+
+    tags: dict[str, str] = Field(default_factory=dict)
+    instance_ids: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if not self.tags and not self.instance_ids:
+            raise ValueError("select needs tags or instance_ids, or both")
+        return self
+
+
+class GroupConfig(_Strict):
+    """A set of instances with one role, selected from the provider."""
+
+    name: Name
+    role: Role
+    select: Selector
+    checks: list[AppCheck] = Field(default_factory=list)
+    # Load balancers: the Elastic IP (Name tag or allocation id) that carries the service,
+    # and the URL through which the service answers (checked on the `service` layer).
+    elastic_ip: str | None = None
+    service_url: str | None = None
+    # Databases: the data class whose objectives apply.
+    data_class: Name | None = None
+    # The group's expected size; `recovered` means it is back to this many healthy.
+    size: Annotated[int, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _role_fields(self) -> Self:
+        if self.role is not Role.LOAD_BALANCER and (self.elastic_ip or self.service_url):
+            raise ValueError("elastic_ip and service_url belong to load_balancer groups only")
+        return self
+
+
+class LayerTiming(_Strict):
+    """How often a layer is checked, how long a check may take, and its hysteresis."""
+
+    interval: Duration
+    timeout: Duration
+    rise: Annotated[int, Field(ge=1, le=100)] = 2
+    fall: Annotated[int, Field(ge=1, le=100)] = 3
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> Self:
+        if self.interval <= 0:
+            raise ValueError("interval must be greater than 0")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be greater than 0")
+        if self.timeout >= self.interval:
+            raise ValueError(
+                f"timeout ({format_duration(self.timeout)}) must be shorter than "
+                f"interval ({format_duration(self.interval)})"
+            )
+        return self
+
+    @property
+    def max_age(self) -> float:
+        """An observation older than this says nothing of now: two intervals plus a timeout."""
+        return 2 * self.interval + self.timeout
+
+
+class TimingConfig(_Strict):
+    provider: LayerTiming = LayerTiming(interval=10.0, timeout=5.0, rise=1, fall=2)
+    agent: LayerTiming = LayerTiming(interval=5.0, timeout=2.0)
+    app: LayerTiming = LayerTiming(interval=5.0, timeout=2.0)
+    canary: LayerTiming = LayerTiming(interval=5.0, timeout=2.0)
+
+
+class AgentClientConfig(_Strict):
+    """How the daemon reaches the agent on each instance."""
+
+    port: Port = 9180
+    scheme: Literal["http", "https"] = "http"
+    secret_file: Path
+    # Which of the instance's addresses to use. An instance tag `drwatch:agent-addr`
+    # (host:port) overrides it: the sandbox uses that for loopback agents.
+    address: Literal["private_ip", "public_ip"] = "private_ip"
+    max_response_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
+
+
+class Canary(_Strict):
+    """An endpoint outside every watched cloud. When all canaries fail, drwatch doubts itself."""
+
+    name: Name
+    url: str | None = None
+    tcp: HostPort | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Self:
+        if (self.url is None) == (self.tcp is None):
+            raise ValueError("a canary has exactly one of url or tcp")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https:// (got {self.url!r})")
+        return self
+
+
+class PolicyConfig(_Strict):
+    """The decision gates and the thresholds of classification."""
+
+    dry_run: bool = False
+    paused: bool = False
+    warmup: Duration = 30.0
+    cooldown: Duration = 600.0
+    max_concurrent: Annotated[int, Field(ge=0)] = 2
+    # Never replace more than this share of a group within blast_window.
+    blast_radius: Share = 0.5
+    blast_window: Duration = 1800.0
+    approval_required: tuple[Literal["instance", "zone", "region"], ...] = ("region",)
+    # "Running at the provider but unreachable" must last this long before it counts as dead.
+    dead_grace: Duration = 30.0
+    # Share of a zone's instances that must be down (across more than one role) for a zone
+    # finding, while another zone of the same region still answers.
+    zone_down_share: Share = 0.75
+
+
+class Config(_Strict):
+    watcher: WatcherConfig = WatcherConfig()
+    objectives: ObjectivesConfig = ObjectivesConfig()
+    provider: ProviderConfig
+    agent: AgentClientConfig
+    timing: TimingConfig = TimingConfig()
+    policy: PolicyConfig = PolicyConfig()
+    groups: list[GroupConfig] = Field(min_length=1)
+    canaries: list[Canary] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Self:
+        problems = list(_cross_problems(self))
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def group(self, name: str) -> GroupConfig | None:
+        return next((g for g in self.groups if g.name == name), None)
+
+
+def _cross_problems(cfg: Config) -> Iterable[str]:
+    names = [g.name for g in cfg.groups]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        yield f"groups: the name {dup!r} is used by more than one group"
+    canary_names = [c.name for c in cfg.canaries]
+    for dup in sorted({n for n in canary_names if canary_names.count(n) > 1}):
+        yield f"canaries: the name {dup!r} is used by more than one canary"
+    for i, g in enumerate(cfg.groups):
+        if g.data_class and g.data_class not in cfg.objectives.data_classes:
+            yield (
+                f"groups[{i}].data_class: {g.data_class!r} is not defined under "
+                "objectives.data_classes"
+            )
+        for j, check in enumerate(g.checks):
+            if check.max_latency is not None and check.max_latency > cfg.timing.app.timeout:
+                yield (
+                    f"groups[{i}].checks[{j}].max_latency ({format_duration(check.max_latency)})"
+                    f" exceeds timing.app.timeout ({format_duration(cfg.timing.app.timeout)})"
+                )
+    grace_floor = cfg.timing.provider.interval
+    if cfg.policy.dead_grace < grace_floor:
+        yield (
+            f"policy.dead_grace ({format_duration(cfg.policy.dead_grace)}) must be at least "
+            f"timing.provider.interval ({format_duration(grace_floor)}): otherwise the provider "
+            "cannot corroborate before an instance is called dead"
+        )
+    if not _is_loopback(cfg.watcher.listen) and cfg.watcher.api_token_file is None:
+        yield (
+            f"watcher.api_token_file: required when watcher.listen ({cfg.watcher.listen}) "
+            "is not a loopback address"
+        )
+
+
+def _is_loopback(host_port: str) -> bool:
+    host = host_port.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _messages(err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors():
+        # Skip pydantic's internal discriminator segments such as 'function-after[...]'.
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p))
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        # Cross-field problems carry their own paths, one per line.
+        for line in msg.split("\n"):
+            problems.append(f"{_dotted(loc)}: {line}" if loc or ":" not in line else line)
+    return problems
+
+
+def parse(data: dict[str, Any]) -> Config:
+    """Validate a config given as a dict (already parsed TOML)."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_messages(err)) from None
+
+
+def load(path: Path) -> Config:
+    """Read and validate a TOML config file. Raises ConfigError with every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError([f"{path}: cannot read: {err.strerror}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        # tomllib's message ends with "(at line L, column C)".
+        raise ConfigError([f"{path}: not valid TOML: {err}"]) from None
+    return parse(data)

@@ -1,0 +1,17 @@
+"""Frozen value types shared by every part of drwatch. Imports nothing else from drwatch."""
+
+from drwatch.model.fleet import Fleet, Instance, InstanceState, Role
+from drwatch.model.observation import Health, Layer, Observation, TargetHealth
+from drwatch.model.snapshot import Snapshot
+
+__all__ = [
+    "Fleet",
+    "Health",
+    "Instance",
+    "InstanceState",
+    "Layer",
+    "Observation",
+    "Role",
+    "Snapshot",
+    "TargetHealth",
+]

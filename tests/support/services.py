@@ -1,0 +1,83 @@
+"""Real services for tests: find the binary, or skip with a reason (fail under CI).
+
+`DRWATCH_REQUIRE_SERVICES=1` turns every "binary missing" skip into a failure, so CI
+cannot go green by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+REQUIRE = os.environ.get("DRWATCH_REQUIRE_SERVICES") == "1"
+
+
+def need_binary(name: str, *extra_dirs: str) -> str:
+    """The binary's path; skip (or fail under DRWATCH_REQUIRE_SERVICES=1) when absent."""
+    found = shutil.which(name)
+    for d in extra_dirs:
+        if found is None:
+            candidate = Path(d) / name
+            found = str(candidate) if candidate.exists() else None
+    if found is None:
+        msg = f"{name} is not installed (Debian package; ./dev system-deps installs it)"
+        if REQUIRE:
+            pytest.fail(f"DRWATCH_REQUIRE_SERVICES=1 but {msg}")
+        pytest.skip(msg)
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_http(url: str, deadline_s: float = 20.0) -> None:
+    """Poll `url` until it answers at all (any status), or fail after the deadline."""
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            if time.monotonic() > end:
+                raise TimeoutError(f"{url} did not answer within {deadline_s}s") from None
+            time.sleep(0.05)
+
+
+@contextmanager
+def process(
+    argv: Sequence[str], *, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a process and make sure it is gone afterwards."""
+    proc = subprocess.Popen(
+        list(argv),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
