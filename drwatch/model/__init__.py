@@ -2,6 +2,15 @@
 
 from drwatch.model.fleet import Fleet, Instance, InstanceState, Role
 from drwatch.model.observation import Health, Layer, Observation, TargetHealth
+from drwatch.model.plan import (
+    Plan,
+    PlaybookName,
+    RunOutcome,
+    RunProgress,
+    Scope,
+    StepRecord,
+    StepStatus,
+)
 from drwatch.model.snapshot import Snapshot
 
 __all__ = [
@@ -11,7 +20,14 @@ __all__ = [
     "InstanceState",
     "Layer",
     "Observation",
+    "Plan",
+    "PlaybookName",
     "Role",
+    "RunOutcome",
+    "RunProgress",
+    "Scope",
     "Snapshot",
+    "StepRecord",
+    "StepStatus",
     "TargetHealth",
 ]
