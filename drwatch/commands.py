@@ -11,6 +11,7 @@ from typing import Any
 
 from drwatch import config as config_mod
 from drwatch.errors import ConfigError
+from drwatch.units import format_duration
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -57,7 +58,8 @@ def summarise(cfg: config_mod.Config) -> str:
         + ", ".join(f"{n} {r}" for r, n in sorted(roles.items()))
         + f"), {checks} app check(s)",
         f"canaries: {len(cfg.canaries)}",
-        f"objectives: rpo {cfg.objectives.rpo:g}s, rto {cfg.objectives.rto:g}s, "
+        f"objectives: rpo {format_duration(cfg.objectives.rpo)}, "
+        f"rto {format_duration(cfg.objectives.rto)}, "
         f"{len(cfg.objectives.data_classes)} data class(es)",
     ]
     return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""The CLI's contracts: --version, check-config's exit codes and messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from drwatch import __version__
+from drwatch.cli import main
+
+EXAMPLE = Path(__file__).parents[2] / "config" / "drwatch.example.toml"
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """`drwatch --version` prints the installed version."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"drwatch {__version__}"
+
+
+def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    """A valid file exits 0 with a summary of what would be watched."""
+    assert main(["check-config", str(EXAMPLE)]) == 0
+    out = capsys.readouterr().out
+    assert "ok" in out
+    assert "regions us-east-1, eu-west-1" in out
+    assert "groups: 3" in out
+
+
+def test_check_config_lists_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three different mistakes: exit 2, all three named by dotted path."""
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "[watcher]\nlisten = 'nohost'\n"
+        "[provider]\nregions = ['us-east-1']\nbogus = 1\n"
+        "[agent]\nsecret_file = '/x'\n"
+        "[[groups]]\nname = 'app'\nrole = 'app_server'\nselect = {}\n"
+    )
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "3 problem(s)" in err
+    assert "watcher.listen" in err
+    assert "provider.bogus: unknown key" in err
+    assert "groups[0].select" in err
+
+
+def test_check_config_not_toml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file that is not TOML exits 2 and names the line."""
+    path = tmp_path / "c.toml"
+    path.write_text("[provider\nregions = 1\n")
+    assert main(["check-config", str(path)]) == 2
+    assert "line 1" in capsys.readouterr().err
+
+
+def test_run_with_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The daemon refuses to start on a bad config, with check-config's messages."""
+    path = tmp_path / "c.toml"
+    path.write_text("[watcher]\nname = 'x'\n")
+    assert main(["run", "--config", str(path)]) == 2
+    assert "provider: required key is missing" in capsys.readouterr().err
+
+
+def test_console_script_help() -> None:
+    """The installed entry point runs and explains itself."""
+    out = subprocess.run(
+        [sys.executable, "-m", "drwatch.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "check-config" in out
+    assert "run" in out
