@@ -31,6 +31,15 @@ class ProviderUnreachableError(ProviderError):
         super().__init__(message, code="Unreachable", retryable=True)
 
 
+class ProviderTimeoutError(ProviderUnreachableError):
+    """The provider's API accepted the connection (or we could not tell) but did not answer
+    within the deadline. Observers report this as `unknown`, a refused connection as `down`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.code = "Timeout"
+
+
 class ProviderThrottledError(ProviderError):
     """The provider asked us to slow down (RequestLimitExceeded, Throttling)."""
 
