@@ -1,0 +1,203 @@
+"""Metrics: the series the daemon feeds, their labels, and a clean exposition."""
+
+from __future__ import annotations
+
+import subprocess
+from types import MappingProxyType
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from drwatch.model import (
+    Fleet,
+    Health,
+    Instance,
+    Layer,
+    Observation,
+    PlaybookName,
+    Role,
+    RunOutcome,
+    RunProgress,
+    Scope,
+    Snapshot,
+    StepRecord,
+    StepStatus,
+    TargetHealth,
+)
+from drwatch.web.metrics import Metrics, check_buckets
+from tests.support.services import free_port, need_binary
+
+FLEET = Fleet(
+    instances=(
+        Instance("i-1", "app-1", "us-east-1", "us-east-1a", Role.APP_SERVER, "app"),
+        Instance("i-3", "app-3", "us-east-1", "us-east-1b", Role.APP_SERVER, "app"),
+        Instance("i-9", "lb-1", "us-east-1", "us-east-1a", Role.LOAD_BALANCER, "web"),
+    )
+)
+
+
+def _th(target: str, layer: Layer, health: Health) -> TargetHealth:
+    return TargetHealth(target, layer, health, since=0.0, attempted_at=1.0, ok_at=None)
+
+
+def _snapshot() -> Snapshot:
+    rows = [
+        _th("i-1", Layer.APP, Health.UP),
+        _th("i-3", Layer.APP, Health.DOWN),
+        _th("i-3", Layer.AGENT, Health.UNKNOWN),
+        _th("i-9", Layer.PROVIDER, Health.UP),
+        _th("us-east-1b", Layer.ZONE, Health.DOWN),
+        _th("us-east-1", Layer.API, Health.UP),
+        _th("web", Layer.SERVICE, Health.UP),
+        _th("quad9", Layer.CANARY, Health.UP),
+        _th("cloudflare", Layer.CANARY, Health.DOWN),
+    ]
+    return Snapshot(
+        taken_at=2.0, fleet=FLEET, health=MappingProxyType({(t.target, t.layer): t for t in rows})
+    )
+
+
+def _run(run_id: str, outcome: RunOutcome = RunOutcome.SUCCEEDED) -> RunProgress:
+    return RunProgress(
+        run_id=run_id,
+        incident_id="inc-1",
+        playbook=PlaybookName.APP_REPLACE,
+        outcome=outcome,
+        steps=(
+            StepRecord("launch", StepStatus.DONE, started_at=10.0, ended_at=14.0),
+            StepRecord("register", StepStatus.RUNNING, started_at=14.0),
+        ),
+        started_at=10.0,
+        ended_at=40.0 if outcome is not RunOutcome.RUNNING else None,
+    )
+
+
+def _fed() -> Metrics:
+    m = Metrics(max_check_timeout=2.0)
+    m.record_check(Observation("i-1", Layer.APP, Health.UP, attempted_at=1.0, latency_s=0.02))
+    m.record_check(Observation("i-3", Layer.APP, Health.UNKNOWN, attempted_at=1.0), 2.0)
+    m.update_from_snapshot(_snapshot())
+    m.set_incidents_active({Scope.ZONE: 1})
+    m.incident_opened(Scope.ZONE)
+    m.record_run(_run("r-1"))
+    m.set_scheduler_lag(0.004, 0.03)
+    m.record_tick(0.003, 1_700_000_000.0)
+    m.set_watcher_impaired(False)
+    m.alert_delivered("alertmanager-1")
+    m.alert_failed("webhook")
+    return m
+
+
+def _samples(m: Metrics, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    out = {}
+    for fam in text_string_to_metric_families(m.exposition().decode()):
+        for s in fam.samples:
+            if s.name == name:
+                out[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def test_target_up_is_labelled_by_instance_name_and_skips_unknown() -> None:
+    """Instances appear by name with role/region/zone; unknown health is absent, not 0."""
+    up = _samples(_fed(), "drwatch_target_up")
+    app3 = (
+        ("layer", "app"),
+        ("region", "us-east-1"),
+        ("role", "app_server"),
+        ("target", "app-3"),
+        ("zone", "us-east-1b"),
+    )
+    assert up[app3] == 0.0
+    assert not any(dict(k)["layer"] == "agent" for k in up)
+    zone = dict(next(k for k in up if dict(k)["layer"] == "zone"))
+    assert zone["region"] == "us-east-1"
+    assert zone["target"] == "us-east-1b"
+    service = dict(next(k for k in up if dict(k)["layer"] == "service"))
+    assert service["role"] == "load_balancer"
+
+
+def test_targets_leaving_the_fleet_disappear() -> None:
+    """A new snapshot replaces every per-target series: removed targets are gone."""
+    m = _fed()
+    m.update_from_snapshot(Snapshot(taken_at=3.0, fleet=Fleet()))
+    assert _samples(m, "drwatch_target_up") == {}
+    assert _samples(m, "drwatch_canary_up") == {}
+
+
+def test_health_counts_and_canaries() -> None:
+    """Counts by layer and health include unknown; canaries report 1/0 by name."""
+    m = _fed()
+    counts = _samples(m, "drwatch_targets")
+    assert counts[(("health", "unknown"), ("layer", "agent"))] == 1.0
+    assert counts[(("health", "down"), ("layer", "app"))] == 1.0
+    canaries = _samples(m, "drwatch_canary_up")
+    assert canaries == {(("canary", "cloudflare"),): 0.0, (("canary", "quad9"),): 1.0}
+
+
+def test_a_finished_run_is_counted_once() -> None:
+    """The runner reports a run on every tick; it counts once, and only when finished."""
+    m = Metrics(process_metrics=False)
+    m.record_run(_run("r-1", RunOutcome.RUNNING))
+    m.record_run(_run("r-1"))
+    m.record_run(_run("r-1"))
+    runs = _samples(m, "drwatch_playbook_runs_total")
+    assert runs == {(("outcome", "succeeded"), ("playbook", "app_server.replace")): 1.0}
+    steps = _samples(m, "drwatch_playbook_step_duration_seconds_sum")
+    assert steps == {
+        (("playbook", "app_server.replace"), ("status", "done"), ("step", "launch")): 4.0
+    }
+
+
+def test_every_scope_is_exported_from_the_start() -> None:
+    """Active incidents per scope exist at 0 before any incident, so rules see a series."""
+    active = _samples(Metrics(process_metrics=False), "drwatch_incidents_active")
+    assert {dict(k)["scope"] for k in active} == {s.value for s in Scope}
+    assert set(active.values()) == {0.0}
+
+
+@pytest.mark.parametrize(("timeout", "last"), [(2.0, 2.0), (0.3, 0.3), (5.0, 5.0), (100.0, 100.0)])
+def test_check_buckets_end_at_the_timeout(timeout: float, last: float) -> None:
+    """A check cannot outlast its timeout, so the largest finite bucket is the timeout."""
+    buckets = check_buckets(timeout)
+    assert buckets[-1] == last
+    assert list(buckets) == sorted(set(buckets))
+
+
+@pytest.mark.services
+def test_promtool_finds_no_naming_problems() -> None:
+    """`promtool check metrics` reads the exposition without a single lint warning."""
+    promtool = need_binary("promtool")
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=_fed().exposition(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
+    assert result.stdout.decode().strip() == ""
+    assert result.stderr.decode().strip() == ""
+
+
+async def test_metrics_route_serves_the_registry() -> None:
+    """GET /metrics on an aiohttp app returns the drwatch series in text format."""
+    app = web.Application()
+    _fed().add_routes(app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/metrics") as resp,
+        ):
+            body = await resp.text()
+            assert resp.status == 200
+            assert resp.content_type == "text/plain"
+        assert 'drwatch_checks_total{layer="app",result="up"} 1.0' in body
+        assert "drwatch_build_info{" in body
+    finally:
+        await runner.cleanup()
