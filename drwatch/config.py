@@ -289,6 +289,44 @@ class PolicyConfig(_Strict):
     zone_down_share: Share = 0.75
 
 
+def _check_http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+
+
+class AlertsConfig(_Strict):
+    """Where drwatch pushes alerts: every Alertmanager replica (API v2), and a JSON webhook."""
+
+    # Every replica of one Alertmanager cluster: drwatch sends to each, it does not balance.
+    alertmanager_urls: list[HttpUrl] = Field(default_factory=list)
+    # A generic JSON webhook: receives each alert when it fires, changes and resolves.
+    webhook_url: HttpUrl | None = None
+    # Active alerts are sent again this often, with endsAt four intervals ahead.
+    resend_interval: Duration = 60.0
+    # One delivery attempt may take this long; a failed one is retried with backoff.
+    timeout: Duration = 5.0
+    # Links in alerts (generatorURL) point here: the status page as operators reach it.
+    external_url: HttpUrl | None = None
+    # Alerts waiting per receiver while it fails; beyond this, new ones are dropped (counted).
+    queue_size: Annotated[int, Field(ge=10, le=100_000)] = 1000
+
+    @model_validator(mode="after")
+    def _sane(self) -> Self:
+        dups = sorted({u for u in self.alertmanager_urls if self.alertmanager_urls.count(u) > 1})
+        if dups:
+            raise ValueError(f"alertmanager_urls lists {', '.join(dups)} more than once")
+        if self.timeout <= 0 or self.timeout >= self.resend_interval:
+            raise ValueError(
+                f"timeout ({format_duration(self.timeout)}) must be above 0 and shorter than "
+                f"resend_interval ({format_duration(self.resend_interval)})"
+            )
+        return self
+
+
 class Config(_Strict):
     watcher: WatcherConfig = WatcherConfig()
     objectives: ObjectivesConfig = ObjectivesConfig()
@@ -298,6 +336,7 @@ class Config(_Strict):
     policy: PolicyConfig = PolicyConfig()
     groups: list[GroupConfig] = Field(min_length=1)
     canaries: list[Canary] = Field(default_factory=list)
+    alerts: AlertsConfig = AlertsConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
