@@ -287,6 +287,12 @@ class PolicyConfig(_Strict):
     # Share of a zone's instances that must be down (across more than one role) for a zone
     # finding, while another zone of the same region still answers.
     zone_down_share: Share = 0.75
+    # Capacity warnings when the agent gives a usage percentage but no level of its own.
+    disk_warn_percent: Annotated[float, Field(gt=0, le=100)] = 90.0
+    memory_warn_percent: Annotated[float, Field(gt=0, le=100)] = 95.0
+    # After a playbook succeeds, how long its finding may linger before the run counts as
+    # failed (the replacement must show healthy within this window).
+    verify_window: Duration = 120.0
 
 
 def _check_http_url(value: str) -> str:
