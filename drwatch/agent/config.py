@@ -1,0 +1,254 @@
+"""The agent's own configuration (TOML), validated whole at load.
+
+`load(path)` returns a frozen `AgentConfig` or raises `ConfigError` listing every
+problem with its dotted path (`checks[2].url: required key is missing`).
+The agent shares nothing with the daemon's config: they run on different hosts.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from drwatch.errors import ConfigError
+from drwatch.units import format_duration, parse_duration
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Percent = Annotated[float, Field(ge=0, le=100)]
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_PARAM = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+MAX_CHECKS = 64
+MAX_ACTIONS = 32
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: lower-case letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, at most 63 characters"
+        )
+    return value
+
+
+def _check_host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port (e.g. '127.0.0.1:9180')")
+    return value
+
+
+def _check_param(value: str) -> str:
+    if not _PARAM.match(value):
+        raise ValueError(f"{value!r} is not a parameter name: [a-z][a-z0-9_]*, at most 32")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+HostPort = Annotated[str, AfterValidator(_check_host_port)]
+ParamName = Annotated[str, AfterValidator(_check_param)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _thresholds_ordered(warning: float | None, critical: float | None, what: str) -> None:
+    """For "higher is worse" values: warning must come before critical."""
+    if warning is not None and critical is not None and warning > critical:
+        raise ValueError(f"warning_{what} must not be above critical_{what}")
+
+
+class HttpCheckConfig(_Strict):
+    """GET a URL on this host: critical on a connection error or an unexpected status."""
+
+    kind: Literal["http"]
+    name: Name
+    url: str
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=lambda: [200]
+    )
+    warning_latency: Duration | None = None
+    critical_latency: Duration | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https:// (got {self.url!r})")
+        _thresholds_ordered(self.warning_latency, self.critical_latency, "latency")
+        return self
+
+
+class TcpCheckConfig(_Strict):
+    """Connect to host:port: critical when the connection is refused or fails."""
+
+    kind: Literal["tcp"]
+    name: Name
+    address: HostPort
+    warning_latency: Duration | None = None
+    critical_latency: Duration | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        _thresholds_ordered(self.warning_latency, self.critical_latency, "latency")
+        return self
+
+
+class ProcessCheckConfig(_Strict):
+    """Count processes with this exact name: critical below `min_count`."""
+
+    kind: Literal["process"]
+    name: Name
+    process: str = Field(min_length=1)
+    min_count: Annotated[int, Field(ge=1)] = 1
+
+
+class DiskFreeCheckConfig(_Strict):
+    """Free space on the filesystem holding `path`, as a percentage: lower is worse."""
+
+    kind: Literal["disk_free"]
+    name: Name
+    path: Path
+    warning_free_percent: Percent = 20.0
+    critical_free_percent: Percent = 10.0
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        if self.critical_free_percent > self.warning_free_percent:
+            raise ValueError("critical_free_percent must not be above warning_free_percent")
+        return self
+
+
+CheckConfig = Annotated[
+    HttpCheckConfig | TcpCheckConfig | ProcessCheckConfig | DiskFreeCheckConfig,
+    Field(discriminator="kind"),
+]
+CHECK_KINDS = frozenset({"http", "tcp", "process", "disk_free"})
+
+
+class CommandActionConfig(_Strict):
+    """An allow-listed action: a fixed argv, run without a shell.
+
+    The caller chooses only the values of the named `params`; they reach the command as
+    environment variables `DRWATCH_PARAM_<NAME>`, never as arguments or shell text.
+    """
+
+    name: Name
+    argv: list[str] = Field(min_length=1)
+    params: list[ParamName] = Field(default_factory=list)
+    timeout: Duration = 30.0
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        if not Path(self.argv[0]).is_absolute():
+            raise ValueError(f"argv[0] must be an absolute path (got {self.argv[0]!r})")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be greater than 0")
+        return self
+
+
+class AgentConfig(_Strict):
+    """The whole agent configuration."""
+
+    # Loopback by default: set the host's private address to let the watcher in.
+    listen: HostPort = "127.0.0.1:9180"
+    secret_file: Path
+    # A request whose timestamp is further than this from the agent's clock is refused.
+    max_clock_skew: Duration = 30.0
+    max_request_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 64 * 1024
+    max_response_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
+    # Each local check gets this long; keep it below the daemon's timing.agent.timeout.
+    check_timeout: Duration = 1.0
+    # Mount points to report; empty: every physical filesystem psutil lists.
+    mounts: list[str] = Field(default_factory=list)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    checks: list[CheckConfig] = Field(default_factory=list, max_length=MAX_CHECKS)
+    actions: list[CommandActionConfig] = Field(default_factory=list, max_length=MAX_ACTIONS)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Self:
+        problems: list[str] = []
+        if not 1.0 <= self.max_clock_skew <= 300.0:
+            problems.append(
+                f"max_clock_skew ({format_duration(self.max_clock_skew)}) must be between 1s and 5m"
+            )
+        if self.check_timeout <= 0:
+            problems.append("check_timeout must be greater than 0")
+        for what, names in (
+            ("checks", [c.name for c in self.checks]),
+            ("actions", [a.name for a in self.actions]),
+        ):
+            for dup in sorted({n for n in names if names.count(n) > 1}):
+                problems.append(f"{what}: the name {dup!r} is used more than once")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    previous: int | str | None = None
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(previous, int) and part in CHECK_KINDS:
+            pass  # pydantic's discriminator tag, not a key the operator wrote
+        else:
+            out += f".{part}" if out else part
+        previous = part
+    return out or "(top level)"
+
+
+def _messages(err: ValidationError) -> list[str]:
+    problems: list[str] = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p))
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        elif e["type"] == "union_tag_invalid":
+            msg = f"kind must be one of {', '.join(sorted(CHECK_KINDS))}"
+        elif e["type"] == "union_tag_not_found":
+            msg = "kind is missing"
+        problems.extend(f"{_dotted(loc)}: {line}" for line in msg.split("\n"))
+    return problems
+
+
+def parse(data: dict[str, Any]) -> AgentConfig:
+    """Validate an agent config given as a dict (already parsed TOML)."""
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_messages(err)) from None
+
+
+def load(path: Path) -> AgentConfig:
+    """Read and validate an agent TOML file. Raises ConfigError with every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError([f"{path}: cannot read: {err.strerror}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError([f"{path}: not valid TOML: {err}"]) from None
+    return parse(data)

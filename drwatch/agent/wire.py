@@ -1,0 +1,382 @@
+"""The agent wire: request signing, the facts schema, and its strict decoder.
+
+Both sides import this module: the agent (server) and the daemon's client
+(`drwatch.observe.agent`). It imports nothing from the daemon side.
+
+Signing
+-------
+Every request carries three headers:
+
+- `X-Drwatch-Timestamp`: the sender's clock, epoch seconds as decimal text (`1764130000.123456`)
+- `X-Drwatch-Nonce`: 16 to 64 hex digits, fresh per request
+- `X-Drwatch-Signature`: lower-case hex HMAC-SHA256, keyed with the shared secret, over
+  the canonical string, which is these six lines joined by `\\n` (no trailing newline):
+
+      drwatch-agent-v1
+      <METHOD, upper case>
+      <path as sent, percent-encoded, with its query string if any>
+      <X-Drwatch-Timestamp, exactly as sent>
+      <X-Drwatch-Nonce, exactly as sent>
+      <lower-case hex SHA-256 of the request body (of b"" when there is none)>
+
+The nonce is there so that two honest requests in the same clock tick never share
+a signature: the agent refuses a signature it has already seen (a replay).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from drwatch.errors import WireError
+
+SCHEMA = "drwatch.agent/v1"
+SIGNING_VERSION = "drwatch-agent-v1"
+TIMESTAMP_HEADER = "X-Drwatch-Timestamp"
+NONCE_HEADER = "X-Drwatch-Nonce"
+SIGNATURE_HEADER = "X-Drwatch-Signature"
+FACTS_PATH = "/v1/facts"
+ACTIONS_PATH = "/v1/actions/{name}"
+
+Scalar = str | int | float | bool
+
+
+# --- signing -------------------------------------------------------------------------------
+
+
+def canonical_string(method: str, path: str, timestamp: str, nonce: str, body: bytes) -> bytes:
+    """The exact bytes that are signed (see the module docstring)."""
+    digest = hashlib.sha256(body).hexdigest()
+    lines = (SIGNING_VERSION, method.upper(), path, timestamp, nonce, digest)
+    return "\n".join(lines).encode("utf-8")
+
+
+def sign(secret: bytes, *, method: str, path: str, timestamp: str, nonce: str, body: bytes) -> str:
+    """The hex HMAC-SHA256 signature of one request."""
+    message = canonical_string(method, path, timestamp, nonce, body)
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def signed_headers(
+    secret: bytes, method: str, path: str, body: bytes, *, now: float
+) -> dict[str, str]:
+    """The three auth headers for a request sent at `now` (epoch seconds)."""
+    timestamp = f"{now:.6f}"
+    nonce = secrets.token_hex(16)
+    return {
+        TIMESTAMP_HEADER: timestamp,
+        NONCE_HEADER: nonce,
+        SIGNATURE_HEADER: sign(
+            secret, method=method, path=path, timestamp=timestamp, nonce=nonce, body=body
+        ),
+    }
+
+
+def signature_matches(expected: str, given: str) -> bool:
+    """Constant-time comparison, so timing does not reveal how much of a guess was right."""
+    return hmac.compare_digest(expected.encode("ascii"), given.encode("ascii", "replace"))
+
+
+# --- the facts payload ---------------------------------------------------------------------
+
+
+class Status(StrEnum):
+    """A check's verdict. Overall status: critical > warning > unknown > ok."""
+
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    UNKNOWN = "unknown"
+
+
+_SEVERITY = {Status.OK: 0, Status.UNKNOWN: 1, Status.WARNING: 2, Status.CRITICAL: 3}
+
+
+def worst(statuses: list[Status]) -> Status:
+    """The overall status of several results; `ok` when there are none."""
+    return max(statuses, key=_SEVERITY.__getitem__, default=Status.OK)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One local check's result. `data` holds flat, machine-readable values (see docs/agent.md)."""
+
+    name: str
+    kind: str
+    status: Status
+    detail: str = ""
+    data: Mapping[str, Scalar] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DiskUsage:
+    mount: str
+    total_bytes: int
+    free_bytes: int
+    used_percent: float
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    total_bytes: int
+    available_bytes: int
+    used_percent: float
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """Load averages over 1, 5 and 15 minutes."""
+
+    m1: float
+    m5: float
+    m15: float
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What `GET /v1/facts` returns. `checks` and `disks` are keyed by name and mount."""
+
+    hostname: str
+    collected_at: float
+    status: Status
+    uptime_s: float
+    cpu_percent: float
+    load: Load
+    memory: Memory
+    disks: Mapping[str, DiskUsage] = field(default_factory=dict)
+    checks: Mapping[str, CheckResult] = field(default_factory=dict)
+    schema: str = SCHEMA
+
+
+def check_to_dict(result: CheckResult) -> dict[str, Any]:
+    return {
+        "name": result.name,
+        "kind": result.kind,
+        "status": result.status.value,
+        "detail": result.detail,
+        "data": dict(result.data),
+    }
+
+
+def facts_to_dict(facts: Facts) -> dict[str, Any]:
+    """The facts as plain JSON-ready data; the keys are the stable wire keys."""
+    return {
+        "schema": facts.schema,
+        "hostname": facts.hostname,
+        "collected_at": facts.collected_at,
+        "status": facts.status.value,
+        "uptime_s": facts.uptime_s,
+        "cpu_percent": facts.cpu_percent,
+        "load": {"1m": facts.load.m1, "5m": facts.load.m5, "15m": facts.load.m15},
+        "memory": {
+            "total_bytes": facts.memory.total_bytes,
+            "available_bytes": facts.memory.available_bytes,
+            "used_percent": facts.memory.used_percent,
+        },
+        "disks": {
+            mount: {
+                "mount": d.mount,
+                "total_bytes": d.total_bytes,
+                "free_bytes": d.free_bytes,
+                "used_percent": d.used_percent,
+            }
+            for mount, d in facts.disks.items()
+        },
+        "checks": {name: check_to_dict(c) for name, c in facts.checks.items()},
+    }
+
+
+def encode_facts(facts: Facts) -> bytes:
+    return encode_json(facts_to_dict(facts))
+
+
+def encode_json(data: Mapping[str, Any]) -> bytes:
+    """Compact JSON; non-finite floats are refused (JSON has none)."""
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+# --- the strict decoder --------------------------------------------------------------------
+
+
+def _no_constants(name: str) -> Any:
+    raise WireError(f"{name} is not a JSON number")
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object from bytes, or WireError saying why not."""
+    try:
+        value = json.loads(raw, parse_constant=_no_constants)
+    except WireError:
+        raise
+    except RecursionError:
+        raise WireError("JSON nested too deeply") from None
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, oversized ints
+        raise WireError(f"not JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise WireError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _get(obj: Mapping[str, Any], key: str, where: str) -> Any:
+    if not isinstance(obj, Mapping):
+        raise WireError(f"{where}: expected an object, got {type(obj).__name__}")
+    if key not in obj:
+        raise WireError(f"{where}.{key}: missing")
+    return obj[key]
+
+
+def _str(obj: Mapping[str, Any], key: str, where: str) -> str:
+    value = _get(obj, key, where)
+    if not isinstance(value, str):
+        raise WireError(f"{where}.{key}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _num(obj: Mapping[str, Any], key: str, where: str) -> float:
+    value = _get(obj, key, where)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise WireError(f"{where}.{key}: expected a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise WireError(f"{where}.{key}: expected a finite number")
+    return float(value)
+
+
+def _int(obj: Mapping[str, Any], key: str, where: str) -> int:
+    value = _get(obj, key, where)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise WireError(f"{where}.{key}: expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _status(obj: Mapping[str, Any], key: str, where: str) -> Status:
+    value = _str(obj, key, where)
+    try:
+        return Status(value)
+    except ValueError:
+        raise WireError(
+            f"{where}.{key}: {value!r} is not one of ok|warning|critical|unknown"
+        ) from None
+
+
+def _scalar(value: Any, where: str) -> Scalar:
+    if isinstance(value, bool | str | int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    raise WireError(f"{where}: expected a string, number or boolean, got {type(value).__name__}")
+
+
+def _keyed(
+    obj: Mapping[str, Any], key: str, where: str, item: Callable[[Any, str], Any]
+) -> dict[str, Any]:
+    value = _get(obj, key, where)
+    if not isinstance(value, dict):
+        raise WireError(f"{where}.{key}: expected an object, got {type(value).__name__}")
+    return {k: item(v, f"{where}.{key}.{k}") for k, v in value.items()}
+
+
+def decode_check(obj: Any, where: str) -> CheckResult:
+    data = _get(obj, "data", where)
+    if not isinstance(data, dict):
+        raise WireError(f"{where}.data: expected an object, got {type(data).__name__}")
+    return CheckResult(
+        name=_str(obj, "name", where),
+        kind=_str(obj, "kind", where),
+        status=_status(obj, "status", where),
+        detail=_str(obj, "detail", where),
+        data={k: _scalar(v, f"{where}.data.{k}") for k, v in data.items()},
+    )
+
+
+def _decode_disk(obj: Any, where: str) -> DiskUsage:
+    return DiskUsage(
+        mount=_str(obj, "mount", where),
+        total_bytes=_int(obj, "total_bytes", where),
+        free_bytes=_int(obj, "free_bytes", where),
+        used_percent=_num(obj, "used_percent", where),
+    )
+
+
+def _decode_memory(obj: Any, where: str) -> Memory:
+    return Memory(
+        total_bytes=_int(obj, "total_bytes", where),
+        available_bytes=_int(obj, "available_bytes", where),
+        used_percent=_num(obj, "used_percent", where),
+    )
+
+
+def _decode_load(obj: Any, where: str) -> Load:
+    return Load(m1=_num(obj, "1m", where), m5=_num(obj, "5m", where), m15=_num(obj, "15m", where))
+
+
+def decode_facts(raw: bytes) -> Facts:
+    """Facts from the agent's answer, or WireError naming the first thing that is wrong.
+
+    Unknown keys are ignored (additive changes within v1); a different `schema` is refused.
+    """
+    obj = parse_json_object(raw)
+    schema = _str(obj, "schema", "facts")
+    if schema != SCHEMA:
+        raise WireError(f"facts.schema: unknown schema version {schema[:64]!r} (want {SCHEMA})")
+    return Facts(
+        schema=schema,
+        hostname=_str(obj, "hostname", "facts"),
+        collected_at=_num(obj, "collected_at", "facts"),
+        status=_status(obj, "status", "facts"),
+        uptime_s=_num(obj, "uptime_s", "facts"),
+        cpu_percent=_num(obj, "cpu_percent", "facts"),
+        load=_decode_load(_get(obj, "load", "facts"), "facts.load"),
+        memory=_decode_memory(_get(obj, "memory", "facts"), "facts.memory"),
+        disks=_keyed(obj, "disks", "facts", _decode_disk),
+        checks=_keyed(obj, "checks", "facts", decode_check),
+    )
+
+
+# --- actions ---------------------------------------------------------------------------------
+
+
+def encode_action_request(params: Mapping[str, str]) -> bytes:
+    return encode_json({"params": dict(params)})
+
+
+def decode_action_request(raw: bytes) -> dict[str, str]:
+    """The params of `POST /v1/actions/{name}`: a flat object of strings. Empty body: no params."""
+    if not raw.strip():
+        return {}
+    obj = parse_json_object(raw)
+    params = obj.get("params", {})
+    if not isinstance(params, dict):
+        raise WireError(f"params: expected an object, got {type(params).__name__}")
+    for key, value in params.items():
+        if not isinstance(value, str):
+            raise WireError(f"params.{key}: expected a string, got {type(value).__name__}")
+    return params
+
+
+def decode_action_result(raw: bytes) -> dict[str, object]:
+    """The `result` object of a successful action answer."""
+    obj = parse_json_object(raw)
+    schema = _str(obj, "schema", "answer")
+    if schema != SCHEMA:
+        raise WireError(f"answer.schema: unknown schema version {schema[:64]!r} (want {SCHEMA})")
+    result = _get(obj, "result", "answer")
+    if not isinstance(result, dict):
+        raise WireError(f"answer.result: expected an object, got {type(result).__name__}")
+    return result
+
+
+def decode_error(raw: bytes) -> str:
+    """The `error` text of a refused action, or a short description when there is none."""
+    try:
+        obj = parse_json_object(raw)
+    except WireError:
+        return "no error message"
+    error = obj.get("error")
+    return error[:500] if isinstance(error, str) else "no error message"
