@@ -7,7 +7,6 @@ calls them in a worker thread under a deadline, because a hung mount can block s
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Sequence
 from typing import Protocol
@@ -24,8 +23,6 @@ _SKIP_FSTYPES = frozenset(
 
 class HostFacts(Protocol):
     """The host's resources, as the agent reports them."""
-
-    def hostname(self) -> str: ...
 
     def disks(self) -> list[DiskUsage]: ...
 
@@ -45,9 +42,6 @@ class PsutilHost:
         self._mounts = tuple(mounts)
         # psutil's cpu_percent compares with the previous call; the first call primes it.
         psutil.cpu_percent(interval=None)
-
-    def hostname(self) -> str:
-        return socket.gethostname()
 
     def disks(self) -> list[DiskUsage]:
         out = []

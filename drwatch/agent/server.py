@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -140,9 +141,15 @@ class FactsCollector:
     """Gathers host facts and check results into one `Facts`."""
 
     def __init__(
-        self, host: HostFacts, checks: Mapping[str, Check], timeout: float, clock: Clock
+        self,
+        host: HostFacts,
+        checks: Mapping[str, Check],
+        timeout: float,
+        clock: Clock,
+        hostname: str,
     ) -> None:
         self._host = host
+        self._hostname = hostname
         self._checks = checks
         self._timeout = timeout
         self._clock = clock
@@ -154,7 +161,7 @@ class FactsCollector:
         facts, checks = host_task.result(), checks_task.result()
         status = worst([c.status for c in checks.values()])
         return Facts(
-            hostname=facts["hostname"],
+            hostname=self._hostname,
             collected_at=self._clock(),
             status=status,
             uptime_s=facts["uptime_s"],
@@ -173,7 +180,6 @@ class FactsCollector:
 
 def _read_host(host: HostFacts) -> dict[str, Any]:
     return {
-        "hostname": host.hostname(),
         "uptime_s": host.uptime_s(),
         "cpu_percent": host.cpu_percent(),
         "load": host.load(),
@@ -272,11 +278,16 @@ def create_app(
     *,
     secret: bytes | None = None,
     clock: Clock = time.time,
+    hostname: str | None = None,
 ) -> web.Application:
-    """The agent's aiohttp application. `secret` defaults to the contents of cfg.secret_file."""
+    """The agent's aiohttp application.
+
+    `secret` defaults to the contents of cfg.secret_file; `hostname` to this machine's.
+    """
     key = read_secret(cfg.secret_file) if secret is None else secret
     verifier = Verifier(key, cfg.max_clock_skew, clock)
-    collector = FactsCollector(host, checks, cfg.check_timeout, clock)
+    name = hostname or socket.gethostname()
+    collector = FactsCollector(host, checks, cfg.check_timeout, clock, name)
     service = AgentService(cfg, collector, actions, verifier, clock)
     # The middleware enforces the limit first; this bounds chunked bodies too.
     app = web.Application(middlewares=[service.authenticate], client_max_size=cfg.max_request_bytes)

@@ -1,0 +1,268 @@
+"""The daemon's client for `drwatch agent`: signed facts polls and allow-listed actions.
+
+`AgentClient.check(instance, timeout_s)` never raises: every outcome is an AGENT
+observation of the instance. Refused connection: DOWN (the host answered "nobody
+here"). Timeout, a refused signature, an error status, an oversized or malformed
+answer: UNKNOWN with the reason (we failed to see the agent; it may be fine).
+Reachable: UP, and `detail` holds the facts as the wire's plain dict (keys in
+docs/agent.md), so assess reads disks, memory and the database check from there.
+
+`AgentClient.action(...)` is for playbooks; it raises `AgentActionError`, whose
+`retryable` says whether the action certainly did not happen (safe to retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from drwatch.agent.wire import (
+    ACTIONS_PATH,
+    FACTS_PATH,
+    Facts,
+    decode_action_result,
+    decode_error,
+    decode_facts,
+    encode_action_request,
+    facts_to_dict,
+    signed_headers,
+)
+from drwatch.config import AgentClientConfig
+from drwatch.errors import DrwatchError, WireError
+from drwatch.logs import get_logger
+from drwatch.model.fleet import Instance
+from drwatch.model.observation import Health, Layer, Observation
+from drwatch.probes.result import seconds
+from drwatch.probes.tcp import connect_failure
+
+AGENT_ADDR_TAG = "drwatch:agent-addr"
+_ACTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+log = get_logger(component="agent_client")
+Clock = Callable[[], float]
+
+
+class AgentActionError(DrwatchError):
+    """An agent action did not succeed.
+
+    `retryable` is True only when the request certainly did not run (connection refused,
+    no address); after a timeout the action may have happened, so the caller must verify.
+    `status` is the agent's HTTP status when it answered.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+
+
+class _AnswerTooLargeError(Exception):
+    """The agent's answer exceeded max_response_bytes (internal to this module)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    body: bytes
+
+
+def agent_address(instance: Instance, cfg: AgentClientConfig) -> tuple[str, int] | None:
+    """(host, port) of the instance's agent: the `drwatch:agent-addr` tag, else its ip."""
+    override = instance.tag(AGENT_ADDR_TAG)
+    if override:
+        host, _, port = override.rpartition(":")
+        if host and port.isdigit():
+            return host.strip("[]"), int(port)
+    ip = instance.private_ip if cfg.address == "private_ip" else instance.public_ip
+    return (ip, cfg.port) if ip else None
+
+
+def _failure(health: Health, reason: str) -> tuple[Health, str, Facts | None]:
+    return health, reason, None
+
+
+def _client_error(err: aiohttp.ClientError) -> tuple[Health, str, Facts | None]:
+    if isinstance(err, aiohttp.ClientConnectorError):
+        result = connect_failure(err.os_error)
+        return _failure(result.health, result.reason)
+    return _failure(Health.UNKNOWN, f"http: {type(err).__name__}")
+
+
+def _judge(answer: _Answer) -> tuple[Health, str, Facts | None]:
+    if answer.status == 401:
+        return _failure(Health.UNKNOWN, "agent refused our signature")
+    if answer.status != 200:
+        return _failure(
+            Health.UNKNOWN, f"agent answered {answer.status}: {decode_error(answer.body)}"
+        )
+    try:
+        facts = decode_facts(answer.body)
+    except WireError as err:
+        return _failure(Health.UNKNOWN, f"malformed facts: {str(err)[:200]}")
+    return Health.UP, _summary(facts), facts
+
+
+def _summary(facts: Facts) -> str:
+    """Empty when every local check is ok; else the failing checks, named."""
+    bad = [f"{c.name}: {c.status.value}" for c in facts.checks.values() if c.status != "ok"]
+    return "; ".join(bad)
+
+
+class AgentClient:
+    """Talks to the agent on each instance over one shared aiohttp session."""
+
+    def __init__(
+        self,
+        cfg: AgentClientConfig,
+        secret: bytes,
+        session: aiohttp.ClientSession,
+        *,
+        clock: Clock = time.time,
+    ) -> None:
+        self._cfg = cfg
+        self._secret = secret
+        self._session = session
+        self._clock = clock
+        self._last_ok: dict[str, float] = {}
+        self._last_health: dict[str, Health] = {}
+
+    async def check(self, instance: Instance, timeout_s: float) -> Observation:
+        """The AGENT observation of `instance`. Never raises."""
+        attempted_at = self._clock()
+        started = time.monotonic()
+        health, reason, facts = await self._poll(instance, timeout_s)
+        if health is Health.UP:
+            self._last_ok[instance.id] = attempted_at
+        self._note(instance, health, reason)
+        return Observation(
+            target=instance.id,
+            layer=Layer.AGENT,
+            health=health,
+            attempted_at=attempted_at,
+            ok_at=self._last_ok.get(instance.id),
+            reason=reason,
+            latency_s=time.monotonic() - started if facts is not None else None,
+            detail=facts_to_dict(facts) if facts is not None else {},
+        )
+
+    async def _poll(self, instance: Instance, timeout_s: float) -> tuple[Health, str, Facts | None]:
+        addr = agent_address(instance, self._cfg)
+        if addr is None:
+            return _failure(Health.UNKNOWN, "no address: no ip and no agent-addr tag")
+        try:
+            async with asyncio.timeout(timeout_s):
+                answer = await self._request("GET", FACTS_PATH, addr, b"")
+        except TimeoutError:
+            return _failure(Health.UNKNOWN, f"timeout after {seconds(timeout_s)}")
+        except aiohttp.ClientError as err:
+            return _client_error(err)
+        except _AnswerTooLargeError:
+            return _failure(
+                Health.UNKNOWN, f"answer larger than {self._cfg.max_response_bytes} bytes"
+            )
+        except OSError as err:
+            return _failure(connect_failure(err).health, connect_failure(err).reason)
+        return _judge(answer)
+
+    def _note(self, instance: Instance, health: Health, reason: str) -> None:
+        """Log when an agent's reachability changes, not on every poll."""
+        previous = self._last_health.get(instance.id)
+        self._last_health[instance.id] = health
+        if previous is not None and previous is not health:
+            log.info(
+                "agent.health_changed",
+                instance=instance.id,
+                name=instance.name,
+                health=health.value,
+                was=previous.value,
+                reason=reason,
+            )
+
+    async def action(
+        self, instance: Instance, name: str, params: Mapping[str, str], timeout_s: float
+    ) -> dict[str, object]:
+        """Run the allow-listed action `name` on the instance's agent; its result object."""
+        where = f"{name} on {instance.name or instance.id}"
+        addr = agent_address(instance, self._cfg)
+        if addr is None:
+            raise AgentActionError(f"{where}: no address for the agent", retryable=True)
+        if not _ACTION_NAME.match(name):
+            raise AgentActionError(f"{where}: not a valid action name")
+        path = ACTIONS_PATH.format(name=name)
+        log.info("agent.action_sent", instance=instance.id, action=name, params=sorted(params))
+        answer = await self._send_action(
+            where, path, addr, encode_action_request(params), timeout_s
+        )
+        return _action_result(where, answer)
+
+    async def _send_action(
+        self, where: str, path: str, addr: tuple[str, int], body: bytes, timeout_s: float
+    ) -> _Answer:
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._request("POST", path, addr, body)
+        except TimeoutError:
+            raise AgentActionError(
+                f"{where}: no answer within {seconds(timeout_s)}; it may have run"
+            ) from None
+        except aiohttp.ClientConnectorError as err:
+            raise AgentActionError(
+                f"{where}: {connect_failure(err.os_error).reason}", retryable=True
+            ) from None
+        except (aiohttp.ClientError, OSError) as err:
+            raise AgentActionError(f"{where}: {type(err).__name__}; it may have run") from None
+        except _AnswerTooLargeError:
+            raise AgentActionError(f"{where}: answer too large") from None
+
+    async def _request(self, method: str, path: str, addr: tuple[str, int], body: bytes) -> _Answer:
+        host, port = addr
+        shown = f"[{host}]" if ":" in host else host
+        url = f"{self._cfg.scheme}://{shown}:{port}{path}"
+        headers: dict[str, str] = signed_headers(
+            self._secret, method, path, body, now=self._clock()
+        )
+        kwargs: dict[str, Any] = {"headers": headers, "allow_redirects": False}
+        if body:
+            kwargs["data"] = body
+            headers["Content-Type"] = "application/json"
+        async with self._session.request(method, url, **kwargs) as resp:
+            cap = self._cfg.max_response_bytes
+            if resp.content_length is not None and resp.content_length > cap:
+                raise _AnswerTooLargeError
+            return _Answer(resp.status, await _read_capped(resp.content, cap))
+
+
+async def _read_capped(stream: aiohttp.StreamReader, cap: int) -> bytes:
+    """At most `cap` bytes; one more means the answer is too large."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await stream.read(cap + 1 - size)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            raise _AnswerTooLargeError
+
+
+_STATUS_MEANING = {
+    401: "agent refused our signature",
+    404: "the agent does not allow this action",
+    413: "request too large for the agent",
+}
+
+
+def _action_result(where: str, answer: _Answer) -> dict[str, object]:
+    if answer.status == 200:
+        try:
+            return decode_action_result(answer.body)
+        except WireError as err:
+            raise AgentActionError(f"{where}: malformed answer: {err}", status=200) from None
+    meaning = _STATUS_MEANING.get(answer.status) or decode_error(answer.body)
+    raise AgentActionError(f"{where}: {answer.status}: {meaning}", status=answer.status)
