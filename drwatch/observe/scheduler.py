@@ -30,15 +30,21 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from drwatch.logs import get_logger
 from drwatch.model.observation import Health, Layer, Observation
 from drwatch.probes.result import seconds
 
-log = get_logger(component="scheduler")
+
+def _logger() -> Any:
+    # Bound at use, not import: a logger bound before logs.configure() keeps the defaults.
+    return get_logger(component="scheduler")
+
 
 Clock = Callable[[], float]
 ResultSink = Callable[[Observation], None]
+CheckRun = Callable[[], Awaitable[Observation]]
 # The driver never sleeps longer than this, so a clock jump or a lost wake-up heals.
 _MAX_IDLE_S = 1.0
 _LAG_WINDOW = 4096
@@ -51,7 +57,7 @@ class CheckJob:
     key: str
     interval: float
     timeout: float
-    run: Callable[[], Awaitable[Observation]]
+    run: CheckRun
     layer: Layer
     target: str
 
@@ -259,14 +265,14 @@ class CheckScheduler:
             self._note_failure(job, reason, err)
             return _unknown(job, attempted_at, reason)
         if self._failing.pop(job.key, None) is not None:
-            log.info("check.recovered", key=job.key, layer=job.layer, target=job.target)
+            _logger().info("check.recovered", key=job.key, layer=job.layer, target=job.target)
         return obs
 
     def _note_failure(self, job: CheckJob, reason: str, err: Exception) -> None:
         if self._failing.get(job.key) == reason:
             return
         self._failing[job.key] = reason
-        log.warning(
+        _logger().warning(
             "check.failed",
             key=job.key,
             layer=job.layer,
@@ -279,7 +285,9 @@ class CheckScheduler:
         try:
             self._on_result(obs)
         except Exception as err:  # the sink's bug must not kill the scheduler
-            log.exception("check.sink_failed", target=obs.target, layer=obs.layer, error=str(err))
+            _logger().exception(
+                "check.sink_failed", target=obs.target, layer=obs.layer, error=str(err)
+            )
 
 
 def _unknown(job: CheckJob, attempted_at: float, reason: str) -> Observation:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
+from typing import Any
 
 from drwatch.config import TimingConfig
 from drwatch.logs import get_logger
@@ -28,7 +29,11 @@ from drwatch.model.fleet import Fleet
 from drwatch.model.observation import Health, Layer, Observation, TargetHealth
 from drwatch.model.snapshot import HealthKey, Snapshot
 
-log = get_logger(component="health")
+
+def _logger() -> Any:
+    # Bound at use, not import: a logger bound before logs.configure() keeps the defaults.
+    return get_logger(component="health")
+
 
 RiseFall = tuple[int, int]
 # Layers whose targets are instance ids: the snapshot keeps them only for the current fleet.
@@ -142,7 +147,8 @@ class HealthStore:
 
     def prune(self, fleet: Fleet) -> None:
         """Forget instance-layer entries of instances no longer in `fleet`."""
-        self.forget(k for k in self._health if k[1] in INSTANCE_LAYERS and fleet.get(k[0]) is None)
+        gone = [k for k in self._health if k[1] in INSTANCE_LAYERS and fleet.get(k[0]) is None]
+        self.forget(gone)
 
     def snapshot(self, fleet: Fleet, now: float) -> Snapshot:
         """A frozen copy for assess. Instance layers are restricted to `fleet`'s instances;
@@ -179,6 +185,6 @@ def _log(tr: Transition) -> None:
     event = f"target.{tr.new}"
     fields = {"layer": str(tr.layer), "target": tr.target, "was": str(tr.old), "reason": tr.reason}
     if tr.new is Health.UP:
-        log.info(event, **fields)
+        _logger().info(event, **fields)
     else:
-        log.warning(event, **fields)
+        _logger().warning(event, **fields)
