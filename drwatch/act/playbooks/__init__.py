@@ -1,0 +1,13 @@
+"""The recovery playbooks, by their contract names (DESIGN.md)."""
+
+from __future__ import annotations
+
+from drwatch.act.base import Playbook
+from drwatch.act.playbooks import app_server
+from drwatch.model.plan import PlaybookName
+
+
+def all_playbooks() -> dict[PlaybookName, Playbook]:
+    """The explicit registry the composition root hands to the Runner."""
+    books = (app_server.PLAYBOOK,)
+    return {b.name: b for b in books}

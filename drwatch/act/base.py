@@ -1,0 +1,237 @@
+"""What playbooks depend on: small Protocols, their settings, and the step machinery.
+
+A playbook is a tuple of named steps. A step is an async function of a `RunContext`
+that returns `done(...)` or `skipped(reason)`, or raises `StepError`. Every side
+effect inside a step goes through `ctx.effect(key, params, check=..., apply=...)`:
+the runner journals the intent (with `params`) before `apply` runs, asks `check`
+first whether the world already shows it done, and on a resumed run hands back the
+journaled result instead of applying again. Steps must therefore be safe to re-run
+from the top: reads and waits repeat, side effects do not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from drwatch.errors import DrwatchError
+from drwatch.model.fleet import Instance, Role
+from drwatch.model.observation import Health, Layer
+from drwatch.model.plan import Plan, PlaybookName
+from drwatch.model.snapshot import Snapshot
+from drwatch.providers.base import Provider, Tags
+
+JSON = dict[str, Any]
+T = TypeVar("T")
+
+RUN_TAG = "drwatch:run"
+STEP_TAG = "drwatch:step"
+GROUP_TAG = "drwatch:group"
+ROLE_TAG = "drwatch:role"
+DB_ROLE_TAG = "drwatch:db-role"
+# Copied from an old instance to its replacement: what makes it a member of the group.
+COPIED_TAGS = ("Name", GROUP_TAG, ROLE_TAG)
+
+
+class FleetView(Protocol):
+    """The fleet and its health as the daemon sees it (discovery + the health store)."""
+
+    def latest(self) -> Snapshot: ...
+
+    async def refresh(self) -> Snapshot:
+        """Rediscover now and return a snapshot that includes instances launched since."""
+
+
+class AgentActions(Protocol):
+    """Allow-listed actions on a host's agent (`register_backend`, `promote`, ...).
+
+    Agents make every action idempotent: registering a registered backend, promoting a
+    primary or setting the database it already uses changes nothing.
+    """
+
+    async def action(self, instance: Instance, name: str, params: Mapping[str, str]) -> JSON: ...
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """The slice of a group's configuration that playbooks need."""
+
+    name: str
+    role: Role
+    elastic_ip: str | None = None
+    size: int | None = None
+    app_port: int | None = None
+    # Databases: whether the app layer is checked on them (otherwise the agent alone).
+    has_app_checks: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ActSettings:
+    """Deadlines (seconds) and launch defaults. Every wait in a playbook uses one of these."""
+
+    poll_interval: float = 1.0
+    launch_timeout: float = 180.0  # a launched instance reaches `running`
+    healthy_timeout: float = 240.0  # ... and shows in the fleet with agent (and app) up
+    stop_timeout: float = 120.0  # a stopped instance reaches `stopped`
+    volume_timeout: float = 120.0  # a volume becomes `available` / attached
+    snapshot_timeout: float = 600.0  # a snapshot completes
+    action_timeout: float = 30.0  # one agent action
+    service_timeout: float = 60.0  # the service answers through the load balancer
+    instance_type: str = "t3.micro"
+    data_device: str = "/dev/sdf"
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """Everything a playbook may touch, handed in by the composition root."""
+
+    provider: Provider
+    fleet: FleetView
+    agent: AgentActions
+    groups: Mapping[str, GroupInfo]
+    settings: ActSettings = ActSettings()
+    clock: Clock = field(default_factory=SystemClock)
+
+
+class StepError(DrwatchError):
+    """A step cannot reach its goal; the run ends `failed` with this detail."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: str  # "done" | "skipped"
+    detail: str
+    result: JSON
+
+
+def done(detail: str, **result: Any) -> Outcome:
+    return Outcome("done", detail, result)
+
+
+def skipped(reason: str, **result: Any) -> Outcome:
+    return Outcome("skipped", reason, result)
+
+
+Check = Callable[[JSON], Awaitable[JSON | None]]
+Apply = Callable[[JSON], Awaitable[JSON]]
+
+
+class EffectGate(Protocol):
+    """The runner's half of `ctx.effect`: journal, check, apply, journal."""
+
+    async def effect(self, step: str, key: str, params: JSON, check: Check, apply: Apply) -> JSON:
+        """Return the effect's result, applying it at most once across crashes."""
+
+
+@dataclass
+class RunContext:
+    """One run of one playbook, as its steps see it."""
+
+    run_id: str
+    plan: Plan
+    deps: Deps
+    gate: EffectGate
+    results: dict[str, JSON] = field(default_factory=dict)
+    step: str = ""
+
+    async def effect(self, key: str, params: JSON, *, check: Check, apply: Apply) -> JSON:
+        """A side effect, journaled. On a resumed run `params` are the journaled ones."""
+        return await self.gate.effect(self.step, key, params, check, apply)
+
+    def token(self, key: str) -> str:
+        """A deterministic idempotency token (EC2 ClientToken, at most 64 characters)."""
+        token = f"{self.run_id}-{self.step}-{key}"
+        if len(token) <= 64:
+            return token
+        digest = hashlib.sha256(token.encode()).hexdigest()[:24]
+        return f"{self.run_id}-{digest}"
+
+    def tags(self, key: str) -> Tags:
+        """Tags that mark a resource as made by this run's step: the world-side "done?"."""
+        return ((RUN_TAG, self.run_id), (STEP_TAG, f"{self.step}/{key}"))
+
+    async def wait_for(
+        self, what: str, probe: Callable[[], Awaitable[T | None]], within: float
+    ) -> T:
+        """Poll `probe` until it returns a value; StepError after `within` seconds."""
+        clock = self.deps.clock
+        try:
+            async with asyncio.timeout(within):
+                while True:
+                    value = await probe()
+                    if value is not None:
+                        return value
+                    await clock.sleep(self.deps.settings.poll_interval)
+        except TimeoutError:
+            raise StepError(f"timed out after {within:g}s waiting for {what}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    name: str
+    run: Callable[[RunContext], Awaitable[Outcome]]
+
+
+@dataclass(frozen=True, slots=True)
+class Playbook:
+    name: PlaybookName
+    steps: tuple[Step, ...]
+
+
+# -- reading the fleet's health -------------------------------------------------------------
+
+
+def is_up(snap: Snapshot, target: str, layer: Layer) -> bool:
+    health = snap.get(target, layer)
+    return health is not None and health.health is Health.UP
+
+
+def database_check(snap: Snapshot, instance_id: str) -> Mapping[str, Any] | None:
+    """The agent's database check (`kind == "database"`) from the instance's latest facts."""
+    health = snap.get(instance_id, Layer.AGENT)
+    if health is None:
+        return None
+    checks = health.detail.get("checks")
+    if not isinstance(checks, Mapping):
+        return None
+    for check in checks.values():
+        if isinstance(check, Mapping) and check.get("kind") == "database":
+            return check
+    return None
+
+
+def database_integrity(snap: Snapshot, instance_id: str) -> bool | None:
+    """True/False from the agent's integrity verdict; None when the agent has not said."""
+    check = database_check(snap, instance_id)
+    if check is None:
+        return None
+    data = check.get("data")
+    value = data.get("integrity") if isinstance(data, Mapping) else None
+    if value is None:
+        return None
+    return str(value) == "ok"
+
+
+def database_role(snap: Snapshot, instance_id: str) -> str | None:
+    check = database_check(snap, instance_id)
+    data = check.get("data") if check is not None else None
+    role = data.get("role") if isinstance(data, Mapping) else None
+    return str(role) if role is not None else None

@@ -1,0 +1,326 @@
+"""Building blocks the playbooks share: find, launch, wait, stop, attach, agent calls.
+
+Each helper that makes a side effect does it through `ctx.effect` with a world-side
+"already done?" check, so a step that calls it can be re-run after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+
+from drwatch.act.base import (
+    COPIED_TAGS,
+    DB_ROLE_TAG,
+    GROUP_TAG,
+    JSON,
+    ROLE_TAG,
+    RUN_TAG,
+    STEP_TAG,
+    RunContext,
+    StepError,
+    database_role,
+    is_up,
+)
+from drwatch.errors import ProviderError
+from drwatch.model.fleet import Instance, InstanceState, Role
+from drwatch.model.observation import Layer
+from drwatch.model.snapshot import Snapshot
+from drwatch.providers.base import CloudInstance, LaunchSpec, VolumeInfo
+
+APP_ADDR_TAG = "drwatch:app-addr"
+# Launch errors that mean "not here, try another zone".
+ZONE_REFUSALS = frozenset({"InsufficientInstanceCapacity", "Unsupported", "InsufficientCapacity"})
+_ROOT_DEVICES = frozenset({"/dev/sda1", "/dev/xvda", "/dev/sda", "/dev/nvme0n1"})
+
+
+# -- reading the world ----------------------------------------------------------------------
+
+
+async def cloud_instance(ctx: RunContext, instance_id: str) -> CloudInstance | None:
+    instances = await ctx.deps.provider.instances(ctx.plan.region)
+    return next((i for i in instances if i.id == instance_id), None)
+
+
+async def require_instance(ctx: RunContext, instance_id: str) -> CloudInstance:
+    inst = await cloud_instance(ctx, instance_id)
+    if inst is None:
+        raise StepError(f"{instance_id} is not known to the provider in {ctx.plan.region}")
+    return inst
+
+
+async def made_by(ctx: RunContext, key: str) -> CloudInstance | None:
+    """The live instance this run's step launched under `key`, if it exists."""
+    step_tag = f"{ctx.step}/{key}"
+    for inst in await ctx.deps.provider.instances(ctx.plan.region):
+        if (
+            inst.tag(RUN_TAG) == ctx.run_id
+            and inst.tag(STEP_TAG) == step_tag
+            and inst.state is not InstanceState.TERMINATED
+        ):
+            return inst
+    return None
+
+
+async def healthy_zones(ctx: RunContext) -> list[str]:
+    """Zones of the plan's region that the provider calls available and the plan allows."""
+    zones = await ctx.deps.provider.zones(ctx.plan.region)
+    avoid = set(ctx.plan.avoid_zones)
+    return sorted(z.name for z in zones if z.state == "available" and z.name not in avoid)
+
+
+def zone_order(
+    preferred: str | None, healthy: Sequence[str], spread: Mapping[str, int]
+) -> list[str]:
+    """Zones to try: the preferred one first when healthy, then the least crowded."""
+    rest = sorted((z for z in healthy if z != preferred), key=lambda z: (spread.get(z, 0), z))
+    return [preferred, *rest] if preferred is not None and preferred in healthy else rest
+
+
+def group_members(snap: Snapshot, group: str) -> list[Instance]:
+    return [i for i in snap.fleet.in_group(group) if not i.state.is_gone]
+
+
+def spread_of(snap: Snapshot, group: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for inst in group_members(snap, group):
+        counts[inst.zone] = counts.get(inst.zone, 0) + 1
+    return counts
+
+
+async def image_for(ctx: RunContext, old: CloudInstance | None, role: Role) -> str:
+    """The old instance's image when the provider still has it, else the role's image."""
+    images = await ctx.deps.provider.images(ctx.plan.region)
+    known = {i.id for i in images}
+    if old is not None and old.image_id in known:
+        return old.image_id
+    for img in images:
+        tags = dict(img.tags)
+        if tags.get(GROUP_TAG) == ctx.plan.group or tags.get(ROLE_TAG) == role.value:
+            return img.id
+    raise StepError(f"no image for group {ctx.plan.group} ({role.value}) in {ctx.plan.region}")
+
+
+def copied_tags(old: CloudInstance | Instance | None, group: str, role: Role) -> dict[str, str]:
+    """The group's tags from the old instance; never its agent/app addresses (those are
+    the old host's, and the new host announces its own)."""
+    tags = dict(old.tags) if old is not None else {}
+    kept = {k: v for k, v in tags.items() if k in COPIED_TAGS}
+    kept.setdefault(GROUP_TAG, group)
+    kept.setdefault(ROLE_TAG, role.value)
+    return kept
+
+
+def user_data(values: Mapping[str, str]) -> str:
+    """`KEY=value` lines: the instance's configuration at boot."""
+    return "".join(f"{k}={v}\n" for k, v in values.items() if v)
+
+
+def load_balancers(snap: Snapshot, region: str) -> list[Instance]:
+    """Running load balancers of the region whose agent answers."""
+    return [
+        i
+        for i in snap.fleet.in_region(region)
+        if i.role is Role.LOAD_BALANCER and not i.state.is_gone and is_up(snap, i.id, Layer.AGENT)
+    ]
+
+
+def database_primary(snap: Snapshot, region: str) -> Instance | None:
+    """The region's database primary: tagged so by a recovery, else as its agent says."""
+    dbs = [i for i in snap.fleet.in_region(region) if i.role is Role.DATABASE]
+    live = [i for i in dbs if not i.state.is_gone]
+    tagged = [i for i in live if i.tag(DB_ROLE_TAG) == "primary"]
+    if tagged:
+        return max(tagged, key=lambda i: i.launched_at or 0.0)
+    return next((i for i in live if database_role(snap, i.id) == "primary"), None)
+
+
+def app_address(inst: Instance | CloudInstance, port: int | None) -> str | None:
+    addr = inst.tag(APP_ADDR_TAG)
+    if addr:
+        return addr
+    if inst.private_ip and port:
+        return f"{inst.private_ip}:{port}"
+    return None
+
+
+# -- side effects ---------------------------------------------------------------------------
+
+
+async def launch(ctx: RunContext, key: str, params: JSON) -> JSON:
+    """Launch one instance, trying `params["zones"]` in order; idempotent per run/step/key.
+
+    Returns `{"instance_id", "zone", "refused": {zone: reason}}`. Raises StepError with
+    every zone's refusal when none accepts.
+    """
+
+    async def check(p: JSON) -> JSON | None:
+        inst = await made_by(ctx, key)
+        return {"instance_id": inst.id, "zone": inst.zone, "refused": {}} if inst else None
+
+    async def apply(p: JSON) -> JSON:
+        refused: dict[str, str] = {}
+        for zone in p["zones"]:
+            spec = LaunchSpec(
+                region=ctx.plan.region,
+                zone=zone,
+                image_id=p["image_id"],
+                client_token=ctx.token(f"{key}-{zone}"),
+                instance_type=ctx.deps.settings.instance_type,
+                user_data=p["user_data"],
+                tags=(*sorted(p["tags"].items()), *ctx.tags(key)),
+            )
+            try:
+                new_id = await ctx.deps.provider.run_instance(spec)
+            except ProviderError as err:
+                if err.code not in ZONE_REFUSALS:
+                    raise
+                refused[zone] = f"{err.code}: {err}"
+                continue
+            return {"instance_id": new_id, "zone": zone, "refused": refused}
+        raise StepError(f"no zone accepted the launch: {_refusals(refused, p['zones'])}")
+
+    return await ctx.effect(key, params, check=check, apply=apply)
+
+
+def _refusals(refused: Mapping[str, str], zones: Sequence[str]) -> str:
+    if not zones:
+        return "no healthy zone to launch in"
+    return "; ".join(f"{z}: {r}" for z, r in refused.items())
+
+
+async def wait_running(ctx: RunContext, instance_id: str) -> CloudInstance:
+    async def probe() -> CloudInstance | None:
+        inst = await cloud_instance(ctx, instance_id)
+        if inst is not None and inst.state is InstanceState.TERMINATED:
+            raise StepError(f"{instance_id} terminated while we waited for it to run")
+        return inst if inst is not None and inst.state is InstanceState.RUNNING else None
+
+    return await ctx.wait_for(f"{instance_id} to run", probe, ctx.deps.settings.launch_timeout)
+
+
+async def wait_healthy(ctx: RunContext, instance_id: str, *, app: bool = True) -> Snapshot:
+    """Until the instance is in the fleet with its agent (and app) up."""
+
+    async def probe() -> Snapshot | None:
+        snap = await ctx.deps.fleet.refresh()
+        if snap.fleet.get(instance_id) is None or not is_up(snap, instance_id, Layer.AGENT):
+            return None
+        return snap if not app or is_up(snap, instance_id, Layer.APP) else None
+
+    what = f"{instance_id} to join the fleet with agent{' and app' if app else ''} up"
+    return await ctx.wait_for(what, probe, ctx.deps.settings.healthy_timeout)
+
+
+async def stop(ctx: RunContext, key: str, instance_id: str) -> JSON:
+    """Stop an instance through the provider (a fence), then wait until it is stopped."""
+
+    async def check(p: JSON) -> JSON | None:
+        inst = await cloud_instance(ctx, p["instance_id"])
+        if inst is None or inst.state in (InstanceState.STOPPED, InstanceState.TERMINATED):
+            return {"instance_id": p["instance_id"], "already": True}
+        return None
+
+    async def apply(p: JSON) -> JSON:
+        await ctx.deps.provider.stop_instance(ctx.plan.region, p["instance_id"])
+        return {"instance_id": p["instance_id"]}
+
+    result = await ctx.effect(key, {"instance_id": instance_id}, check=check, apply=apply)
+
+    async def stopped() -> bool | None:
+        inst = await cloud_instance(ctx, instance_id)
+        gone = inst is None or inst.state in (InstanceState.STOPPED, InstanceState.TERMINATED)
+        return True if gone else None
+
+    await ctx.wait_for(f"{instance_id} to stop", stopped, ctx.deps.settings.stop_timeout)
+    return result
+
+
+async def volume(ctx: RunContext, volume_id: str) -> VolumeInfo | None:
+    volumes = await ctx.deps.provider.volumes(ctx.plan.region)
+    return next((v for v in volumes if v.id == volume_id), None)
+
+
+async def wait_volume(ctx: RunContext, volume_id: str, state: str) -> VolumeInfo:
+    async def probe() -> VolumeInfo | None:
+        vol = await volume(ctx, volume_id)
+        if vol is not None and vol.state == "error":
+            raise StepError(f"volume {volume_id} is in state error")
+        return vol if vol is not None and vol.state == state else None
+
+    return await ctx.wait_for(
+        f"volume {volume_id} to be {state}", probe, ctx.deps.settings.volume_timeout
+    )
+
+
+async def detach(ctx: RunContext, key: str, volume_id: str, instance_id: str) -> None:
+    async def check(p: JSON) -> JSON | None:
+        vol = await volume(ctx, p["volume_id"])
+        return {"already": True} if vol is None or vol.attached_to != p["instance_id"] else None
+
+    async def apply(p: JSON) -> JSON:
+        await ctx.deps.provider.detach_volume(ctx.plan.region, p["volume_id"], p["instance_id"])
+        return {}
+
+    params = {"volume_id": volume_id, "instance_id": instance_id}
+    await ctx.effect(key, params, check=check, apply=apply)
+    await wait_volume(ctx, volume_id, "available")
+
+
+async def attach(ctx: RunContext, key: str, volume_id: str, instance_id: str) -> None:
+    """Attach, refusing what AWS refuses and moto accepts: a volume in use or in another zone."""
+
+    async def check(p: JSON) -> JSON | None:
+        vol = await volume(ctx, p["volume_id"])
+        return (
+            {"already": True} if vol is not None and vol.attached_to == p["instance_id"] else None
+        )
+
+    async def apply(p: JSON) -> JSON:
+        vol = await volume(ctx, p["volume_id"])
+        inst = await require_instance(ctx, p["instance_id"])
+        if vol is None:
+            raise StepError(f"volume {p['volume_id']} does not exist")
+        if vol.state != "available" or vol.attached_to is not None:
+            raise StepError(f"volume {vol.id} is {vol.state} (attached to {vol.attached_to})")
+        if vol.zone != inst.zone:
+            raise StepError(f"volume {vol.id} is in {vol.zone}, instance {inst.id} in {inst.zone}")
+        device = ctx.deps.settings.data_device
+        await ctx.deps.provider.attach_volume(ctx.plan.region, vol.id, inst.id, device)
+        return {"device": device}
+
+    params = {"volume_id": volume_id, "instance_id": instance_id}
+    await ctx.effect(key, params, check=check, apply=apply)
+    await wait_volume(ctx, volume_id, "in-use")
+
+
+async def agent_action(
+    ctx: RunContext, key: str, instance: Instance, name: str, params: Mapping[str, str]
+) -> JSON:
+    """An allow-listed agent action under a deadline. Agents make actions idempotent, so the
+    world-side check is the action itself being harmless to repeat."""
+
+    async def check(_p: JSON) -> JSON | None:
+        return None
+
+    async def apply(p: JSON) -> JSON:
+        try:
+            async with asyncio.timeout(ctx.deps.settings.action_timeout):
+                result = await ctx.deps.agent.action(instance, name, p["params"])
+        except TimeoutError:
+            raise StepError(f"agent action {name} on {instance.name} timed out") from None
+        return {"result": result}
+
+    payload = {"instance_id": instance.id, "action": name, "params": dict(params)}
+    return await ctx.effect(key, payload, check=check, apply=apply)
+
+
+async def try_agent_action(
+    ctx: RunContext, key: str, instance: Instance, name: str, params: Mapping[str, str]
+) -> str | None:
+    """Like `agent_action`, but a refusal is returned as text instead of failing the step."""
+    try:
+        await agent_action(ctx, key, instance, name, params)
+    except Exception as err:  # an unreachable agent is reported, not fatal, for optional calls
+        return f"{instance.name}: {err}"
+    return None
