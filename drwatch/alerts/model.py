@@ -1,0 +1,95 @@
+"""What an alert says: the plain value the daemon builds from an incident."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+LabelSet = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertInput:
+    """One firing alert. Labels identify it; annotations tell on-call what is going on.
+
+    `summary` says what happened and what drwatch is doing about it ("zone us-east-1b
+    is down: 4 instances; replacing app-3, app-4 in us-east-1c"); `description` may
+    add detail. `started_at` (epoch seconds) is when the incident opened.
+    """
+
+    incident_id: str
+    alertname: str
+    severity: str
+    scope: str
+    summary: str
+    started_at: float
+    role: str = ""
+    region: str = ""
+    zone: str = ""
+    description: str = ""
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Alertmanager labels; empty values are left out (Prometheus treats them as absent)."""
+        raw = {
+            "alertname": self.alertname,
+            "severity": self.severity,
+            "scope": self.scope,
+            "role": self.role,
+            "region": self.region,
+            "zone": self.zone,
+            "incident": self.incident_id,
+        }
+        return {k: v for k, v in raw.items() if v}
+
+    @property
+    def key(self) -> LabelSet:
+        """The alert's identity: its label set, as Alertmanager sees it."""
+        return tuple(sorted(self.labels.items()))
+
+    def payload(self, ends_at: float, generator_url: str) -> dict[str, Any]:
+        """The JSON object Alertmanager's API v2 (and the webhook) receive."""
+        annotations = {"summary": self.summary}
+        if self.description:
+            annotations["description"] = self.description
+        body: dict[str, Any] = {
+            "labels": self.labels,
+            "annotations": annotations,
+            "startsAt": iso(self.started_at),
+            "endsAt": iso(ends_at),
+        }
+        if generator_url:
+            body["generatorURL"] = generator_url
+        return body
+
+
+def iso(epoch: float) -> str:
+    """RFC 3339 in UTC with milliseconds, as Alertmanager parses it."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+def watcher_impaired_alert(watcher: str, summary: str, since: float) -> AlertInput:
+    """drwatch's own alert: its canaries fail, so it distrusts what it sees and will not act."""
+    return AlertInput(
+        incident_id="",
+        alertname="DrwatchWatcherImpaired",
+        severity="warning",
+        scope="watcher",
+        summary=summary,
+        started_at=since,
+        description=(
+            f"drwatch ({watcher}) cannot reach its canaries outside every watched cloud. "
+            "It opens no incidents and runs no playbooks until they answer again; "
+            "check the watcher host's network."
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One alert on its way to a receiver: the API v2 payload, and whether it resolves."""
+
+    key: LabelSet
+    payload: dict[str, Any]
+    resolved: bool
