@@ -1,0 +1,129 @@
+"""The agent's own config: validated whole, every problem with its dotted path."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from drwatch.agent import config as agent_config
+from drwatch.agent.server import create_app
+from drwatch.cli import main
+from drwatch.errors import ConfigError
+from tests.support.services import free_port
+
+EXAMPLE = Path(__file__).parents[2] / "config" / "agent.example.toml"
+
+
+def problems_of(data: dict[str, object]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        agent_config.parse(data)
+    return caught.value.problems
+
+
+def test_example_config_is_valid_and_covers_every_check_kind() -> None:
+    """config/agent.example.toml loads, and shows one check of each kind."""
+    cfg = agent_config.load(EXAMPLE)
+    assert {c.kind for c in cfg.checks} == agent_config.CHECK_KINDS
+    assert cfg.listen == "127.0.0.1:9180"
+
+
+def test_commented_actions_in_the_example_are_valid_too() -> None:
+    """The example's commented-out actions are valid when uncommented."""
+    text = EXAMPLE.read_text().replace("# [[actions]]", "[[actions]]")
+    lines = [
+        line.removeprefix("# ")
+        if line.startswith(("# name", "# argv", "# params", "# timeout"))
+        else line
+        for line in text.splitlines()
+    ]
+    cfg = agent_config.parse(tomllib.loads("\n".join(lines)))
+    assert [a.name for a in cfg.actions] == ["promote_database", "register_backend"]
+
+
+def test_defaults_listen_on_loopback_only() -> None:
+    """With only a secret file, the agent listens on 127.0.0.1:9180."""
+    cfg = agent_config.parse({"secret_file": "/etc/drwatch/agent.secret"})
+    assert cfg.host_port == ("127.0.0.1", 9180)
+    assert cfg.max_request_bytes == 64 * 1024
+
+
+def test_every_problem_is_listed_with_its_dotted_path() -> None:
+    """Several mistakes at once come back together, each with the path the operator wrote."""
+    problems = problems_of(
+        {
+            "listen": "nowhere",
+            "colour": "blue",
+            "checks": [
+                {"kind": "http", "name": "app"},
+                {"kind": "smtp", "name": "mail"},
+                {"kind": "tcp", "name": "db", "address": "127.0.0.1:5432", "port": 1},
+                {"kind": "disk_free", "name": "d", "path": "/", "critical_free_percent": 30},
+            ],
+            "actions": [{"name": "x", "argv": ["rm"]}],
+        }
+    )
+    assert problems == [
+        "listen: 'nowhere' is not host:port (e.g. '127.0.0.1:9180')",
+        "secret_file: required key is missing",
+        "checks[0].url: required key is missing",
+        "checks[1]: kind must be one of disk_free, http, process, tcp",
+        "checks[2].port: unknown key",
+        "checks[3]: critical_free_percent must not be above warning_free_percent",
+        "actions[0]: argv[0] must be an absolute path (got 'rm')",
+        "colour: unknown key",
+    ]
+
+
+def test_duplicate_names_and_bad_skew_are_refused() -> None:
+    """Check names are unique, and the clock window stays between 1s and 5m."""
+    tcp = {"kind": "tcp", "name": "db", "address": "127.0.0.1:5432"}
+    problems = problems_of({"secret_file": "/s", "max_clock_skew": "10m", "checks": [tcp, tcp]})
+    assert problems == [
+        "(top level): max_clock_skew (10m) must be between 1s and 5m",
+        "(top level): checks: the name 'db' is used more than once",
+    ]
+
+
+def write_secret(path: Path, mode: int) -> Path:
+    path.write_bytes(b"s3cr3t-0123456789abcdef\n")
+    path.chmod(mode)
+    return path
+
+
+def test_world_readable_secret_is_refused(tmp_path: Path) -> None:
+    """The agent will not start with a secret file that group or others can read."""
+    secret = write_secret(tmp_path / "agent.secret", 0o644)
+    cfg = agent_config.parse({"secret_file": str(secret)})
+    with pytest.raises(ConfigError, match="readable by group or others"):
+        create_app(cfg, host=None, checks={}, actions={})  # type: ignore[arg-type]
+
+
+def test_private_secret_is_accepted(tmp_path: Path) -> None:
+    """A chmod 600 secret file is read and the app is built."""
+    secret = write_secret(tmp_path / "agent.secret", 0o600)
+    cfg = agent_config.parse({"secret_file": str(secret)})
+    app = create_app(cfg, host=None, checks={}, actions={})  # type: ignore[arg-type]
+    assert {r.method for r in app.router.routes()} >= {"GET", "POST"}
+
+
+def test_cli_exits_2_and_lists_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`drwatch agent --config BAD` exits 2 and prints each problem."""
+    bad = tmp_path / "agent.toml"
+    bad.write_text('listen = "x"\n')
+    assert main(["agent", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "2 problem(s)" in err
+    assert "secret_file: required key is missing" in err
+
+
+def test_cli_exits_2_on_a_world_readable_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`drwatch agent` refuses a world-readable secret before listening, with exit 2."""
+    secret = write_secret(tmp_path / "agent.secret", 0o604)
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'secret_file = "{secret}"\nlisten = "127.0.0.1:{free_port()}"\n')
+    assert main(["agent", "--config", str(cfg)]) == 2
+    assert "chmod 600" in capsys.readouterr().err

@@ -1,0 +1,45 @@
+"""The agent runs on monitored servers: it must not drag the daemon in."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import drwatch.agent
+
+ALLOWED = ("drwatch.agent", "drwatch.units", "drwatch.errors", "drwatch.secretfile")
+
+
+def drwatch_imports(path: Path) -> set[str]:
+    """Every `drwatch...` module a source file imports, at any depth of the file."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                found.add("drwatch.agent")  # a relative import stays inside the package
+            elif node.module:
+                found.update(f"{node.module}.{a.name}" for a in node.names)
+    return {name for name in found if name == "drwatch" or name.startswith("drwatch.")}
+
+
+def test_agent_modules_import_only_agent_and_neutral_modules() -> None:
+    """Every module under drwatch/agent imports only drwatch.agent.*, units, errors, secretfile."""
+    root = Path(drwatch.agent.__file__).parent
+    sources = sorted(root.rglob("*.py"))
+    assert len(sources) > 5, "the walk found the agent's modules"
+    offenders = {
+        f"{path.relative_to(root)}: {name}"
+        for path in sources
+        for name in drwatch_imports(path)
+        if not any(name == ok or name.startswith(ok + ".") for ok in ALLOWED)
+    }
+    assert offenders == set()
+
+
+def test_the_walk_notices_a_daemon_import(tmp_path: Path) -> None:
+    """The check above can fail: a daemon import is reported."""
+    source = tmp_path / "bad.py"
+    source.write_text("from drwatch.config import Config\nimport drwatch.logs\n")
+    assert drwatch_imports(source) == {"drwatch.config.Config", "drwatch.logs"}
