@@ -1,0 +1,195 @@
+"""The rules table: named functions from a context to diagnoses.
+
+Each rule looks at one kind of evidence and says what it means; `assess` runs them all
+and then lets wider scopes absorb narrower ones. Evidence asserted by the provider
+(stopped, terminated, status checks impaired, zone impaired) counts at once; evidence
+that is only silence or failure seen from here counts after `dead_grace`, measured from
+when it began (the health's `since`), so that drwatch's own network has time to show
+up in the canaries first (orchestrator's DeadMaster vs UnreachableMaster).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from drwatch.assess.views import (
+    InstanceView,
+    LayerView,
+    RulesConfig,
+)
+from drwatch.model.findings import Diagnosis, Finding, scope_key
+from drwatch.model.fleet import InstanceState
+from drwatch.model.plan import Scope
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    now: float
+    cfg: RulesConfig
+    instances: tuple[InstanceView, ...]
+    zones: Mapping[str, LayerView]
+    apis: Mapping[str, LayerView]
+    canaries: Mapping[str, LayerView]
+
+    def matured(self, since: float | None) -> bool:
+        """Has this evidence lasted the dead grace? Without a `since` it has not."""
+        return since is not None and self.now - since >= self.cfg.dead_grace
+
+    def in_zone(self, zone: str) -> tuple[InstanceView, ...]:
+        return tuple(v for v in self.instances if v.instance.zone == zone)
+
+    def in_region(self, region: str) -> tuple[InstanceView, ...]:
+        return tuple(v for v in self.instances if v.instance.region == region)
+
+    def left(self, since: float | None) -> str:
+        if since is None:
+            return ""
+        return f", {max(0.0, self.cfg.dead_grace - (self.now - since)):.0f} s of grace left"
+
+
+Rule = Callable[[Context], Iterable[Diagnosis]]
+
+
+def _about(v: InstanceView, finding: Finding, evidence: str, since: float | None) -> Diagnosis:
+    i = v.instance
+    return Diagnosis(
+        finding=finding,
+        key=scope_key(Scope.INSTANCE, i.id),
+        region=i.region,
+        zone=i.zone,
+        roles=(i.role,),
+        groups=(i.group,),
+        targets=(i.id,),
+        evidence=f"{i.name}: {evidence}",
+        since=since,
+    )
+
+
+def _layers(v: InstanceView) -> str:
+    return f"agent {v.agent.seen.value}, app {v.app.seen.value if v.has_app else 'unchecked'}"
+
+
+def rule_instance_gone(ctx: Context) -> Iterable[Diagnosis]:
+    """Stopped or terminated at the provider: dead, whatever else answers."""
+    for v in ctx.instances:
+        state = v.state
+        if state in (InstanceState.STOPPED, InstanceState.STOPPING):
+            yield _about(
+                v, Finding.INSTANCE_STOPPED, f"provider says {state.value}", v.provider.since
+            )
+        elif state in (InstanceState.TERMINATED, InstanceState.SHUTTING_DOWN):
+            yield _about(
+                v, Finding.INSTANCE_TERMINATED, f"provider says {state.value}", v.provider.since
+            )
+
+
+def rule_instance_impaired(ctx: Context) -> Iterable[Diagnosis]:
+    """Status checks impaired: dead when nothing on the host answers, a warning otherwise."""
+    for v in ctx.instances:
+        if v.gone or not v.status_impaired:
+            continue
+        evidence = f"provider status checks impaired; {_layers(v)}"
+        finding = Finding.STATUS_CHECK_IMPAIRED if v.answering else Finding.INSTANCE_IMPAIRED
+        yield _about(v, finding, evidence, v.provider.since)
+
+
+def rule_instance_unreachable(ctx: Context) -> Iterable[Diagnosis]:
+    """Running at the provider, agent and app both down: dead after the dead grace.
+    Silence (timeouts) or an unknown provider only makes it a suspect."""
+    for v in ctx.instances:
+        if v.gone or v.status_impaired or not v.unreachable:
+            continue
+        since = v.silent_since
+        running = v.state is InstanceState.RUNNING
+        if running and v.both_failing and ctx.matured(since):
+            yield _about(
+                v, Finding.INSTANCE_UNREACHABLE, f"running at the provider; {_layers(v)}", since
+            )
+            continue
+        why = "provider running" if running else f"provider {v.provider.seen.value}"
+        yield _about(v, Finding.INSTANCE_SUSPECT, f"{_layers(v)}; {why}{ctx.left(since)}", since)
+
+
+def rule_app_failed(ctx: Context) -> Iterable[Diagnosis]:
+    """The host's agent answers but its application is down: replace after the grace."""
+    for v in ctx.instances:
+        if v.gone or not v.has_app or not (v.agent.answering and v.app.failing):
+            continue
+        reason = f"agent up, app down ({v.app.reason or 'failing'})"
+        if ctx.matured(v.app.since):
+            yield _about(v, Finding.APP_FAILED, reason, v.app.since)
+        else:
+            yield _about(v, Finding.INSTANCE_SUSPECT, reason + ctx.left(v.app.since), v.app.since)
+
+
+def rule_agent_down(ctx: Context) -> Iterable[Diagnosis]:
+    """Agent silent while the app answers and the host runs: degraded, never dead."""
+    for v in ctx.instances:
+        if v.gone or v.status_impaired or not (v.agent.silent and v.app.answering):
+            continue
+        reason = f"agent {v.agent.seen.value} ({v.agent.reason or 'no answer'}), app up"
+        if ctx.matured(v.agent.since):
+            yield _about(v, Finding.AGENT_DOWN, reason, v.agent.since)
+        else:
+            yield _about(
+                v, Finding.INSTANCE_SUSPECT, reason + ctx.left(v.agent.since), v.agent.since
+            )
+
+
+def rule_capacity(ctx: Context) -> Iterable[Diagnosis]:
+    """Disk and memory warnings from the agent's facts; missing keys say nothing."""
+    for v in ctx.instances:
+        if not v.agent.answering:
+            continue
+        disk = _disk_pressure(v.agent.detail, ctx.cfg.disk_warn_percent)
+        if disk:
+            yield _about(v, Finding.CAPACITY_DISK, disk, v.agent.since)
+        mem = _memory_pressure(v.agent.detail, ctx.cfg.memory_warn_percent)
+        if mem:
+            yield _about(v, Finding.CAPACITY_MEMORY, mem, v.agent.since)
+
+
+_LEVEL_KEYS = ("level", "status", "state", "severity")
+_PERCENT_KEYS = ("percent", "used_percent", "usage_percent", "pct")
+_BAD_LEVELS = frozenset({"warning", "warn", "critical", "crit"})
+
+
+def _level(fact: Mapping[str, Any], threshold: float) -> tuple[str, float | None] | None:
+    """A fact's own warning level if it gives one, else its percentage against threshold."""
+    pct = next((fact[k] for k in _PERCENT_KEYS if isinstance(fact.get(k), int | float)), None)
+    level = next((str(fact[k]).lower() for k in _LEVEL_KEYS if k in fact), None)
+    if level is not None:
+        return (level, pct) if level in _BAD_LEVELS else None
+    if pct is not None and pct >= threshold:
+        return ("warning", float(pct))
+    return None
+
+
+def _disk_pressure(detail: Mapping[str, Any], threshold: float) -> str:
+    disks = detail.get("disks", detail.get("disk"))
+    if isinstance(disks, Mapping):
+        disks = [{"mount": k, **v} if isinstance(v, Mapping) else v for k, v in disks.items()]
+    if not isinstance(disks, list | tuple):
+        return ""
+    notes = []
+    for disk in disks:
+        if not isinstance(disk, Mapping):
+            continue
+        hit = _level(disk, threshold)
+        if hit:
+            pct = f" {hit[1]:.0f}%" if hit[1] is not None else ""
+            notes.append(f"disk {disk.get('mount', disk.get('path', '?'))}{pct} ({hit[0]})")
+    return "; ".join(notes)
+
+
+def _memory_pressure(detail: Mapping[str, Any], threshold: float) -> str:
+    mem = detail.get("memory", detail.get("mem"))
+    if not isinstance(mem, Mapping):
+        return ""
+    hit = _level(mem, threshold)
+    if not hit:
+        return ""
+    pct = f" {hit[1]:.0f}%" if hit[1] is not None else ""
+    return f"memory{pct} used ({hit[0]})"

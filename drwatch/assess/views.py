@@ -1,0 +1,204 @@
+"""Read-only views over a snapshot: what each layer says *now*, staleness applied.
+
+Vocabulary used by the rules:
+- answering: fresh and UP;
+- failing:   fresh and DOWN (we saw it fail: refused, 500, stopped);
+- silent:    fresh and not UP (failing, or tried and got no answer: a timeout);
+- unknown:   no observation, or the latest one is older than the layer's max_age.
+Unknown is never down; silence alone never makes an instance dead (only zone and
+region corroboration, across many targets and layers, may count it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from drwatch.config import PolicyConfig, TimingConfig
+from drwatch.model.fleet import Instance, InstanceState
+from drwatch.model.observation import Health, Layer, TargetHealth
+from drwatch.model.snapshot import Snapshot
+
+RETIRED_TAG = "drwatch:retired"
+IMPAIRED_ZONE_STATES = frozenset({"impaired", "unavailable"})
+
+
+class Seen(StrEnum):
+    UP = "up"
+    DOWN = "down"
+    SILENT = "silent"  # tried, no answer (unknown with a fresh attempt)
+    UNKNOWN = "unknown"  # stale or never observed
+
+
+@dataclass(frozen=True, slots=True)
+class RulesConfig:
+    """The thresholds the rules need; built from the policy and timing slices."""
+
+    dead_grace: float = 30.0
+    zone_down_share: float = 0.75
+    disk_warn_percent: float = 90.0
+    memory_warn_percent: float = 95.0
+    max_age: Mapping[Layer, float] = field(default_factory=dict)
+    default_max_age: float = 30.0
+
+    @classmethod
+    def from_config(cls, policy: PolicyConfig, timing: TimingConfig) -> RulesConfig:
+        ages = {
+            Layer.PROVIDER: timing.provider.max_age,
+            Layer.ZONE: timing.provider.max_age,
+            Layer.API: timing.provider.max_age,
+            Layer.AGENT: timing.agent.max_age,
+            Layer.APP: timing.app.max_age,
+            Layer.SERVICE: timing.app.max_age,
+            Layer.CANARY: timing.canary.max_age,
+        }
+        return cls(
+            dead_grace=policy.dead_grace,
+            zone_down_share=policy.zone_down_share,
+            disk_warn_percent=policy.disk_warn_percent,
+            memory_warn_percent=policy.memory_warn_percent,
+            max_age=ages,
+        )
+
+    def age_limit(self, layer: Layer) -> float:
+        return self.max_age.get(layer, self.default_max_age)
+
+
+@dataclass(frozen=True, slots=True)
+class LayerView:
+    seen: Seen
+    since: float | None = None
+    reason: str = ""
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def answering(self) -> bool:
+        return self.seen is Seen.UP
+
+    @property
+    def failing(self) -> bool:
+        return self.seen is Seen.DOWN
+
+    @property
+    def silent(self) -> bool:
+        return self.seen in (Seen.DOWN, Seen.SILENT)
+
+
+UNSEEN = LayerView(Seen.UNKNOWN)
+
+
+def view(th: TargetHealth | None, now: float, cfg: RulesConfig) -> LayerView:
+    """What one (target, layer) says now. Stale is unknown, whatever it said before."""
+    if th is None or th.stale(now, cfg.age_limit(th.layer)):
+        return UNSEEN
+    seen = {Health.UP: Seen.UP, Health.DOWN: Seen.DOWN}.get(th.health, Seen.SILENT)
+    if seen is Seen.SILENT and th.last is Health.UP:
+        # Debounced unknown but the latest attempt answered: not silent, just not risen yet.
+        seen = Seen.UNKNOWN
+    return LayerView(seen, th.since, th.reason, th.detail)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceView:
+    """One instance, its three layers, and what the provider says of its state."""
+
+    instance: Instance
+    provider: LayerView
+    agent: LayerView
+    app: LayerView
+    has_app: bool
+
+    @property
+    def state(self) -> InstanceState:
+        """The provider's state when it answered freshly; unknown otherwise."""
+        if self.provider.seen is Seen.UNKNOWN or self.provider.seen is Seen.SILENT:
+            return InstanceState.UNKNOWN
+        raw = str(self.provider.detail.get("state", "")).lower()
+        try:
+            return InstanceState(raw)
+        except ValueError:
+            return InstanceState.RUNNING if self.provider.answering else InstanceState.UNKNOWN
+
+    @property
+    def status_impaired(self) -> bool:
+        """A fresh provider answer with a status check impaired (or provider DOWN while
+        the state is running: the provider itself calls the instance unhealthy)."""
+        if self.provider.seen not in (Seen.UP, Seen.DOWN):
+            return False
+        d = self.provider.detail
+        checks = (str(d.get("system_status", "")), str(d.get("instance_status", "")))
+        if "impaired" in (c.lower() for c in checks):
+            return True
+        return self.provider.failing and not self.state.is_gone
+
+    @property
+    def gone(self) -> bool:
+        return self.state.is_gone
+
+    @property
+    def answering(self) -> bool:
+        return self.agent.answering or self.app.answering
+
+    @property
+    def unreachable(self) -> bool:
+        """Neither agent nor app answers, and at least one was tried and got nothing."""
+        layers = (self.agent, self.app) if self.has_app else (self.agent,)
+        return not self.answering and any(lv.silent for lv in layers)
+
+    @property
+    def both_failing(self) -> bool:
+        """Agent and app both seen failing (not merely silent). Without app checks the
+        agent alone speaks for the host."""
+        return self.agent.failing and (self.app.failing or not self.has_app)
+
+    @property
+    def silent_since(self) -> float | None:
+        """When the last of its layers stopped answering (the later `since`)."""
+        sinces = [lv.since for lv in (self.agent, self.app) if lv.silent and lv.since is not None]
+        return max(sinces) if sinces else None
+
+    @property
+    def healthy(self) -> bool:
+        present = [lv for lv in (self.provider, self.agent, self.app) if lv is not UNSEEN]
+        return bool(present) and all(lv.answering for lv in present) and not self.gone
+
+
+def is_retired(instance: Instance, retired: frozenset[str]) -> bool:
+    return instance.id in retired or (instance.tag(RETIRED_TAG) or "").lower() == "true"
+
+
+def instance_views(
+    snapshot: Snapshot, now: float, cfg: RulesConfig, retired: frozenset[str]
+) -> tuple[InstanceView, ...]:
+    out = []
+    for inst in snapshot.fleet:
+        if is_retired(inst, retired):
+            continue
+        app = snapshot.get(inst.id, Layer.APP)
+        out.append(
+            InstanceView(
+                instance=inst,
+                provider=view(snapshot.get(inst.id, Layer.PROVIDER), now, cfg),
+                agent=view(snapshot.get(inst.id, Layer.AGENT), now, cfg),
+                app=view(app, now, cfg),
+                has_app=app is not None,
+            )
+        )
+    return tuple(out)
+
+
+def named_views(
+    snapshot: Snapshot, layer: Layer, now: float, cfg: RulesConfig
+) -> dict[str, LayerView]:
+    """Views of a non-instance layer (zone, api, canary, service) by target name."""
+    return {th.target: view(th, now, cfg) for th in snapshot.layer(layer)}
+
+
+def zone_impaired(lv: LayerView) -> bool:
+    """The provider reports the zone impaired (its state, or the zone layer DOWN)."""
+    if lv.seen not in (Seen.UP, Seen.DOWN):
+        return False
+    state = str(lv.detail.get("state", "")).lower()
+    return state in IMPAIRED_ZONE_STATES or lv.failing

@@ -1,0 +1,241 @@
+"""Golden scenarios: the default topology, a fault, and the findings assess must make.
+
+Each row: a world builder and the expected incident-opening diagnoses, written as
+`finding key [target names]`; optionally the warnings that must (also) appear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from drwatch.assess import assess
+from drwatch.model import Health, Layer
+from drwatch.model.findings import Diagnosis
+from tests.scenarios.world import JUST_NOW, NOW, RULES, World, iid
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    world: Callable[[], World]
+    incidents: frozenset[str]
+    warnings: frozenset[str] = frozenset()
+    retired: frozenset[str] = frozenset()
+
+
+def case(
+    cid: str,
+    world: Callable[[], World],
+    incidents: tuple[str, ...] = (),
+    warnings: tuple[str, ...] = (),
+    retired: tuple[str, ...] = (),
+) -> Case:
+    return Case(
+        cid, world, frozenset(incidents), frozenset(warnings), frozenset(iid(n) for n in retired)
+    )
+
+
+def h() -> World:
+    return World.healthy()
+
+
+def _disk(pct: float, **extra: object) -> dict[str, object]:
+    return {"disks": [{"mount": "/", "percent": pct, **extra}]}
+
+
+US1A = ["lb-1", "app-1", "app-2", "db-1"]
+US_EAST = ["app-1", "app-2", "app-3", "app-4", "app-5", "app-6", "db-1", "db-2", "lb-1", "lb-2"]
+
+
+def _dark_all(world: World, names: list[str], **kw: object) -> World:
+    for n in names:
+        world.dark(n, **kw)  # type: ignore[arg-type]
+    return world
+
+
+def _everything_silent() -> World:
+    w = h()
+    for key, th in list(w.health.items()):
+        w.set(key[0], key[1], Health.UNKNOWN, reason="timeout", detail=dict(th.detail))
+    return w
+
+
+CASES = [
+    case("healthy", h),
+    case("one instance stopped", lambda: h().stop("app-3"),
+         ("instance_stopped instance:i-app-3 [app-3]",)),
+    case("one instance stopping", lambda: h().stop("app-3", state="stopping"),
+         ("instance_stopped instance:i-app-3 [app-3]",)),
+    case("one instance terminated", lambda: h().stop("app-4", state="terminated"),
+         ("instance_terminated instance:i-app-4 [app-4]",)),
+    case("stopped just now still counts: the provider asserts it",
+         lambda: h().stop("db-1", since=JUST_NOW),
+         ("instance_stopped instance:i-db-1 [db-1]",)),
+    case("status checks impaired, host silent", lambda: h().impair("app-4"),
+         ("instance_impaired instance:i-app-4 [app-4]",)),
+    case("status checks impaired but the host answers: a warning",
+         lambda: h().layer("app-4", Layer.PROVIDER, Health.DOWN,
+                           detail={"state": "running", "system_status": "impaired"}),
+         (), ("status_check_impaired instance:i-app-4 [app-4]",)),
+    case("running, agent and app down past the grace", lambda: h().dark("app-2"),
+         ("instance_unreachable instance:i-app-2 [app-2]",)),
+    case("running, agent and app down within the grace: suspect only",
+         lambda: h().dark("app-2", since=JUST_NOW),
+         (), ("instance_suspect instance:i-app-2 [app-2]",)),
+    case("agent and app time out (unknown): never dead",
+         lambda: h().dark("app-2", health=Health.UNKNOWN),
+         (), ("instance_suspect instance:i-app-2 [app-2]",)),
+    case("two instances in different zones: two instance incidents",
+         lambda: h().stop("app-1").stop("app-3"),
+         ("instance_stopped instance:i-app-1 [app-1]",
+          "instance_stopped instance:i-app-3 [app-3]")),
+    case("both instances of a zone stopped: explained by the provider, not a zone",
+         lambda: h().stop("app-5").stop("app-6"),
+         ("instance_stopped instance:i-app-5 [app-5]",
+          "instance_stopped instance:i-app-6 [app-6]")),
+    case("every instance of one zone down: one zone incident",
+         lambda: _dark_all(h(), US1A),
+         ("zone_outage zone:us-east-1a [app-1,app-2,db-1,lb-1]",)),
+    case("every instance of a one-role zone down: one zone incident",
+         lambda: _dark_all(h(), ["app-5", "app-6"]),
+         ("zone_outage zone:us-east-1c [app-5,app-6]",)),
+    case("zone reported impaired, its instances silent",
+         lambda: _dark_all(h().zone_state("us-east-1c", "impaired"), ["app-5", "app-6"],
+                           since=JUST_NOW, health=Health.UNKNOWN),
+         ("zone_outage zone:us-east-1c [app-5,app-6]",)),
+    case("zone reported impaired while its instances answer: a warning, no instance finding",
+         lambda: h().zone_state("us-east-1b", "impaired"),
+         (), ("zone_impaired zone:us-east-1b []",)),
+    case("zone reported impaired and one instance there stopped",
+         lambda: h().zone_state("us-east-1b", "impaired").stop("app-3"),
+         ("zone_outage zone:us-east-1b [app-3]",)),
+    case("three of four instances of a zone unreachable (two roles) past the grace",
+         lambda: _dark_all(h(), ["lb-1", "app-1", "db-1"]),
+         ("zone_outage zone:us-east-1a [app-1,db-1,lb-1]",)),
+    case("zone share reached but within the grace: a zone suspect absorbs the instances",
+         lambda: _dark_all(h(), US1A, since=JUST_NOW),
+         (), ("zone_suspect zone:us-east-1a [app-1,app-2,db-1,lb-1]",)),
+    case("half a zone down is below the share: instance incidents",
+         lambda: _dark_all(h(), ["app-1", "app-2"]),
+         ("instance_unreachable instance:i-app-1 [app-1]",
+          "instance_unreachable instance:i-app-2 [app-2]")),
+    case("a single-zone region dark with its API up: no other zone, so instances",
+         lambda: _dark_all(h(), ["db-3", "app-eu-1", "lb-eu-1"]),
+         ("instance_unreachable instance:i-app-eu-1 [app-eu-1]",
+          "instance_unreachable instance:i-db-3 [db-3]",
+          "instance_unreachable instance:i-lb-eu-1 [lb-eu-1]")),
+    case("region API and instances unreachable, canaries fine",
+         lambda: _dark_all(h().provider_blind("eu-west-1"), ["db-3", "app-eu-1", "lb-eu-1"],
+                           health=Health.UNKNOWN),
+         ("region_outage region:eu-west-1 [app-eu-1,db-3,lb-eu-1]",)),
+    case("primary region lost: one region incident absorbs its zones",
+         lambda: _dark_all(h().provider_blind("us-east-1"), US_EAST),
+         ("region_outage region:us-east-1 [" + ",".join(sorted(US_EAST)) + "]",)),
+    case("region lost within the grace: a suspect, no incident",
+         lambda: _dark_all(h().provider_blind("eu-west-1", since=JUST_NOW),
+                           ["db-3", "app-eu-1", "lb-eu-1"], since=JUST_NOW),
+         (), ("region_suspect region:eu-west-1 [app-eu-1,db-3,lb-eu-1]",)),
+    case("API down, instances fine: provider_api, no instance finding",
+         lambda: h().provider_blind("us-east-1"),
+         ("provider_api_down provider_api:us-east-1 []",)),
+    case("API down just now: not yet an alert",
+         lambda: h().provider_blind("us-east-1", since=JUST_NOW)),
+    case("canaries down: watcher impaired, no incident",
+         lambda: h().layer("canary-a", Layer.CANARY, Health.DOWN)
+         .layer("canary-b", Layer.CANARY, Health.UNKNOWN)),
+    case("canaries down with a region looking lost: still only the watcher",
+         lambda: _dark_all(h().provider_blind("eu-west-1"), ["db-3", "app-eu-1", "lb-eu-1"])
+         .layer("canary-a", Layer.CANARY, Health.DOWN)
+         .layer("canary-b", Layer.CANARY, Health.DOWN)),
+    case("cut uplink: everything silent at once", _everything_silent),
+    case("one canary of two down: a warning only",
+         lambda: h().layer("canary-a", Layer.CANARY, Health.DOWN),
+         (), ("canary_failing watcher []",)),
+    case("an app that fails one tick in three: hysteresis holds it up, no finding",
+         lambda: h().layer("app-3", Layer.APP, Health.UP, last=Health.DOWN)),
+    case("a flapping app that just went down: within the grace, suspect only",
+         lambda: h().layer("app-3", Layer.APP, Health.DOWN, since=JUST_NOW),
+         (), ("instance_suspect instance:i-app-3 [app-3]",)),
+    case("app down past the grace while the agent answers: app failed",
+         lambda: h().layer("app-3", Layer.APP, Health.DOWN, reason="HTTP 500"),
+         ("app_failed instance:i-app-3 [app-3]",)),
+    case("stale observations are unknown, not down",
+         lambda: h().stop("app-3").stale("app-3", Layer.PROVIDER).stale("app-3", Layer.AGENT)
+         .stale("app-3", Layer.APP)),
+    case("a stale 'stopped' from the provider is not evidence",
+         lambda: h().stop("app-3").stale("app-3", Layer.PROVIDER),
+         (), ("instance_suspect instance:i-app-3 [app-3]",)),
+    case("agent down, app up, provider running: degraded, not dead",
+         lambda: h().layer("app-2", Layer.AGENT, Health.DOWN, reason="connection refused"),
+         ("agent_down instance:i-app-2 [app-2]",)),
+    case("agent down just now: within the grace",
+         lambda: h().layer("app-2", Layer.AGENT, Health.DOWN, since=JUST_NOW),
+         (), ("instance_suspect instance:i-app-2 [app-2]",)),
+    case("disk above the threshold: a capacity warning, no incident",
+         lambda: h().layer("db-1", Layer.AGENT, Health.UP, detail=_disk(93.0)),
+         (), ("capacity_disk instance:i-db-1 [db-1]",)),
+    case("disk at the agent's own warning level",
+         lambda: h().layer("db-1", Layer.AGENT, Health.UP, detail=_disk(70.0, level="warning")),
+         (), ("capacity_disk instance:i-db-1 [db-1]",)),
+    case("disk the agent calls ok is ok, whatever the percentage",
+         lambda: h().layer("db-1", Layer.AGENT, Health.UP, detail=_disk(95.0, level="ok"))),
+    case("memory nearly full: a capacity warning",
+         lambda: h().layer("app-1", Layer.AGENT, Health.UP, detail={"memory": {"percent": 97}}),
+         (), ("capacity_memory instance:i-app-1 [app-1]",)),
+    case("a retired (replaced) instance that is stopped is not judged",
+         lambda: h().stop("app-3"), retired=("app-3",)),
+    case("a booting instance with no observations yet is not judged",
+         lambda: h().layer("app-3", Layer.PROVIDER, Health.UP, detail={"state": "pending"})
+         .layer("app-3", Layer.AGENT, Health.UNKNOWN, last=Health.UNKNOWN)
+         .layer("app-3", Layer.APP, Health.UNKNOWN, last=Health.UNKNOWN)),
+]  # fmt: skip
+
+
+def render(d: Diagnosis, world: World) -> str:
+    names = sorted(i.name for t in d.targets if (i := world.fleet.get(t)) is not None)
+    return f"{d.finding.value} {d.key} [{','.join(names)}]"
+
+
+@pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
+def test_scenario(c: Case) -> None:
+    """The fleet and its health classify into exactly the expected incident findings,
+    and the expected warnings appear."""
+    world = c.world()
+    result = assess(world.snapshot(), NOW, RULES, c.retired)
+    assert {render(d, world) for d in result.incidents} == c.incidents
+    assert c.warnings <= {render(d, world) for d in result.warnings}
+
+
+def test_there_are_at_least_thirty_scenarios() -> None:
+    """The golden table keeps its breadth."""
+    assert len(CASES) >= 30
+
+
+def test_canaries_down_is_the_watcher_and_nothing_else() -> None:
+    """When every canary fails, the only diagnosis is the watcher's own impairment."""
+    world = h().stop("app-3").layer("canary-a", Layer.CANARY, Health.DOWN)
+    world.layer("canary-b", Layer.CANARY, Health.DOWN)
+    result = assess(world.snapshot(), NOW, RULES)
+    assert [d.finding.value for d in result.diagnoses] == ["watcher_impaired"]
+    assert result.watcher_impaired is not None
+
+
+def test_healthy_counts() -> None:
+    """Healthy counts every watched instance whose layers all answer."""
+    result = assess(h().stop("app-3").snapshot(), NOW, RULES)
+    assert (result.healthy, result.total) == (12, 13)
+
+
+def test_zone_finding_names_region_zone_roles_and_evidence() -> None:
+    """A zone diagnosis carries its region, zone, the roles inside and readable evidence."""
+    world = _dark_all(h(), US1A)
+    (d,) = assess(world.snapshot(), NOW, RULES).incidents
+    assert (d.region, d.zone, d.role) == (
+        "us-east-1",
+        "us-east-1a",
+        "app_server,database,load_balancer",
+    )
+    assert "4/4 instance(s) of us-east-1a unreachable" in d.evidence
