@@ -165,8 +165,8 @@ class Runner:
         """Wait (at most `within` s) for the incident's run to end; its final progress."""
         task = self._tasks.get(incident_id)
         if task is not None:
-            async with asyncio.timeout(within):
-                await asyncio.shield(task)
+            # asyncio.wait: a cancelled or failed run must not raise into the waiter.
+            await asyncio.wait({task}, timeout=within)
         return self._progress.get(incident_id)
 
     async def aclose(self) -> None:

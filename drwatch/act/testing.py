@@ -10,17 +10,23 @@ the sandbox hosts do (idempotent: a set of backends, a role, a database address)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from drwatch.act.base import GROUP_TAG, JSON, ROLE_TAG, GroupInfo
+from drwatch.act.base import GROUP_TAG, JSON, ROLE_TAG, Deps, GroupInfo
+from drwatch.act.journal import Journal
+from drwatch.act.playbooks import all_playbooks
+from drwatch.act.runner import Runner
 from drwatch.errors import DrwatchError
 from drwatch.model.fleet import Fleet, Instance, InstanceState, Role
 from drwatch.model.observation import Health, Layer, TargetHealth
+from drwatch.model.plan import Plan, RunProgress
 from drwatch.model.snapshot import HealthKey, Snapshot
-from drwatch.providers.base import AddressInfo, CloudInstance, Provider, VolumeInfo
+from drwatch.providers.base import AddressInfo, CloudInstance, Provider, Tags, VolumeInfo
 
 
 class AgentUnreachableError(DrwatchError):
@@ -162,3 +168,120 @@ def _instance(c: CloudInstance) -> Instance:
         tags=c.tags,
         launched_at=c.launched_at,
     )
+
+
+# -- a small copy of the sandbox's default topology, for playbook tests --------------------
+
+REGION = "us-east-1"
+APP_PORT = 8080
+TEST_GROUPS: Mapping[str, GroupInfo] = MappingProxyType(
+    {
+        "web-lb": GroupInfo("web-lb", Role.LOAD_BALANCER, elastic_ip="web-eip", size=2),
+        "app": GroupInfo("app", Role.APP_SERVER, size=6, app_port=APP_PORT),
+        "db": GroupInfo("db", Role.DATABASE, size=2, has_app_checks=False),
+    }
+)
+_LAYOUT = (
+    ("lb-1", "web-lb", Role.LOAD_BALANCER, "a"),
+    ("lb-2", "web-lb", Role.LOAD_BALANCER, "b"),
+    ("app-1", "app", Role.APP_SERVER, "a"),
+    ("app-2", "app", Role.APP_SERVER, "a"),
+    ("app-3", "app", Role.APP_SERVER, "b"),
+    ("app-4", "app", Role.APP_SERVER, "b"),
+    ("app-5", "app", Role.APP_SERVER, "c"),
+    ("app-6", "app", Role.APP_SERVER, "c"),
+    ("db-1", "db", Role.DATABASE, "a"),
+    ("db-2", "db", Role.DATABASE, "b"),
+)
+
+
+@dataclass
+class World:
+    """A seeded provider, the simulated hosts over it, and names -> ids."""
+
+    provider: Any  # FakeProvider; typed loosely so this module needs only the Protocol
+    hosts: SimulatedHosts
+    ids: dict[str, str]
+    eip: str  # allocation id of web-eip
+    data_volume: str  # db-1-data
+    snapshots: list[str]  # db-1-data-snap-1 (oldest) .. -snap-3 (newest)
+
+    def id(self, name: str) -> str:
+        return self.ids[name]
+
+
+def seed_world(provider: Any) -> World:
+    """Seed `provider` (a FakeProvider) with the default topology's us-east-1 half."""
+    images = {
+        role: provider.add_image(REGION, f"drwatch-{role.value}", tags=((ROLE_TAG, role.value),)).id
+        for role in Role
+    }
+    ids: dict[str, str] = {}
+    for n, (name, group, role, zone) in enumerate(_LAYOUT):
+        tags: Tags = (
+            (GROUP_TAG, group),
+            (ROLE_TAG, role.value),
+            ("drwatch:agent-addr", f"127.0.0.1:{7000 + n}"),
+            ("drwatch:app-addr", f"127.0.0.1:{8000 + n}"),
+        )
+        inst = provider.add_instance(
+            REGION, REGION + zone, name=name, tags=tags, image_id=images[role]
+        )
+        ids[name] = inst.id
+    vol = provider.add_volume(
+        REGION, REGION + "a", tags=(("Name", "db-1-data"),), attached_to=ids["db-1"]
+    )
+    snaps = [
+        provider.add_snapshot(
+            REGION, vol.id, tags=(("Name", f"db-1-data-snap-{k}"),), started_at=1000.0 * k
+        ).id
+        for k in (1, 2, 3)
+    ]
+    eip = provider.add_address(REGION, tags=(("Name", "web-eip"),), instance_id=ids["lb-1"])
+    hosts = SimulatedHosts(provider, groups=TEST_GROUPS)
+    hosts.roles[ids["db-2"]] = "replica"
+    names = [f"app-{k}" for k in range(1, 7)]
+    for lb in ("lb-1", "lb-2"):
+        hosts.backends[ids[lb]] = set(names)
+    return World(provider, hosts, ids, eip.allocation_id, vol.id, snaps)
+
+
+class CrashAt:
+    """A runner crash hook: records every point it passes, and at the `n`-th one "dies"
+    the way a SIGKILL looks to the journal (the run's task ends, nothing more is written)."""
+
+    def __init__(self, n: int | None = None) -> None:
+        self.n = n
+        self.points: list[str] = []
+
+    def __call__(self, point: str) -> None:
+        self.points.append(point)
+        if self.n is not None and len(self.points) == self.n:
+            raise asyncio.CancelledError(f"simulated crash at {point}")
+
+
+async def run_plan(
+    journal_path: Path,
+    deps: Deps,
+    plan: Plan,
+    *,
+    owner: str,
+    hook: CrashAt | None = None,
+    kill_switch: Callable[[], bool] = lambda: False,
+    resume: bool = False,
+    within: float = 30.0,
+) -> RunProgress | None:
+    """One "process lifetime": open the journal, submit (or resume), wait, close."""
+    journal = Journal(journal_path)
+    runner = Runner(
+        journal, all_playbooks(), deps, owner, kill_switch, crash_hook=hook or CrashAt()
+    )
+    try:
+        if resume:
+            await runner.resume()
+        else:
+            runner.submit(plan)
+        return await runner.wait(plan.incident_id, within)
+    finally:
+        await runner.aclose()
+        journal.close()

@@ -1,0 +1,153 @@
+"""app_server.replace against the in-memory provider: placement, registration, crash safety."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from drwatch.act.base import ActSettings, Deps
+from drwatch.act.testing import APP_PORT, REGION, TEST_GROUPS, CrashAt, World, run_plan, seed_world
+from drwatch.model.fleet import InstanceState
+from drwatch.model.plan import Plan, PlaybookName, RunOutcome
+from drwatch.providers.fake import FakeProvider
+
+FAST = ActSettings(
+    poll_interval=0.001,
+    launch_timeout=5,
+    healthy_timeout=5,
+    stop_timeout=5,
+    volume_timeout=5,
+    snapshot_timeout=5,
+    action_timeout=5,
+    service_timeout=5,
+)
+
+
+def make_world() -> tuple[World, Deps]:
+    world = seed_world(FakeProvider([REGION]))
+    deps = Deps(world.provider, world.hosts, world.hosts, TEST_GROUPS, FAST)
+    return world, deps
+
+
+def replace_plan(world: World, *names: str, avoid: tuple[str, ...] = ()) -> Plan:
+    return Plan(
+        incident_id="inc-app",
+        playbook=PlaybookName.APP_REPLACE,
+        region=REGION,
+        zone=world.provider._find_instance(world.id(names[0])).zone,
+        group="app",
+        targets=tuple(world.id(n) for n in names),
+        avoid_zones=avoid,
+    )
+
+
+def new_instances(world: World) -> list[object]:
+    known = set(world.ids.values())
+    return [
+        i
+        for i in world.provider._regions[REGION].instances.values()
+        if i.id not in known and i.state is InstanceState.RUNNING
+    ]
+
+
+def assert_app3_replaced(world: World, context: str = "", *, stops: int = 1) -> None:
+    fake = world.provider
+    assert fake.count("run_instance") == 1, context
+    assert fake.count("stop_instance") == stops, context
+    (new,) = new_instances(world)
+    assert new.zone == "us-east-1b", context
+    assert new.tag("Name") == "app-3", context
+    assert new.tag("drwatch:group") == "app", context
+    assert new.tag("drwatch:agent-addr") is None, context
+    assert new.tag("drwatch:app-addr") is None, context
+    old = fake._find_instance(world.id("app-3"))
+    assert old.state is InstanceState.STOPPED, context
+    for lb in ("lb-1", "lb-2"):
+        backends = world.hosts.backends[world.id(lb)]
+        assert f"{new.private_ip}:{APP_PORT}" in backends, context
+        assert "app-3" not in backends, context
+
+
+async def test_replaces_a_stopped_app_server_in_its_zone(tmp_path: Path) -> None:
+    """app-3 stopped: one launch in us-east-1b, registered on both LBs, old one stopped."""
+    world, deps = make_world()
+    world.provider.set_state(world.id("app-3"), InstanceState.STOPPED)
+    progress = await run_plan(tmp_path / "j.db", deps, replace_plan(world, "app-3"), owner="w1")
+    assert progress is not None
+    assert progress.outcome is RunOutcome.SUCCEEDED, progress.detail
+    assert [s.name for s in progress.steps] == [
+        "launch_replacement",
+        "wait_healthy",
+        "register_backend",
+        "deregister_old",
+        "stop_old",
+    ]
+    assert_app3_replaced(world, stops=0)
+    assert progress.steps[-1].detail.endswith("was already stopped")
+    assert len(progress.new_instances) == 1
+
+
+async def test_launch_refused_in_its_zone_goes_to_a_healthy_one(tmp_path: Path) -> None:
+    """InsufficientInstanceCapacity in the old zone: the replacement lands in another zone,
+    and the step's detail says why."""
+    world, deps = make_world()
+    world.provider.fail_launches_in("us-east-1b")
+    progress = await run_plan(tmp_path / "j.db", deps, replace_plan(world, "app-3"), owner="w1")
+    assert progress is not None
+    assert progress.outcome is RunOutcome.SUCCEEDED, progress.detail
+    (new,) = new_instances(world)
+    assert new.zone != "us-east-1b"
+    assert "InsufficientInstanceCapacity" in progress.steps[0].detail
+
+
+async def test_zone_outage_places_both_replacements_outside_the_zone(tmp_path: Path) -> None:
+    """us-east-1c out: app-5 and app-6 are replaced in the two healthy zones, one each."""
+    world, deps = make_world()
+    world.provider.set_zone_state("us-east-1c", "impaired")
+    world.hosts.down |= {world.id("app-5"), world.id("app-6")}
+    plan = replace_plan(world, "app-5", "app-6", avoid=("us-east-1c",))
+    progress = await run_plan(tmp_path / "j.db", deps, plan, owner="w1")
+    assert progress is not None
+    assert progress.outcome is RunOutcome.SUCCEEDED, progress.detail
+    zones = sorted(i.zone for i in new_instances(world))
+    assert zones == ["us-east-1a", "us-east-1b"]
+    assert world.provider.count("stop_instance") == 2
+
+
+async def test_survives_a_crash_at_every_point(tmp_path: Path) -> None:
+    """Killed after every step and between every side effect and its journal row, a new
+    runner resumes from the journal and finishes with exactly one launch and one stop
+    (app-3 is running but its app is dead, so stopping it is a real side effect)."""
+    world, deps = make_world()
+    world.hosts.down.add(world.id("app-3"))
+    clean = CrashAt()
+    await run_plan(
+        tmp_path / "clean.db", deps, replace_plan(world, "app-3"), owner="w1", hook=clean
+    )
+    assert any(p.endswith(":applied") for p in clean.points)
+    for n, point in enumerate(clean.points, start=1):
+        world, deps = make_world()
+        world.hosts.down.add(world.id("app-3"))
+        plan = replace_plan(world, "app-3")
+        journal = tmp_path / f"crash-{n}.db"
+        first = await run_plan(journal, deps, plan, owner="w1", hook=CrashAt(n))
+        assert first is not None
+        assert first.outcome is RunOutcome.RUNNING, point
+        second = await run_plan(journal, deps, plan, owner="w2", resume=True)
+        assert second is not None
+        assert second.outcome is RunOutcome.SUCCEEDED, (point, second.detail)
+        assert_app3_replaced(world, point)
+
+
+async def test_paused_kill_switch_touches_nothing(tmp_path: Path) -> None:
+    """The kill switch on at the first side effect: the run fails saying so, and neither
+    the provider nor any agent was asked to change anything."""
+    world, deps = make_world()
+    world.provider.set_state(world.id("app-3"), InstanceState.STOPPED)
+    progress = await run_plan(
+        tmp_path / "j.db", deps, replace_plan(world, "app-3"), owner="w1", kill_switch=lambda: True
+    )
+    assert progress is not None
+    assert progress.outcome is RunOutcome.FAILED
+    assert "kill switch" in progress.detail
+    assert world.provider.calls == []
+    assert world.hosts.actions == []
