@@ -27,6 +27,7 @@ from drwatch.model.observation import Health, Layer, TargetHealth
 from drwatch.model.plan import Plan, RunProgress
 from drwatch.model.snapshot import HealthKey, Snapshot
 from drwatch.providers.base import AddressInfo, CloudInstance, Provider, Tags, VolumeInfo
+from drwatch.providers.fake import FakeProvider
 
 
 class AgentUnreachableError(DrwatchError):
@@ -199,7 +200,7 @@ _LAYOUT = (
 class World:
     """A seeded provider, the simulated hosts over it, and names -> ids."""
 
-    provider: Any  # FakeProvider; typed loosely so this module needs only the Protocol
+    provider: FakeProvider
     hosts: SimulatedHosts
     ids: dict[str, str]
     eip: str  # allocation id of web-eip
@@ -209,8 +210,22 @@ class World:
     def id(self, name: str) -> str:
         return self.ids[name]
 
+    async def instance(self, name: str) -> CloudInstance:
+        """The seeded instance `name` as the provider shows it now."""
+        found = [i for i in await self.provider.instances(REGION) if i.id == self.ids[name]]
+        return found[0]
 
-def seed_world(provider: Any) -> World:
+    async def launched(self) -> list[CloudInstance]:
+        """Running instances that were not seeded: what playbooks launched."""
+        seeded = set(self.ids.values())
+        return [
+            i
+            for i in await self.provider.instances(REGION)
+            if i.id not in seeded and i.state is InstanceState.RUNNING
+        ]
+
+
+def seed_world(provider: FakeProvider) -> World:
     """Seed `provider` (a FakeProvider) with the default topology's us-east-1 half."""
     images = {
         role: provider.add_image(REGION, f"drwatch-{role.value}", tags=((ROLE_TAG, role.value),)).id

@@ -28,38 +28,32 @@ def make_world() -> tuple[World, Deps]:
     return world, deps
 
 
+ZONES = {"app-3": "us-east-1b", "app-5": "us-east-1c"}
+
+
 def replace_plan(world: World, *names: str, avoid: tuple[str, ...] = ()) -> Plan:
     return Plan(
         incident_id="inc-app",
         playbook=PlaybookName.APP_REPLACE,
         region=REGION,
-        zone=world.provider._find_instance(world.id(names[0])).zone,
+        zone=ZONES[names[0]],
         group="app",
         targets=tuple(world.id(n) for n in names),
         avoid_zones=avoid,
     )
 
 
-def new_instances(world: World) -> list[object]:
-    known = set(world.ids.values())
-    return [
-        i
-        for i in world.provider._regions[REGION].instances.values()
-        if i.id not in known and i.state is InstanceState.RUNNING
-    ]
-
-
-def assert_app3_replaced(world: World, context: str = "", *, stops: int = 1) -> None:
+async def assert_app3_replaced(world: World, context: str = "", *, stops: int = 1) -> None:
     fake = world.provider
     assert fake.count("run_instance") == 1, context
     assert fake.count("stop_instance") == stops, context
-    (new,) = new_instances(world)
+    (new,) = await world.launched()
     assert new.zone == "us-east-1b", context
     assert new.tag("Name") == "app-3", context
     assert new.tag("drwatch:group") == "app", context
     assert new.tag("drwatch:agent-addr") is None, context
     assert new.tag("drwatch:app-addr") is None, context
-    old = fake._find_instance(world.id("app-3"))
+    old = await world.instance("app-3")
     assert old.state is InstanceState.STOPPED, context
     for lb in ("lb-1", "lb-2"):
         backends = world.hosts.backends[world.id(lb)]
@@ -81,7 +75,7 @@ async def test_replaces_a_stopped_app_server_in_its_zone(tmp_path: Path) -> None
         "deregister_old",
         "stop_old",
     ]
-    assert_app3_replaced(world, stops=0)
+    await assert_app3_replaced(world, stops=0)
     assert progress.steps[-1].detail.endswith("was already stopped")
     assert len(progress.new_instances) == 1
 
@@ -94,7 +88,7 @@ async def test_launch_refused_in_its_zone_goes_to_a_healthy_one(tmp_path: Path) 
     progress = await run_plan(tmp_path / "j.db", deps, replace_plan(world, "app-3"), owner="w1")
     assert progress is not None
     assert progress.outcome is RunOutcome.SUCCEEDED, progress.detail
-    (new,) = new_instances(world)
+    (new,) = await world.launched()
     assert new.zone != "us-east-1b"
     assert "InsufficientInstanceCapacity" in progress.steps[0].detail
 
@@ -108,7 +102,7 @@ async def test_zone_outage_places_both_replacements_outside_the_zone(tmp_path: P
     progress = await run_plan(tmp_path / "j.db", deps, plan, owner="w1")
     assert progress is not None
     assert progress.outcome is RunOutcome.SUCCEEDED, progress.detail
-    zones = sorted(i.zone for i in new_instances(world))
+    zones = sorted(i.zone for i in await world.launched())
     assert zones == ["us-east-1a", "us-east-1b"]
     assert world.provider.count("stop_instance") == 2
 
@@ -135,7 +129,7 @@ async def test_survives_a_crash_at_every_point(tmp_path: Path) -> None:
         second = await run_plan(journal, deps, plan, owner="w2", resume=True)
         assert second is not None
         assert second.outcome is RunOutcome.SUCCEEDED, (point, second.detail)
-        assert_app3_replaced(world, point)
+        await assert_app3_replaced(world, point)
 
 
 async def test_paused_kill_switch_touches_nothing(tmp_path: Path) -> None:
