@@ -54,4 +54,5 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
 
 
 def get_logger(**context: Any) -> Any:
-    return structlog.get_logger().bind(**context)
+    """A lazy logger: it follows `configure` even when created at import time."""
+    return structlog.get_logger(**context)

@@ -43,7 +43,13 @@ from drwatch.probes.tcp import connect_failure
 
 AGENT_ADDR_TAG = "drwatch:agent-addr"
 _ACTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-log = get_logger(component="agent_client")
+
+
+def _log() -> Any:
+    # Fetched per use: a logger bound at import would miss a later logs.configure().
+    return get_logger(component="agent_client")
+
+
 Clock = Callable[[], float]
 
 
@@ -174,7 +180,7 @@ class AgentClient:
         previous = self._last_health.get(instance.id)
         self._last_health[instance.id] = health
         if previous is not None and previous is not health:
-            log.info(
+            _log().info(
                 "agent.health_changed",
                 instance=instance.id,
                 name=instance.name,
@@ -194,7 +200,7 @@ class AgentClient:
         if not _ACTION_NAME.match(name):
             raise AgentActionError(f"{where}: not a valid action name")
         path = ACTIONS_PATH.format(name=name)
-        log.info("agent.action_sent", instance=instance.id, action=name, params=sorted(params))
+        _log().info("agent.action_sent", instance=instance.id, action=name, params=sorted(params))
         answer = await self._send_action(
             where, path, addr, encode_action_request(params), timeout_s
         )
