@@ -1,0 +1,136 @@
+"""Which playbook for which incident: pure, from the incident and the snapshot.
+
+app_server -> app_server.replace; load_balancer -> load_balancer.failover_eip while
+another LB of its group answers (the playbook moves the Elastic IP there if the lost
+one held it, then rebuilds a standby), else load_balancer.replace; database primary
+-> database.recover (a replica has no playbook yet); region -> region.failover.
+A zone incident gets one plan per affected group, each avoiding the zone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from drwatch.assess.views import RulesConfig, is_retired, view
+from drwatch.model.fleet import Instance, Role
+from drwatch.model.incident import Incident
+from drwatch.model.observation import Layer
+from drwatch.model.plan import Plan, PlaybookName, Scope
+from drwatch.model.snapshot import Snapshot
+
+DB_ROLE_TAG = "drwatch:db-role"
+REPLICA_ROLES = frozenset({"replica", "standby", "secondary"})
+ACTIONABLE_SCOPES = frozenset({Scope.INSTANCE, Scope.ZONE, Scope.REGION})
+
+
+def plans_for(
+    incident: Incident,
+    snapshot: Snapshot,
+    cfg: RulesConfig,
+    retired: frozenset[str] = frozenset(),
+) -> tuple[Plan, ...]:
+    """The plans that would recover `incident`; empty when nothing can (detected only)."""
+    if incident.severity != "outage" or incident.scope not in ACTIONABLE_SCOPES:
+        return ()
+    if incident.scope is Scope.REGION:
+        return (_region_plan(incident),)
+    by_group = _targets_by_group(incident, snapshot)
+    plans = []
+    for group, members in sorted(by_group.items()):
+        playbook = _playbook(members, snapshot, cfg, retired)
+        if playbook is None:
+            continue
+        avoid = (incident.zone,) if incident.scope is Scope.ZONE else ()
+        plans.append(
+            Plan(
+                incident_id=incident.id,
+                playbook=playbook,
+                region=incident.region,
+                zone=incident.zone,
+                group=group,
+                targets=tuple(sorted(i.id for i in members)),
+                avoid_zones=avoid,
+                reason=f"{incident.finding}: {incident.evidence}",
+            )
+        )
+    return tuple(plans)
+
+
+def _region_plan(incident: Incident) -> Plan:
+    return Plan(
+        incident_id=incident.id,
+        playbook=PlaybookName.REGION_FAILOVER,
+        region=incident.region,
+        zone="",
+        group=",".join(incident.groups),
+        targets=incident.target_ids,
+        avoid_zones=(),
+        reason=f"{incident.finding}: {incident.evidence}",
+    )
+
+
+def _targets_by_group(incident: Incident, snapshot: Snapshot) -> dict[str, list[Instance]]:
+    """The incident's targets still in the fleet, by group. Targets that left the fleet
+    (terminated, then dropped by discovery) are rebuilt from the record."""
+    out: dict[str, list[Instance]] = {}
+    for tid, name in zip(incident.target_ids, incident.target_names, strict=False):
+        inst = snapshot.fleet.get(tid) or _from_record(incident, tid, name)
+        if inst is not None:
+            out.setdefault(inst.group, []).append(inst)
+    return out
+
+
+def _from_record(incident: Incident, tid: str, name: str) -> Instance | None:
+    if len(incident.groups) != 1 or len(incident.roles) != 1:
+        return None
+    return Instance(
+        id=tid,
+        name=name,
+        region=incident.region,
+        zone=incident.zone,
+        role=Role(incident.roles[0]),
+        group=incident.groups[0],
+    )
+
+
+def _playbook(
+    members: list[Instance], snapshot: Snapshot, cfg: RulesConfig, retired: frozenset[str]
+) -> PlaybookName | None:
+    role = members[0].role
+    if role is Role.APP_SERVER:
+        return PlaybookName.APP_REPLACE
+    if role is Role.LOAD_BALANCER:
+        if _healthy_peer(members, snapshot, cfg, retired):
+            return PlaybookName.LB_FAILOVER_EIP
+        return PlaybookName.LB_REPLACE
+    if any(is_primary(i, snapshot) for i in members):
+        return PlaybookName.DB_RECOVER
+    return None
+
+
+def _healthy_peer(
+    members: list[Instance], snapshot: Snapshot, cfg: RulesConfig, retired: frozenset[str]
+) -> bool:
+    """Another member of the group, not among the targets, whose app (or agent) answers."""
+    lost = {i.id for i in members}
+    now = snapshot.taken_at
+    for peer in snapshot.fleet.in_group(members[0].group):
+        if peer.id in lost or is_retired(peer, retired):
+            continue
+        app = view(snapshot.get(peer.id, Layer.APP), now, cfg)
+        agent = view(snapshot.get(peer.id, Layer.AGENT), now, cfg)
+        if app.answering or (agent.answering and snapshot.get(peer.id, Layer.APP) is None):
+            return True
+    return False
+
+
+def is_primary(instance: Instance, snapshot: Snapshot) -> bool:
+    """A database is the primary unless its tag or its agent's facts say replica."""
+    tagged = (instance.tag(DB_ROLE_TAG) or "").lower()
+    if tagged:
+        return tagged not in REPLICA_ROLES
+    agent = snapshot.get(instance.id, Layer.AGENT)
+    facts: Mapping[str, object] = agent.detail if agent else {}
+    db = facts.get("database")
+    role = str(db.get("role", "")).lower() if isinstance(db, Mapping) else ""
+    return role not in REPLICA_ROLES
