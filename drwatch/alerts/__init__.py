@@ -7,10 +7,16 @@ the loop.
 """
 
 from drwatch.alerts.alerter import Alerter, AlertMetrics, NullAlertMetrics
-from drwatch.alerts.model import AlertInput, watcher_impaired_alert
+from drwatch.alerts.model import (
+    ALERT_BY_SCOPE,
+    AlertInput,
+    incident_alert,
+    watcher_impaired_alert,
+)
 from drwatch.alerts.sinks import AlertmanagerSink, DeliveryError, Sink, WebhookSink
 
 __all__ = [
+    "ALERT_BY_SCOPE",
     "AlertInput",
     "AlertMetrics",
     "Alerter",
@@ -19,5 +25,6 @@ __all__ = [
     "NullAlertMetrics",
     "Sink",
     "WebhookSink",
+    "incident_alert",
     "watcher_impaired_alert",
 ]

@@ -93,3 +93,40 @@ class Outgoing:
     key: LabelSet
     payload: dict[str, Any]
     resolved: bool
+
+
+# The alert drwatch raises for an incident of each scope, and how loud it is. The
+# Alertmanager example (deploy/alertmanager.yml) routes and inhibits on these.
+ALERT_BY_SCOPE: dict[str, tuple[str, str]] = {
+    "instance": ("DrwatchInstanceDown", "warning"),
+    "zone": ("DrwatchZoneOutage", "critical"),
+    "region": ("DrwatchRegionOutage", "critical"),
+    "provider_api": ("DrwatchProviderApiDown", "warning"),
+}
+
+
+def incident_alert(
+    incident_id: str,
+    scope: str,
+    summary: str,
+    started_at: float,
+    *,
+    role: str = "",
+    region: str = "",
+    zone: str = "",
+    description: str = "",
+) -> AlertInput:
+    """The alert for one open incident, named and graded by its scope."""
+    alertname, severity = ALERT_BY_SCOPE.get(scope, ("DrwatchIncident", "warning"))
+    return AlertInput(
+        incident_id=incident_id,
+        alertname=alertname,
+        severity=severity,
+        scope=scope,
+        summary=summary,
+        started_at=started_at,
+        role=role,
+        region=region,
+        zone=zone,
+        description=description,
+    )
