@@ -1,0 +1,272 @@
+"""Applying and healing faults on a running sandbox, each where a real fault would show.
+
+Every applied fault is remembered with what it resolved to (the instance id behind a
+name, the volume id behind a Name tag), so `heal TARGET` undoes exactly what was done
+to that target, newest first, even after the names have moved on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from drwatch.logs import get_logger
+from drwatch.sandbox.cloud import SandboxError
+from drwatch.sandbox.faults import HEAL, VERBS, Fault, TargetKind, check_target
+from drwatch.sandbox.hosts import AppMode, SimHost
+from drwatch.sandbox.world import Sandbox
+
+log = get_logger(component="sandbox.chaos")
+
+
+@dataclass
+class Applied:
+    fault: Fault
+    resolved: str  # instance/volume/snapshot id, or the zone/region/watcher itself
+    at: float
+    undo: Callable[[], Awaitable[None]]
+
+
+class Chaos:
+    """The fault verbs over one sandbox."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sb = sandbox
+        self.active: list[Applied] = []
+        self._lock = asyncio.Lock()
+
+    async def do(self, fault: Fault) -> str:
+        """Apply a fault (or `heal`); returns what was done, raises SandboxError if it can't."""
+        problem = check_target(self.sb.topo, fault.verb, fault.target)
+        if problem is not None:
+            raise SandboxError(problem)
+        async with self._lock, asyncio.timeout(30):
+            if fault.verb == HEAL:
+                return await self._heal(fault.target)
+            return await self._apply(fault)
+
+    async def _apply(self, fault: Fault) -> str:
+        kind, _ = VERBS[fault.verb]
+        resolved = await self._resolve(kind, fault.target)
+        undo = await _APPLY[fault.verb](self, fault, resolved)
+        self.active.append(Applied(fault, resolved, time.time(), undo))
+        await self.sb.sync_hosts()
+        log.info("fault.apply", verb=fault.verb, target=fault.target, resolved=resolved)
+        return f"{fault.verb} {fault.target} ({resolved})"
+
+    async def _heal(self, target: str) -> str:
+        mine = [a for a in self.active if a.fault.target == target]
+        for applied in reversed(mine):
+            await applied.undo()
+            self.active.remove(applied)
+        await self.sb.sync_hosts()
+        log.info("fault.heal", target=target, healed=[a.fault.verb for a in mine])
+        if not mine:
+            return f"nothing to heal on {target}"
+        return f"healed {target}: {', '.join(a.fault.verb for a in mine)}"
+
+    async def _resolve(self, kind: TargetKind, target: str) -> str:
+        view = self.sb.view
+        if kind is TargetKind.INSTANCE:
+            inst = view.named(target)
+            if inst is None:
+                raise SandboxError(f"no live instance is named {target!r}")
+            return inst.id
+        if kind is TargetKind.VOLUME:
+            vol = view.volume_named(target)
+            if vol is None:
+                raise SandboxError(f"no volume is named {target!r}")
+            return vol.id
+        if kind is TargetKind.SNAPSHOT:
+            snap = view.snapshot_named(target)
+            if snap is None:
+                raise SandboxError(f"no snapshot is named {target!r}")
+            return snap.id
+        return target
+
+    def host(self, instance_id: str) -> SimHost:
+        host = self.sb.hosts.get(instance_id)
+        if host is None:
+            raise SandboxError(f"instance {instance_id} has no simulated host")
+        return host
+
+    async def ec2_call(self, instance_id: str, method: str) -> None:
+        """A provider call for an instance, straight to moto (the front may be faulted)."""
+        inst = self.sb.view.instances[instance_id]
+        call = getattr(self.sb.moto.ec2(inst.region), method)
+        await asyncio.to_thread(call, InstanceIds=[instance_id])
+        await self.sb.poll()
+
+
+Undo = Callable[[], Awaitable[None]]
+Applier = Callable[[Chaos, Fault, str], Awaitable[Undo]]
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _stop(ch: Chaos, _f: Fault, iid: str) -> Undo:
+    await ch.ec2_call(iid, "stop_instances")
+    return lambda: ch.ec2_call(iid, "start_instances")
+
+
+async def _terminate(ch: Chaos, _f: Fault, iid: str) -> Undo:
+    # A terminated instance cannot come back; heal leaves the replacement to drwatch.
+    await ch.ec2_call(iid, "terminate_instances")
+    return _nothing
+
+
+async def _impair(ch: Chaos, _f: Fault, iid: str) -> Undo:
+    ch.sb.outages.impaired.add(iid)
+    ch.sb.front.faults.impaired_instances.add(iid)
+
+    async def undo() -> None:
+        ch.sb.outages.impaired.discard(iid)
+        ch.sb.front.faults.impaired_instances.discard(iid)
+
+    return undo
+
+
+async def _kill_agent(ch: Chaos, _f: Fault, iid: str) -> Undo:
+    host = ch.host(iid)
+    host.faults.agent_killed = True
+
+    async def undo() -> None:
+        host.faults.agent_killed = False
+
+    return undo
+
+
+def _app_mode(mode: AppMode) -> Applier:
+    async def apply(ch: Chaos, fault: Fault, iid: str) -> Undo:
+        host = ch.host(iid)
+        if mode is AppMode.SLOW:
+            host.faults.app_delay_s = fault.param("delay")
+        if mode is AppMode.FLAP:
+            host.faults.app_period_s = fault.param("period")
+        host.set_app_mode(mode)
+
+        async def undo() -> None:
+            host.set_app_mode(AppMode.OK)
+
+        return undo
+
+    return apply
+
+
+async def _fill_disk(ch: Chaos, fault: Fault, iid: str) -> Undo:
+    host = ch.host(iid)
+    host.faults.disk_percent = fault.param("percent")
+
+    async def undo() -> None:
+        host.faults.disk_percent = None
+
+    return undo
+
+
+async def _zone_outage(ch: Chaos, _f: Fault, zone: str) -> Undo:
+    front = ch.sb.front.faults
+    ch.sb.outages.zones.add(zone)
+    front.impaired_zones.add(zone)
+    front.launch_refused_zones.add(zone)
+
+    async def undo() -> None:
+        ch.sb.outages.zones.discard(zone)
+        front.impaired_zones.discard(zone)
+        front.launch_refused_zones.discard(zone)
+
+    return undo
+
+
+async def _fail_launches(ch: Chaos, _f: Fault, zone: str) -> Undo:
+    front = ch.sb.front.faults
+    front.launch_refused_zones.add(zone)
+
+    async def undo() -> None:
+        front.launch_refused_zones.discard(zone)
+
+    return undo
+
+
+async def _region_outage(ch: Chaos, _f: Fault, region: str) -> Undo:
+    ch.sb.outages.regions.add(region)
+    await ch.sb.front.set_region_reachable(region, False)
+
+    async def undo() -> None:
+        ch.sb.outages.regions.discard(region)
+        await ch.sb.front.set_region_reachable(region, True)
+
+    return undo
+
+
+def _region_set(name: str) -> Applier:
+    async def apply(ch: Chaos, _f: Fault, region: str) -> Undo:
+        regions: set[str] = getattr(ch.sb.front.faults, name)
+        regions.add(region)
+
+        async def undo() -> None:
+            regions.discard(region)
+
+        return undo
+
+    return apply
+
+
+async def _cut_uplink(ch: Chaos, _f: Fault, _t: str) -> Undo:
+    ch.sb.uplink.shut()
+
+    async def undo() -> None:
+        ch.sb.uplink.open()
+
+    return undo
+
+
+async def _corrupt_volume(ch: Chaos, _f: Fault, vid: str) -> Undo:
+    ch.sb.outages.corrupt_volumes[vid] = time.time()
+
+    async def undo() -> None:
+        ch.sb.outages.corrupt_volumes.pop(vid, None)
+
+    return undo
+
+
+async def _corrupt_snapshot(ch: Chaos, _f: Fault, sid: str) -> Undo:
+    ch.sb.outages.corrupt_snapshots.add(sid)
+
+    async def undo() -> None:
+        ch.sb.outages.corrupt_snapshots.discard(sid)
+
+    return undo
+
+
+async def _kill_watcher(ch: Chaos, fault: Fault, _t: str) -> Undo:
+    await ch.sb.watcher.kill()
+    # The runner (drill or sandbox) brings drwatch back on the same state directory.
+    ch.sb.after(fault.param("delay"), ch.sb.watcher.start)
+    return _nothing
+
+
+_APPLY: dict[str, Applier] = {
+    "stop-instance": _stop,
+    "terminate-instance": _terminate,
+    "impair-instance": _impair,
+    "kill-agent": _kill_agent,
+    "fail-app": _app_mode(AppMode.FAIL),
+    "hang-app": _app_mode(AppMode.HANG),
+    "slow-app": _app_mode(AppMode.SLOW),
+    "flap-app": _app_mode(AppMode.FLAP),
+    "fill-disk": _fill_disk,
+    "zone-outage": _zone_outage,
+    "region-outage": _region_outage,
+    "api-outage": _region_set("api_outage"),
+    "throttle-api": _region_set("throttled"),
+    "cut-uplink": _cut_uplink,
+    "fail-launches": _fail_launches,
+    "corrupt-volume": _corrupt_volume,
+    "corrupt-snapshot": _corrupt_snapshot,
+    "kill-watcher": _kill_watcher,
+}
+assert set(_APPLY) == set(VERBS), "every fault verb has an applier"

@@ -1,0 +1,104 @@
+"""The fault verbs (a contract: DESIGN.md), what each targets, and the parameters it takes.
+
+Shared by the control API, the CLI and scenario validation, so a verb or target that
+one accepts the others accept too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from drwatch.sandbox.topology import Topology
+from drwatch.units import parse_duration
+
+
+class TargetKind(StrEnum):
+    INSTANCE = "instance"
+    ZONE = "zone"
+    REGION = "region"
+    WATCHER = "watcher"
+    VOLUME = "volume"
+    SNAPSHOT = "snapshot"
+
+
+HEAL = "heal"
+WATCHER = "watcher"
+
+# verb -> (what it targets, its parameter or None)
+VERBS: dict[str, tuple[TargetKind, str | None]] = {
+    "stop-instance": (TargetKind.INSTANCE, None),
+    "terminate-instance": (TargetKind.INSTANCE, None),
+    "impair-instance": (TargetKind.INSTANCE, None),
+    "kill-agent": (TargetKind.INSTANCE, None),
+    "fail-app": (TargetKind.INSTANCE, None),
+    "hang-app": (TargetKind.INSTANCE, None),
+    "slow-app": (TargetKind.INSTANCE, "delay"),
+    "flap-app": (TargetKind.INSTANCE, "period"),
+    "fill-disk": (TargetKind.INSTANCE, "percent"),
+    "zone-outage": (TargetKind.ZONE, None),
+    "region-outage": (TargetKind.REGION, None),
+    "api-outage": (TargetKind.REGION, None),
+    "throttle-api": (TargetKind.REGION, None),
+    "cut-uplink": (TargetKind.WATCHER, None),
+    "fail-launches": (TargetKind.ZONE, None),
+    "corrupt-volume": (TargetKind.VOLUME, None),
+    "corrupt-snapshot": (TargetKind.SNAPSHOT, None),
+    "kill-watcher": (TargetKind.WATCHER, "delay"),
+}
+
+DEFAULTS = {"delay": 2.0, "period": 2.0, "percent": 95.0}
+
+
+@dataclass(frozen=True)
+class Fault:
+    verb: str
+    target: str
+    params: dict[str, float] = field(default_factory=dict)
+
+    def param(self, name: str) -> float:
+        return self.params.get(name, DEFAULTS[name])
+
+
+def target_kind(topo: Topology, target: str) -> TargetKind | None:
+    """What `target` names in this topology, or None when it names nothing."""
+    if target == WATCHER:
+        return TargetKind.WATCHER
+    names: list[tuple[TargetKind, list[str]]] = [
+        (TargetKind.INSTANCE, [i.name for i in topo.instance]),
+        (TargetKind.ZONE, topo.zones),
+        (TargetKind.REGION, topo.regions),
+        (TargetKind.VOLUME, topo.volumes()),
+        (TargetKind.SNAPSHOT, topo.snapshots()),
+    ]
+    return next((kind for kind, known in names if target in known), None)
+
+
+def check_target(topo: Topology, verb: str, target: str) -> str | None:
+    """None when `verb` may be applied to `target`; otherwise the problem, in words."""
+    if verb == HEAL:
+        return None if target_kind(topo, target) else f"unknown target {target!r}"
+    if verb not in VERBS:
+        return f"unknown verb {verb!r} (known: {', '.join(sorted([*VERBS, HEAL]))})"
+    want, _ = VERBS[verb]
+    kind = target_kind(topo, target)
+    if kind is None:
+        return f"unknown target {target!r} for {verb} (it needs a {want.value})"
+    if kind is not want:
+        return f"{verb} needs a {want.value} as its target; {target!r} is a {kind.value}"
+    return None
+
+
+def parse_param(verb: str, raw: object) -> dict[str, float]:
+    """The verb's parameter as seconds or percent; raises ValueError naming the problem."""
+    _, name = VERBS[verb]
+    if name is None or raw is None:
+        return {}
+    if name == "percent":
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw <= 100:
+            raise ValueError(f"percent must be a number from 0 to 100 (got {raw!r})")
+        return {name: float(raw)}
+    seconds = parse_duration(raw)
+    if name == "period" and seconds <= 0:
+        raise ValueError("period must be greater than 0")
+    return {name: seconds}

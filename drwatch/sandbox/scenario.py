@@ -1,0 +1,157 @@
+"""Drill scenarios (DESIGN.md "Drills"): parsed and validated whole before anything starts.
+
+`load_scenario(path, topology)` returns a `Scenario` or raises `ConfigError` listing
+every problem with its place (`event[2].do: unknown verb 'explode'`).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from drwatch.errors import ConfigError
+from drwatch.sandbox.faults import HEAL, VERBS, check_target, parse_param
+from drwatch.sandbox.topology import Topology
+from drwatch.units import parse_duration
+
+
+def _duration(value: object) -> float:
+    if isinstance(value, str) and value.strip().startswith("-"):
+        raise ValueError(f"a time cannot be negative (got {value!r})")
+    return parse_duration(value)
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+Param = str | int | float
+
+Outcome = Literal["recovered", "failed", "blocked", "awaiting_approval", "detected_only", "cleared"]
+ExpectScope = Literal["instance", "zone", "region", "provider_api"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Objectives(_Strict):
+    rto: Duration | None = None
+    rpo: Duration | None = None
+
+
+class Event(_Strict):
+    at: Duration
+    do: str = Field(min_length=1)
+    target: str = Field(min_length=1)
+    delay: Param | None = None
+    period: Param | None = None
+    percent: Param | None = None
+
+    def param_value(self) -> object:
+        _, name = VERBS.get(self.do, (None, None))
+        return getattr(self, name) if name else None
+
+
+class Expect(_Strict):
+    scope: ExpectScope
+    role: Literal["load_balancer", "app_server", "database"] | None = None
+    targets: list[str] | None = None
+    playbook: str | None = None
+    outcome: Outcome | None = None
+    within: Duration | None = None
+
+    def describe(self) -> str:
+        parts = [f"scope={self.scope}"]
+        for key in ("role", "targets", "playbook", "outcome"):
+            value = getattr(self, key)
+            if value is not None:
+                parts.append(f"{key}={value}")
+        if self.within is not None:
+            parts.append(f"within={self.within:g}s")
+        return " ".join(parts)
+
+
+class Scenario(_Strict):
+    name: str = Field(min_length=1)
+    duration: Duration
+    objectives: Objectives = Objectives()
+    event: list[Event] = Field(default_factory=list)
+    expect: list[Expect] = Field(default_factory=list)
+    expect_no_playbooks: bool = False
+    max_incidents: Annotated[int, Field(ge=0)] | None = None
+
+    def timeline(self) -> list[Event]:
+        return sorted(self.event, key=lambda e: e.at)
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _pydantic_problems(err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p))
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        if e["type"] == "missing":
+            msg = "required field is missing"
+        elif e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        problems.append(f"{_loc(loc)}: {msg}")
+    return problems
+
+
+def _event_problems(i: int, ev: Event, sc: Scenario, topo: Topology) -> list[str]:
+    where = f"event[{i}]"
+    if ev.do != HEAL and ev.do not in VERBS:
+        return [f"{where}.do: unknown verb {ev.do!r}"]
+    problems = []
+    problem = check_target(topo, ev.do, ev.target)
+    if problem is not None:
+        problems.append(f"{where}.target: {problem}")
+    if ev.at > sc.duration:
+        problems.append(f"{where}.at: {ev.at:g}s is after the end (duration {sc.duration:g}s)")
+    if ev.do != HEAL:
+        try:
+            parse_param(ev.do, ev.param_value())
+        except ValueError as err:
+            problems.append(f"{where}: {err}")
+    return problems
+
+
+def _semantic_problems(sc: Scenario, topo: Topology) -> list[str]:
+    problems = []
+    if sc.duration <= 0:
+        problems.append("duration: must be greater than 0")
+    for i, ev in enumerate(sc.event):
+        problems += _event_problems(i, ev, sc, topo)
+    for i, ex in enumerate(sc.expect):
+        for name in ex.targets or []:
+            if topo.by_name(name) is None:
+                problems.append(f"expect[{i}].targets: unknown instance {name!r}")
+    return problems
+
+
+def parse_scenario(data: dict[str, Any], topo: Topology) -> Scenario:
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_pydantic_problems(err)) from None
+    problems = _semantic_problems(scenario, topo)
+    if problems:
+        raise ConfigError(problems)
+    return scenario
+
+
+def load_scenario(path: Path, topo: Topology) -> Scenario:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError([f"{path}: cannot read: {err.strerror}"]) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError([f"{path}: not valid TOML: {err}"]) from None
+    return parse_scenario(data, topo)

@@ -1,0 +1,177 @@
+"""The real drwatch daemon, watching the sandbox: its config, and its process.
+
+`render_config` writes a drwatch config (valid for `drwatch.config.load`) for the
+sandbox's world with sandbox timing; `WatcherProcess` runs `drwatch run` as a separate
+process and can SIGKILL and restart it on the same state directory (kill-watcher).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from drwatch.logs import get_logger
+from drwatch.model.fleet import Role
+from drwatch.sandbox.topology import GROUP_TAG, Topology
+
+log = get_logger(component="sandbox.watcher")
+
+# The port in app checks is a placeholder: every sandbox instance carries a
+# `drwatch:app-addr` tag with its loopback address, which overrides it.
+APP_PORT = 8080
+HEALTH_PATH = "/healthz"
+
+
+@dataclass(frozen=True)
+class WorldAddresses:
+    """Where the sandbox's parts listen, as the daemon's config needs them."""
+
+    listen: str
+    state_dir: Path
+    secret_file: Path
+    endpoints: dict[str, str]
+    service_url: str
+    canaries: dict[str, str]
+
+
+def _q(value: object) -> str:
+    """A TOML value: JSON's strings, numbers and booleans are valid TOML."""
+    return json.dumps(value)
+
+
+def render_config(topo: Topology, where: WorldAddresses) -> str:
+    lines = [
+        "# Written by `drwatch sandbox`: the world it simulates, with sandbox timing.",
+        "[watcher]",
+        f"name = {_q('sandbox')}",
+        f"listen = {_q(where.listen)}",
+        f"state_dir = {_q(str(where.state_dir))}",
+        'log_format = "json"',
+        "",
+        "[objectives]",
+        'rpo = "15m"',
+        'rto = "2m"',
+        "",
+        "[provider]",
+        f"regions = {_q(topo.regions)}",
+        'discovery_interval = "2s"',
+        "[provider.endpoints]",
+        *(f"{_q(r)} = {_q(url)}" for r, url in where.endpoints.items()),
+        "",
+        "[agent]",
+        f"secret_file = {_q(str(where.secret_file))}",
+        "",
+        *_timing(),
+        *_policy(),
+    ]
+    for name, specs in topo.groups().items():
+        lines += _group(topo, name, specs[0].role, len(specs), where.service_url)
+    for name, url in where.canaries.items():
+        lines += ["[[canaries]]", f"name = {_q(name)}", f"url = {_q(url)}", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _timing() -> list[str]:
+    rows = {
+        "provider": ("2s", "1s", 1, 2),
+        "agent": ("1s", "500ms", 2, 3),
+        "app": ("1s", "500ms", 2, 3),
+        "canary": ("1s", "500ms", 2, 3),
+    }
+    out = []
+    for layer, (interval, timeout, rise, fall) in rows.items():
+        out += [
+            f"[timing.{layer}]",
+            f"interval = {_q(interval)}",
+            f"timeout = {_q(timeout)}",
+            f"rise = {rise}",
+            f"fall = {fall}",
+            "",
+        ]
+    return out
+
+
+def _policy() -> list[str]:
+    return [
+        "[policy]",
+        'warmup = "5s"',
+        'cooldown = "1m"',
+        "max_concurrent = 3",
+        'dead_grace = "4s"',
+        "",
+    ]
+
+
+def _group(topo: Topology, name: str, role: Role, size: int, service_url: str) -> list[str]:
+    lines = [
+        "[[groups]]",
+        f"name = {_q(name)}",
+        f"role = {_q(role.value)}",
+        f"size = {size}",
+    ]
+    eip = next((i.elastic_ip for i in topo.instance if i.group == name and i.elastic_ip), None)
+    if eip:
+        lines += [f"elastic_ip = {_q(eip)}", f"service_url = {_q(service_url)}"]
+    lines += [
+        "[groups.select.tags]",
+        f"{_q(GROUP_TAG)} = {_q(name)}",
+        "[[groups.checks]]",
+        'name = "health"',
+        f"port = {APP_PORT}",
+        f"path = {_q(HEALTH_PATH)}",
+        "[groups.checks.json_field]",
+        'path = "status"',
+        'equals = "ok"',
+        "",
+    ]
+    return lines
+
+
+class WatcherProcess:
+    """`drwatch run --config PATH` in its own process group, its output in `log_path`."""
+
+    def __init__(self, config_path: Path, log_path: Path) -> None:
+        self.config_path = config_path
+        self.log_path = log_path
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None and proc.returncode is None else None
+
+    async def start(self) -> None:
+        if self.pid is not None:
+            return
+        with self.log_path.open("ab") as out:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "drwatch.cli", "run", "--config", str(self.config_path),
+                stdout=out, stderr=out, start_new_session=True, env=dict(os.environ),
+            )  # fmt: skip
+        log.info("watcher.start", pid=self._proc.pid)
+
+    async def kill(self) -> None:
+        """SIGKILL, as a crash would: no shutdown path runs."""
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+            log.info("watcher.killed", pid=proc.pid)
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            async with asyncio.timeout(grace_s):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        log.info("watcher.stop", pid=proc.pid, code=proc.returncode)

@@ -1,0 +1,367 @@
+"""The sandbox: moto, the front, simulated hosts, canaries, the service address, the
+control API and the real daemon, started together and stopped together.
+
+`Sandbox` owns every process and port it opens; `stop()` closes all of them, also after
+a start that failed half way. Its reconciler polls moto directly every `poll_s` and
+makes the simulated hosts follow the instances' lives (docs/sandbox.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from drwatch.logs import get_logger
+from drwatch.model.fleet import Role
+from drwatch.sandbox import agent_plug
+from drwatch.sandbox.cloud import Moto, MotoProcess, SandboxError, Seeded, seed, user_data_text
+from drwatch.sandbox.cloudview import CloudView, InstanceView, describe
+from drwatch.sandbox.front import Front
+from drwatch.sandbox.hosts import SimHost, UserData
+from drwatch.sandbox.listener import Gate, Listener, gate_middleware
+from drwatch.sandbox.topology import AGENT_ADDR_TAG, APP_ADDR_TAG, ROLE_TAG, Topology
+from drwatch.sandbox.watcher import WatcherProcess, WorldAddresses, render_config
+
+log = get_logger(component="sandbox")
+
+CANARIES = ("canary-1", "canary-2")
+STATE_FILE = "sandbox.json"
+CONFIG_FILE = "drwatch.toml"
+SERVICE_PATH = "/app/healthz"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Options:
+    boot_delay_s: float = 2.0
+    poll_s: float = 0.5
+    with_watcher: bool = True
+
+
+@dataclass
+class Outages:
+    """Faults that silence hosts, by what they name."""
+
+    impaired: set[str] = field(default_factory=set)  # instance ids
+    zones: set[str] = field(default_factory=set)
+    regions: set[str] = field(default_factory=set)
+    corrupt_volumes: dict[str, float] = field(default_factory=dict)  # id -> marked at
+    corrupt_snapshots: set[str] = field(default_factory=set)
+
+
+class Sandbox:
+    def __init__(self, topo: Topology, state_dir: Path, options: Options | None = None) -> None:
+        self.topo = topo
+        self.state_dir = state_dir.resolve()
+        self.options = options or Options()
+        self.uplink = Gate()
+        self.outages = Outages()
+        self.view = CloudView()
+        self.hosts: dict[str, SimHost] = {}
+        self.seeded = Seeded()
+        self.moto_proc = MotoProcess(free_port(), self.state_dir / "moto.log")
+        self.moto = Moto(self.moto_proc.url)
+        self.secret = secrets.token_hex(32).encode()
+        self.api_listen = f"127.0.0.1:{free_port()}"
+        self.watcher = WatcherProcess(self.state_dir / CONFIG_FILE, self.state_dir / "drwatch.log")
+        self._session: aiohttp.ClientSession | None = None
+        self.front = Front(
+            self.moto_proc.url, {r: free_port() for r in topo.regions}, self.uplink, self.session
+        )
+        self.canaries = {n: Listener(free_port(), self._canary_app) for n in CANARIES}
+        self.service = Listener(free_port(), self._service_app)
+        self.control: Listener | None = None  # set by the control module
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._agent = agent_plug.agent_factory(self.secret, self.state_dir / "agent.secret")
+        self._booting: dict[str, float] = {}  # instance id -> running since (monotonic)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise SandboxError("the sandbox is not running")
+        return self._session
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        secret_file = self.state_dir / "agent.secret"
+        secret_file.write_bytes(self.secret)
+        secret_file.chmod(0o600)
+        self._session = aiohttp.ClientSession()
+        await self.moto_proc.start()
+        self.seeded = await asyncio.to_thread(seed, self.moto, self.topo)
+        await self.front.start()
+        for listener in (*self.canaries.values(), self.service):
+            await listener.start()
+        if self.control is not None:
+            await self.control.start()
+        await self.poll()
+        self._track(self._reconcile_forever())
+        self._write_files(secret_file)
+        if self.options.with_watcher:
+            await self.watcher.start()
+        log.info("sandbox.ready", api=self.api_url, control=self.control_url)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.watcher.stop()
+        for host in self.hosts.values():
+            await host.close()
+        for listener in (*self.canaries.values(), self.service, self.control):
+            if listener is not None:
+                await listener.stop()
+        await self.front.stop()
+        await self.moto_proc.stop()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> Sandbox:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    def _track(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def after(self, delay_s: float, action: Callable[[], Awaitable[None]]) -> None:
+        """Run `action` after `delay_s`, owned by the sandbox (cancelled on stop)."""
+
+        async def later() -> None:
+            await asyncio.sleep(delay_s)
+            await action()
+
+        self._track(later())
+
+    # --- addresses --------------------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_listen}"
+
+    @property
+    def control_url(self) -> str | None:
+        return f"http://{self.control.address}" if self.control else None
+
+    @property
+    def service_url(self) -> str:
+        return f"http://{self.service.address}{SERVICE_PATH}"
+
+    def canary_urls(self) -> dict[str, str]:
+        return {n: f"http://{lst.address}/" for n, lst in self.canaries.items()}
+
+    def _write_files(self, secret_file: Path) -> None:
+        where = WorldAddresses(
+            listen=self.api_listen,
+            state_dir=self.state_dir / "daemon",
+            secret_file=secret_file,
+            endpoints={r: self.front.endpoint(r) for r in self.topo.regions},
+            service_url=self.service_url,
+            canaries=self.canary_urls(),
+        )
+        (self.state_dir / CONFIG_FILE).write_text(render_config(self.topo, where))
+        (self.state_dir / STATE_FILE).write_text(json.dumps(self.describe_self(), indent=2))
+
+    def describe_self(self) -> dict[str, Any]:
+        """Where everything is: written to sandbox.json for `drwatch sandbox fault`."""
+        return {
+            "pid": os.getpid(),
+            "api": self.api_url,
+            "control": self.control_url,
+            "service": self.service_url,
+            "moto": self.moto_proc.url,
+            "front": {r: self.front.endpoint(r) for r in self.topo.regions},
+            "canaries": self.canary_urls(),
+            "config": str(self.state_dir / CONFIG_FILE),
+        }
+
+    # --- the reconciler ---------------------------------------------------------------------
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.poll_s)
+            try:
+                await self.poll()
+            except Exception as err:  # the loop outlives one bad poll
+                log.warning("sandbox.poll_failed", error=str(err))
+
+    async def poll(self) -> None:
+        """Read moto, adopt new instances, boot or silence hosts, and sync their ports."""
+        async with asyncio.timeout(30):
+            self.view = await asyncio.to_thread(describe, self.moto, self.topo.regions)
+            for inst in self.view.instances.values():
+                host = self.hosts.get(inst.id)
+                if host is None and inst.state in ("pending", "running"):
+                    host = await self._adopt(inst)
+                if host is not None:
+                    await self._life(host, inst)
+            await self.sync_hosts()
+
+    async def _adopt(self, inst: InstanceView) -> SimHost:
+        """A new instance: give it loopback ports and tag it with them, as DHCP would."""
+        host = SimHost(
+            name=inst.name,
+            instance_id=inst.id,
+            role=self._role_of(inst),
+            agent_port=free_port(),
+            app_port=free_port(),
+            uplink=self.uplink,
+            resolve=self.resolve,
+            corrupt=self.is_corrupt,
+            session=self.session,
+        )
+        host.agent_factory = self._agent
+        tags = [
+            {"Key": AGENT_ADDR_TAG, "Value": host.agent_addr},
+            {"Key": APP_ADDR_TAG, "Value": host.app_addr},
+        ]
+        ec2 = self.moto.ec2(inst.region)
+        await asyncio.to_thread(ec2.create_tags, Resources=[inst.id], Tags=tags)
+        self.hosts[inst.id] = host
+        log.info("host.adopt", host=host.name, instance=inst.id, agent=host.agent_addr)
+        return host
+
+    def _role_of(self, inst: InstanceView) -> Role:
+        if inst.tags.get(ROLE_TAG) in {r.value for r in Role}:
+            return Role(inst.tags[ROLE_TAG])
+        for (region, role), image in self.seeded.images.items():
+            if image == inst.image_id and region == inst.region:
+                return Role(role)
+        return Role.APP_SERVER
+
+    async def _life(self, host: SimHost, inst: InstanceView) -> None:
+        """Boot a running instance after the boot delay; a stopped one forgets its boot."""
+        if inst.state != "running":
+            self._booting.pop(inst.id, None)
+            host.booted = False
+            return
+        if host.booted:
+            return
+        since = self._booting.setdefault(inst.id, time.monotonic())
+        first_seed_boot = host.boots == 0 and inst.id in self.seeded.instances.values()
+        # The seeded topology is up from the start; later boots take the boot delay.
+        delay = 0.0 if first_seed_boot else self.options.boot_delay_s
+        if time.monotonic() - since >= delay:
+            text = await asyncio.to_thread(user_data_text, self.moto.ec2(inst.region), inst.id)
+            host.boot(UserData.parse(text))
+
+    async def sync_hosts(self) -> None:
+        for host in self.hosts.values():
+            inst = self.view.instances.get(host.instance_id)
+            host.faults.silenced_by = self._silence(inst)
+            await host.sync()
+
+    def _silence(self, inst: InstanceView | None) -> set[str]:
+        if inst is None:
+            return {"gone"}
+        reasons = set()
+        if inst.state != "running":
+            reasons.add(inst.state)
+        if inst.id in self.outages.impaired:
+            reasons.add("impaired")
+        if inst.zone in self.outages.zones:
+            reasons.add(f"zone-outage:{inst.zone}")
+        if inst.region in self.outages.regions:
+            reasons.add(f"region-outage:{inst.region}")
+        return reasons
+
+    # --- lookups the hosts use --------------------------------------------------------------
+
+    def host_named(self, name: str) -> SimHost | None:
+        inst = self.view.named(name)
+        return self.hosts.get(inst.id) if inst else None
+
+    def resolve(self, ref: str) -> str | None:
+        """An app address from `host:port`, or from an instance Name (when it answers)."""
+        if ":" in ref:
+            return ref
+        host = self.host_named(ref)
+        return host.app_addr if host is not None and not host.silent else None
+
+    def is_corrupt(self, instance_id: str) -> bool:
+        """The instance mounts a volume marked corrupt, or one made from a corrupt snapshot."""
+        for vol in self.view.volumes.values():
+            if instance_id not in vol.attached_to:
+                continue
+            if vol.id in self.outages.corrupt_volumes or self._snapshot_corrupt(vol.snapshot_id):
+                return True
+        return False
+
+    def _snapshot_corrupt(self, snapshot_id: str) -> bool:
+        if not snapshot_id:
+            return False
+        if snapshot_id in self.outages.corrupt_snapshots:
+            return True
+        snap = self.view.snapshots.get(snapshot_id)
+        marked = self.outages.corrupt_volumes.get(snap.volume_id) if snap else None
+        # A snapshot taken of a volume after it went corrupt holds the corruption too.
+        return snap is not None and marked is not None and snap.started_at >= marked - 1.0
+
+    # --- the canaries and the service address ------------------------------------------------
+
+    def _canary_app(self) -> web.Application:
+        async def ok(_request: web.Request) -> web.StreamResponse:
+            return web.json_response({"status": "ok"})
+
+        app = web.Application(middlewares=[gate_middleware(self.uplink)])
+        app.router.add_get("/", ok)
+        return app
+
+    def _service_app(self) -> web.Application:
+        app = web.Application(middlewares=[gate_middleware(self.uplink)])
+        app.router.add_get("/{tail:.*}", self._serve)
+        return app
+
+    def eip_holder(self) -> SimHost | None:
+        """The LB holding the service's Elastic IP, as moto says."""
+        eip = next((i.elastic_ip for i in self.topo.instance if i.elastic_ip), None)
+        holder = self.view.addresses.get(eip) if eip else None
+        return self.hosts.get(holder) if holder else None
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
+        """Moving the Elastic IP moves what answers here."""
+        holder = self.eip_holder()
+        if holder is None or holder.silent:
+            return web.json_response({"status": "no load balancer holds the address"}, status=503)
+        try:
+            async with self.session().get(
+                f"http://{holder.app_addr}{request.path_qs}",
+                timeout=aiohttp.ClientTimeout(total=2),
+            ) as resp:
+                body = await resp.read()
+                return web.Response(status=resp.status, body=body, content_type="application/json")
+        except (aiohttp.ClientError, TimeoutError):
+            return web.json_response({"status": "load balancer not answering"}, status=502)
