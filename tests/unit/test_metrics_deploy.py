@@ -24,11 +24,11 @@ def _exported() -> set[str]:
 
 def _referenced(text: str) -> set[str]:
     out = set()
-    for name in _NAME.findall(text):
+    for found in _NAME.findall(text):
+        base = found
         for suffix in _SUFFIXES:
-            if name.endswith(suffix):
-                name = name.removesuffix(suffix)
-        out.add(name)
+            base = base.removesuffix(suffix)
+        out.add(base)
     return out
 
 
