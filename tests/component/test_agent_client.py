@@ -1,0 +1,309 @@
+"""The daemon's AgentClient against the real agent and against agents that misbehave."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+
+import aiohttp
+import pytest
+import structlog
+from aiohttp import web
+
+from drwatch import logs
+from drwatch.agent.server import create_app, serving
+from drwatch.agent.wire import CheckResult, Status, encode_facts
+from drwatch.config import AgentClientConfig
+from drwatch.model.fleet import Instance, Role
+from drwatch.model.observation import Health, Layer
+from drwatch.observe.agent import AgentActionError, AgentClient, agent_address
+from tests.component.test_agent_server import (
+    DATABASE,
+    SECRET,
+    FakeHost,
+    FixedCheck,
+    RecordingAction,
+    agent_cfg,
+)
+from tests.support.services import free_port
+
+CAP = 4096
+
+
+def client_cfg(**overrides: object) -> AgentClientConfig:
+    data: dict[str, object] = {"secret_file": "/unused", "max_response_bytes": CAP, **overrides}
+    return AgentClientConfig.model_validate(data)
+
+
+def instance_at(port: int, **fields: object) -> Instance:
+    tags = (("drwatch:agent-addr", f"127.0.0.1:{port}"),)
+    base: dict[str, object] = {
+        "id": "i-0db2",
+        "name": "db-2",
+        "region": "us-east-1",
+        "zone": "us-east-1b",
+        "role": Role.DATABASE,
+        "group": "db",
+        "tags": tags,
+    }
+    return Instance(**{**base, **fields})  # type: ignore[arg-type]
+
+
+Serve = Callable[[web.Application], Awaitable[int]]
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[AsyncExitStack]:
+    async with AsyncExitStack() as s:
+        yield s
+
+
+@pytest.fixture
+async def client(stack: AsyncExitStack) -> AgentClient:
+    session = await stack.enter_async_context(aiohttp.ClientSession())
+    return AgentClient(client_cfg(), SECRET, session)
+
+
+@pytest.fixture
+def serve(stack: AsyncExitStack) -> Serve:
+    """Runs an aiohttp app on a free loopback port until the test ends; returns the port."""
+
+    async def start(app: web.Application) -> int:
+        return await stack.enter_async_context(serving(app, "127.0.0.1", 0))
+
+    return start
+
+
+def real_agent(**checks: FixedCheck) -> web.Application:
+    actions = {"promote": RecordingAction()}
+    return create_app(agent_cfg(), FakeHost(), checks, actions, secret=SECRET, hostname="db-2")
+
+
+def misbehaving(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.Application:
+    app = web.Application()
+    app.router.add_get("/v1/facts", handler)
+    app.router.add_post("/v1/actions/{name}", handler)
+    return app
+
+
+async def test_reachable_agent_is_up_with_facts_as_detail(
+    client: AgentClient, serve: Serve
+) -> None:
+    """A signed poll of the real agent: UP, ok_at set, the facts as a plain dict in detail."""
+    port = await serve(real_agent(database=FixedCheck(DATABASE)))
+    obs = await client.check(instance_at(port), timeout_s=2.0)
+    assert (obs.target, obs.layer, obs.health, obs.reason) == ("i-0db2", Layer.AGENT, Health.UP, "")
+    assert obs.ok_at == obs.attempted_at
+    assert obs.detail["checks"]["database"]["data"]["role"] == "replica"
+    assert obs.detail["disks"]["/"]["used_percent"] == 40.0
+    assert obs.detail["memory"]["used_percent"] == 25.0
+
+
+async def test_failing_local_check_is_named_in_the_reason(
+    client: AgentClient, serve: Serve
+) -> None:
+    """The agent answers, so it is UP; a critical local check is named in the reason."""
+    corrupt = CheckResult("database", "database", Status.CRITICAL, "data corrupt")
+    port = await serve(real_agent(database=FixedCheck(corrupt)))
+    obs = await client.check(instance_at(port), timeout_s=2.0)
+    assert obs.health is Health.UP
+    assert obs.reason == "database: critical"
+    assert obs.detail["status"] == "critical"
+
+
+async def test_wrong_secret_is_unknown_not_down(stack: AsyncExitStack, serve: Serve) -> None:
+    """When the agent refuses our signature we cannot see it: UNKNOWN, with that reason."""
+    session = await stack.enter_async_context(aiohttp.ClientSession())
+    client = AgentClient(client_cfg(), b"not-the-agents-secret-000", session)
+    port = await serve(real_agent())
+    obs = await client.check(instance_at(port), timeout_s=2.0)
+    assert (obs.health, obs.reason) == (Health.UNKNOWN, "agent refused our signature")
+
+
+async def test_connection_refused_is_down(client: AgentClient) -> None:
+    """Nothing listens on the agent's port: the host answered "nobody here", so DOWN."""
+    obs = await client.check(instance_at(free_port()), timeout_s=2.0)
+    assert (obs.health, obs.reason, obs.ok_at) == (Health.DOWN, "connection refused", None)
+
+
+async def garbage(_request: web.Request) -> web.StreamResponse:
+    return web.Response(body=b"<html>it works</html>", content_type="text/html")
+
+
+async def partial(_request: web.Request) -> web.StreamResponse:
+    body = encode_facts_sample()
+    return web.Response(body=body[: len(body) // 2], content_type="application/json")
+
+
+async def wrong_schema(_request: web.Request) -> web.StreamResponse:
+    data = json.loads(encode_facts_sample())
+    data["schema"] = "drwatch.agent/v9"
+    return web.json_response(data)
+
+
+async def huge(_request: web.Request) -> web.StreamResponse:
+    return web.Response(body=b" " * (CAP * 4), content_type="application/json")
+
+
+async def huge_chunked(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse()
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    for _ in range(64):
+        await resp.write(b"[" * 1024)
+    await resp.write_eof()
+    return resp
+
+
+async def server_error(_request: web.Request) -> web.StreamResponse:
+    return web.json_response({"error": "host facts did not arrive within 1s"}, status=503)
+
+
+def encode_facts_sample() -> bytes:
+    from tests.unit.test_agent_wire import sample_facts
+
+    return encode_facts(sample_facts())
+
+
+@pytest.mark.parametrize(
+    ("handler", "reason"),
+    [
+        (garbage, "malformed facts: not JSON"),
+        (partial, "malformed facts: not JSON"),
+        (wrong_schema, "malformed facts: facts.schema: unknown schema version"),
+        (huge, f"answer larger than {CAP} bytes"),
+        (huge_chunked, f"answer larger than {CAP} bytes"),
+        (server_error, "agent answered 503: host facts did not arrive within 1s"),
+    ],
+)
+async def test_misbehaving_agent_is_unknown_with_a_reason(
+    client: AgentClient,
+    serve: Serve,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    reason: str,
+) -> None:
+    """Garbage, partial JSON, an unknown schema, a huge body or an error: UNKNOWN, and why."""
+    port = await serve(misbehaving(handler))
+    obs = await client.check(instance_at(port), timeout_s=2.0)
+    assert obs.health is Health.UNKNOWN
+    assert obs.reason.startswith(reason)
+    assert obs.detail == {}
+
+
+async def test_slow_agent_is_unknown_and_the_client_keeps_going(
+    client: AgentClient, serve: Serve
+) -> None:
+    """An agent that never answers is UNKNOWN after the deadline; the next poll still works."""
+    hung = asyncio.Event()
+
+    async def slow(_request: web.Request) -> web.StreamResponse:
+        await asyncio.wait_for(hung.wait(), timeout=30)
+        return web.Response()
+
+    slow_port = await serve(misbehaving(slow))
+    good_port = await serve(real_agent())
+    obs = await client.check(instance_at(slow_port), timeout_s=0.2)
+    assert (obs.health, obs.reason) == (Health.UNKNOWN, "timeout after 0.2s")
+    hung.set()
+    good = await client.check(instance_at(good_port, id="i-good"), timeout_s=2.0)
+    assert good.health is Health.UP
+
+
+async def test_ok_at_remembers_the_last_success(client: AgentClient, serve: Serve) -> None:
+    """After the agent goes away, the observation still says when it was last seen up."""
+    port = await serve(real_agent())
+    up = await client.check(instance_at(port), timeout_s=2.0)
+    down = await client.check(instance_at(free_port()), timeout_s=2.0)
+    assert down.health is Health.DOWN
+    assert down.ok_at == up.attempted_at
+
+
+def test_address_comes_from_the_tag_else_the_configured_ip() -> None:
+    """The agent-addr tag wins; otherwise private or public ip with the configured port."""
+    plain = Instance(
+        "i-1", "app-1", "us-east-1", "us-east-1a", Role.APP_SERVER, "app",
+        private_ip="10.0.0.5", public_ip="54.1.2.3",
+    )  # fmt: skip
+    assert agent_address(instance_at(9999), client_cfg()) == ("127.0.0.1", 9999)
+    assert agent_address(plain, client_cfg()) == ("10.0.0.5", 9180)
+    assert agent_address(plain, client_cfg(address="public_ip", port=9999)) == ("54.1.2.3", 9999)
+
+
+async def test_instance_without_address_is_unknown(client: AgentClient) -> None:
+    """No ip and no tag: UNKNOWN, saying so."""
+    bare = Instance("i-2", "app-2", "us-east-1", "us-east-1a", Role.APP_SERVER, "app")
+    obs = await client.check(bare, timeout_s=1.0)
+    assert (obs.health, obs.reason) == (Health.UNKNOWN, "no address: no ip and no agent-addr tag")
+
+
+async def test_action_returns_the_agents_result(client: AgentClient, serve: Serve) -> None:
+    """A signed action call returns the action's result object."""
+    port = await serve(real_agent())
+    result = await client.action(instance_at(port), "promote", {"target": "x"}, timeout_s=2.0)
+    assert result == {"promoted": True}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("reboot", {}, 404, "reboot on db-2: 404: the agent does not allow this action"),
+        ("promote", {"fail": "yes"}, 500, "promote on db-2: 500: asked to fail"),
+    ],
+)
+async def test_action_failures_raise_a_clear_error(
+    client: AgentClient, serve: Serve, case: tuple[str, dict[str, str], int, str]
+) -> None:
+    """An unknown or failing action raises AgentActionError with the status and message."""
+    name, params, status, message = case
+    port = await serve(real_agent())
+    with pytest.raises(AgentActionError) as caught:
+        await client.action(instance_at(port), name, params, timeout_s=2.0)
+    error = caught.value
+    assert (error.status, str(error), error.retryable) == (status, message, False)
+
+
+async def test_action_on_a_dead_agent_is_retryable(client: AgentClient) -> None:
+    """Connection refused: the action certainly did not run, so it is safe to retry."""
+    with pytest.raises(AgentActionError, match="connection refused") as caught:
+        await client.action(instance_at(free_port()), "promote", {}, timeout_s=2.0)
+    assert caught.value.retryable
+
+
+async def test_action_timeout_may_have_run(client: AgentClient, serve: Serve) -> None:
+    """No answer in time: the action may have run, so the error is not marked retryable."""
+    release = asyncio.Event()
+
+    async def slow(_request: web.Request) -> web.StreamResponse:
+        await asyncio.wait_for(release.wait(), timeout=30)
+        return web.Response()
+
+    port = await serve(misbehaving(slow))
+    with pytest.raises(
+        AgentActionError, match=r"no answer within 0\.2s; it may have run"
+    ) as caught:
+        await client.action(instance_at(port), "promote", {}, timeout_s=0.2)
+    assert not caught.value.retryable
+    release.set()
+
+
+async def test_client_logs_never_carry_the_secret(stack: AsyncExitStack, serve: Serve) -> None:
+    """Transitions and actions are logged; the secret and signatures never are."""
+    out = io.StringIO()
+    logs.configure("json", "debug", stream=out)
+    try:
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        client = AgentClient(client_cfg(), SECRET, session)
+        port = await serve(real_agent())
+        await client.check(instance_at(port), timeout_s=2.0)
+        await client.check(instance_at(free_port()), timeout_s=2.0)
+        await client.action(instance_at(port), "promote", {"target": "db-9"}, timeout_s=2.0)
+    finally:
+        structlog.reset_defaults()
+    text = out.getvalue()
+    assert "agent.health_changed" in text
+    assert "agent.action_sent" in text
+    assert SECRET.decode() not in text
+    assert "db-9" not in text
