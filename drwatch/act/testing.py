@@ -11,20 +11,20 @@ the sandbox hosts do (idempotent: a set of backends, a role, a database address)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from drwatch.act.base import GROUP_TAG, JSON, ROLE_TAG, Deps, GroupInfo
+from drwatch.act.base import GROUP_TAG, JSON, ROLE_TAG, ActSettings, Deps, GroupInfo
 from drwatch.act.journal import Journal
 from drwatch.act.playbooks import all_playbooks
 from drwatch.act.runner import Runner
 from drwatch.errors import DrwatchError
 from drwatch.model.fleet import Fleet, Instance, InstanceState, Role
 from drwatch.model.observation import Health, Layer, TargetHealth
-from drwatch.model.plan import Plan, RunProgress
+from drwatch.model.plan import Plan, RunOutcome, RunProgress
 from drwatch.model.snapshot import HealthKey, Snapshot
 from drwatch.providers.base import AddressInfo, CloudInstance, Provider, Tags, VolumeInfo
 from drwatch.providers.fake import FakeProvider
@@ -300,3 +300,54 @@ async def run_plan(
     finally:
         await runner.aclose()
         journal.close()
+
+
+Setup = Callable[[], tuple[World, Deps, Plan]]
+Verify = Callable[[World, str], Awaitable[None]]
+
+
+async def crash_at_every_point(tmp_path: Path, setup: Setup, verify: Verify) -> list[str]:
+    """Run the plan once to learn its crash points; then, for each point, a fresh world:
+    run until the crash there, resume with a new runner on the same journal, and `verify`
+    the world (with the point's name for the message). Returns the points exercised."""
+    world, deps, plan = setup()
+    clean = CrashAt()
+    progress = await run_plan(tmp_path / "clean.db", deps, plan, owner="w1", hook=clean)
+    _expect_outcome(progress, RunOutcome.SUCCEEDED, "clean run")
+    await verify(world, "clean run")
+    for n, point in enumerate(clean.points, start=1):
+        world, deps, plan = setup()
+        journal = tmp_path / f"crash-{n}.db"
+        first = await run_plan(journal, deps, plan, owner="w1", hook=CrashAt(n))
+        _expect_outcome(first, RunOutcome.RUNNING, f"crashed at {point}")
+        second = await run_plan(journal, deps, plan, owner="w2", resume=True)
+        _expect_outcome(second, RunOutcome.SUCCEEDED, f"resumed after {point}")
+        await verify(world, point)
+    return clean.points
+
+
+def _expect_outcome(progress: RunProgress | None, want: RunOutcome, context: str) -> None:
+    if progress is None or progress.outcome is not want:
+        detail = progress.detail if progress else "no progress recorded"
+        raise AssertionError(
+            f"{context}: expected {want.value}, got {progress and progress.outcome} ({detail})"
+        )
+
+
+# Short deadlines and polls: tests never wait on a real cloud.
+FAST_SETTINGS = ActSettings(
+    poll_interval=0.001,
+    launch_timeout=5,
+    healthy_timeout=5,
+    stop_timeout=5,
+    volume_timeout=5,
+    snapshot_timeout=5,
+    action_timeout=5,
+    service_timeout=5,
+)
+
+
+def new_world() -> tuple[World, Deps]:
+    """A freshly seeded world and the Deps a runner needs to act on it."""
+    world = seed_world(FakeProvider([REGION]))
+    return world, Deps(world.provider, world.hosts, world.hosts, TEST_GROUPS, FAST_SETTINGS)

@@ -4,28 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from drwatch.act.base import ActSettings, Deps
-from drwatch.act.testing import APP_PORT, REGION, TEST_GROUPS, CrashAt, World, run_plan, seed_world
+from drwatch.act.base import Deps
+from drwatch.act.testing import APP_PORT, REGION, CrashAt, World, new_world, run_plan
 from drwatch.model.fleet import InstanceState
 from drwatch.model.plan import Plan, PlaybookName, RunOutcome
-from drwatch.providers.fake import FakeProvider
-
-FAST = ActSettings(
-    poll_interval=0.001,
-    launch_timeout=5,
-    healthy_timeout=5,
-    stop_timeout=5,
-    volume_timeout=5,
-    snapshot_timeout=5,
-    action_timeout=5,
-    service_timeout=5,
-)
 
 
 def make_world() -> tuple[World, Deps]:
-    world = seed_world(FakeProvider([REGION]))
-    deps = Deps(world.provider, world.hosts, world.hosts, TEST_GROUPS, FAST)
-    return world, deps
+    return new_world()
 
 
 ZONES = {"app-3": "us-east-1b", "app-5": "us-east-1c"}

@@ -1,0 +1,114 @@
+"""Load-balancer playbooks against the in-memory provider: EIP failover, replacement, crashes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from drwatch.act.base import Deps
+from drwatch.act.testing import REGION, World, crash_at_every_point, new_world, run_plan
+from drwatch.model.fleet import InstanceState
+from drwatch.model.plan import Plan, PlaybookName, RunOutcome
+
+
+def lb_plan(world: World, playbook: PlaybookName) -> Plan:
+    return Plan(
+        incident_id="inc-lb",
+        playbook=playbook,
+        region=REGION,
+        zone="us-east-1a",
+        group="web-lb",
+        targets=(world.id("lb-1"),),
+    )
+
+
+async def eip_holder(world: World) -> str | None:
+    (addr,) = await world.provider.addresses(REGION)
+    return addr.instance_id
+
+
+def lb1_dead_but_running() -> tuple[World, Deps, Plan]:
+    """lb-1 runs at the provider but answers nothing: stopping it is a real side effect."""
+    world, deps = new_world()
+    world.hosts.down.add(world.id("lb-1"))
+    return world, deps, lb_plan(world, PlaybookName.LB_FAILOVER_EIP)
+
+
+async def test_failover_moves_the_eip_to_the_standby_and_builds_a_new_one(tmp_path: Path) -> None:
+    """lb-1 stopped: web-eip moves to lb-2, a new standby is built outside lb-2's zone."""
+    world, deps = new_world()
+    world.provider.set_state(world.id("lb-1"), InstanceState.STOPPED)
+    plan = lb_plan(world, PlaybookName.LB_FAILOVER_EIP)
+    progress = await run_plan(tmp_path / "j.db", deps, plan, owner="w1")
+    assert progress is not None
+    assert progress.outcome is RunOutcome.SUCCEEDED, progress.detail
+    assert await eip_holder(world) == world.id("lb-2")
+    (standby,) = await world.launched()
+    assert standby.zone != "us-east-1b"
+    assert standby.tag("drwatch:group") == "web-lb"
+    assert world.provider.count("associate_address") == 1
+    assert [s.name for s in progress.steps] == [
+        "check_standby",
+        "move_eip",
+        "verify_service",
+        "build_standby",
+        "stop_old",
+    ]
+
+
+async def test_failover_without_a_healthy_standby_touches_nothing(tmp_path: Path) -> None:
+    """lb-2 is down too: the run fails at check_standby and the EIP stays where it was."""
+    world, deps = new_world()
+    world.hosts.down |= {world.id("lb-1"), world.id("lb-2")}
+    plan = lb_plan(world, PlaybookName.LB_FAILOVER_EIP)
+    progress = await run_plan(tmp_path / "j.db", deps, plan, owner="w1")
+    assert progress is not None
+    assert progress.outcome is RunOutcome.FAILED
+    assert "no healthy standby" in progress.detail
+    assert world.provider.calls == []
+    assert await eip_holder(world) == world.id("lb-1")
+
+
+async def test_failover_survives_a_crash_at_every_point(tmp_path: Path) -> None:
+    """Crash anywhere, resume: exactly one EIP move, one launch, one stop of lb-1."""
+
+    async def verify(world: World, point: str) -> None:
+        fake = world.provider
+        assert fake.count("associate_address") == 1, point
+        assert fake.count("run_instance") == 1, point
+        assert fake.count("stop_instance") == 1, point
+        assert await eip_holder(world) == world.id("lb-2"), point
+        assert len(await world.launched()) == 1, point
+
+    points = await crash_at_every_point(tmp_path, lb1_dead_but_running, verify)
+    assert "move_eip/associate:applied" in points
+
+
+def lb_replace_setup() -> tuple[World, Deps, Plan]:
+    world, deps = new_world()
+    world.hosts.down |= {world.id("lb-1"), world.id("lb-2")}
+    return world, deps, lb_plan(world, PlaybookName.LB_REPLACE)
+
+
+async def test_replace_launches_a_new_lb_and_moves_the_eip(tmp_path: Path) -> None:
+    """No healthy standby: a new LB is launched, web-eip moves to it, lb-1 is stopped."""
+    world, deps, plan = lb_replace_setup()
+    progress = await run_plan(tmp_path / "j.db", deps, plan, owner="w1")
+    assert progress is not None
+    assert progress.outcome is RunOutcome.SUCCEEDED, progress.detail
+    (new,) = await world.launched()
+    assert await eip_holder(world) == new.id
+    assert (await world.instance("lb-1")).state is InstanceState.STOPPED
+
+
+async def test_replace_survives_a_crash_at_every_point(tmp_path: Path) -> None:
+    """Crash anywhere in load_balancer.replace, resume: one launch, one move, one stop."""
+
+    async def verify(world: World, point: str) -> None:
+        fake = world.provider
+        assert fake.count("run_instance") == 1, point
+        assert fake.count("associate_address") == 1, point
+        assert fake.count("stop_instance") == 1, point
+        (new,) = await world.launched()
+        assert await eip_holder(world) == new.id, point
+
+    await crash_at_every_point(tmp_path, lb_replace_setup, verify)
