@@ -123,8 +123,9 @@ class AwsProvider:
 
     async def aclose(self) -> None:
         """Close every region's client; the provider can be used again afterwards."""
-        self._clients.clear()
-        await self._stack.aclose()
+        async with self._lock:
+            self._clients.clear()
+            await self._stack.aclose()
 
     # -- plumbing -------------------------------------------------------------------
 
