@@ -1,0 +1,201 @@
+"""`drwatch sandbox [fault|heal]` and `drwatch drill`.
+
+drwatch sandbox [--topology FILE] [--state-dir DIR]
+drwatch sandbox fault VERB TARGET [--delay D] [--percent P] [--period D]
+drwatch sandbox heal TARGET
+drwatch drill SCENARIO.toml --sandbox --report REPORT.json [--topology FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+
+from drwatch import logs
+from drwatch.errors import ConfigError
+from drwatch.sandbox import control
+from drwatch.sandbox.drill import run_drill, write_report
+from drwatch.sandbox.faults import VERBS
+from drwatch.sandbox.scenario import load_scenario
+from drwatch.sandbox.topology import Topology, default_topology, load_topology
+from drwatch.sandbox.verdict import summary
+from drwatch.sandbox.world import STATE_FILE, Sandbox
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+DEFAULT_STATE_DIR = Path(".drwatch-sandbox")
+T = TypeVar("T")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "sandbox",
+        help="run a simulated multi-region AWS with the real daemon watching it",
+        description=(
+            "Start moto, a fault-injecting front, simulated agents and apps for every "
+            "instance, canaries, and `drwatch run` against them; run until Ctrl-C/SIGTERM."
+        ),
+    )
+    p.add_argument("--topology", type=Path, metavar="FILE", help="another topology (TOML)")
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, metavar="DIR")
+    p.set_defaults(func=cmd_sandbox)
+    actions = p.add_subparsers(dest="sandbox_command", metavar="ACTION")
+    f = actions.add_parser("fault", help="inject a fault into a running sandbox")
+    f.add_argument("verb", choices=sorted(VERBS), metavar="VERB")
+    f.add_argument("target", metavar="TARGET")
+    f.add_argument("--delay", help="slow-app, kill-watcher: e.g. 2s")
+    f.add_argument("--period", help="flap-app: e.g. 2s")
+    f.add_argument("--percent", type=float, help="fill-disk: 0-100")
+    f.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR")
+    f.set_defaults(func=cmd_fault)
+    h = actions.add_parser("heal", help="undo every fault on a target")
+    h.add_argument("target", metavar="TARGET")
+    h.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR")
+    h.set_defaults(func=cmd_heal)
+
+    d = sub.add_parser(
+        "drill",
+        help="run a drill scenario against a fresh sandbox and write a report",
+        description="Exit 0: every expectation met; 1: not met; 2: bad input.",
+    )
+    d.add_argument("scenario", type=Path, metavar="SCENARIO.toml")
+    d.add_argument("--sandbox", action="store_true", required=True, help="run in the sandbox")
+    d.add_argument("--report", type=Path, required=True, metavar="REPORT.json")
+    d.add_argument("--topology", type=Path, metavar="FILE")
+    d.add_argument("--state-dir", type=Path, metavar="DIR", help="default: a temporary dir")
+    d.set_defaults(func=cmd_drill)
+
+
+def _topology(path: Path | None) -> Topology | None:
+    try:
+        return load_topology(path) if path else default_topology()
+    except ConfigError as err:
+        _problems(str(path), err)
+        return None
+
+
+def _problems(what: str, err: ConfigError) -> None:
+    print(f"{what}: {len(err.problems)} problem(s):", file=sys.stderr)
+    for problem in err.problems:
+        print(f"  - {problem}", file=sys.stderr)
+
+
+def _run_until_signal(main: Awaitable[T]) -> T | None:
+    """Run `main`; SIGINT/SIGTERM cancel it, so its cleanup runs. None when interrupted."""
+
+    async def runner() -> T | None:
+        task = asyncio.ensure_future(main)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            return None
+
+    return asyncio.run(runner())
+
+
+# --- drwatch sandbox --------------------------------------------------------------------------
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    topo = _topology(args.topology)
+    if topo is None:
+        return EXIT_BAD_INPUT
+    logs.configure("auto", "info")
+    _run_until_signal(_serve(topo, args.state_dir))
+    print("sandbox stopped", file=sys.stderr)
+    return EXIT_OK
+
+
+async def _serve(topo: Topology, state_dir: Path) -> None:
+    sb = Sandbox(topo, state_dir)
+    control.attach(sb)
+    async with sb:
+        print(
+            f"drwatch sandbox is up ({len(sb.hosts)} instances)\n"
+            f"  status/API : {sb.api_url}/api/v1/status\n"
+            f"  control    : {sb.control_url}  (drwatch sandbox fault VERB TARGET)\n"
+            f"  service    : {sb.service_url}\n"
+            f"  state dir  : {sb.state_dir}  (config, logs)\n"
+            "Ctrl-C stops everything.",
+            flush=True,
+        )
+        await asyncio.Event().wait()
+
+
+# --- drwatch sandbox fault / heal ---------------------------------------------------------------
+
+
+def _control_url(state_dir: Path) -> str | None:
+    try:
+        url = json.loads((state_dir / STATE_FILE).read_text())["control"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return url if isinstance(url, str) else None
+
+
+def _send(args: argparse.Namespace, body: dict[str, Any]) -> int:
+    url = _control_url(args.state_dir)
+    if url is None:
+        print(f"no running sandbox found in {args.state_dir}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        status, answer = asyncio.run(control.send(url, body))
+    except (aiohttp.ClientError, TimeoutError, ValueError) as err:
+        print(f"the sandbox at {url} did not answer: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    if status != 200:
+        print(f"refused: {answer.get('error')}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(answer.get("done"))
+    return EXIT_OK
+
+
+def cmd_fault(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"do": args.verb, "target": args.target}
+    for key in ("delay", "period", "percent"):
+        if getattr(args, key) is not None:
+            body[key] = getattr(args, key)
+    return _send(args, body)
+
+
+def cmd_heal(args: argparse.Namespace) -> int:
+    return _send(args, {"do": "heal", "target": args.target})
+
+
+# --- drwatch drill ------------------------------------------------------------------------------
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    topo = _topology(args.topology)
+    if topo is None:
+        return EXIT_BAD_INPUT
+    try:
+        scenario = load_scenario(args.scenario, topo)
+    except ConfigError as err:
+        _problems(str(args.scenario), err)
+        return EXIT_BAD_INPUT
+    logs.configure("auto", "warning")
+    state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="drwatch-drill-"))
+    report = _run_until_signal(run_drill(scenario, topo, state_dir))
+    if report is None:
+        print(f"drill interrupted; everything stopped (logs in {state_dir})", file=sys.stderr)
+        return EXIT_FAILED
+    write_report(report, args.report)
+    print(summary(report))
+    if report["passed"] and args.state_dir is None:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    elif not report["passed"]:
+        print(f"logs kept in {state_dir}", file=sys.stderr)
+    return EXIT_OK if report["passed"] else EXIT_FAILED

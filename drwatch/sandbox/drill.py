@@ -1,0 +1,132 @@
+"""The drill runner: a fresh sandbox, wait for healthy, replay the timeline, judge.
+
+`run_drill` owns the sandbox for the drill's life and always stops it, also when the
+drill is cancelled (SIGINT/SIGTERM). The verdict itself is pure (`verdict.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drwatch.logs import get_logger
+from drwatch.sandbox import control
+from drwatch.sandbox.chaos import Chaos
+from drwatch.sandbox.cloud import SandboxError
+from drwatch.sandbox.daemon_api import DaemonApi, Incident
+from drwatch.sandbox.faults import Fault, parse_param
+from drwatch.sandbox.scenario import Event, Scenario
+from drwatch.sandbox.topology import Topology
+from drwatch.sandbox.verdict import DrillFacts, EventRecord, build_report
+from drwatch.sandbox.world import Options, Sandbox
+
+log = get_logger(component="sandbox.drill")
+
+HEALTHY_DEADLINE_S = 90.0
+POLL_S = 1.0
+DEFAULT_RTO_S = 120.0  # the sandbox config's objectives.rto
+
+
+@dataclass
+class Seen:
+    """What the drill saw while it ran."""
+
+    events: list[EventRecord] = field(default_factory=list)
+    incidents: dict[str, Incident] = field(default_factory=dict)
+    api_answered: bool = False
+
+
+def sandbox_healthy(sb: Sandbox) -> bool:
+    """The sandbox's own view: every instance booted and both its ports answering."""
+    hosts = list(sb.hosts.values())
+    return bool(hosts) and all(h.booted and h.agent.running and h.app.running for h in hosts)
+
+
+async def wait_healthy(sb: Sandbox, api: DaemonApi, deadline_s: float) -> bool:
+    """The daemon says every target is up (or, without its status API, the sandbox does)."""
+    try:
+        async with asyncio.timeout(deadline_s):
+            while True:
+                daemon = await api.healthy()
+                if (daemon if daemon is not None else sandbox_healthy(sb)) and sb.watcher.pid:
+                    return True
+                await asyncio.sleep(0.5)
+    except TimeoutError:
+        return False
+
+
+async def replay(chaos: Chaos, timeline: list[Event], t0: float, start: float, seen: Seen) -> None:
+    for ev in timeline:
+        await asyncio.sleep(max(0.0, t0 + ev.at - time.monotonic()))
+        at_s = round(time.time() - start, 3)
+        params = parse_param(ev.do, ev.param_value()) if ev.do != "heal" else {}
+        try:
+            result = await chaos.do(Fault(ev.do, ev.target, params))
+            seen.events.append(EventRecord(at_s, ev.do, ev.target, result=result))
+        except (SandboxError, TimeoutError) as err:
+            seen.events.append(EventRecord(at_s, ev.do, ev.target, error=str(err) or "timeout"))
+        log.info("drill.event", at_s=at_s, do=ev.do, target=ev.target)
+
+
+async def poll_incidents(api: DaemonApi, seen: Seen) -> None:
+    while True:
+        await _fetch(api, seen)
+        await asyncio.sleep(POLL_S)
+
+
+async def _fetch(api: DaemonApi, seen: Seen) -> None:
+    found = await api.incidents()
+    if found is not None:
+        seen.api_answered = True
+        seen.incidents.update((i.id, i) for i in found)
+
+
+async def _timeline(sb: Sandbox, chaos: Chaos, sc: Scenario, start: float, seen: Seen) -> None:
+    """Replay the events and let the clock run to `duration`, polling incidents meanwhile."""
+    api = DaemonApi(sb.api_url, sb.session())
+    t0 = time.monotonic()
+    poller = asyncio.create_task(poll_incidents(api, seen))
+    try:
+        await replay(chaos, sc.timeline(), t0, start, seen)
+        await asyncio.sleep(max(0.0, t0 + sc.duration - time.monotonic()))
+    finally:
+        poller.cancel()
+        await asyncio.gather(poller, return_exceptions=True)
+    await _fetch(api, seen)
+
+
+async def run_drill(
+    sc: Scenario, topo: Topology, state_dir: Path, options: Options | None = None
+) -> dict[str, Any]:
+    """Run one drill end to end and return its report (see verdict.build_report)."""
+    start = time.time()
+    seen = Seen()
+    healthy_at: float | None = None
+    sb = Sandbox(topo, state_dir, options)
+    chaos = control.attach(sb)
+    async with sb:
+        api = DaemonApi(sb.api_url, sb.session())
+        if await wait_healthy(sb, api, HEALTHY_DEADLINE_S):
+            healthy_at = round(time.time() - start, 3)
+            log.info("drill.healthy", at_s=healthy_at)
+            await _timeline(sb, chaos, sc, start, seen)
+    facts = DrillFacts(
+        start=start,
+        healthy_at_s=healthy_at,
+        ended_at_s=round(time.time() - start, 3),
+        events=tuple(seen.events),
+        incidents=tuple(sorted(seen.incidents.values(), key=lambda i: i.opened_at)),
+        api_answered=seen.api_answered,
+        rto_s=sc.objectives.rto or DEFAULT_RTO_S,
+        rpo_s=sc.objectives.rpo,
+    )
+    return build_report(sc, facts)
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
