@@ -14,7 +14,12 @@ from collections.abc import Sequence
 from drwatch import __version__
 
 # Explicit registry: one line per command module.
-COMMAND_MODULES: tuple[str, ...] = ("drwatch.commands", "drwatch.agent.cli", "drwatch.sandbox.cli")
+COMMAND_MODULES: tuple[str, ...] = (
+    "drwatch.commands",
+    "drwatch.agent.cli",
+    "drwatch.client_cli",
+    "drwatch.sandbox.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
