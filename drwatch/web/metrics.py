@@ -12,8 +12,9 @@ from __future__ import annotations
 import platform
 import sys
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import (
@@ -44,6 +45,32 @@ from drwatch.model import (
     TargetHealth,
 )
 
+
+class _ChangeLike(Protocol):
+    @property
+    def scope_key(self) -> str: ...
+    @property
+    def change(self) -> str: ...
+
+
+class _IncidentLike(Protocol):
+    @property
+    def scope(self) -> Scope: ...
+
+
+class ReportLike(Protocol):
+    """What metrics read of the cycle's TickReport (structural: web does not import cycle)."""
+
+    @property
+    def watcher_state(self) -> str: ...
+    @property
+    def paused(self) -> bool: ...
+    @property
+    def open_incidents(self) -> Sequence[_IncidentLike]: ...
+    @property
+    def changes(self) -> Sequence[_ChangeLike]: ...
+
+
 # Latency buckets for checks, cut at the longest configured timeout (a check cannot
 # take longer), so every bucket says something.
 _CHECK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -54,6 +81,7 @@ _TICK_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # Runs already counted, so a run reported on every tick is counted once.
 _SEEN_RUNS_MAX = 4096
 _INSTANCE_LAYERS = (Layer.PROVIDER, Layer.AGENT, Layer.APP)
+_SCOPES = frozenset(s.value for s in Scope)
 
 
 def check_buckets(max_timeout: float) -> tuple[float, ...]:
@@ -294,6 +322,19 @@ class Metrics:
             if th.health is not Health.UNKNOWN
         }
         self._snapshot.replace(rows, counts, canaries)
+
+    def update_from_report(self, report: ReportLike) -> None:
+        """Incidents open and opened by scope, watcher impaired and paused, from one tick."""
+        by_scope: dict[Scope, int] = {}
+        for inc in report.open_incidents:
+            by_scope[inc.scope] = by_scope.get(inc.scope, 0) + 1
+        self.set_incidents_active(by_scope)
+        for change in report.changes:
+            scope = change.scope_key.partition(":")[0]
+            if change.change == "opened" and scope in _SCOPES:
+                self.incident_opened(Scope(scope))
+        self.set_watcher_impaired(report.watcher_state == "impaired")
+        self.set_paused(report.paused)
 
     def set_incidents_active(self, by_scope: Mapping[Scope, int]) -> None:
         """Open incidents per scope; scopes not named are set to 0."""

@@ -201,3 +201,43 @@ async def test_metrics_route_serves_the_registry() -> None:
         assert "drwatch_build_info{" in body
     finally:
         await runner.cleanup()
+
+
+def test_update_from_report_counts_incidents_by_scope() -> None:
+    """A tick report sets open incidents per scope, counts openings once, flags impairment."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Change:
+        scope_key: str
+        change: str
+
+    @dataclass(frozen=True)
+    class Inc:
+        scope: Scope
+
+    @dataclass(frozen=True)
+    class Report:
+        watcher_state: str
+        paused: bool
+        open_incidents: tuple[Inc, ...]
+        changes: tuple[Change, ...]
+
+    m = Metrics(process_metrics=False)
+    m.update_from_report(
+        Report(
+            "impaired",
+            True,
+            (Inc(Scope.ZONE), Inc(Scope.INSTANCE), Inc(Scope.INSTANCE)),
+            (Change("zone:us-east-1b", "opened"), Change("instance:i-3", "updated")),
+        )
+    )
+    active = _samples(m, "drwatch_incidents_active")
+    assert active[(("scope", "zone"),)] == 1.0
+    assert active[(("scope", "instance"),)] == 2.0
+    assert active[(("scope", "region"),)] == 0.0
+    opened = _samples(m, "drwatch_incidents_opened_total")
+    assert opened[(("scope", "zone"),)] == 1.0
+    assert opened[(("scope", "instance"),)] == 0.0
+    assert _samples(m, "drwatch_watcher_impaired") == {(): 1.0}
+    assert _samples(m, "drwatch_paused") == {(): 1.0}
