@@ -7,6 +7,7 @@ answer: UNKNOWN with the reason (we failed to see the agent; it may be fine).
 Reachable: UP, and `detail` holds the facts as the wire's plain dict (keys in
 docs/agent.md), so assess reads disks, memory and the database check from there.
 
+`AgentObserver.jobs_for(fleet)` gives the scheduler one AGENT job per instance.
 `AgentClient.action(...)` is for playbooks; it raises `AgentActionError`, whose
 `retryable` says whether the action certainly did not happen (safe to retry).
 """
@@ -33,15 +34,18 @@ from drwatch.agent.wire import (
     facts_to_dict,
     signed_headers,
 )
-from drwatch.config import AgentClientConfig
+from drwatch.config import AgentClientConfig, LayerTiming
 from drwatch.errors import DrwatchError, WireError
 from drwatch.logs import get_logger
-from drwatch.model.fleet import Instance
+from drwatch.model.fleet import Fleet, Instance
 from drwatch.model.observation import Health, Layer, Observation
+from drwatch.observe.scheduler import CheckJob
 from drwatch.probes.result import seconds
 from drwatch.probes.tcp import connect_failure
 
 AGENT_ADDR_TAG = "drwatch:agent-addr"
+# Playbooks put their own deadline around an action; this one bounds callers that do not.
+DEFAULT_ACTION_TIMEOUT_S = 30.0
 _ACTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
@@ -190,9 +194,16 @@ class AgentClient:
             )
 
     async def action(
-        self, instance: Instance, name: str, params: Mapping[str, str], timeout_s: float
+        self,
+        instance: Instance,
+        name: str,
+        params: Mapping[str, str],
+        timeout_s: float = DEFAULT_ACTION_TIMEOUT_S,
     ) -> dict[str, object]:
-        """Run the allow-listed action `name` on the instance's agent; its result object."""
+        """Run the allow-listed action `name` on the instance's agent; its result object.
+
+        With the default `timeout_s` this is the act layer's `AgentActions` protocol.
+        """
         where = f"{name} on {instance.name or instance.id}"
         addr = agent_address(instance, self._cfg)
         if addr is None:
@@ -272,3 +283,23 @@ def _action_result(where: str, answer: _Answer) -> dict[str, object]:
             raise AgentActionError(f"{where}: malformed answer: {err}", status=200) from None
     meaning = _STATUS_MEANING.get(answer.status) or decode_error(answer.body)
     raise AgentActionError(f"{where}: {answer.status}: {meaning}", status=answer.status)
+
+
+class AgentObserver:
+    """Builds one AGENT scheduler job per instance; each job is one `AgentClient.check`."""
+
+    def __init__(self, client: AgentClient, timing: LayerTiming) -> None:
+        self._client = client
+        self._timing = timing
+
+    def jobs_for(self, fleet: Fleet) -> dict[str, CheckJob]:
+        return {f"agent:{i.id}": self._job(i) for i in fleet}
+
+    def _job(self, instance: Instance) -> CheckJob:
+        async def run() -> Observation:
+            return await self._client.check(instance, self._timing.timeout)
+
+        t = self._timing
+        return CheckJob(
+            f"agent:{instance.id}", t.interval, t.timeout, run, Layer.AGENT, instance.id
+        )

@@ -14,12 +14,13 @@ import structlog
 from aiohttp import web
 
 from drwatch import logs
+from drwatch.act.base import AgentActions
 from drwatch.agent.server import create_app, serving
 from drwatch.agent.wire import CheckResult, Status, encode_facts
-from drwatch.config import AgentClientConfig
-from drwatch.model.fleet import Instance, Role
+from drwatch.config import AgentClientConfig, LayerTiming
+from drwatch.model.fleet import Fleet, Instance, Role
 from drwatch.model.observation import Health, Layer
-from drwatch.observe.agent import AgentActionError, AgentClient, agent_address
+from drwatch.observe.agent import AgentActionError, AgentClient, AgentObserver, agent_address
 from tests.component.test_agent_server import (
     DATABASE,
     SECRET,
@@ -240,10 +241,13 @@ async def test_instance_without_address_is_unknown(client: AgentClient) -> None:
 
 
 async def test_action_returns_the_agents_result(client: AgentClient, serve: Serve) -> None:
-    """A signed action call returns the action's result object."""
+    """A signed action call returns the action's result object, also through the act
+    layer's AgentActions protocol (no timeout argument)."""
     port = await serve(real_agent())
     result = await client.action(instance_at(port), "promote", {"target": "x"}, timeout_s=2.0)
     assert result == {"promoted": True}
+    actions: AgentActions = client
+    assert await actions.action(instance_at(port), "promote", {}) == {"promoted": True}
 
 
 @pytest.mark.parametrize(
@@ -307,3 +311,16 @@ async def test_client_logs_never_carry_the_secret(stack: AsyncExitStack, serve: 
     assert "agent.action_sent" in text
     assert SECRET.decode() not in text
     assert "db-9" not in text
+
+
+async def test_observer_makes_one_agent_job_per_instance(client: AgentClient, serve: Serve) -> None:
+    """Each instance gets an AGENT job at the layer's interval; running it polls the agent."""
+    port = await serve(real_agent())
+    timing = LayerTiming(interval=5.0, timeout=2.0)
+    fleet = Fleet((instance_at(port), instance_at(free_port(), id="i-dead")))
+    jobs = AgentObserver(client, timing).jobs_for(fleet)
+    assert sorted(jobs) == ["agent:i-0db2", "agent:i-dead"]
+    job = jobs["agent:i-0db2"]
+    assert (job.layer, job.target, job.interval, job.timeout) == (Layer.AGENT, "i-0db2", 5.0, 2.0)
+    assert (await job.run()).health is Health.UP
+    assert (await jobs["agent:i-dead"].run()).health is Health.DOWN
