@@ -14,7 +14,8 @@ translated here into `drwatch.errors`:
 
 botocore's own retries are off (one attempt): a silent retry hides throttling from the
 observer and stretches deadlines. We retry throttled calls only, with full jitter,
-within `throttle_budget` seconds.
+within `throttle_budget` seconds, which should stay below the observer's timeout so a
+throttled region reads as throttled, not as a timeout.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class AwsProvider:
         *,
         connect_timeout: float = 3.0,
         read_timeout: float = 10.0,
-        throttle_budget: float = 10.0,
+        throttle_budget: float = 3.0,
         page_size: int | None = None,
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
