@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from drwatch.config import PolicyConfig
 from drwatch.model.incident import Incident, IncidentOutcome
-from drwatch.model.plan import Plan
+from drwatch.model.plan import Plan, PlaybookName
 from drwatch.units import format_duration
 
 APPROVAL_PREFIX = "approval required"
@@ -81,7 +81,8 @@ def gate_cooldown(g: GateInput) -> str | None:
 
 
 def gate_blast_radius(g: GateInput) -> str | None:
-    """No more than `blast_radius` of a group replaced within `blast_window` (at least one)."""
+    """No more than `blast_radius` of a group replaced within `blast_window` (at least one,
+    so a group of one can be recovered)."""
     since = g.now - g.policy.blast_window
     replaced: dict[str, set[str]] = {}
     for i in g.recent:
@@ -89,6 +90,8 @@ def gate_blast_radius(g: GateInput) -> str | None:
             for t in i.target_ids:
                 replaced.setdefault(_group(g, i, t), set()).add(t)
     for plan in g.plans:
+        if plan.playbook is PlaybookName.REGION_FAILOVER:
+            continue  # moves the service to another region; replaces no group members
         group = plan.group
         would = replaced.get(group, set()) | set(plan.targets)
         size = max(g.group_sizes.get(group, 0), len(would))

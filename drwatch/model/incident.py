@@ -70,6 +70,14 @@ class Incident:
     gate_history: tuple[GateEntry, ...] = ()
     steps: tuple[StepRecord, ...] = ()
     detail: str = ""
+    # Bookkeeping of the runs: one plan runs at a time per incident (a zone incident
+    # runs its groups' plans in turn); finished runs' ids, groups and steps are kept.
+    current_group: str | None = None
+    current_targets: tuple[str, ...] = ()
+    submitted_at: float | None = None
+    run_ids_done: tuple[str, ...] = ()
+    groups_done: tuple[str, ...] = ()
+    steps_done: tuple[StepRecord, ...] = ()
 
     @property
     def role(self) -> str:
@@ -111,6 +119,12 @@ class Incident:
             "gate_history": [{"at": g.at, "reasons": list(g.reasons)} for g in self.gate_history],
             "steps": [_step_dict(s) for s in self.steps],
             "detail": self.detail,
+            "current_group": self.current_group,
+            "current_targets": list(self.current_targets),
+            "submitted_at": self.submitted_at,
+            "run_ids_done": list(self.run_ids_done),
+            "groups_done": list(self.groups_done),
+            "steps_done": [_step_dict(s) for s in self.steps_done],
         }
 
     @classmethod
@@ -145,6 +159,12 @@ class Incident:
             ),
             steps=tuple(_step_from(s) for s in d.get("steps", ())),
             detail=d.get("detail", ""),
+            current_group=d.get("current_group"),
+            current_targets=tuple(d.get("current_targets", ())),
+            submitted_at=d.get("submitted_at"),
+            run_ids_done=tuple(d.get("run_ids_done", ())),
+            groups_done=tuple(d.get("groups_done", ())),
+            steps_done=tuple(_step_from(s) for s in d.get("steps_done", ())),
         )
 
 

@@ -147,3 +147,6 @@ class World:
 
     def snapshot(self) -> Snapshot:
         return Snapshot(taken_at=NOW, fleet=self.fleet, health=MappingProxyType(dict(self.health)))
+
+
+US_EAST_1A = ("lb-1", "app-1", "app-2", "db-1")

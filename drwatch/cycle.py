@@ -1,0 +1,594 @@
+"""One tick: snapshot -> assess -> incidents -> decide -> runner, returning a report.
+
+The tick is synchronous and short (SQLite writes of a few rows); it never awaits. The
+runner owns the playbook tasks; the cycle only submits plans and reads progress.
+The caller (the daemon) logs `report.summary` once per change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Protocol
+
+from drwatch.assess import Assessment, RulesConfig, assess
+from drwatch.config import PolicyConfig, TimingConfig
+from drwatch.decide import GateInput, decide, plans_for, utc_hm
+from drwatch.decide.summary import summarise
+from drwatch.errors import DrwatchError
+from drwatch.incidents import IncidentStore, new_incident_id
+from drwatch.logs import get_logger
+from drwatch.model.findings import Diagnosis, Severity
+from drwatch.model.incident import GateEntry, Incident, IncidentOutcome, IncidentState
+from drwatch.model.plan import Plan, PlaybookName, RunOutcome, RunProgress, StepRecord
+from drwatch.model.snapshot import Snapshot
+
+log = get_logger(component="cycle")
+
+PAUSED_KEY = "paused"
+PAUSE_NOTE_KEY = "pause_note"
+
+
+class Runner(Protocol):
+    """The seam to the playbook runner (drwatch/act implements it)."""
+
+    def submit(self, plan: Plan) -> None:
+        """Start running `plan` (in a task the runner owns); returns at once."""
+
+    def progress(self, incident_id: str) -> RunProgress | None:
+        """The latest run's progress for this incident, or None when there is none."""
+
+    def active(self) -> int:
+        """How many runs are in flight."""
+
+
+class NullRunner:
+    """No playbooks: every incident is detected only."""
+
+    def submit(self, plan: Plan) -> None:
+        raise DrwatchError(f"no playbook runner: cannot run {plan.playbook.value}")
+
+    def progress(self, incident_id: str) -> RunProgress | None:
+        return None
+
+    def active(self) -> int:
+        return 0
+
+
+class WatcherState(StrEnum):
+    OK = "ok"
+    WARMING_UP = "warming_up"
+    IMPAIRED = "impaired"
+    PAUSED = "paused"
+
+
+class IncidentNotFoundError(DrwatchError):
+    pass
+
+
+class NotAwaitingApprovalError(DrwatchError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentChange:
+    incident_id: str
+    scope_key: str
+    change: str  # opened | updated | acting | blocked | awaiting_approval | detected_only |
+    #              recovered | failed | cleared | closed | step
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    at: float
+    watcher_state: WatcherState
+    watcher_reason: str
+    summary: str
+    assessment: Assessment
+    changes: tuple[IncidentChange, ...] = ()
+    plans_started: tuple[Plan, ...] = ()
+    gate_reasons: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    open_incidents: tuple[Incident, ...] = ()
+    dry_run: bool = False
+    paused: bool = False
+
+    @property
+    def findings(self) -> tuple[Diagnosis, ...]:
+        return self.assessment.diagnoses
+
+
+_SEVERITY_RANK = {Severity.OUTAGE: 0, Severity.ALERT: 1}
+
+
+def primary_by_key(diagnoses: tuple[Diagnosis, ...]) -> dict[str, Diagnosis]:
+    """One diagnosis per scope key: the most severe; among equals, the first listed."""
+    out: dict[str, Diagnosis] = {}
+    for d in diagnoses:
+        best = out.get(d.key)
+        if best is None or _SEVERITY_RANK[d.severity] < _SEVERITY_RANK[best.severity]:
+            out[d.key] = d
+    return out
+
+
+class Cycle:
+    """Holds the policy, the incident store and the runner; `tick` does one round."""
+
+    def __init__(
+        self,
+        policy: PolicyConfig,
+        timing: TimingConfig,
+        incidents_store: IncidentStore,
+        runner: Runner,
+        started_at: float,
+    ) -> None:
+        self.policy = policy
+        self.rules = RulesConfig.from_config(policy, timing)
+        self.store = incidents_store
+        self.runner = runner
+        self.started_at = started_at
+        self.can_act = not isinstance(runner, NullRunner)
+
+    # -- operator controls ------------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        return self.policy.paused or self.store.get_control(PAUSED_KEY) == "1"
+
+    def pause_note(self) -> str:
+        if self.policy.paused:
+            return "kill switch in the config (policy.paused)"
+        return self.store.get_control(PAUSE_NOTE_KEY) or ""
+
+    def pause(self, now: float, by: str = "api") -> None:
+        self.store.set_control(PAUSED_KEY, "1")
+        self.store.set_control(PAUSE_NOTE_KEY, f"by {by} at {utc_hm(now)}")
+        log.info("watcher.paused", by=by)
+
+    def resume(self, now: float, by: str = "api") -> bool:
+        """Lift the operator's pause; returns whether drwatch is now unpaused (the config's
+        kill switch, policy.paused, stays in force until the config changes)."""
+        self.store.set_control(PAUSED_KEY, "0")
+        self.store.set_control(PAUSE_NOTE_KEY, "")
+        log.info("watcher.resumed", by=by, at=now, still_paused_by_config=self.policy.paused)
+        return not self.paused
+
+    def approve(self, incident_id: str, now: float, by: str = "api") -> Incident:
+        inc = self.store.get(incident_id)
+        if inc is None:
+            raise IncidentNotFoundError(f"no incident {incident_id}")
+        if not inc.is_open or inc.outcome is not IncidentOutcome.AWAITING_APPROVAL:
+            state = inc.outcome.value if inc.outcome else inc.state.value
+            raise NotAwaitingApprovalError(
+                f"incident {incident_id} is not awaiting approval ({state})"
+            )
+        entry = GateEntry(now, (f"approved by {by}",))
+        inc = inc.with_(approved_at=now, updated_at=now, gate_history=(*inc.gate_history, entry))
+        self.store.save(inc)
+        log.info("incident.approved", incident=incident_id, by=by)
+        return inc
+
+    def watcher_state(self, now: float, assessment: Assessment | None = None) -> WatcherState:
+        if assessment is not None and assessment.watcher_impaired is not None:
+            return WatcherState.IMPAIRED
+        if self.paused:
+            return WatcherState.PAUSED
+        if now < self.started_at + self.policy.warmup:
+            return WatcherState.WARMING_UP
+        return WatcherState.OK
+
+    # -- the tick ---------------------------------------------------------------------------
+
+    def tick(self, snapshot: Snapshot, now: float) -> TickReport:
+        changes: list[IncidentChange] = []
+        self._follow_runs(snapshot, now, changes)
+        retired = self.store.retired()
+        result = assess(snapshot, now, self.rules, retired)
+        started: list[Plan] = []
+        watcher = result.watcher_impaired
+        if watcher is None:
+            self._reconcile(result, snapshot, now, changes)
+            started = self._decide_all(snapshot, now, retired, changes)
+        open_now = tuple(self.store.open_incidents())
+        report = TickReport(
+            at=now,
+            watcher_state=self.watcher_state(now, result),
+            watcher_reason=watcher.evidence
+            if watcher
+            else self.pause_note()
+            if self.paused
+            else "",
+            summary="",
+            assessment=result,
+            changes=tuple(changes),
+            plans_started=tuple(started),
+            gate_reasons={i.id: i.gate_reasons for i in open_now if i.gate_reasons},
+            open_incidents=open_now,
+            dry_run=self.policy.dry_run,
+            paused=self.paused,
+        )
+        names = {i.id: i.name for i in snapshot.fleet}
+        line = summarise(
+            impaired_reason=watcher.evidence if watcher else None,
+            started=tuple(started),
+            open_incidents=open_now,
+            assessment=result,
+            paused=self.paused,
+            names=names,
+        )
+        return replace(report, summary=line)
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def _follow_runs(self, snapshot: Snapshot, now: float, changes: list[IncidentChange]) -> None:
+        for inc in self.store.open_incidents():
+            if inc.state is not IncidentState.ACTING or inc.run_ended_at is not None:
+                continue
+            progress = self.runner.progress(inc.id)
+            if progress is None or progress.run_id in inc.run_ids_done:
+                self._maybe_lost(inc, now, changes)
+            elif progress.outcome is RunOutcome.RUNNING:
+                self._running(inc, progress, now, changes)
+            elif progress.outcome is RunOutcome.SUCCEEDED:
+                self._succeeded(inc, progress, snapshot, now, changes)
+            else:
+                self._failed(inc, progress, now, changes)
+
+    def _maybe_lost(self, inc: Incident, now: float, changes: list[IncidentChange]) -> None:
+        """Submitted, but the runner shows nothing for it: allow the verify window."""
+        if inc.submitted_at is not None and now - inc.submitted_at <= self.policy.verify_window:
+            return
+        detail = "the runner has no record of the submitted run"
+        self._save_change(
+            inc.with_(outcome=IncidentOutcome.FAILED, run_ended_at=now, detail=detail),
+            now,
+            "failed",
+            detail,
+            changes,
+        )
+
+    def _running(
+        self, inc: Incident, p: RunProgress, now: float, changes: list[IncidentChange]
+    ) -> None:
+        steps = self._steps(inc, p)
+        if steps != inc.steps:
+            running = next((s.name for s in reversed(steps) if s.status.value == "running"), "")
+            self._save_change(inc.with_(steps=steps), now, "step", running, changes)
+
+    def _succeeded(
+        self,
+        inc: Incident,
+        p: RunProgress,
+        snapshot: Snapshot,
+        now: float,
+        changes: list[IncidentChange],
+    ) -> None:
+        self.store.retire(inc.current_targets, inc.id, now)
+        steps = self._steps(inc, p)
+        inc = inc.with_(
+            steps=steps,
+            steps_done=steps,
+            run_ids_done=(*inc.run_ids_done, p.run_id),
+            groups_done=(*inc.groups_done, inc.current_group or ""),
+            detail=p.detail,
+        )
+        remaining = [
+            pl
+            for pl in plans_for(inc, snapshot, self.rules, self.store.retired())
+            if pl.group not in inc.groups_done
+        ]
+        if remaining:
+            self._submit(inc, remaining[0], now, changes)
+            return
+        self._save_change(
+            inc.with_(run_ended_at=now), now, "step", "playbooks done; verifying", changes
+        )
+
+    def _failed(
+        self, inc: Incident, p: RunProgress, now: float, changes: list[IncidentChange]
+    ) -> None:
+        steps = self._steps(inc, p)
+        inc = inc.with_(
+            steps=steps,
+            outcome=IncidentOutcome.FAILED,
+            run_ended_at=now,
+            detail=p.detail or "playbook failed",
+        )
+        self._save_change(inc, now, "failed", inc.detail, changes)
+
+    def _steps(self, inc: Incident, p: RunProgress) -> tuple[StepRecord, ...]:
+        mine = p.steps
+        if len(inc.playbooks) > 1 and inc.current_group:
+            mine = tuple(_tagged(s, inc.current_group) for s in mine)
+        return (*inc.steps_done, *mine)
+
+    def _submit(self, inc: Incident, plan: Plan, now: float, changes: list[IncidentChange]) -> None:
+        inc = inc.with_(
+            state=IncidentState.ACTING,
+            outcome=None,
+            acted_at=inc.acted_at or now,
+            submitted_at=now,
+            current_group=plan.group,
+            current_targets=plan.targets,
+            gate_reasons=(),
+        )
+        # Saved before submit: the record says "acting" before any side effect can happen.
+        self._save_change(inc, now, "acting", f"{plan.playbook.value} for {plan.group}", changes)
+        self.runner.submit(plan)
+
+    # -- incidents --------------------------------------------------------------------------
+
+    def _reconcile(
+        self, result: Assessment, snapshot: Snapshot, now: float, changes: list[IncidentChange]
+    ) -> None:
+        current = primary_by_key(result.incidents)
+        open_by_key = {i.scope_key: i for i in self.store.open_incidents()}
+        for key, d in current.items():
+            inc = open_by_key.get(key)
+            if inc is None:
+                self._open(d, snapshot, now, changes)
+            else:
+                self._still(inc, d, snapshot, now, changes)
+        for key, inc in open_by_key.items():
+            if key not in current:
+                self._gone(inc, snapshot, now, changes)
+
+    def _open(
+        self, d: Diagnosis, snapshot: Snapshot, now: float, changes: list[IncidentChange]
+    ) -> None:
+        names = tuple(_name(snapshot, t) for t in d.targets)
+        inc = Incident(
+            id=new_incident_id(now),
+            scope=d.scope,
+            scope_key=d.key,
+            finding=d.finding.value,
+            severity=d.severity.value,
+            region=d.region,
+            zone=d.zone,
+            roles=tuple(r.value for r in d.roles),
+            groups=d.groups,
+            target_ids=d.targets,
+            target_names=names,
+            opened_at=now,
+            updated_at=now,
+            evidence=d.evidence,
+        )
+        self.store.save(inc)
+        changes.append(IncidentChange(inc.id, inc.scope_key, "opened", d.evidence))
+        log.info(
+            "incident.opened",
+            incident=inc.id,
+            scope=d.key,
+            finding=d.finding.value,
+            targets=list(names),
+            evidence=d.evidence,
+        )
+
+    def _still(
+        self,
+        inc: Incident,
+        d: Diagnosis,
+        snapshot: Snapshot,
+        now: float,
+        changes: list[IncidentChange],
+    ) -> None:
+        """The finding persists. Before any action the record follows it (targets may
+        grow, a degraded instance may turn dead); after a run it is being verified."""
+        if inc.state is IncidentState.ACTING:
+            self._verify(inc, d, now, changes)
+            return
+        if inc.outcome is IncidentOutcome.FAILED:
+            return
+        if d.finding.value == inc.finding and d.targets == inc.target_ids:
+            return
+        inc = inc.with_(
+            finding=d.finding.value,
+            severity=d.severity.value,
+            evidence=d.evidence,
+            roles=tuple(r.value for r in d.roles),
+            groups=d.groups,
+            target_ids=d.targets,
+            target_names=tuple(_name(snapshot, t) for t in d.targets),
+            # A changed finding is decided afresh (e.g. degraded -> dead has a playbook).
+            outcome=None if inc.outcome is IncidentOutcome.DETECTED_ONLY else inc.outcome,
+        )
+        self._save_change(inc, now, "updated", d.evidence, changes)
+
+    def _verify(
+        self, inc: Incident, d: Diagnosis, now: float, changes: list[IncidentChange]
+    ) -> None:
+        if inc.run_ended_at is None or now - inc.run_ended_at <= self.policy.verify_window:
+            return
+        detail = f"playbooks succeeded but {d.finding.value} persists: {d.evidence}"
+        self._save_change(
+            inc.with_(outcome=IncidentOutcome.FAILED, detail=detail),
+            now,
+            "failed",
+            detail,
+            changes,
+        )
+
+    def _gone(
+        self, inc: Incident, snapshot: Snapshot, now: float, changes: list[IncidentChange]
+    ) -> None:
+        """The finding is gone. How the incident ends depends on what was done."""
+        if inc.state is IncidentState.ACTING and inc.outcome is None:
+            if inc.run_ended_at is None:
+                return  # a run is in flight: it ends the incident, not the finding
+            self._close(inc, IncidentOutcome.RECOVERED, now, changes, recovered=True)
+            return
+        if inc.outcome in (IncidentOutcome.DETECTED_ONLY, IncidentOutcome.FAILED):
+            self._close(inc, inc.outcome, now, changes)
+            return
+        if inc.target_ids and all(snapshot.fleet.get(t) is None for t in inc.target_ids):
+            # The targets left the fleet (terminated and dropped): not healed. The
+            # incident stays open and is still decided from its record.
+            return
+        self._close(inc, IncidentOutcome.CLEARED, now, changes)
+
+    def _close(
+        self,
+        inc: Incident,
+        outcome: IncidentOutcome,
+        now: float,
+        changes: list[IncidentChange],
+        *,
+        recovered: bool = False,
+    ) -> None:
+        inc = inc.with_(
+            state=IncidentState.ENDED,
+            outcome=outcome,
+            closed_at=now,
+            recovered_at=now if recovered else inc.recovered_at,
+        )
+        self._save_change(inc, now, outcome.value, inc.finding, changes)
+        log.info("incident.closed", incident=inc.id, scope=inc.scope_key, outcome=outcome.value)
+
+    def _save_change(
+        self, inc: Incident, now: float, change: str, detail: str, changes: list[IncidentChange]
+    ) -> None:
+        self.store.save(inc.with_(updated_at=now))
+        changes.append(IncidentChange(inc.id, inc.scope_key, change, detail))
+
+    # -- decisions --------------------------------------------------------------------------
+
+    def _decide_all(
+        self,
+        snapshot: Snapshot,
+        now: float,
+        retired: frozenset[str],
+        changes: list[IncidentChange],
+    ) -> list[Plan]:
+        started: list[Plan] = []
+        acting = sum(1 for i in self.store.open_incidents() if _in_flight(i))
+        for inc in self.store.open_incidents():
+            if inc.state is not IncidentState.OPEN or inc.outcome in (
+                IncidentOutcome.DETECTED_ONLY,
+                IncidentOutcome.FAILED,
+            ):
+                continue
+            plan = self._decide_one(
+                inc,
+                snapshot,
+                now=now,
+                active=acting + len(started),
+                retired=retired,
+                changes=changes,
+            )
+            if plan is not None:
+                started.append(plan)
+        return started
+
+    def _decide_one(
+        self,
+        inc: Incident,
+        snapshot: Snapshot,
+        *,
+        now: float,
+        active: int,
+        retired: frozenset[str],
+        changes: list[IncidentChange],
+    ) -> Plan | None:
+        plans = plans_for(inc, snapshot, self.rules, retired)
+        gate = self._gate_input(inc, plans, snapshot, now=now, active=active, retired=retired)
+        verdict = decide(gate)
+        if verdict.act and not self.can_act:
+            why = "no playbook runner configured: would start " + plans[0].playbook.value
+            self._record(
+                inc, plans, IncidentOutcome.DETECTED_ONLY, (why,), now=now, changes=changes
+            )
+            return None
+        if verdict.act:
+            inc = inc.with_(playbook=plans[0].playbook, playbooks=_playbooks(plans))
+            self._submit(inc, plans[0], now, changes)
+            return plans[0]
+        assert verdict.outcome is not None
+        self._record(inc, plans, verdict.outcome, verdict.reasons, now=now, changes=changes)
+        return None
+
+    def _lookback(self) -> float:
+        return max(self.policy.cooldown, self.policy.blast_window)
+
+    def _gate_input(
+        self,
+        inc: Incident,
+        plans: tuple[Plan, ...],
+        snapshot: Snapshot,
+        *,
+        now: float,
+        active: int,
+        retired: frozenset[str],
+    ) -> GateInput:
+        sizes: dict[str, int] = {}
+        for i in snapshot.fleet:
+            if i.id not in retired:
+                sizes[i.group] = sizes.get(i.group, 0) + 1
+        return GateInput(
+            now=now,
+            started_at=self.started_at,
+            policy=self.policy,
+            incident=inc,
+            plans=plans,
+            paused=self.paused,
+            pause_note=self.pause_note(),
+            # Our own count of incidents in flight, or the runner's, whichever is higher.
+            active_runs=max(self.runner.active(), active),
+            recent=tuple(self.store.acted_since(now - self._lookback())),
+            group_of={i.id: i.group for i in snapshot.fleet},
+            group_sizes=sizes,
+            names={i.id: i.name for i in snapshot.fleet},
+        )
+
+    def _record(
+        self,
+        inc: Incident,
+        plans: tuple[Plan, ...],
+        outcome: IncidentOutcome,
+        reasons: tuple[str, ...],
+        *,
+        now: float,
+        changes: list[IncidentChange],
+    ) -> None:
+        if inc.outcome is outcome and inc.gate_reasons == reasons:
+            return
+        inc = inc.with_(
+            outcome=outcome,
+            gate_reasons=reasons,
+            gate_history=(*inc.gate_history, GateEntry(now, reasons)),
+            playbook=plans[0].playbook if plans else None,
+            playbooks=_playbooks(plans),
+        )
+        self._save_change(inc, now, outcome.value, "; ".join(reasons), changes)
+        log.info("incident.decided", incident=inc.id, outcome=outcome.value, reasons=list(reasons))
+
+
+def _in_flight(inc: Incident) -> bool:
+    return inc.state is IncidentState.ACTING and inc.run_ended_at is None
+
+
+def _playbooks(plans: tuple[Plan, ...]) -> tuple[PlaybookName, ...]:
+    return tuple(p.playbook for p in plans)
+
+
+def _tagged(step: StepRecord, group: str) -> StepRecord:
+    return StepRecord(
+        step.name, step.status, step.started_at, step.ended_at, f"[{group}] {step.detail}".strip()
+    )
+
+
+def _name(snapshot: Snapshot, instance_id: str) -> str:
+    inst = snapshot.fleet.get(instance_id)
+    return inst.name if inst else instance_id
+
+
+__all__ = [
+    "Cycle",
+    "IncidentChange",
+    "IncidentNotFoundError",
+    "NotAwaitingApprovalError",
+    "NullRunner",
+    "Runner",
+    "TickReport",
+    "WatcherState",
+]

@@ -1,0 +1,345 @@
+"""The tick: incidents open, decide, act through the runner seam, and end; the summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from drwatch.config import PolicyConfig, TimingConfig
+from drwatch.cycle import (
+    Cycle,
+    IncidentNotFoundError,
+    NotAwaitingApprovalError,
+    NullRunner,
+    Runner,
+    WatcherState,
+)
+from drwatch.incidents import IncidentStore
+from drwatch.model import Health, Layer, Plan, RunOutcome, RunProgress, StepRecord, StepStatus
+from drwatch.model.incident import IncidentOutcome, IncidentState
+from tests.scenarios.world import NOW, US_EAST_1A, World, iid
+
+
+@dataclass
+class FakeRunner:
+    """Records plans; the test sets each incident's progress."""
+
+    submitted: list[Plan] = field(default_factory=list)
+    runs: dict[str, RunProgress] = field(default_factory=dict)
+
+    def submit(self, plan: Plan) -> None:
+        self.submitted.append(plan)
+        n = len(self.submitted)
+        self.runs[plan.incident_id] = RunProgress(
+            run_id=f"run-{n}",
+            incident_id=plan.incident_id,
+            playbook=plan.playbook,
+            outcome=RunOutcome.RUNNING,
+            started_at=NOW,
+            steps=(StepRecord("launch", StepStatus.RUNNING, started_at=NOW),),
+        )
+
+    def progress(self, incident_id: str) -> RunProgress | None:
+        return self.runs.get(incident_id)
+
+    def active(self) -> int:
+        return sum(1 for p in self.runs.values() if p.outcome is RunOutcome.RUNNING)
+
+    def finish(self, incident_id: str, outcome: RunOutcome, detail: str = "") -> None:
+        p = self.runs[incident_id]
+        step = StepRecord(
+            "launch",
+            StepStatus.DONE if outcome is RunOutcome.SUCCEEDED else StepStatus.FAILED,
+            NOW,
+            NOW + 1,
+        )
+        self.runs[incident_id] = RunProgress(
+            p.run_id,
+            incident_id,
+            p.playbook,
+            outcome,
+            steps=(step,),
+            started_at=p.started_at,
+            ended_at=NOW + 1,
+            detail=detail,
+        )
+
+
+def make(
+    tmp_path: Path, runner: Runner | None = None, started_at: float = NOW - 3600, **policy: object
+) -> Cycle:
+    store = IncidentStore(tmp_path)
+    return Cycle(
+        PolicyConfig.model_validate(policy),
+        TimingConfig(),
+        store,
+        runner if runner is not None else FakeRunner(),
+        started_at,
+    )
+
+
+def test_healthy_fleet_says_no_action(tmp_path: Path) -> None:
+    """A healthy fleet opens nothing and says how many are healthy."""
+    cycle = make(tmp_path)
+    report = cycle.tick(World.healthy().snapshot(), NOW)
+    assert report.summary == "no action: 13/13 healthy"
+    assert report.watcher_state is WatcherState.OK
+    assert report.open_incidents == ()
+
+
+def test_stopped_instance_is_replaced_then_recovered(tmp_path: Path) -> None:
+    """A stopped app server: incident, app_server.replace started, steps followed,
+    and recovered once the run succeeded and the (retired) target no longer counts."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, runner)
+    world = World.healthy().stop("app-3")
+    report = cycle.tick(world.snapshot(), NOW)
+    assert report.summary == "started app_server.replace for app-3"
+    (plan,) = runner.submitted
+    assert (plan.playbook.value, plan.targets, plan.zone, plan.avoid_zones) == (
+        "app_server.replace",
+        (iid("app-3"),),
+        "us-east-1b",
+        (),
+    )
+    inc = cycle.store.open_incidents()[0]
+    assert (inc.state, inc.scope_key, inc.target_names) == (
+        IncidentState.ACTING,
+        "instance:i-app-3",
+        ("app-3",),
+    )
+    report = cycle.tick(world.snapshot(), NOW + 1)
+    assert report.summary == "acting: app_server.replace for app-3 (step launch)"
+    runner.finish(inc.id, RunOutcome.SUCCEEDED)
+    report = cycle.tick(world.snapshot(), NOW + 2)
+    done = cycle.store.get(inc.id)
+    assert done is not None
+    assert (done.outcome, done.recovered_at, done.closed_at) == (
+        IncidentOutcome.RECOVERED,
+        NOW + 2,
+        NOW + 2,
+    )
+    assert [s.status for s in done.steps] == [StepStatus.DONE]
+    assert iid("app-3") in cycle.store.retired()
+    assert report.summary == "no action: 12/12 healthy"
+
+
+def test_null_runner_gives_detected_only_which_survives_healing(tmp_path: Path) -> None:
+    """Without a runner the incident is detected only, and stays so when it heals."""
+    cycle = make(tmp_path, NullRunner())
+    report = cycle.tick(World.healthy().stop("app-3").snapshot(), NOW)
+    (inc,) = report.open_incidents
+    assert inc.outcome is IncidentOutcome.DETECTED_ONLY
+    assert inc.playbook is None or inc.playbook.value == "app_server.replace"
+    assert report.summary == "detected only: app-3 instance_stopped, no action"
+    cycle.tick(World.healthy().snapshot(), NOW + 1)
+    closed = cycle.store.get(inc.id)
+    assert closed is not None
+    assert (closed.outcome, closed.closed_at) == (IncidentOutcome.DETECTED_ONLY, NOW + 1)
+
+
+def test_warm_up_blocks_and_healing_before_action_clears(tmp_path: Path) -> None:
+    """During warm-up the incident is blocked with the time left; healed before any
+    action it ends cleared."""
+    cycle = make(tmp_path, started_at=NOW - 10)
+    report = cycle.tick(World.healthy().stop("app-3").snapshot(), NOW)
+    assert report.summary == "blocked: app-3 replace, warm-up: 20 s left"
+    assert report.watcher_state is WatcherState.WARMING_UP
+    (inc,) = report.open_incidents
+    assert report.gate_reasons[inc.id] == ("warm-up: 20 s left",)
+    cycle.tick(World.healthy().snapshot(), NOW + 1)
+    closed = cycle.store.get(inc.id)
+    assert closed is not None
+    assert closed.outcome is IncidentOutcome.CLEARED
+
+
+def test_failed_run_then_cooldown_blocks_a_second_replacement(tmp_path: Path) -> None:
+    """A failed run leaves the incident failed until the finding clears; a new incident
+    on the same instance within the cooldown is blocked and says until when."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, runner, cooldown="10m")
+    stopped = World.healthy().stop("app-3")
+    (first,) = cycle.tick(stopped.snapshot(), NOW).open_incidents
+    runner.finish(first.id, RunOutcome.FAILED, "launch refused")
+    report = cycle.tick(stopped.snapshot(), NOW + 1)
+    assert report.summary == "failed: app-3 replace: launch refused"
+    cycle.tick(World.healthy().snapshot(), NOW + 2)
+    ended = cycle.store.get(first.id)
+    assert ended is not None
+    assert ended.outcome is IncidentOutcome.FAILED
+    report = cycle.tick(stopped.snapshot(), NOW + 3)
+    assert report.summary == "blocked: app-3 replace, cooldown until 03:56Z"
+    assert len(runner.submitted) == 1
+
+
+def test_pause_blocks_and_resume_acts(tmp_path: Path) -> None:
+    """Paused, an incident is blocked with the reason; resumed, the next tick acts."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, runner)
+    cycle.pause(NOW, by="test")
+    report = cycle.tick(World.healthy().stop("app-3").snapshot(), NOW)
+    assert report.summary.startswith("blocked: app-3 replace, paused: by test at")
+    assert report.watcher_state is WatcherState.PAUSED
+    assert cycle.resume(NOW + 1)
+    report = cycle.tick(World.healthy().stop("app-3").snapshot(), NOW + 1)
+    assert report.summary == "started app_server.replace for app-3"
+
+
+def test_config_kill_switch_survives_resume(tmp_path: Path) -> None:
+    """policy.paused in the config is a kill switch the API cannot lift."""
+    cycle = make(tmp_path, paused=True)
+    assert not cycle.resume(NOW)
+    report = cycle.tick(World.healthy().stop("app-3").snapshot(), NOW)
+    assert "paused: kill switch in the config" in report.summary
+
+
+def test_dry_run_records_and_never_acts(tmp_path: Path) -> None:
+    """Dry-run decides and records what it would do, and submits nothing."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, runner, dry_run=True)
+    report = cycle.tick(World.healthy().stop("app-3").snapshot(), NOW)
+    assert runner.submitted == []
+    (inc,) = report.open_incidents
+    assert inc.outcome is IncidentOutcome.BLOCKED
+    assert inc.gate_reasons == ("dry-run: would start app_server.replace for app-3",)
+    assert report.dry_run
+
+
+def _region_down(world: World) -> World:
+    world.provider_blind("eu-west-1")
+    for n in ("db-3", "app-eu-1", "lb-eu-1"):
+        world.dark(n, health=Health.UNKNOWN)
+    return world
+
+
+def test_region_waits_for_approval_then_fails_over(tmp_path: Path) -> None:
+    """A region incident waits for approval; once approved the next tick starts
+    region.failover. Approving what is not waiting is refused."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, runner)
+    report = cycle.tick(_region_down(World.healthy()).snapshot(), NOW)
+    (inc,) = report.open_incidents
+    assert inc.outcome is IncidentOutcome.AWAITING_APPROVAL
+    assert (
+        report.summary == f"awaiting approval: region eu-west-1 failover (drwatch approve {inc.id})"
+    )
+    with pytest.raises(IncidentNotFoundError):
+        cycle.approve("inc-nope", NOW)
+    cycle.approve(inc.id, NOW + 1, by="test")
+    report = cycle.tick(_region_down(World.healthy()).snapshot(), NOW + 1)
+    assert report.summary == "started region.failover for app-eu-1,db-3,lb-eu-1"
+    with pytest.raises(NotAwaitingApprovalError):
+        cycle.approve(inc.id, NOW + 2)
+
+
+def test_provider_api_outage_is_detected_never_acted_on(tmp_path: Path) -> None:
+    """API down with instances fine: one provider_api incident, detected only."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, runner)
+    report = cycle.tick(World.healthy().provider_blind("us-east-1").snapshot(), NOW)
+    (inc,) = report.open_incidents
+    assert (inc.scope.value, inc.outcome) == ("provider_api", IncidentOutcome.DETECTED_ONLY)
+    assert inc.gate_reasons == ("detect only: provider_api_down is never acted on",)
+    assert runner.submitted == []
+
+
+def test_watcher_impaired_opens_nothing_and_closes_nothing(tmp_path: Path) -> None:
+    """Canaries down: no incident opens, an open one is left as it is, nothing acts."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, NullRunner())
+    (inc,) = cycle.tick(World.healthy().stop("app-3").snapshot(), NOW).open_incidents
+    world = World.healthy().stop("app-5")
+    world.layer("canary-a", Layer.CANARY, Health.DOWN).layer("canary-b", Layer.CANARY, Health.DOWN)
+    report = cycle.tick(world.snapshot(), NOW + 1)
+    assert report.summary == "watcher impaired: canaries failing, not acting"
+    assert report.watcher_state is WatcherState.IMPAIRED
+    assert [i.id for i in report.open_incidents] == [inc.id]
+    assert runner.submitted == []
+
+
+def test_zone_outage_runs_one_plan_per_group_in_turn(tmp_path: Path) -> None:
+    """A zone incident runs each affected group's playbook in turn, avoiding the zone."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, runner, blast_radius=1.0)
+    world = World.healthy()
+    for n in US_EAST_1A:
+        world.dark(n)
+    report = cycle.tick(world.snapshot(), NOW)
+    (inc,) = report.open_incidents
+    assert inc.scope_key == "zone:us-east-1a"
+    assert inc.playbooks
+    assert [p.value for p in inc.playbooks] == [
+        "app_server.replace",
+        "database.recover",
+        "load_balancer.failover_eip",
+    ]
+    for step in range(3):
+        plan = runner.submitted[-1]
+        assert plan.avoid_zones == ("us-east-1a",)
+        runner.finish(inc.id, RunOutcome.SUCCEEDED)
+        cycle.tick(world.snapshot(), NOW + 1 + step)
+    assert [p.group for p in runner.submitted] == ["app", "db", "web-lb"]
+    done = cycle.store.get(inc.id)
+    assert done is not None
+    assert done.outcome is IncidentOutcome.RECOVERED
+
+
+def test_concurrency_budget_holds_the_second_incident(tmp_path: Path) -> None:
+    """With one run allowed, the second incident waits and says why."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, runner, max_concurrent=1)
+    report = cycle.tick(World.healthy().stop("app-1").stop("app-3").snapshot(), NOW)
+    assert len(runner.submitted) == 1
+    blocked = [i for i in report.open_incidents if i.outcome is IncidentOutcome.BLOCKED]
+    assert blocked[0].gate_reasons == ("concurrency: 1 of 1 playbook runs active",)
+
+
+def test_blast_radius_stops_a_mass_replacement(tmp_path: Path) -> None:
+    """No more than half the app group replaced within the window: the fourth waits."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, runner, max_concurrent=10)
+    world = World.healthy().stop("app-1").stop("app-3").stop("app-5").stop("app-4")
+    report = cycle.tick(world.snapshot(), NOW)
+    assert len(runner.submitted) == 3
+    (blocked,) = [i for i in report.open_incidents if i.outcome is IncidentOutcome.BLOCKED]
+    assert blocked.gate_reasons[0].startswith("blast radius: replacing 4 of 6 in group app")
+
+
+def test_degraded_turning_dead_is_decided_afresh(tmp_path: Path) -> None:
+    """agent_down is detected only; when the same instance then dies, the incident
+    follows the new finding and acts."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, runner)
+    world = World.healthy().layer("app-2", Layer.AGENT, Health.DOWN)
+    (inc,) = cycle.tick(world.snapshot(), NOW).open_incidents
+    assert inc.outcome is IncidentOutcome.DETECTED_ONLY
+    report = cycle.tick(World.healthy().stop("app-2").snapshot(), NOW + 1)
+    assert report.summary == "started app_server.replace for app-2"
+    again = cycle.store.get(inc.id)
+    assert again is not None
+    assert again.finding == "instance_stopped"
+
+
+def test_terminated_target_leaving_the_fleet_keeps_the_incident_open(tmp_path: Path) -> None:
+    """A blocked incident whose instance left the fleet has not healed: it stays open."""
+    cycle = make(tmp_path, started_at=NOW)
+    (inc,) = cycle.tick(World.healthy().stop("app-3", "terminated").snapshot(), NOW).open_incidents
+    world = World.healthy()
+    world.fleet = type(world.fleet)(tuple(i for i in world.fleet if i.name != "app-3"))
+    report = cycle.tick(world.snapshot(), NOW + 1)
+    assert [i.id for i in report.open_incidents] == [inc.id]
+
+
+def test_incidents_and_pause_survive_a_restart(tmp_path: Path) -> None:
+    """A new cycle on the same state directory sees the open incident and the pause."""
+    cycle = make(tmp_path, NullRunner())
+    (inc,) = cycle.tick(World.healthy().stop("app-3").snapshot(), NOW).open_incidents
+    cycle.pause(NOW)
+    cycle.store.close()
+    again = make(tmp_path, NullRunner())
+    assert again.paused
+    assert [i.id for i in again.store.open_incidents()] == [inc.id]
+    report = again.tick(World.healthy().stop("app-3").snapshot(), NOW + 1)
+    assert [i.id for i in report.open_incidents] == [inc.id]
