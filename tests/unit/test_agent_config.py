@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import structlog
 
 from drwatch.agent import config as agent_config
 from drwatch.agent.server import create_app
@@ -125,5 +126,8 @@ def test_cli_exits_2_on_a_world_readable_secret(
     secret = write_secret(tmp_path / "agent.secret", 0o604)
     cfg = tmp_path / "agent.toml"
     cfg.write_text(f'secret_file = "{secret}"\nlisten = "127.0.0.1:{free_port()}"\n')
-    assert main(["agent", "--config", str(cfg)]) == 2
+    try:
+        assert main(["agent", "--config", str(cfg)]) == 2
+    finally:
+        structlog.reset_defaults()  # the command configured logging onto captured stderr
     assert "chmod 600" in capsys.readouterr().err
