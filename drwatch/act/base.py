@@ -140,6 +140,9 @@ class EffectGate(Protocol):
     async def effect(self, step: str, key: str, params: JSON, check: Check, apply: Apply) -> JSON:
         """Return the effect's result, applying it at most once across crashes."""
 
+    async def recorded(self, step: str, key: str) -> JSON | None:
+        """The journaled result of an effect that is done, or None."""
+
 
 @dataclass
 class RunContext:
@@ -155,6 +158,22 @@ class RunContext:
     async def effect(self, key: str, params: JSON, *, check: Check, apply: Apply) -> JSON:
         """A side effect, journaled. On a resumed run `params` are the journaled ones."""
         return await self.gate.effect(self.step, key, params, check, apply)
+
+    async def recorded(self, key: str) -> JSON | None:
+        """What this step journaled under `key` on an earlier attempt, if it finished."""
+        return await self.gate.recorded(self.step, key)
+
+    async def memo(self, key: str, value: JSON) -> JSON:
+        """Journal a verdict (no side effect) so a re-run of the step does not redo the work
+        that led to it; returns the first value journaled under `key`."""
+
+        async def nothing_yet(_p: JSON) -> JSON | None:
+            return None
+
+        async def keep(p: JSON) -> JSON:
+            return p
+
+        return await self.effect(key, value, check=nothing_yet, apply=keep)
 
     def token(self, key: str) -> str:
         """A deterministic idempotency token (EC2 ClientToken, at most 64 characters)."""

@@ -306,6 +306,10 @@ class _Effects:
         hook(f"{step}/{key}:done")
         return result
 
+    async def recorded(self, step: str, key: str) -> JSON | None:
+        row = await _io(self._r._journal.effect, self._run_id, step, key)
+        return row.result if row is not None and row.status == EFFECT_DONE else None
+
     async def _done(self, step: str, key: str, result: JSON) -> None:
         # Shielded: once the effect is made, losing its "done" row costs a world check.
         await asyncio.shield(

@@ -1,0 +1,468 @@
+"""`database.recover`: the ladder of DESIGN.md, in order, each rung skipped with its reason.
+
+Steps:
+
+0. `inspect`: the old primary, its data volume, its snapshots (newest first), the
+   replicas, and what the agent last said of its data. Journaled, so a resumed run
+   climbs the same ladder.
+1. `fence_old_primary`: stop the old primary through the provider, BEFORE anything is
+   promoted or mounted elsewhere.
+2. `relaunch_same_zone`: a new instance in the old zone mounts the old volume.
+3. `restore_volume_elsewhere`: the launch failed but the volume lives: snapshot it,
+   launch in another zone, make a volume there from the snapshot, mount it.
+4. `promote_replica`: the volume is corrupt (the agent's integrity check says so):
+   promote a healthy replica through its agent.
+5. `restore_latest_snapshot`: the replica is down or corrupt: a new volume from the
+   newest snapshot.
+6. `restore_older_snapshot`: that one is corrupt too: walk back until one verifies.
+7. `repoint_app_servers`: tag the new primary and tell every app server where it is.
+
+A rung whose new host reports the data corrupt stops that host and is recorded as
+skipped with the reason; the next rung runs. Once a rung has a primary, the rest skip.
+"""
+
+from __future__ import annotations
+
+from drwatch.act.base import (
+    DB_ROLE_TAG,
+    JSON,
+    RUN_TAG,
+    GroupInfo,
+    Outcome,
+    Playbook,
+    RunContext,
+    Step,
+    StepError,
+    database_integrity,
+    done,
+    is_up,
+    skipped,
+)
+from drwatch.act.playbooks.common import (
+    attach,
+    cloud_instance,
+    copied_tags,
+    detach,
+    healthy_zones,
+    image_for,
+    launch,
+    require_instance,
+    stop,
+    try_agent_action,
+    user_data,
+    volume,
+    wait_healthy,
+    wait_running,
+)
+from drwatch.model.fleet import Role
+from drwatch.model.observation import Layer
+from drwatch.model.plan import PlaybookName
+from drwatch.providers.base import CloudInstance, VolumeInfo
+
+RUNGS = (
+    "relaunch_same_zone",
+    "restore_volume_elsewhere",
+    "promote_replica",
+    "restore_latest_snapshot",
+    "restore_older_snapshot",
+)
+_ROOT_DEVICES = frozenset({"/dev/sda1", "/dev/xvda", "/dev/sda", "/dev/nvme0n1"})
+_DEAD_VOLUME = frozenset({"error", "deleting", "deleted"})
+
+
+def _group(ctx: RunContext) -> GroupInfo:
+    return ctx.deps.groups.get(ctx.plan.group) or GroupInfo(ctx.plan.group, Role.DATABASE)
+
+
+def _facts(ctx: RunContext) -> JSON:
+    return ctx.results["inspect"]
+
+
+def _primary(ctx: RunContext) -> tuple[str, str] | None:
+    """(rung, instance id) of the rung that recovered the database, if one has."""
+    for rung in RUNGS:
+        primary = ctx.results.get(rung, {}).get("primary")
+        if primary:
+            return rung, primary
+    return None
+
+
+def _data_volume(volumes: list[VolumeInfo], old_id: str, device: str) -> VolumeInfo | None:
+    mine = [v for v in volumes if v.attached_to == old_id and v.device not in _ROOT_DEVICES]
+    preferred = [v for v in mine if v.device == device]
+    found = preferred or mine
+    return found[0] if found else None
+
+
+async def _snapshots_of(ctx: RunContext, vol: VolumeInfo | None) -> list[str]:
+    """Completed snapshots of the data volume, newest first; never ones a run made."""
+    if vol is None:
+        return []
+    name = dict(vol.tags).get("Name")
+    snaps = [
+        s
+        for s in await ctx.deps.provider.snapshots(ctx.plan.region)
+        if s.state == "completed"
+        and dict(s.tags).get(RUN_TAG) is None
+        and (s.volume_id == vol.id or (name and dict(s.tags).get("Name", "").startswith(name)))
+    ]
+    return [s.id for s in sorted(snaps, key=lambda s: s.started_at, reverse=True)]
+
+
+async def inspect(ctx: RunContext) -> Outcome:
+    old_id = ctx.plan.targets[0]
+    snap = await ctx.deps.fleet.refresh()
+    old = await cloud_instance(ctx, old_id)
+    known = old or snap.fleet.get(old_id)
+    if known is None:
+        raise StepError(f"{old_id} is not known to the provider or the fleet")
+    vol = _data_volume(
+        await ctx.deps.provider.volumes(ctx.plan.region), old_id, ctx.deps.settings.data_device
+    )
+    replicas = sorted(
+        (i for i in snap.fleet.in_group(ctx.plan.group) if i.id != old_id),
+        key=lambda i: i.name,
+    )
+    snapshots = await _snapshots_of(ctx, vol)
+    facts: JSON = {
+        "old": old_id,
+        "name": known.tag("Name") or old_id,
+        "zone": known.zone,
+        "image_id": await image_for(ctx, old, Role.DATABASE),
+        "tags": copied_tags(known, ctx.plan.group, Role.DATABASE),
+        "volume": vol.id if vol else None,
+        "volume_corrupt": database_integrity(snap, old_id) is False,
+        "snapshots": snapshots,
+        "replicas": [i.id for i in replicas],
+    }
+    return done(
+        f"old primary {facts['name']} in {known.zone}; data volume {facts['volume']}; "
+        f"{len(snapshots)} snapshots; replicas {facts['replicas']}"
+        + ("; its last integrity check said corrupt" if facts["volume_corrupt"] else ""),
+        **facts,
+    )
+
+
+async def fence_old_primary(ctx: RunContext) -> Outcome:
+    old = _facts(ctx)["old"]
+    result = await stop(ctx, "stop", old)
+    return done(f"{old} {'was already stopped' if result.get('already') else 'stopped'}")
+
+
+# -- mounting data on a new host ---------------------------------------------------------
+
+
+async def _launch_db(
+    ctx: RunContext, key: str, zones: list[str], suffix: str
+) -> CloudInstance | str:
+    """A new database host in the first zone that accepts it, running; or why not. A host
+    an earlier attempt already judged is returned as it is (it may be stopped)."""
+    facts = _facts(ctx)
+    params = {
+        "zones": zones,
+        "image_id": facts["image_id"],
+        "user_data": user_data({"DRWATCH_DB_ROLE": "primary"}),
+        "tags": facts["tags"],
+    }
+    try:
+        result = await launch(ctx, key, params)
+    except StepError as err:
+        return str(err)
+    if await _verdict(ctx, suffix) is not None:
+        return await require_instance(ctx, result["instance_id"])
+    return await wait_running(ctx, result["instance_id"])
+
+
+async def _verdict(ctx: RunContext, suffix: str) -> bool | None:
+    """The journaled integrity verdict of an earlier attempt of this step, if any."""
+    memo = await ctx.recorded(f"verdict{suffix}")
+    return None if memo is None else bool(memo["ok"])
+
+
+async def _verified(ctx: RunContext, instance_id: str, suffix: str) -> bool:
+    """The new host's agent checks the data it mounted; the verdict is journaled, and a
+    corrupt host is stopped (so a re-run neither waits for it nor trusts it)."""
+    snap = await wait_healthy(ctx, instance_id, app=_group(ctx).has_app_checks)
+    ok = database_integrity(snap, instance_id) is not False
+    await ctx.memo(f"verdict{suffix}", {"ok": ok})
+    return ok
+
+
+async def _discard(ctx: RunContext, instance_id: str, suffix: str) -> None:
+    await stop(ctx, f"discard{suffix}", instance_id)
+
+
+async def _restore_snapshot(ctx: RunContext, snapshot_id: str) -> CloudInstance | str | None:
+    """Launch, make a volume from `snapshot_id` in the new host's zone, mount, verify.
+    The host on success; text when no zone took the launch; None when the data is corrupt."""
+    suffix = f":{snapshot_id}"
+    host = await _launch_db(ctx, f"launch{suffix}", await _zones_old_first(ctx), suffix)
+    if isinstance(host, str):
+        return host
+    ok = await _verdict(ctx, suffix)
+    if ok is None:
+        vol_id = await _volume_from(ctx, f"volume{suffix}", snapshot_id, host.zone)
+        await attach(ctx, f"attach{suffix}", vol_id, host.id)
+        ok = await _verified(ctx, host.id, suffix)
+    if not ok:
+        await _discard(ctx, host.id, suffix)
+    return host if ok else None
+
+
+async def _volume_from(ctx: RunContext, key: str, snapshot_id: str, zone: str) -> str:
+    async def check(p: JSON) -> JSON | None:
+        tags = dict(ctx.tags(key))
+        for v in await ctx.deps.provider.volumes(ctx.plan.region):
+            if all(dict(v.tags).get(k) == val for k, val in tags.items()):
+                return {"volume_id": v.id}
+        return None
+
+    async def apply(p: JSON) -> JSON:
+        vol_id = await ctx.deps.provider.create_volume(
+            ctx.plan.region, p["zone"], p["snapshot_id"], ctx.tags(key)
+        )
+        return {"volume_id": vol_id}
+
+    params = {"snapshot_id": snapshot_id, "zone": zone}
+    result = await ctx.effect(key, params, check=check, apply=apply)
+    vol_id: str = result["volume_id"]
+    await _wait_volume_available(ctx, vol_id)
+    return vol_id
+
+
+async def _wait_volume_available(ctx: RunContext, vol_id: str) -> None:
+    async def probe() -> bool | None:
+        vol = await volume(ctx, vol_id)
+        if vol is not None and vol.state in _DEAD_VOLUME:
+            raise StepError(f"volume {vol_id} is {vol.state}")
+        return True if vol is not None and vol.state in ("available", "in-use") else None
+
+    await ctx.wait_for(f"volume {vol_id}", probe, ctx.deps.settings.volume_timeout)
+
+
+async def _zones_old_first(ctx: RunContext) -> list[str]:
+    healthy = await healthy_zones(ctx)
+    old_zone = _facts(ctx)["zone"]
+    return [old_zone] * (old_zone in healthy) + [z for z in healthy if z != old_zone]
+
+
+def _not_needed(ctx: RunContext) -> Outcome | None:
+    found = _primary(ctx)
+    if found is None:
+        return None
+    return skipped(f"not needed: {found[0]} recovered the database on {found[1]}")
+
+
+def _volume_known_corrupt(ctx: RunContext) -> bool:
+    return bool(
+        _facts(ctx)["volume_corrupt"] or ctx.results.get("relaunch_same_zone", {}).get("corrupt")
+    )
+
+
+# -- the rungs ---------------------------------------------------------------------------
+
+
+async def _move_volume(ctx: RunContext, vol: str, old_id: str, new_id: str) -> None:
+    current = await volume(ctx, vol)
+    if current is not None and current.attached_to == old_id:
+        await detach(ctx, "detach", vol, old_id)
+    await attach(ctx, "attach", vol, new_id)
+
+
+async def relaunch_same_zone(ctx: RunContext) -> Outcome:
+    facts = _facts(ctx)
+    vol, zone = facts["volume"], facts["zone"]
+    if vol is None:
+        return skipped(f"{facts['name']} has no data volume to mount")
+    if facts["volume_corrupt"]:
+        return skipped(
+            f"the agent's last integrity check on {facts['name']} said its data is corrupt"
+        )
+    if zone not in await healthy_zones(ctx):
+        return skipped(f"{zone} is not healthy (or the plan avoids it)")
+    host = await _launch_db(ctx, "launch", [zone], "")
+    if isinstance(host, str):
+        return skipped(f"launch in {zone} failed: {host}", launch_failed=True)
+    ok = await _verdict(ctx, "")
+    if ok is None:
+        await _move_volume(ctx, vol, facts["old"], host.id)
+        ok = await _verified(ctx, host.id, "")
+    if not ok:
+        await _discard(ctx, host.id, "")
+        return skipped(f"volume {vol} is corrupt (integrity check on {host.id})", corrupt=True)
+    return done(
+        f"{host.id} in {zone} mounted {vol}; integrity ok", primary=host.id, launched=[host.id]
+    )
+
+
+async def _volume_unusable(ctx: RunContext) -> str | None:
+    """Why the old volume cannot be copied elsewhere, or None when it can."""
+    facts = _facts(ctx)
+    if facts["volume"] is None:
+        return f"{facts['name']} has no data volume"
+    if _volume_known_corrupt(ctx):
+        return f"volume {facts['volume']} is corrupt"
+    current = await volume(ctx, facts["volume"])
+    if current is None or current.state in _DEAD_VOLUME:
+        return f"volume {facts['volume']} is gone"
+    return None
+
+
+async def restore_volume_elsewhere(ctx: RunContext) -> Outcome:
+    facts = _facts(ctx)
+    if (not_needed := _not_needed(ctx)) is not None:
+        return not_needed
+    if (why := await _volume_unusable(ctx)) is not None:
+        return skipped(why)
+    snap_id = await _snapshot(ctx, "snapshot", facts["volume"])
+    host = await _restore_snapshot(ctx, snap_id)
+    if isinstance(host, str):
+        return skipped(f"no zone took the launch: {host}")
+    if host is None:
+        return skipped(f"the copy of {facts['volume']} (via {snap_id}) is corrupt", corrupt=True)
+    return done(
+        f"{host.id} in {host.zone} mounted a copy of {facts['volume']} via {snap_id}",
+        primary=host.id,
+        launched=[host.id],
+    )
+
+
+async def _snapshot(ctx: RunContext, key: str, volume_id: str) -> str:
+    async def check(p: JSON) -> JSON | None:
+        tags = dict(ctx.tags(key))
+        for s in await ctx.deps.provider.snapshots(ctx.plan.region):
+            if all(dict(s.tags).get(k) == val for k, val in tags.items()):
+                return {"snapshot_id": s.id}
+        return None
+
+    async def apply(p: JSON) -> JSON:
+        snap_id = await ctx.deps.provider.create_snapshot(
+            ctx.plan.region, p["volume_id"], ctx.tags(key)
+        )
+        return {"snapshot_id": snap_id}
+
+    result = await ctx.effect(key, {"volume_id": volume_id}, check=check, apply=apply)
+    snap_id: str = result["snapshot_id"]
+
+    async def completed() -> bool | None:
+        snaps = await ctx.deps.provider.snapshots(ctx.plan.region)
+        state = next((s.state for s in snaps if s.id == snap_id), None)
+        if state == "error":
+            raise StepError(f"snapshot {snap_id} failed")
+        return True if state == "completed" else None
+
+    await ctx.wait_for(f"snapshot {snap_id}", completed, ctx.deps.settings.snapshot_timeout)
+    return snap_id
+
+
+async def promote_replica(ctx: RunContext) -> Outcome:
+    if (not_needed := _not_needed(ctx)) is not None:
+        return not_needed
+    snap = await ctx.deps.fleet.refresh()
+    healthy = set(await healthy_zones(ctx))
+    reasons = []
+    for replica_id in _facts(ctx)["replicas"]:
+        inst = snap.fleet.get(replica_id)
+        if inst is None or inst.state.is_gone or not is_up(snap, replica_id, Layer.AGENT):
+            reasons.append(f"replica {inst.name if inst else replica_id} is down")
+        elif inst.zone not in healthy:
+            reasons.append(f"replica {inst.name} is in {inst.zone}, which is not healthy")
+        elif database_integrity(snap, replica_id) is False:
+            reasons.append(f"replica {inst.name} reports its data corrupt")
+        else:
+            err = await try_agent_action(ctx, f"promote:{replica_id}", inst, "promote", {})
+            if err is None:
+                return done(f"promoted {inst.name} ({replica_id})", primary=replica_id)
+            reasons.append(f"promote failed on {err}")
+    return skipped("; ".join(reasons) or "no replica")
+
+
+async def restore_latest_snapshot(ctx: RunContext) -> Outcome:
+    if (not_needed := _not_needed(ctx)) is not None:
+        return not_needed
+    snapshots = _facts(ctx)["snapshots"]
+    if not snapshots:
+        return skipped("no snapshot of the data volume")
+    host = await _restore_snapshot(ctx, snapshots[0])
+    if isinstance(host, str):
+        return skipped(f"no zone took the launch: {host}")
+    if host is None:
+        return skipped(f"the newest snapshot {snapshots[0]} is corrupt", corrupt=True)
+    return done(
+        f"{host.id} in {host.zone} restored {snapshots[0]}", primary=host.id, launched=[host.id]
+    )
+
+
+async def restore_older_snapshot(ctx: RunContext) -> Outcome:
+    if (not_needed := _not_needed(ctx)) is not None:
+        return not_needed
+    corrupt: list[str] = []
+    for snapshot_id in _facts(ctx)["snapshots"][1:]:
+        host = await _restore_snapshot(ctx, snapshot_id)
+        if isinstance(host, str):
+            raise StepError(f"no zone took the launch: {host}")
+        if host is not None:
+            note = f" (corrupt: {', '.join(corrupt)})" if corrupt else ""
+            return done(
+                f"{host.id} in {host.zone} restored {snapshot_id}{note}",
+                primary=host.id,
+                launched=[host.id],
+            )
+        corrupt.append(snapshot_id)
+    raise StepError(
+        "no rung of the ladder recovered the database"
+        + (f"; corrupt: {corrupt}" if corrupt else "")
+    )
+
+
+async def repoint_app_servers(ctx: RunContext) -> Outcome:
+    found = _primary(ctx)
+    if found is None:
+        raise StepError("no new primary to point the app servers at")
+    primary_id = found[1]
+    await _tag_primary(ctx, primary_id)
+    snap = await ctx.deps.fleet.refresh()
+    primary = snap.fleet.get(primary_id)
+    address = primary.name if primary else primary_id
+    notes: list[str] = []
+    problems: list[str] = []
+    for app in snap.fleet.in_region(ctx.plan.region):
+        if (
+            app.role is not Role.APP_SERVER
+            or app.state.is_gone
+            or not is_up(snap, app.id, Layer.AGENT)
+        ):
+            continue
+        err = await try_agent_action(
+            ctx, f"set_database:{app.id}", app, "set_database", {"address": address}
+        )
+        (problems if err else notes).append(err or app.name)
+    failed = "".join(f"; failed {p}" for p in problems)
+    return done(f"primary is {address} ({primary_id}); repointed {len(notes)} app servers{failed}")
+
+
+async def _tag_primary(ctx: RunContext, instance_id: str) -> None:
+    async def check(p: JSON) -> JSON | None:
+        inst = await cloud_instance(ctx, p["instance_id"])
+        return {"already": True} if inst and inst.tag(DB_ROLE_TAG) == "primary" else None
+
+    async def apply(p: JSON) -> JSON:
+        await ctx.deps.provider.tag(ctx.plan.region, p["instance_id"], ((DB_ROLE_TAG, "primary"),))
+        return {}
+
+    await ctx.effect("tag_primary", {"instance_id": instance_id}, check=check, apply=apply)
+
+
+PLAYBOOK = Playbook(
+    PlaybookName.DB_RECOVER,
+    (
+        Step("inspect", inspect),
+        Step("fence_old_primary", fence_old_primary),
+        Step("relaunch_same_zone", relaunch_same_zone),
+        Step("restore_volume_elsewhere", restore_volume_elsewhere),
+        Step("promote_replica", promote_replica),
+        Step("restore_latest_snapshot", restore_latest_snapshot),
+        Step("restore_older_snapshot", restore_older_snapshot),
+        Step("repoint_app_servers", repoint_app_servers),
+    ),
+)

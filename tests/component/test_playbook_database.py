@@ -1,0 +1,207 @@
+"""database.recover against the in-memory provider: every rung of the ladder, and crashes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from drwatch.act.base import JSON, Deps
+from drwatch.act.testing import (
+    REGION,
+    SimulatedHosts,
+    World,
+    crash_at_every_point,
+    new_world,
+    run_plan,
+)
+from drwatch.model.fleet import Instance, InstanceState
+from drwatch.model.plan import Plan, PlaybookName, RunOutcome, RunProgress, StepStatus
+
+
+def db_plan(world: World) -> Plan:
+    return Plan(
+        incident_id="inc-db",
+        playbook=PlaybookName.DB_RECOVER,
+        region=REGION,
+        zone="us-east-1a",
+        group="db",
+        targets=(world.id("db-1"),),
+    )
+
+
+def statuses(progress: RunProgress) -> dict[str, tuple[StepStatus, str]]:
+    return {s.name: (s.status, s.detail) for s in progress.steps}
+
+
+async def recover(tmp_path: Path, world: World, deps: Deps) -> RunProgress:
+    progress = await run_plan(tmp_path / "j.db", deps, db_plan(world), owner="w1")
+    assert progress is not None
+    assert progress.outcome is RunOutcome.SUCCEEDED, progress.detail
+    return progress
+
+
+def db1_stopped() -> tuple[World, Deps, Plan]:
+    world, deps = new_world()
+    world.provider.set_state(world.id("db-1"), InstanceState.STOPPED)
+    return world, deps, db_plan(world)
+
+
+def launches_fail_in_1a() -> tuple[World, Deps, Plan]:
+    world, deps, plan = db1_stopped()
+    world.provider.fail_launches_in("us-east-1a")
+    return world, deps, plan
+
+
+def volume_corrupt_db1_hung() -> tuple[World, Deps, Plan]:
+    """db-1 runs but answers nothing (so fencing it is a real stop), its volume corrupt."""
+    world, deps = new_world()
+    world.hosts.down.add(world.id("db-1"))
+    world.hosts.corrupt.add(world.data_volume)
+    return world, deps, db_plan(world)
+
+
+def newest_snapshot_corrupt_replica_down() -> tuple[World, Deps, Plan]:
+    world, deps, plan = db1_stopped()
+    world.hosts.corrupt |= {world.data_volume, world.snapshots[-1]}
+    world.hosts.down.add(world.id("db-2"))
+    return world, deps, plan
+
+
+async def test_stopped_primary_is_relaunched_in_its_zone_with_its_volume(tmp_path: Path) -> None:
+    """db-1 stopped: relaunch_same_zone mounts db-1-data on a new host in us-east-1a;
+    the later rungs say they were not needed; the app servers are told the primary."""
+    world, deps, _ = db1_stopped()
+    progress = await recover(tmp_path, world, deps)
+    steps = statuses(progress)
+    assert steps["relaunch_same_zone"][0] is StepStatus.DONE
+    for rung in ("restore_volume_elsewhere", "promote_replica", "restore_latest_snapshot"):
+        assert steps[rung][0] is StepStatus.SKIPPED
+        assert steps[rung][1].startswith("not needed: relaunch_same_zone")
+    (new,) = await world.launched()
+    assert new.zone == "us-east-1a"
+    assert new.volumes == (world.data_volume,)
+    assert new.tag("drwatch:db-role") == "primary"
+    assert set(world.hosts.databases.values()) == {"db-1"}
+    assert len(world.hosts.databases) == 6
+
+
+async def test_launch_refused_in_the_old_zone_restores_the_volume_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """Launches fail in us-east-1a: relaunch_same_zone is skipped with the provider's reason,
+    and a snapshot of the live volume becomes a new volume beside a host in another zone."""
+    world, deps, _ = launches_fail_in_1a()
+    progress = await recover(tmp_path, world, deps)
+    steps = statuses(progress)
+    assert steps["relaunch_same_zone"][0] is StepStatus.SKIPPED
+    assert "InsufficientInstanceCapacity" in steps["relaunch_same_zone"][1]
+    assert steps["restore_volume_elsewhere"][0] is StepStatus.DONE
+    (new,) = await world.launched()
+    assert new.zone != "us-east-1a"
+    (vol,) = new.volumes
+    volumes = {v.id: v for v in await world.provider.volumes(REGION)}
+    assert volumes[vol].zone == new.zone
+    assert world.provider.count("create_snapshot") == 1
+
+
+class FencingWitness(SimulatedHosts):
+    """Records, at each promote, whether the old primary was already stopped."""
+
+    old_id: str = ""
+    fenced_at_promote: list[bool]
+
+    async def action(self, instance: Instance, name: str, params: Mapping[str, str]) -> JSON:
+        if name == "promote":
+            old = [i for i in await self.provider.instances(REGION) if i.id == self.old_id]
+            self.fenced_at_promote.append(old[0].state is InstanceState.STOPPED)
+        return await super().action(instance, name, params)
+
+
+async def test_corrupt_volume_promotes_the_replica_after_fencing(tmp_path: Path) -> None:
+    """db-1-data corrupt: relaunch finds it corrupt (and stops the host it made), the copy
+    rung is skipped, db-2 is promoted only after db-1 was stopped, and apps point at db-2."""
+    world, _, _ = volume_corrupt_db1_hung()
+    hosts = FencingWitness(world.provider, groups=world.hosts.groups)
+    hosts.__dict__.update(
+        {k: v for k, v in world.hosts.__dict__.items() if k not in ("provider", "groups")}
+    )
+    hosts.old_id, hosts.fenced_at_promote = world.id("db-1"), []
+    deps = Deps(world.provider, hosts, hosts, world.hosts.groups, new_world()[1].settings)
+    progress = await recover(tmp_path, world, deps)
+    steps = statuses(progress)
+    assert steps["relaunch_same_zone"][0] is StepStatus.SKIPPED
+    assert "corrupt" in steps["relaunch_same_zone"][1]
+    assert steps["restore_volume_elsewhere"] == (
+        StepStatus.SKIPPED,
+        f"volume {world.data_volume} is corrupt",
+    )
+    assert steps["promote_replica"][0] is StepStatus.DONE
+    assert hosts.fenced_at_promote == [True]
+    assert hosts.roles[world.id("db-2")] == "primary"
+    assert set(hosts.databases.values()) == {"db-2"}
+    assert await world.launched() == []  # the corrupt relaunch was stopped
+
+
+async def test_replica_down_restores_the_newest_snapshot(tmp_path: Path) -> None:
+    """Volume corrupt and db-2 down: promote_replica says why it skipped, and the newest
+    snapshot is restored."""
+    world, deps, _ = db1_stopped()
+    world.hosts.corrupt.add(world.data_volume)
+    world.hosts.down.add(world.id("db-2"))
+    progress = await recover(tmp_path, world, deps)
+    steps = statuses(progress)
+    assert steps["promote_replica"] == (StepStatus.SKIPPED, "replica db-2 is down")
+    assert steps["restore_latest_snapshot"][0] is StepStatus.DONE
+    assert world.snapshots[-1] in steps["restore_latest_snapshot"][1]
+
+
+async def test_corrupt_newest_snapshot_walks_back_to_an_older_one(tmp_path: Path) -> None:
+    """The newest snapshot is corrupt too: restore_older_snapshot picks the newest good one."""
+    world, deps, _ = newest_snapshot_corrupt_replica_down()
+    progress = await recover(tmp_path, world, deps)
+    steps = statuses(progress)
+    assert steps["restore_latest_snapshot"][0] is StepStatus.SKIPPED
+    assert "corrupt" in steps["restore_latest_snapshot"][1]
+    assert steps["restore_older_snapshot"][0] is StepStatus.DONE
+    assert world.snapshots[1] in steps["restore_older_snapshot"][1]
+    (good,) = await world.launched()  # the corrupt attempts were stopped
+    volumes = {v.id: v for v in await world.provider.volumes(REGION)}
+    assert volumes[good.volumes[0]].snapshot_id == world.snapshots[1]
+
+
+async def test_nothing_verifies_fails_the_run_saying_why(tmp_path: Path) -> None:
+    """Every snapshot corrupt and no replica: the run fails and the last rung says so."""
+    world, deps, _ = db1_stopped()
+    world.hosts.corrupt |= {world.data_volume, *world.snapshots}
+    world.hosts.down.add(world.id("db-2"))
+    progress = await run_plan(tmp_path / "j.db", deps, db_plan(world), owner="w1")
+    assert progress is not None
+    assert progress.outcome is RunOutcome.FAILED
+    assert "no rung of the ladder recovered the database" in progress.detail
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        db1_stopped,
+        launches_fail_in_1a,
+        volume_corrupt_db1_hung,
+        newest_snapshot_corrupt_replica_down,
+    ],
+)
+async def test_survives_a_crash_at_every_point(tmp_path: Path, setup: object) -> None:
+    """Crash anywhere in the ladder, resume: the provider sees exactly the calls a clean run
+    makes (one launch per rung tried, one snapshot, one volume, one fence...)."""
+    assert callable(setup)
+    world, deps, plan = setup()
+    await run_plan(tmp_path / "reference.db", deps, plan, owner="w0")
+    expected = Counter(c[0] for c in world.provider.calls)
+    assert expected["run_instance"] >= 1
+
+    async def verify(w: World, point: str) -> None:
+        assert Counter(c[0] for c in w.provider.calls) == expected, point
+
+    await crash_at_every_point(tmp_path, setup, verify)
