@@ -15,6 +15,7 @@ from typing import Protocol
 from drwatch.assess import Assessment, RulesConfig, assess
 from drwatch.config import PolicyConfig, TimingConfig
 from drwatch.decide import GateInput, decide, plans_for, utc_hm
+from drwatch.decide.gates import APPROVAL_PREFIX
 from drwatch.decide.summary import summarise
 from drwatch.errors import DrwatchError
 from drwatch.incidents import IncidentStore, new_incident_id
@@ -158,8 +159,9 @@ class Cycle:
         inc = self.store.get(incident_id)
         if inc is None:
             raise IncidentNotFoundError(f"no incident {incident_id}")
-        if not inc.is_open or inc.outcome is not IncidentOutcome.AWAITING_APPROVAL:
-            state = inc.outcome.value if inc.outcome else inc.state.value
+        waiting = inc.is_open and inc.state is IncidentState.OPEN and inc.approved_at is None
+        if not waiting or not any(r.startswith(APPROVAL_PREFIX) for r in inc.gate_reasons):
+            state = "approved" if inc.approved_at else (inc.outcome or inc.state).value
             raise NotAwaitingApprovalError(
                 f"incident {incident_id} is not awaiting approval ({state})"
             )

@@ -1,0 +1,419 @@
+"""The JSON API (`/api/v1/...`): status, incidents, and token-protected controls.
+
+Every field is documented in docs/api.md. Times are ISO 8601 UTC text, each with an
+`*_ts` twin in epoch seconds. Mutating endpoints need `Authorization: Bearer <token>`
+(the token from `watcher.api_token_file`); a wrong or missing token gets 401 with no
+detail, and with no token configured they refuse with 403 and say how to set one.
+Read endpoints are open unless `watcher.api_read_requires_token` is set.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from drwatch.cycle import (
+    IncidentNotFoundError,
+    NotAwaitingApprovalError,
+    TickReport,
+    WatcherState,
+)
+from drwatch.incidents import IncidentStore
+from drwatch.model.findings import Diagnosis
+from drwatch.model.incident import Incident
+from drwatch.model.observation import Layer, TargetHealth
+from drwatch.model.plan import StepRecord
+from drwatch.model.snapshot import Snapshot
+
+JSON = dict[str, Any]
+MAX_BODY = 4096
+UNCONFIGURED = (
+    "mutating endpoints are disabled because no API token is configured: put a token of at "
+    "least 16 bytes in a file (chmod 600) and name it in watcher.api_token_file"
+)
+INSTANCE_LAYERS = (Layer.PROVIDER, Layer.AGENT, Layer.APP)
+
+
+class Controls(Protocol):
+    """The cycle's operator controls (drwatch.cycle.Cycle implements them)."""
+
+    @property
+    def paused(self) -> bool: ...
+
+    def pause(self, now: float, by: str = "api") -> None: ...
+
+    def resume(self, now: float, by: str = "api") -> bool: ...
+
+    def approve(self, incident_id: str, now: float, by: str = "api") -> Incident: ...
+
+    def watcher_state(self, now: float) -> WatcherState: ...
+
+
+class ApiState(Protocol):
+    """What the API reads. The daemon keeps one and updates it after every tick."""
+
+    @property
+    def watcher_name(self) -> str: ...
+
+    @property
+    def dry_run(self) -> bool: ...
+
+    @property
+    def api_token(self) -> bytes | None: ...
+
+    @property
+    def read_requires_token(self) -> bool: ...
+
+    @property
+    def incidents(self) -> IncidentStore: ...
+
+    @property
+    def controls(self) -> Controls: ...
+
+    def latest_report(self) -> TickReport | None: ...
+
+    def latest_snapshot(self) -> Snapshot | None: ...
+
+    def now(self) -> float: ...
+
+
+@dataclass
+class LiveApiState:
+    """The plain implementation: the daemon calls `update()` after each tick."""
+
+    watcher_name: str
+    dry_run: bool
+    api_token: bytes | None
+    incidents: IncidentStore
+    controls: Controls
+    read_requires_token: bool = False
+    report: TickReport | None = None
+    snapshot: Snapshot | None = None
+    clock: Callable[[], float] = time.time
+
+    def update(self, report: TickReport, snapshot: Snapshot) -> None:
+        self.report, self.snapshot = report, snapshot
+
+    def latest_report(self) -> TickReport | None:
+        return self.report
+
+    def latest_snapshot(self) -> Snapshot | None:
+        return self.snapshot
+
+    def now(self) -> float:
+        return self.clock()
+
+
+STATE_KEY: web.AppKey[ApiState] = web.AppKey("drwatch_api_state", ApiState)
+
+
+def add_routes(app: web.Application, state: ApiState) -> None:
+    app[STATE_KEY] = state
+    app.router.add_get("/api/v1/status", _guard(status, mutating=False))
+    app.router.add_get("/api/v1/incidents", _guard(incidents, mutating=False))
+    app.router.add_get("/api/v1/incidents/{id}", _guard(incident, mutating=False))
+    app.router.add_post("/api/v1/incidents/{id}/approve", _guard(approve, mutating=True))
+    app.router.add_post("/api/v1/pause", _guard(pause, mutating=True))
+    app.router.add_post("/api/v1/resume", _guard(resume, mutating=True))
+
+
+# -- auth ------------------------------------------------------------------------------------
+
+Handler = Callable[[web.Request, ApiState], Awaitable[web.Response]]
+
+
+def _guard(handler: Handler, *, mutating: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def guarded(request: web.Request) -> web.Response:
+        state = request.app[STATE_KEY]
+        refusal = _refuse(request, state, mutating=mutating)
+        if refusal is not None:
+            return refusal
+        return await handler(request, state)
+
+    return guarded
+
+
+def _refuse(request: web.Request, state: ApiState, *, mutating: bool) -> web.Response | None:
+    token = state.api_token
+    if mutating and token is None:
+        return _error(403, UNCONFIGURED)
+    if token is None or not (mutating or state.read_requires_token):
+        return None
+    if not _token_ok(request.headers.get("Authorization", ""), token):
+        return _error(401, "unauthorized")
+    return None
+
+
+def _token_ok(header: str, token: bytes) -> bool:
+    scheme, _, given = header.partition(" ")
+    # Compare even when the scheme is wrong, so timing says nothing about which part failed.
+    same = hmac.compare_digest(given.strip().encode(), token)
+    return same and scheme.lower() == "bearer"
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+# -- handlers --------------------------------------------------------------------------------
+
+
+async def status(request: web.Request, state: ApiState) -> web.Response:
+    return web.json_response(status_doc(state))
+
+
+async def incidents(request: web.Request, state: ApiState) -> web.Response:
+    open_only = request.query.get("open", "") in ("1", "true", "yes")
+    try:
+        limit = min(1000, max(1, int(request.query.get("limit", "200"))))
+    except ValueError:
+        return _error(400, "limit must be a whole number")
+    found = state.incidents.recent(open_only=open_only, limit=limit)
+    return web.json_response({"incidents": [incident_doc(i) for i in found], "count": len(found)})
+
+
+async def incident(request: web.Request, state: ApiState) -> web.Response:
+    found = state.incidents.get(request.match_info["id"])
+    if found is None:
+        return _error(404, f"no incident {request.match_info['id']}")
+    return web.json_response(incident_doc(found))
+
+
+async def approve(request: web.Request, state: ApiState) -> web.Response:
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
+    by = str(body.get("by") or "api")
+    try:
+        inc = state.controls.approve(request.match_info["id"], state.now(), by=by)
+    except IncidentNotFoundError as err:
+        return _error(404, str(err))
+    except NotAwaitingApprovalError as err:
+        return _error(409, str(err))
+    return web.json_response(
+        {
+            "message": f"approved {inc.id}: drwatch acts on it at the next tick",
+            "incident": incident_doc(inc),
+        }
+    )
+
+
+async def pause(request: web.Request, state: ApiState) -> web.Response:
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
+    state.controls.pause(state.now(), by=str(body.get("by") or "api"))
+    return web.json_response(
+        {"message": "paused: drwatch keeps detecting but takes no action", "paused": True}
+    )
+
+
+async def resume(request: web.Request, state: ApiState) -> web.Response:
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
+    free = state.controls.resume(state.now(), by=str(body.get("by") or "api"))
+    message = (
+        "resumed: drwatch acts again"
+        if free
+        else "resumed, but the kill switch in the config (policy.paused) still holds"
+    )
+    return web.json_response({"message": message, "paused": not free})
+
+
+async def _body(request: web.Request) -> JSON | web.Response:
+    """An empty body, or a JSON object with an optional `by` (who, for the record)."""
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        return _error(413, f"request body over {MAX_BODY} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return _error(400, "request body is not JSON")
+    problem = _body_problem(body)
+    return _error(400, problem) if problem else body
+
+
+def _body_problem(body: object) -> str:
+    if not isinstance(body, dict) or set(body) - {"by"}:
+        return 'request body must be a JSON object with at most a "by" field'
+    by = body.get("by")
+    if by is not None and (not isinstance(by, str) or not 0 < len(by) <= 64):
+        return '"by" must be text of 1 to 64 characters'
+    return ""
+
+
+# -- documents -------------------------------------------------------------------------------
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _times(**named: float | None) -> JSON:
+    """`name: ISO text` and `name_ts: epoch seconds` for each time."""
+    out: JSON = {}
+    for name, ts in named.items():
+        out[name] = iso(ts)
+        out[f"{name}_ts"] = ts
+    return out
+
+
+def step_doc(s: StepRecord) -> JSON:
+    return {
+        "name": s.name,
+        "status": s.status.value,
+        **_times(started_at=s.started_at, ended_at=s.ended_at),
+        "detail": s.detail,
+    }
+
+
+def incident_doc(i: Incident) -> JSON:
+    return {
+        "id": i.id,
+        "scope": i.scope.value,
+        "scope_key": i.scope_key,
+        "finding": i.finding,
+        "severity": i.severity,
+        "role": i.role,
+        "roles": list(i.roles),
+        "region": i.region,
+        "zone": i.zone,
+        "groups": list(i.groups),
+        "targets": list(i.target_names),
+        "target_ids": list(i.target_ids),
+        "evidence": i.evidence,
+        "state": i.state.value,
+        "outcome": i.outcome.value if i.outcome else None,
+        "playbook": i.playbook.value if i.playbook else None,
+        "playbooks": [p.value for p in i.playbooks],
+        **_times(
+            opened_at=i.opened_at,
+            updated_at=i.updated_at,
+            acted_at=i.acted_at,
+            approved_at=i.approved_at,
+            recovered_at=i.recovered_at,
+            closed_at=i.closed_at,
+        ),
+        "gate_reasons": list(i.gate_reasons),
+        "gate_history": [{**_times(at=g.at), "reasons": list(g.reasons)} for g in i.gate_history],
+        "steps": [step_doc(s) for s in i.steps],
+        "detail": i.detail,
+    }
+
+
+def _health_doc(th: TargetHealth) -> JSON:
+    return {
+        "health": th.health.value,
+        "last": th.last.value,
+        "reason": th.reason,
+        **_times(since=th.since, attempted_at=th.attempted_at, ok_at=th.ok_at),
+    }
+
+
+def _named(snapshot: Snapshot, layer: Layer) -> list[JSON]:
+    out = []
+    for th in sorted(snapshot.layer(layer), key=lambda t: t.target):
+        doc = {"name": th.target, **_health_doc(th)}
+        if layer is Layer.ZONE and "state" in th.detail:
+            doc["state"] = str(th.detail["state"])
+        out.append(doc)
+    return out
+
+
+def _target_doc(snapshot: Snapshot, inst_id: str) -> JSON:
+    inst = snapshot.fleet.get(inst_id)
+    assert inst is not None
+    layers = {
+        layer.value: _health_doc(th)
+        for layer in INSTANCE_LAYERS
+        if (th := snapshot.get(inst_id, layer)) is not None
+    }
+    return {
+        "id": inst.id,
+        "name": inst.name,
+        "role": inst.role.value,
+        "group": inst.group,
+        "region": inst.region,
+        "zone": inst.zone,
+        "state": inst.state.value,
+        "layers": layers,
+    }
+
+
+def finding_doc(d: Diagnosis, names: Mapping[str, str]) -> JSON:
+    return {
+        "finding": d.finding.value,
+        "description": d.finding.description,
+        "severity": d.severity.value,
+        "scope": d.scope.value,
+        "scope_key": d.key,
+        "region": d.region,
+        "zone": d.zone,
+        "role": d.role,
+        "targets": [names.get(t, t) for t in d.targets],
+        "target_ids": list(d.targets),
+        "evidence": d.evidence,
+        **_times(since=d.since),
+    }
+
+
+def status_doc(state: ApiState) -> JSON:
+    report, snapshot = state.latest_report(), state.latest_snapshot()
+    now = state.now()
+    watcher_state = report.watcher_state if report else state.controls.watcher_state(now)
+    doc: JSON = {
+        "watcher": {
+            "name": state.watcher_name,
+            "state": watcher_state.value,
+            "reason": report.watcher_reason if report else "",
+            "dry_run": state.dry_run,
+            "paused": state.controls.paused,
+        },
+        "summary": report.summary if report else "no tick yet",
+        **_times(tick_at=report.at if report else None, now=now),
+        "open_incidents": [incident_doc(i) for i in state.incidents.open_incidents()],
+    }
+    doc.update(_fleet_part(report, snapshot))
+    return doc
+
+
+def _fleet_part(report: TickReport | None, snapshot: Snapshot | None) -> JSON:
+    if snapshot is None:
+        return {
+            "counts": {"healthy": 0, "total": 0},
+            "all_healthy": False,
+            "targets": [],
+            "zones": [],
+            "regions": [],
+            "canaries": [],
+            "services": [],
+            "findings": [],
+        }
+    names = {i.id: i.name for i in snapshot.fleet}
+    healthy = report.assessment.healthy if report else 0
+    total = report.assessment.total if report else len(snapshot.fleet)
+    findings = report.assessment.diagnoses if report else ()
+    return {
+        "counts": {"healthy": healthy, "total": total},
+        "all_healthy": bool(report)
+        and healthy == total
+        and not any(d.severity.value in ("outage", "alert", "watcher") for d in findings),
+        "targets": [_target_doc(snapshot, i.id) for i in snapshot.fleet],
+        "zones": _named(snapshot, Layer.ZONE),
+        "regions": _named(snapshot, Layer.API),
+        "canaries": _named(snapshot, Layer.CANARY),
+        "services": _named(snapshot, Layer.SERVICE),
+        "findings": [finding_doc(d, names) for d in findings],
+    }
