@@ -1,0 +1,277 @@
+// drwatch status page: polls the JSON API and updates the page in place.
+// No framework and no build step. Every value from the API goes in through
+// textContent, never innerHTML, so a hostile name cannot inject markup.
+"use strict";
+
+const POLL_MS = 5000;
+const TOKEN_KEY = "drwatch.token";
+const WIDE_SCOPES = ["region", "zone"];
+const LAYERS = [["provider", "P"], ["agent", "A"], ["app", "H"]];
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v; else node.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function replace(id, ...children) {
+  const node = document.getElementById(id);
+  node.replaceChildren(...children.flat(Infinity).filter((c) => c));
+  return node;
+}
+
+// API times are ISO 8601 UTC; older payloads may carry epoch seconds.
+function toDate(value) {
+  if (value === null || value === undefined || value === "") return null;
+  const d = typeof value === "number" ? new Date(value * 1000) : new Date(value);
+  return isNaN(d.getTime()) ? null : d;
+}
+
+function hms(value) {
+  const d = toDate(value);
+  return d ? d.toISOString().slice(11, 19) + "Z" : "–";
+}
+
+function list(value, key) {
+  if (Array.isArray(value)) return value;
+  if (value && Array.isArray(value[key])) return value[key];
+  if (value && typeof value === "object") {
+    // A mapping name -> health or name -> object.
+    return Object.entries(value).map(([name, v]) => (typeof v === "object" ? { name, ...v } : { name, health: v }));
+  }
+  return [];
+}
+
+function healthOf(value) {
+  const h = typeof value === "object" && value ? value.health : value;
+  return h === "up" || h === "down" ? h : "unknown";
+}
+
+function isOpen(inc) {
+  return !inc.closed_at && inc.state !== "ended";
+}
+
+async function api(path) {
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = "Bearer " + token;
+  const resp = await fetch(path, { headers, cache: "no-store" });
+  if (resp.status === 401 || resp.status === 403) throw Object.assign(new Error("token"), { auth: true });
+  if (!resp.ok) throw new Error(path + ": HTTP " + resp.status);
+  return resp.json();
+}
+
+// -- overall state --------------------------------------------------------------------
+
+function overallState(status, open) {
+  const watcher = status.watcher || {};
+  const declared = status.overall || status.state || watcher.state || status.watcher_state;
+  if (declared === "impaired" || declared === "warming_up") return declared;
+  if (open.some((i) => WIDE_SCOPES.includes(i.scope))) return "outage";
+  if (open.length) return "degraded";
+  if (declared === "paused") return "ok";
+  return declared && declared !== "ok" ? declared : "ok";
+}
+
+function isPaused(status) {
+  const watcher = status.watcher || {};
+  return Boolean(status.paused ?? watcher.paused ?? false) || (status.watcher_state || watcher.state) === "paused";
+}
+
+function renderHeader(status, open) {
+  const state = overallState(status, open);
+  document.getElementById("top").className = "state-" + state;
+  const badge = document.getElementById("overall");
+  badge.textContent = state.replace("_", " ");
+  badge.className = "badge " + state;
+  document.getElementById("paused").hidden = !isPaused(status);
+  const summary = status.summary || (status.last_tick && status.last_tick.summary) || "";
+  document.getElementById("summary").textContent = summary || (open.length ? open.length + " open incident(s)" : "All watched targets healthy.");
+  document.title = "drwatch · " + state + (open.length ? " · " + open.length + " open" : "");
+}
+
+// -- incidents: the timeline holds decisions, the steps list under it holds the run --
+
+function where(inc) {
+  const parts = [inc.scope, inc.zone || inc.region || ""].filter(Boolean);
+  return parts.join(" ");
+}
+
+function timeline(inc) {
+  const events = [];
+  const add = (at, cls, text) => { if (toDate(at)) events.push({ at: toDate(at), cls, text }); };
+  add(inc.opened_at, "opened", "opened: " + (inc.finding || "") + (inc.evidence ? " — " + inc.evidence : ""));
+  for (const g of inc.gate_history || []) add(g.at, "gate", "not acting: " + (g.reasons || []).join("; "));
+  add(inc.approved_at, "done", "approved");
+  add(inc.acted_at, "running", "started " + (inc.playbook || "playbook"));
+  add(inc.recovered_at, "recovered", "recovered");
+  add(inc.closed_at, inc.outcome === "failed" ? "failed" : "done", "closed: " + (inc.outcome || ""));
+  events.sort((a, b) => a.at - b.at);
+  return el("ol", { class: "timeline" }, events.map((e) =>
+    el("li", { class: e.cls }, el("time", { datetime: e.at.toISOString() }, hms(e.at)), e.text)));
+}
+
+function steps(inc) {
+  if (!(inc.steps || []).length) return null;
+  return el("details", { open: isOpen(inc) },
+    el("summary", {}, "Steps (" + inc.steps.length + ")"),
+    el("ol", { class: "timeline steps" }, inc.steps.map((s) =>
+      el("li", { class: s.status || "" },
+        el("time", {}, hms(s.started_at)), el("strong", {}, s.name), " " + (s.status || ""),
+        s.ended_at ? " → " + hms(s.ended_at) : "",
+        s.detail ? el("div", { class: "step-detail" }, s.detail) : null))));
+}
+
+function incidentCard(inc) {
+  const targets = inc.target_names || inc.targets || [];
+  const reasons = inc.gate_reasons || [];
+  return el("article", { class: "incident", id: "incident-" + inc.id },
+    el("h3", {}, el("span", { class: "sev " + (inc.severity || "") }, inc.severity || "?"), where(inc), " · ", inc.finding || ""),
+    el("div", { class: "id" }, inc.id),
+    el("div", {}, "state: ", el("strong", {}, inc.outcome || inc.state || "open"),
+      inc.playbook ? [" · playbook ", el("code", {}, inc.playbook)] : null),
+    targets.length ? el("div", {}, "targets: " + targets.join(", ")) : null,
+    reasons.length ? el("div", { class: "why" }, el("strong", {}, "Why drwatch is not acting"),
+      el("ul", {}, reasons.map((r) => el("li", {}, r)))) : null,
+    inc.detail ? el("div", { class: "step-detail" }, inc.detail) : null,
+    timeline(inc),
+    steps(inc));
+}
+
+function renderIncidents(incidents) {
+  const open = incidents.filter(isOpen);
+  document.getElementById("open-count").textContent = String(open.length);
+  replace("incidents", open.length ? open.map(incidentCard) : el("p", { class: "empty" }, "No open incidents."));
+  const waiting = open.filter((i) => i.outcome === "awaiting_approval");
+  document.getElementById("approvals").hidden = waiting.length === 0;
+  replace("approval-list", waiting.map((i) => el("li", {},
+    el("strong", {}, where(i)), " · " + (i.playbook || "playbook") + " · ",
+    el("a", { href: "#incident-" + i.id }, "details"), el("br"), "approve with ", el("code", {}, "drwatch approve " + i.id))));
+  const closed = incidents.filter((i) => !isOpen(i)).slice(0, 10);
+  replace("recent", closed.length ? closed.map((i) => el("li", {},
+    el("span", { class: "id" }, hms(i.opened_at) + " "), where(i) + " · " + (i.finding || "") + " · ",
+    el("strong", {}, i.outcome || "closed"))) : el("li", { class: "empty" }, "None."));
+  return open;
+}
+
+// -- fleet grid -----------------------------------------------------------------------
+
+function instancesOf(status) {
+  const fleet = status.fleet || status.instances || status.targets || [];
+  return list(fleet, "instances");
+}
+
+function layerHealth(inst, layer) {
+  const h = inst.health || inst.layers || {};
+  return healthOf(h[layer] !== undefined ? h[layer] : inst[layer]);
+}
+
+function instRow(inst) {
+  const gone = ["stopped", "terminated", "shutting-down", "stopping"].includes(inst.state);
+  return el("div", { class: "inst" + (gone ? " gone" : ""), title: (inst.id || "") + (inst.state ? " · " + inst.state : "") },
+    el("span", {}, inst.name || inst.id),
+    el("span", { class: "layers" }, LAYERS.map(([layer, letter]) => {
+      const h = layerHealth(inst, layer);
+      return el("span", { class: "dot " + h, title: layer + ": " + h, "aria-label": layer + " " + h }, letter);
+    })));
+}
+
+// The provider's verdict on the zone when the API gives one; otherwise "up" as soon
+// as one instance in it answers (a zone we have heard nothing about stays unknown).
+function zoneHealth(status, zone, members) {
+  const zones = list(status.zones || [], "zones");
+  const found = zones.find((z) => (z.name || z.zone) === zone);
+  if (found) return healthOf(found);
+  const answering = members.some((m) => layerHealth(m, "agent") === "up" || layerHealth(m, "app") === "up");
+  return answering ? "up" : "unknown";
+}
+
+function group(items, key) {
+  const out = new Map();
+  for (const item of items) {
+    const k = item[key] || "?";
+    if (!out.has(k)) out.set(k, []);
+    out.get(k).push(item);
+  }
+  return new Map([...out.entries()].sort((a, b) => String(a[0]).localeCompare(String(b[0]))));
+}
+
+function renderGrid(status, open) {
+  const instances = instancesOf(status);
+  if (!instances.length) return replace("grid", el("p", { class: "empty" }, "No fleet data yet."));
+  const zonesOut = new Set(open.filter((i) => i.scope === "zone").map((i) => i.zone));
+  const regions = [...group(instances, "region").entries()].map(([region, inRegion]) =>
+    el("div", { class: "region" }, el("h3", {}, region),
+      el("div", { class: "zones" }, [...group(inRegion, "zone").entries()].map(([zone, inZone]) => {
+        const zh = zonesOut.has(zone) ? "down" : zoneHealth(status, zone, inZone);
+        return el("div", { class: "zone " + zh, "data-zone": zone },
+          el("h4", {}, zone, el("span", { class: "dot " + zh, title: "zone " + zh })),
+          [...group(inZone, "role").entries()].map(([role, members]) =>
+            [el("div", { class: "role" }, role.replace("_", " ")), members.map(instRow)]));
+      }))));
+  replace("grid", regions);
+}
+
+// -- watcher --------------------------------------------------------------------------
+
+function renderWatcher(status) {
+  const watcher = typeof status.watcher === "object" && status.watcher ? status.watcher : {};
+  const facts = {
+    state: watcher.state || status.watcher_state,
+    reason: watcher.reason || status.watcher_reason,
+    name: watcher.name,
+    paused: isPaused(status) ? "yes" : "no",
+    "dry run": (status.dry_run ?? watcher.dry_run) ? "yes" : null,
+    "last tick": hms(status.at || (status.last_tick && status.last_tick.at) || watcher.last_tick_at),
+    version: watcher.version || status.version,
+  };
+  replace("watcher", Object.entries(facts).filter(([, v]) => v !== undefined && v !== null && v !== "")
+    .map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+  const canaries = list(status.canaries || watcher.canaries || [], "canaries");
+  replace("canaries", canaries.length ? canaries.map((c) =>
+    el("li", { class: healthOf(c) }, (c.name || "?") + ": " + healthOf(c))) : el("li", { class: "empty" }, "none reported"));
+}
+
+// -- loop -----------------------------------------------------------------------------
+
+function setConn(text, ok) {
+  const conn = document.getElementById("conn");
+  conn.textContent = text;
+  conn.style.color = ok ? "" : "var(--down)";
+}
+
+async function refresh() {
+  try {
+    const [status, incidents] = await Promise.all([api("api/v1/status"), api("api/v1/incidents")]);
+    const all = list(incidents, "incidents");
+    const open = renderIncidents(all);
+    renderHeader(status, open);
+    renderGrid(status, open);
+    renderWatcher(status);
+    document.getElementById("auth").hidden = true;
+    document.getElementById("updated").textContent = "updated " + hms(new Date());
+    setConn("live", true);
+  } catch (err) {
+    if (err.auth) document.getElementById("auth").hidden = false;
+    setConn(err.auth ? "API token needed" : "cannot reach drwatch: " + err.message + " (showing last known state)", false);
+  }
+}
+
+async function loop() {
+  await refresh();
+  setTimeout(loop, POLL_MS);
+}
+
+document.getElementById("auth-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, document.getElementById("auth-token").value.trim());
+  refresh();
+});
+loop();
