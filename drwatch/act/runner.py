@@ -122,6 +122,11 @@ class Runner:
         self._progress: dict[str, RunProgress] = {}  # by incident id
         self._log = get_logger(component="runner", owner=owner)
 
+    @property
+    def journal(self) -> Journal:
+        """The journal this runner writes (the daemon closes it after `aclose`)."""
+        return self._journal
+
     # -- the Protocol -----------------------------------------------------------------------
 
     def submit(self, plan: Plan) -> None:

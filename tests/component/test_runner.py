@@ -247,3 +247,42 @@ async def test_aclose_leaves_the_run_for_the_next_start(tmp_path: Path) -> None:
     assert final is not None
     assert final.outcome is RunOutcome.SUCCEEDED
     assert len(world.applied) == 1
+
+
+async def test_build_runner_journals_under_the_state_dir_as_the_watcher(tmp_path: Path) -> None:
+    """The runner the daemon builds keeps its journal in watcher.state_dir, installs every
+    contract playbook, and names its rows after watcher.name."""
+    from drwatch.act.testing import SimulatedHosts
+    from drwatch.act.wiring import build_runner
+    from drwatch.config import parse
+    from drwatch.providers.fake import FakeProvider
+
+    cfg = parse(
+        {
+            "watcher": {"name": "dr-east", "state_dir": str(tmp_path / "state")},
+            "provider": {"regions": ["us-east-1"]},
+            "agent": {"secret_file": str(tmp_path / "secret")},
+            "groups": [
+                {
+                    "name": "app",
+                    "role": "app_server",
+                    "select": {"tags": {"drwatch:group": "app"}},
+                    "checks": [{"port": 8080, "path": "/healthz"}],
+                }
+            ],
+        }
+    )
+    provider = FakeProvider(["us-east-1"])
+    hosts = SimulatedHosts(provider)
+    runner = build_runner(cfg, provider, hosts, hosts, kill_switch=lambda: True)
+    plan = Plan("inc-w", PlaybookName.APP_REPLACE, "us-east-1", "us-east-1a", "app", ("i-x",))
+    runner.submit(plan)
+    progress = await runner.wait("inc-w", 10)
+    await runner.aclose()
+    runner.journal.close()
+    assert (tmp_path / "state" / Journal.FILE_NAME).exists()
+    assert progress is not None
+    journal = Journal.in_state_dir(tmp_path / "state")
+    (row,) = journal.recent()
+    journal.close()
+    assert row.owner == "dr-east"

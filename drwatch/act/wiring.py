@@ -1,0 +1,81 @@
+"""How the composition root builds the runner from the config: one call, no globals.
+
+runner = build_runner(cfg, provider, fleet_view, agent_client, kill_switch=paused)
+await runner.resume()          # on start: continue what a crash left unfinished
+...
+await runner.aclose()          # on stop: runs stay `running` in the journal
+runner.journal.close()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from drwatch.act.base import (
+    ActSettings,
+    AgentActions,
+    Clock,
+    Deps,
+    FleetView,
+    GroupInfo,
+    SystemClock,
+)
+from drwatch.act.journal import Journal
+from drwatch.act.playbooks import all_playbooks
+from drwatch.act.runner import Runner
+from drwatch.config import Config, GroupConfig, LayerTiming
+from drwatch.providers.base import Provider
+
+
+def group_infos(groups: Iterable[GroupConfig]) -> dict[str, GroupInfo]:
+    """The slice of each group's config that playbooks read."""
+    return {
+        g.name: GroupInfo(
+            name=g.name,
+            role=g.role,
+            elastic_ip=g.elastic_ip,
+            size=g.size,
+            app_port=g.checks[0].port if g.checks else None,
+            has_app_checks=bool(g.checks),
+        )
+        for g in groups
+    }
+
+
+def _settle(timing: LayerTiming) -> float:
+    """How long a healthy new target takes to be called up: `rise` checks, each late by
+    at most an interval plus a timeout."""
+    return timing.rise * (timing.interval + timing.timeout)
+
+
+def act_settings(cfg: Config) -> ActSettings:
+    """Deadlines that leave room for hysteresis: a new host must be seen up `rise` times."""
+    settle = max(_settle(cfg.timing.agent), _settle(cfg.timing.app))
+    defaults = ActSettings()
+    return ActSettings(
+        healthy_timeout=max(defaults.healthy_timeout, 3 * settle),
+        service_timeout=max(defaults.service_timeout, 3 * _settle(cfg.timing.app)),
+    )
+
+
+def build_runner(
+    cfg: Config,
+    provider: Provider,
+    fleet: FleetView,
+    agent: AgentActions,
+    *,
+    kill_switch: Callable[[], bool],
+    clock: Clock | None = None,
+) -> Runner:
+    """The runner, its journal under `watcher.state_dir`, every playbook, named after the
+    watcher (journal rows carry that name)."""
+    journal = Journal.in_state_dir(cfg.watcher.state_dir)
+    deps = Deps(
+        provider=provider,
+        fleet=fleet,
+        agent=agent,
+        groups=group_infos(cfg.groups),
+        settings=act_settings(cfg),
+        clock=clock or SystemClock(),
+    )
+    return Runner(journal, all_playbooks(), deps, cfg.watcher.name, kill_switch)
