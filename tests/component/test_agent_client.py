@@ -296,6 +296,7 @@ async def test_action_timeout_may_have_run(client: AgentClient, serve: Serve) ->
 async def test_client_logs_never_carry_the_secret(stack: AsyncExitStack, serve: Serve) -> None:
     """Transitions and actions are logged; the secret and signatures never are."""
     out = io.StringIO()
+    saved = structlog.get_config()
     logs.configure("json", "debug", stream=out)
     try:
         session = await stack.enter_async_context(aiohttp.ClientSession())
@@ -305,7 +306,8 @@ async def test_client_logs_never_carry_the_secret(stack: AsyncExitStack, serve: 
         await client.check(instance_at(free_port()), timeout_s=2.0)
         await client.action(instance_at(port), "promote", {"target": "db-9"}, timeout_s=2.0)
     finally:
-        structlog.reset_defaults()
+        # Put back the very same processor list: loggers bound at import hold it.
+        structlog.configure(**saved)
     text = out.getvalue()
     assert "agent.health_changed" in text
     assert "agent.action_sent" in text

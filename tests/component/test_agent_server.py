@@ -357,6 +357,7 @@ async def test_command_action_failure_and_timeout(start_agent: StartAgent) -> No
 async def test_agent_logs_never_carry_the_secret(start_agent: StartAgent) -> None:
     """Refusals and actions are logged, and neither the secret nor a signature appears."""
     out = io.StringIO()
+    saved = structlog.get_config()
     agent_log.configure("json", "debug", stream=out)
     try:
         agent = await start_agent(actions={"promote": RecordingAction()})
@@ -365,7 +366,8 @@ async def test_agent_logs_never_carry_the_secret(start_agent: StartAgent) -> Non
         await agent.raw("GET", "/v1/facts", b"", headers)  # replay: logged as refused
         await agent.send("POST", "/v1/actions/promote", b'{"params": {"target": "db-2"}}')
     finally:
-        structlog.reset_defaults()
+        # Put back the very same processor list: loggers bound at import hold it.
+        structlog.configure(**saved)
     text = out.getvalue()
     assert "agent.request_refused" in text
     assert "agent.action_finished" in text

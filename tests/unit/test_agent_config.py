@@ -126,8 +126,11 @@ def test_cli_exits_2_on_a_world_readable_secret(
     secret = write_secret(tmp_path / "agent.secret", 0o604)
     cfg = tmp_path / "agent.toml"
     cfg.write_text(f'secret_file = "{secret}"\nlisten = "127.0.0.1:{free_port()}"\n')
+    saved = structlog.get_config()
     try:
         assert main(["agent", "--config", str(cfg)]) == 2
     finally:
-        structlog.reset_defaults()  # the command configured logging onto captured stderr
+        # The command configured logging onto captured stderr; loggers bound at import
+        # hold the old processor list, so put back that very list.
+        structlog.configure(**saved)
     assert "chmod 600" in capsys.readouterr().err
