@@ -1,9 +1,9 @@
 """drwatch's own fixed-rate check scheduler.
 
 One driver coroutine keeps a heap of (due time, job) and sleeps until the earliest
-one; a firing job runs in a short-lived task owned by the scheduler. There is no task
-per job sleeping between checks: at 10,000 jobs the heap costs one entry each, and
-the loop's timer heap holds one timer (see bench/README.md for the measurements).
+one; a due job is queued for a fixed pool of `concurrency` workers. There is no task
+per job sleeping between checks and no task per check: at 10,000 jobs the heap costs
+one entry each and the loop's timer heap one timer (bench/README.md has the numbers).
 
 Rules, each visible in a test:
 - fixed rate: slot k of a job is due at `phase + k * interval`, never drifting with
@@ -12,11 +12,15 @@ Rules, each visible in a test:
   its phase across `set_jobs` calls and restarts;
 - at most one check in flight per job: a slot that comes while the previous check
   still runs is skipped and counted;
-- every check has a deadline (`job.timeout`): past it the result is an UNKNOWN
-  observation "timeout after Ns"; a check that raises is an UNKNOWN observation too,
-  logged once when it starts failing;
-- a semaphore bounds checks in flight across all jobs; a slow target only holds its
-  own slot, so it delays no other job unless the whole budget is spent.
+- every check has a deadline (`job.timeout`): past it the check is cancelled and the
+  result is an UNKNOWN observation "timeout after Ns"; a check that raises is an
+  UNKNOWN observation too, logged once when it starts failing. The driver enforces
+  deadlines on its own wake-ups (within a tenth of the shortest timeout) instead of a
+  timer per check: the probes keep their own precise deadlines, and a check that
+  swallows its cancellation loses its worker instead of holding it;
+- the worker pool bounds checks in flight across all jobs; a slow target holds one
+  worker until its deadline, so it delays no other job unless every worker is held.
+  Waiting for a worker shows as schedule lag.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from drwatch.logs import get_logger
@@ -48,6 +51,7 @@ CheckRun = Callable[[], Awaitable[Observation]]
 # The driver never sleeps longer than this, so a clock jump or a lost wake-up heals.
 _MAX_IDLE_S = 1.0
 _LAG_WINDOW = 4096
+_MIN_TICK_S = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,26 +122,48 @@ class _Lag:
         return ordered[last // 2], ordered[math.ceil(last * 0.99)], ordered[last]
 
 
+@dataclass(slots=True)
+class _Slot:
+    """One worker: the check it runs now and when (loop time) that check's deadline falls.
+    `reaped` tells a worker whose check was timed out to stop when it comes back."""
+
+    job: CheckJob | None = None
+    deadline: float = math.inf
+    attempted_at: float = 0.0
+    reaped: bool = False
+    task: asyncio.Task[None] | None = None
+
+
 class CheckScheduler:
     """Runs a replaceable set of `CheckJob`s at a fixed rate until cancelled."""
 
     def __init__(
-        self, concurrency: int, on_result: ResultSink, *, clock: Clock = time.monotonic
+        self,
+        concurrency: int,
+        on_result: ResultSink,
+        *,
+        clock: Clock = time.monotonic,
+        lag_window: int = _LAG_WINDOW,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1 (got {concurrency})")
         self._on_result = on_result
         self._clock = clock
-        self._sem = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
         self._jobs: dict[str, CheckJob] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
         self._entry: dict[str, int] = {}  # key -> seq of its live heap entry
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._busy: set[str] = set()  # keys queued or running: at most one each
+        self._ready: deque[tuple[CheckJob, float]] = deque()  # fired, waiting for a worker
+        self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for work
         self._failing: dict[str, str] = {}
-        self._lag = _Lag()
+        self._lag = _Lag(lag_window)
         self._started = self._skipped = self._timeouts = self._errors = 0
         self._waiter: asyncio.Future[None] | None = None
+        self._slots: list[_Slot] = []
+        self._tg: asyncio.TaskGroup | None = None
+        self._tick = _MAX_IDLE_S
 
     # -- the job set ---------------------------------------------------------------
 
@@ -154,6 +180,8 @@ class CheckScheduler:
             self._jobs[key] = job
             if old is None or old.interval != job.interval:
                 self._push(first_due(key, job.interval, now), key)
+        shortest = min((j.timeout for j in jobs.values()), default=_MAX_IDLE_S * 10)
+        self._tick = min(max(shortest / 10, _MIN_TICK_S), _MAX_IDLE_S)
         self._wake()
 
     def jobs(self) -> Mapping[str, CheckJob]:
@@ -170,25 +198,60 @@ class CheckScheduler:
             skipped=self._skipped,
             timeouts=self._timeouts,
             errors=self._errors,
-            in_flight=len(self._running),
+            in_flight=len(self._busy),
         )
 
     # -- the driver ----------------------------------------------------------------
 
     async def run(self) -> None:
-        """Fire jobs as they come due, until cancelled; then cancel the checks in flight."""
+        """Fire jobs as they come due, until cancelled; cancelling also cancels the checks
+        in flight. `concurrency` workers run the checks: a worker per check in flight is
+        cheaper than a task per check, and needs no semaphore."""
         try:
-            while True:
-                nxt = self.fire_due(self._clock())
-                delay = _MAX_IDLE_S if nxt is None else min(nxt - self._clock(), _MAX_IDLE_S)
-                if delay > 0:
-                    await self._sleep(delay)
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                self._slots = [self._spawn() for _ in range(self._concurrency)]
+                await self._drive()
         finally:
-            await self.aclose()
+            self._tg = None
+            self._slots.clear()
+            self._ready.clear()
+            self._idle.clear()
+            self._busy.clear()
+
+    async def _drive(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            nxt = self.fire_due(self._clock())
+            self._reap(loop.time())
+            limit = self._tick if self._busy else _MAX_IDLE_S
+            delay = limit if nxt is None else min(nxt - self._clock(), limit)
+            if delay > 0:
+                await self._sleep(delay)
+
+    def _spawn(self) -> _Slot:
+        assert self._tg is not None, "workers run inside run()"
+        slot = _Slot()
+        slot.task = self._tg.create_task(self._worker(slot), name="check-worker")
+        return slot
+
+    def _reap(self, now: float) -> None:
+        """Cancel checks past their deadline, report them UNKNOWN, replace their workers."""
+        for i, slot in enumerate(self._slots):
+            job = slot.job
+            if job is None or now < slot.deadline:
+                continue
+            slot.reaped = True
+            if slot.task is not None:
+                slot.task.cancel()
+            self._slots[i] = self._spawn()
+            self._timeouts += 1
+            self._busy.discard(job.key)
+            self._deliver(_unknown(job, slot.attempted_at, _timeout_reason(job)))
 
     def fire_due(self, now: float) -> float | None:
-        """Start every job due at or before `now`; return the next due time (None: no jobs).
-        `run()` calls this in its loop; tests call it with a fake clock."""
+        """Queue every job due at or before `now` for the workers; return the next due time
+        (None: no jobs). `run()` calls this in its loop; tests call it with a fake clock."""
         heap = self._heap
         while heap and heap[0][0] <= now:
             due, seq, key = heapq.heappop(heap)
@@ -201,30 +264,22 @@ class CheckScheduler:
             self._fire(job, due)
         return heap[0][0] if heap else None
 
-    async def aclose(self) -> None:
-        """Cancel every check in flight and wait for them to end."""
-        tasks = list(self._running.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        self._running.clear()
-
     def _push(self, due: float, key: str) -> None:
         self._seq += 1
         self._entry[key] = self._seq
         heapq.heappush(self._heap, (due, self._seq, key))
 
     def _fire(self, job: CheckJob, due: float) -> None:
-        if job.key in self._running:
+        if job.key in self._busy:
             self._skipped += 1
             return
-        task = asyncio.create_task(self._check(job, due), name=f"check:{job.key}")
-        self._running[job.key] = task
-        task.add_done_callback(partial(self._finished, job.key))
-
-    def _finished(self, key: str, _task: asyncio.Task[None]) -> None:
-        self._running.pop(key, None)
+        self._busy.add(job.key)
+        self._ready.append((job, due))
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
 
     async def _sleep(self, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -243,22 +298,35 @@ class CheckScheduler:
 
     # -- one check -----------------------------------------------------------------
 
-    async def _check(self, job: CheckJob, due: float) -> None:
-        async with self._sem:
-            started = self._clock()
-            self._lag.add(started - due)
+    async def _worker(self, slot: _Slot) -> None:
+        ready = self._ready
+        loop = asyncio.get_running_loop()
+        while not slot.reaped:
+            if not ready:
+                # Waiting for work has no deadline of its own: it ends when a job is
+                # queued or when run() is cancelled. Every check below has one.
+                waiter = loop.create_future()
+                self._idle.append(waiter)
+                await waiter
+                continue
+            job, due = ready.popleft()
+            self._lag.add(self._clock() - due)
             self._started += 1
-            obs = await self._attempt(job)
-        self._deliver(obs)
+            slot.job, slot.deadline, slot.attempted_at = job, loop.time() + job.timeout, time.time()
+            obs = await self._attempt(job, slot.attempted_at)
+            if _was_reaped(slot):
+                return  # timed out and already reported; a new worker took this place
+            slot.job, slot.deadline = None, math.inf
+            self._busy.discard(job.key)
+            self._deliver(obs)
 
-    async def _attempt(self, job: CheckJob) -> Observation:
-        attempted_at = time.time()
+    async def _attempt(self, job: CheckJob, attempted_at: float) -> Observation:
         try:
-            async with asyncio.timeout(job.timeout):
-                obs = await job.run()
+            obs = await job.run()
         except TimeoutError:
+            # The check's own deadline (a probe's) said the same thing as ours would.
             self._timeouts += 1
-            return _unknown(job, attempted_at, f"timeout after {seconds(job.timeout)}")
+            return _unknown(job, attempted_at, _timeout_reason(job))
         except Exception as err:  # a broken check must never stop the others
             self._errors += 1
             reason = f"check failed: {type(err).__name__}"
@@ -288,6 +356,15 @@ class CheckScheduler:
             _logger().exception(
                 "check.sink_failed", target=obs.target, layer=obs.layer, error=str(err)
             )
+
+
+def _was_reaped(slot: _Slot) -> bool:
+    # A function, so the type checker does not carry the loop's narrowing across the await.
+    return slot.reaped
+
+
+def _timeout_reason(job: CheckJob) -> str:
+    return f"timeout after {seconds(job.timeout)}"
 
 
 def _unknown(job: CheckJob, attempted_at: float, reason: str) -> Observation:

@@ -19,7 +19,7 @@ once (`target.up`, `target.down`, `target.unknown`); repeats are silent.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -117,8 +117,9 @@ class HealthStore:
         rise, fall = self._timings.get(obs.layer, self._default)
         verdict = counts.verdict(before.health, rise, fall)
         changed = verdict is not before.health
-        self._health[key] = replace(
-            before,
+        self._health[key] = TargetHealth(
+            target=obs.target,
+            layer=obs.layer,
             health=verdict,
             since=obs.attempted_at if changed else before.since,
             attempted_at=obs.attempted_at,

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from drwatch.model.observation import Health
 from drwatch.probes.result import ProbeResult, seconds
 from drwatch.probes.tcp import connect_failure
 
 DEFAULT_MAX_BODY = 64 * 1024
+_URL_CACHE = 100_000
 JsonValue = str | int | float | bool
 _MISSING = object()
 
@@ -37,12 +39,22 @@ class HttpConditions:
     insecure_tls: bool = False
 
 
-def new_session(limit: int = 1000, keepalive_s: float = 60.0) -> aiohttp.ClientSession:
+def new_session(
+    limit: int = 1000,
+    keepalive_s: float = 60.0,
+    resolver: aiohttp.abc.AbstractResolver | None = None,
+) -> aiohttp.ClientSession:
     """A session for many targets: `limit` connections in use at once (idle ones do not
     count), kept alive longer than a check interval, no cookies, no session-wide timeout
-    (every check sets its own deadline). Must be called inside the running loop."""
+    (every check sets its own deadline). Must be called inside the running loop.
+    `resolver` replaces DNS (the benchmark maps many names to loopback)."""
     connector = aiohttp.TCPConnector(
-        limit=limit, limit_per_host=0, ttl_dns_cache=60, keepalive_timeout=keepalive_s
+        limit=limit,
+        limit_per_host=0,
+        ttl_dns_cache=60,
+        dns_cache_max_size=100_000,
+        keepalive_timeout=keepalive_s,
+        resolver=resolver,
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -59,6 +71,7 @@ class HttpProbe:
     ) -> None:
         self._session = session
         self._max_body = max_body_bytes
+        self._urls: dict[str, URL] = {}
 
     async def check(self, url: str, cond: HttpConditions, timeout_s: float) -> ProbeResult:
         started = time.monotonic()
@@ -77,10 +90,19 @@ class HttpProbe:
     async def _fetch(self, url: str, insecure_tls: bool) -> tuple[int, bytes]:
         # Redirects are not followed: a health endpoint that redirects is misconfigured.
         ssl = not insecure_tls
-        async with self._session.get(url, ssl=ssl, allow_redirects=False) as resp:
+        async with self._session.get(self._parsed(url), ssl=ssl, allow_redirects=False) as resp:
             # One byte over the cap tells "exactly at the cap" from "truncated".
             body = await _read_capped(resp.content, self._max_body + 1)
             return resp.status, body
+
+    def _parsed(self, url: str) -> URL:
+        # Targets are checked every few seconds with the same URL: parse each once.
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= _URL_CACHE:
+                self._urls.clear()
+            parsed = self._urls[url] = URL(url)
+        return parsed
 
 
 async def _read_capped(stream: aiohttp.StreamReader, cap: int) -> bytes:
@@ -92,6 +114,8 @@ async def _read_capped(stream: aiohttp.StreamReader, cap: int) -> bytes:
             break
         chunks.append(chunk)
         size += len(chunk)
+        if stream.at_eof():
+            break
     return b"".join(chunks)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from structlog.testing import capture_logs
@@ -65,6 +65,19 @@ def make(clock: FakeClock, rec: Recorder, concurrency: int = 10) -> CheckSchedul
     return CheckScheduler(concurrency, rec.results.append, clock=clock)
 
 
+Start = Callable[[CheckScheduler], None]
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Start]:
+    """Run schedulers (their workers and driver) for the test; cancel them afterwards."""
+    tasks: list[asyncio.Task[None]] = []
+    yield lambda sched: tasks.append(asyncio.create_task(sched.run()))
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def test_phase_is_stable_and_within_interval() -> None:
     """A key's phase depends only on key and interval, and lies in [0, interval)."""
     assert phase_of("app:i-1", 5.0) == phase_of("app:i-1", 5.0)
@@ -87,11 +100,12 @@ def test_next_due_skips_missed_slots(now: float, missed: int) -> None:
     assert (nxt - 1000.0) % 1.0 == 0
 
 
-async def test_fixed_rate_at_the_keys_phase() -> None:
+async def test_fixed_rate_at_the_keys_phase(start: Start) -> None:
     """A job fires once per interval at phase + k * interval, however long its checks take."""
     clock = FakeClock()
     rec = Recorder(clock)
     sched = make(clock, rec)
+    start(sched)
     sched.set_jobs({"a": rec.job("a", interval=1.0)})
     due = first_due("a", 1.0, 1000.0)
     fired_at = []
@@ -103,16 +117,16 @@ async def test_fixed_rate_at_the_keys_phase() -> None:
         assert nxt == pytest.approx(due + (k + 1) * 1.0)
     assert [t for _, t in rec.starts] == fired_at
     assert len(rec.results) == 5
-    await sched.aclose()
 
 
-async def test_one_in_flight_per_job_and_skips_counted() -> None:
+async def test_one_in_flight_per_job_and_skips_counted(start: Start) -> None:
     """A check still running when its next slot comes makes that slot a skip; it runs again
     at the first slot after it finished."""
     clock = FakeClock()
     rec = Recorder(clock)
     rec.hold["slow"] = asyncio.Event()
     sched = make(clock, rec)
+    start(sched)
     sched.set_jobs({"slow": rec.job("slow"), "fast": rec.job("fast")})
     await step_until(sched, clock, 1003.0)
     starts = Counter(k for k, _ in rec.starts)
@@ -124,15 +138,15 @@ async def test_one_in_flight_per_job_and_skips_counted() -> None:
     await settle()
     await step_until(sched, clock, 1004.0)
     assert Counter(k for k, _ in rec.starts)["slow"] == 2
-    await sched.aclose()
 
 
-async def test_set_jobs_keeps_phase_adds_and_removes() -> None:
+async def test_set_jobs_keeps_phase_adds_and_removes(start: Start) -> None:
     """Replacing the job set keeps unchanged keys on their slots, starts new keys at their
     phase and stops removed keys."""
     clock = FakeClock()
     rec = Recorder(clock)
     sched = make(clock, rec)
+    start(sched)
     sched.set_jobs({"a": rec.job("a"), "b": rec.job("b")})
     await step_until(sched, clock, 1002.0)
     sched.set_jobs({"a": rec.job("a"), "c": rec.job("c")})  # new closures, same keys
@@ -147,29 +161,29 @@ async def test_set_jobs_keeps_phase_adds_and_removes() -> None:
     assert all(t <= 1002.0 for t in by_key["b"])
     assert len(by_key["c"]) == 3
     assert set(sched.jobs()) == {"a", "c"}
-    await sched.aclose()
 
 
-async def test_changed_interval_reschedules() -> None:
+async def test_changed_interval_reschedules(start: Start) -> None:
     """A key whose interval changed runs at the new rate and not twice per slot."""
     clock = FakeClock()
     rec = Recorder(clock)
     sched = make(clock, rec)
+    start(sched)
     sched.set_jobs({"a": rec.job("a", interval=1.0)})
     await step_until(sched, clock, 1002.0)
     before = len(rec.starts)
     sched.set_jobs({"a": rec.job("a", interval=0.5)})
     await step_until(sched, clock, 1004.0)
     assert len(rec.starts) - before == 4
-    await sched.aclose()
 
 
-async def test_exception_becomes_unknown_logged_once() -> None:
+async def test_exception_becomes_unknown_logged_once(start: Start) -> None:
     """A check that raises yields UNKNOWN observations; the failure is logged once, and
     its end is logged once too."""
     clock = FakeClock()
     results: list[Observation] = []
     sched = CheckScheduler(4, results.append, clock=clock)
+    start(sched)
     calls = 0
 
     async def run() -> Observation:
@@ -189,10 +203,11 @@ async def test_exception_becomes_unknown_logged_once() -> None:
     assert sched.lag_stats().errors == 3
 
 
-async def test_deadline_gives_unknown_timeout() -> None:
+async def test_deadline_gives_unknown_timeout(start: Start) -> None:
     """A check past its deadline is cancelled and reported UNKNOWN "timeout after ..."."""
     results: list[Observation] = []
     sched = CheckScheduler(4, results.append)
+    start(sched)
     never = asyncio.Event()
 
     async def run() -> Observation:
@@ -220,7 +235,7 @@ async def wait_for(cond: Callable[[], bool], deadline_s: float = 10.0) -> None:
             await asyncio.sleep(0.005)
 
 
-async def test_sink_error_does_not_stop_checks() -> None:
+async def test_sink_error_does_not_stop_checks(start: Start) -> None:
     """An on_result callback that raises is logged; later results are still delivered."""
     clock = FakeClock()
     rec = Recorder(clock)
@@ -232,6 +247,7 @@ async def test_sink_error_does_not_stop_checks() -> None:
             raise ValueError("sink bug")
 
     sched = CheckScheduler(2, sink, clock=clock)
+    start(sched)
     sched.set_jobs({"a": rec.job("a")})
     with capture_logs() as logs:
         await step_until(sched, clock, 1003.0)
@@ -239,11 +255,12 @@ async def test_sink_error_does_not_stop_checks() -> None:
     assert [e["event"] for e in logs] == ["check.sink_failed"]
 
 
-async def test_concurrency_bound_and_lag_recorded() -> None:
+async def test_concurrency_bound_and_lag_recorded(start: Start) -> None:
     """No more checks run at once than the concurrency; waiting for a slot shows as lag."""
     clock = FakeClock()
     rec = Recorder(clock)
     sched = make(clock, rec, concurrency=2)
+    start(sched)
     for k in ("a", "b", "c"):
         rec.hold[k] = asyncio.Event()
     sched.set_jobs({k: rec.job(k, interval=10.0) for k in ("a", "b", "c")})
@@ -258,7 +275,6 @@ async def test_concurrency_bound_and_lag_recorded() -> None:
     stats = sched.lag_stats()
     assert stats.started == 3
     assert stats.max >= 0.25
-    await sched.aclose()
 
 
 async def test_run_fires_and_cancel_cleans_up() -> None:
@@ -287,3 +303,46 @@ async def test_run_fires_and_cancel_cleans_up() -> None:
         task.cancel()
     assert sched.lag_stats().in_flight == 0
     assert {o.target for o in results} == {"fast"}
+
+
+async def test_check_that_swallows_cancel_loses_its_worker(start: Start) -> None:
+    """A check that ignores its deadline's cancellation is reported UNKNOWN and replaced:
+    with a single worker, the other job still runs."""
+    results: list[Observation] = []
+    sched = CheckScheduler(1, results.append)
+    start(sched)
+    release = asyncio.Event()
+    starts: list[str] = []
+
+    async def stubborn() -> Observation:
+        starts.append("stubborn")
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await release.wait()  # refuses to stop when told
+        starts.append("stubborn-returned")
+        return Observation("s", Layer.APP, Health.UP, attempted_at=0.0)
+
+    async def fine() -> Observation:
+        starts.append("fine")
+        return Observation("f", Layer.APP, Health.UP, attempted_at=0.0)
+
+    sched.set_jobs(
+        {
+            "s": CheckJob("s", 60.0, 0.02, stubborn, Layer.APP, "s"),
+            "f": CheckJob("f", 60.0, 1.0, fine, Layer.APP, "f"),
+        }
+    )
+    sched.fire_due(sched_due("s", 60.0))
+    await wait_for(lambda: "stubborn" in starts)
+    sched.fire_due(max(sched_due("s", 60.0), sched_due("f", 60.0)))
+    await wait_for(lambda: "fine" in starts and len(results) == 2)
+    release.set()
+    assert {(o.target, o.health, o.reason) for o in results} == {
+        ("s", Health.UNKNOWN, "timeout after 0.02s"),
+        ("f", Health.UP, ""),
+    }
+    await wait_for(lambda: "stubborn-returned" in starts)
+    await settle()
+    assert len(results) == 2  # the stubborn check's late answer is dropped
+    assert sched.lag_stats().in_flight == 0
