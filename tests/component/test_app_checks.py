@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from drwatch.config import AppCheck, Canary, GroupConfig, JsonCondition, LayerTiming
+from drwatch.config import AppCheck, Canary, GroupConfig, JsonCondition, LayerTiming, Selector
 from drwatch.model.fleet import Fleet, Instance, Role
 from drwatch.model.observation import Health, Layer
 from drwatch.observe.app import AppObserver
@@ -245,8 +245,8 @@ def _instance(iid: str, port: int | None, ip: str | None = None) -> Instance:
 
 def _group(checks: list[AppCheck]) -> GroupConfig:
     return GroupConfig(
-        name="app", role=Role.APP_SERVER, select={"tags": {"role": "app"}}, checks=checks
-    )  # type: ignore[arg-type]
+        name="app", role=Role.APP_SERVER, select=Selector(tags={"role": "app"}), checks=checks
+    )
 
 
 async def test_app_observer_worst_check_wins(target: Target, probe: HttpProbe) -> None:
@@ -292,7 +292,7 @@ async def test_service_job_per_load_balancer(target: Target, probe: HttpProbe) -
     lb = GroupConfig(
         name="web",
         role=Role.LOAD_BALANCER,
-        select={"tags": {"role": "lb"}},  # type: ignore[arg-type]
+        select=Selector(tags={"role": "lb"}),
         service_url=target.url("/fail"),
     )
     observer = AppObserver([lb], TIMING, probe, TcpProbe())

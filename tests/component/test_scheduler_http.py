@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from drwatch.config import AppCheck, GroupConfig, LayerTiming
+from drwatch.config import AppCheck, GroupConfig, LayerTiming, Selector
 from drwatch.model.fleet import Fleet, Instance, Role
 from drwatch.model.observation import Health, Layer, Observation
 from drwatch.observe.app import AppObserver
@@ -69,7 +69,7 @@ async def test_hanging_target_delays_no_other_and_goes_unknown() -> None:
     group = GroupConfig(
         name="app",
         role=Role.APP_SERVER,
-        select={"tags": {"role": "app"}},  # type: ignore[arg-type]
+        select=Selector(tags={"role": "app"}),
         checks=[AppCheck(port=1, path="/health")],
     )
     fleet = Fleet(tuple(_instance(f"i-{n}", p) for n, p in ports.items()))
