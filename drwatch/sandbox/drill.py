@@ -52,7 +52,8 @@ async def wait_healthy(sb: Sandbox, api: DaemonApi, deadline_s: float) -> bool:
         async with asyncio.timeout(deadline_s):
             while True:
                 daemon = await api.healthy()
-                if (daemon if daemon is not None else sandbox_healthy(sb)) and sb.watcher.pid:
+                watching = sb.watcher.pid is not None or not sb.options.with_watcher
+                if (daemon if daemon is not None else sandbox_healthy(sb)) and watching:
                     return True
                 await asyncio.sleep(0.5)
     except TimeoutError:

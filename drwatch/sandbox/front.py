@@ -96,7 +96,11 @@ class Front:
     def _factory(self, region: str) -> Callable[[], web.Application]:
         def build() -> web.Application:
             app = web.Application(middlewares=[gate_middleware(self._uplink)])
-            app.router.add_route("*", "/{tail:.*}", lambda r: self._handle(region, r))
+
+            async def handle(request: web.Request) -> web.StreamResponse:
+                return await self._handle(region, request)
+
+            app.router.add_route("*", "/{tail:.*}", handle)
             return app
 
         return build

@@ -54,6 +54,8 @@ class Options:
     boot_delay_s: float = 2.0
     poll_s: float = 0.5
     with_watcher: bool = True
+    # Where the daemon's API listens (default: a free port); tests put a fake API there.
+    api_port: int | None = None
 
 
 @dataclass
@@ -80,7 +82,7 @@ class Sandbox:
         self.moto_proc = MotoProcess(free_port(), self.state_dir / "moto.log")
         self.moto = Moto(self.moto_proc.url)
         self.secret = secrets.token_hex(32).encode()
-        self.api_listen = f"127.0.0.1:{free_port()}"
+        self.api_listen = f"127.0.0.1:{self.options.api_port or free_port()}"
         self.watcher = WatcherProcess(self.state_dir / CONFIG_FILE, self.state_dir / "drwatch.log")
         self._session: aiohttp.ClientSession | None = None
         self.front = Front(
