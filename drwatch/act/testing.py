@@ -265,13 +265,17 @@ class CrashAt:
     """A runner crash hook: records every point it passes, and at the `n`-th one "dies"
     the way a SIGKILL looks to the journal (the run's task ends, nothing more is written)."""
 
-    def __init__(self, n: int | None = None) -> None:
+    def __init__(self, n: int | None = None, *, at: str | None = None) -> None:
         self.n = n
+        self.at = at  # or: die at the first point whose name ends with this
         self.points: list[str] = []
 
     def __call__(self, point: str) -> None:
         self.points.append(point)
-        if self.n is not None and len(self.points) == self.n:
+        by_count = self.n is not None and len(self.points) == self.n
+        by_name = self.at is not None and point.endswith(self.at)
+        if by_count or by_name:
+            self.n, self.at = None, None  # a process dies once
             raise asyncio.CancelledError(f"simulated crash at {point}")
 
 
