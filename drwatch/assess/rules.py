@@ -33,9 +33,22 @@ class Context:
     apis: Mapping[str, LayerView]
     canaries: Mapping[str, LayerView]
 
+    @property
+    def trusted_since(self) -> float | None:
+        """Since when drwatch has continuously seen the outside world: the longest-up
+        canary's `since`. None without canaries (nothing to go by)."""
+        ups = [c.since for c in self.canaries.values() if c.answering and c.since is not None]
+        return min(ups) if ups else None
+
+    def _start(self, since: float) -> float:
+        # Silence that began while drwatch itself was cut off counts only from when it
+        # could see again: right after an uplink heals, targets still look silent.
+        trusted = self.trusted_since
+        return since if trusted is None else max(since, trusted)
+
     def matured(self, since: float | None) -> bool:
         """Has this evidence lasted the dead grace? Without a `since` it has not."""
-        return since is not None and self.now - since >= self.cfg.dead_grace
+        return since is not None and self.now - self._start(since) >= self.cfg.dead_grace
 
     def in_zone(self, zone: str) -> tuple[InstanceView, ...]:
         return tuple(v for v in self.instances if v.instance.zone == zone)
@@ -46,7 +59,8 @@ class Context:
     def left(self, since: float | None) -> str:
         if since is None:
             return ""
-        return f", {max(0.0, self.cfg.dead_grace - (self.now - since)):.0f} s of grace left"
+        left = self.cfg.dead_grace - (self.now - self._start(since))
+        return f", {max(0.0, left):.0f} s of grace left"
 
 
 Rule = Callable[[Context], Iterable[Diagnosis]]

@@ -59,7 +59,9 @@ def _zone_reported(ctx: Context, zone: str, region: str) -> Diagnosis | None:
     since = ctx.zones[zone].since
     state = ctx.zones[zone].detail.get("state", "impaired")
     if not lost:
-        note = f"provider reports {zone} {state}; its {len(members)} instance(s) still answer"
+        note = f"provider reports {zone} {state}; " + (
+            f"its {len(members)} instance(s) still answer" if members else "nothing watched there"
+        )
         return _wide(
             Finding.ZONE_IMPAIRED,
             Scope.ZONE,

@@ -23,6 +23,10 @@ from drwatch.model.snapshot import Snapshot
 
 RETIRED_TAG = "drwatch:retired"
 IMPAIRED_ZONE_STATES = frozenset({"impaired", "unavailable"})
+# The provider no longer lists the instance: as good as terminated.
+GONE_FROM_PROVIDER = frozenset({"not-found", "not_found"})
+# An API that says "slow down" is answering: throttling is not an outage.
+THROTTLED = "throttl"
 
 
 class Seen(StrEnum):
@@ -94,8 +98,9 @@ def view(th: TargetHealth | None, now: float, cfg: RulesConfig) -> LayerView:
     if th is None or th.stale(now, cfg.age_limit(th.layer)):
         return UNSEEN
     seen = {Health.UP: Seen.UP, Health.DOWN: Seen.DOWN}.get(th.health, Seen.SILENT)
-    if seen is Seen.SILENT and th.last is Health.UP:
-        # Debounced unknown but the latest attempt answered: not silent, just not risen yet.
+    if seen is Seen.SILENT and (th.last is Health.UP or THROTTLED in th.reason.lower()):
+        # Debounced unknown but the latest attempt answered (not risen yet), or the API
+        # asked us to slow down: neither is silence.
         seen = Seen.UNKNOWN
     return LayerView(seen, th.since, th.reason, th.detail)
 
@@ -112,10 +117,13 @@ class InstanceView:
 
     @property
     def state(self) -> InstanceState:
-        """The provider's state when it answered freshly; unknown otherwise."""
-        if self.provider.seen is Seen.UNKNOWN or self.provider.seen is Seen.SILENT:
+        """The provider's state from a fresh answer (`pending` arrives as an unknown health
+        with its state in the detail); unknown when the provider did not answer."""
+        if self.provider.seen is Seen.UNKNOWN:
             return InstanceState.UNKNOWN
         raw = str(self.provider.detail.get("state", "")).lower()
+        if raw in GONE_FROM_PROVIDER:
+            return InstanceState.TERMINATED
         try:
             return InstanceState(raw)
         except ValueError:

@@ -63,6 +63,15 @@ def _everything_silent() -> World:
     return w
 
 
+def _uplink_just_healed() -> World:
+    w = _dark_all(
+        h().provider_blind("eu-west-1"), ["db-3", "app-eu-1", "lb-eu-1"], health=Health.UNKNOWN
+    )
+    return w.layer("canary-a", Layer.CANARY, Health.UP, since=JUST_NOW).layer(
+        "canary-b", Layer.CANARY, Health.UP, since=JUST_NOW
+    )
+
+
 CASES = [
     case("healthy", h),
     case("one instance stopped", lambda: h().stop("app-3"),
@@ -191,6 +200,20 @@ CASES = [
          lambda: h().layer("app-3", Layer.PROVIDER, Health.UP, detail={"state": "pending"})
          .layer("app-3", Layer.AGENT, Health.UNKNOWN, last=Health.UNKNOWN)
          .layer("app-3", Layer.APP, Health.UNKNOWN, last=Health.UNKNOWN)),
+    case("an instance the provider no longer lists is terminated",
+         lambda: h().stop("app-4", state="not-found"),
+         ("instance_terminated instance:i-app-4 [app-4]",)),
+    case("a pending instance whose agent refuses while booting is not judged dead",
+         lambda: h().layer("app-3", Layer.PROVIDER, Health.UNKNOWN, detail={"state": "pending"},
+                           reason="pending")
+         .layer("app-3", Layer.AGENT, Health.DOWN).layer("app-3", Layer.APP, Health.DOWN)),
+    case("a throttled API is answering: no provider_api finding",
+         lambda: h().layer("us-east-1", Layer.API, Health.UNKNOWN, reason="throttled")),
+    case("uplink just healed: old silence counts from when the canaries came back",
+         _uplink_just_healed, (), ("region_suspect region:eu-west-1 [app-eu-1,db-3,lb-eu-1]",)),
+    case("zone still impaired after its instances were replaced: a warning only",
+         lambda: _dark_all(h().zone_state("us-east-1c", "impaired"), ["app-5", "app-6"]),
+         (), ("zone_impaired zone:us-east-1c []",), retired=("app-5", "app-6")),
 ]  # fmt: skip
 
 
