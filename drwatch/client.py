@@ -32,11 +32,14 @@ class ApiUnreachableError(DrwatchError):
 
 
 class ApiAuthError(DrwatchError):
-    """401/403: the request needs the API token, or the one given is wrong."""
+    """401/403: the request needs the API token, the one given is wrong, or none is set up."""
 
-    def __init__(self, status: int, sent_token: bool) -> None:
+    def __init__(self, status: int, sent_token: bool, server_message: str = "") -> None:
         self.status = status
-        if sent_token:
+        if status == 403 and server_message:
+            # The daemon has no token configured: its message says how to set one.
+            msg = f"drwatch refused (HTTP 403): {server_message}"
+        elif sent_token:
             msg = (
                 f"drwatch refused the API token (HTTP {status}): check that --token-file "
                 "names the same file as watcher.api_token_file in the daemon's config"
@@ -82,11 +85,17 @@ class ApiClient:
     """One drwatch daemon's API. Every call has a deadline (`timeout` seconds)."""
 
     def __init__(
-        self, base_url: str = DEFAULT_API, token: str | None = None, timeout: float = 10.0
-    ):
+        self,
+        base_url: str = DEFAULT_API,
+        token: str | None = None,
+        timeout: float = 10.0,
+        by: str = "",
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
         self._timeout = timeout
+        # Who acts, for the daemon's record of approvals and pauses (1-64 characters).
+        self._body = {"by": by[:64]} if by else {}
 
     async def status(self) -> Any:
         return await self._call("GET", "/api/v1/status")
@@ -98,13 +107,15 @@ class ApiClient:
         return await self._call("GET", f"/api/v1/incidents/{_segment(incident_id)}")
 
     async def approve(self, incident_id: str) -> Any:
-        return await self._call("POST", f"/api/v1/incidents/{_segment(incident_id)}/approve", {})
+        return await self._call(
+            "POST", f"/api/v1/incidents/{_segment(incident_id)}/approve", self._body
+        )
 
     async def pause(self) -> Any:
-        return await self._call("POST", "/api/v1/pause", {})
+        return await self._call("POST", "/api/v1/pause", self._body)
 
     async def resume(self) -> Any:
-        return await self._call("POST", "/api/v1/resume", {})
+        return await self._call("POST", "/api/v1/resume", self._body)
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         headers = {"Accept": "application/json"}
@@ -138,7 +149,8 @@ class ApiClient:
             except ValueError:
                 data = None
             if resp.status in (401, 403):
-                raise ApiAuthError(resp.status, sent_token=bool(self._token))
+                message = _error_message(data, "")
+                raise ApiAuthError(resp.status, bool(self._token), message)
             if resp.status >= 400:
                 raise ApiRequestError(resp.status, _error_message(data, resp.reason or ""))
             return data

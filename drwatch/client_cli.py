@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -88,7 +89,7 @@ def _command(call: Call, render: Render) -> Callable[[argparse.Namespace], int]:
 
 async def _run(call: Call, render: Render, args: argparse.Namespace) -> int:
     try:
-        client = ApiClient(args.api, read_token(args.token_file))
+        client = ApiClient(args.api, read_token(args.token_file), by=_who())
         data = await call(client, args)
     except ConfigError as err:
         return _fail(EXIT_BAD_INPUT, "; ".join(err.problems))
@@ -100,6 +101,13 @@ async def _run(call: Call, render: Render, args: argparse.Namespace) -> int:
         return _fail(EXIT_FAILED if err.status >= 500 else EXIT_BAD_INPUT, str(err))
     print(json.dumps(data, indent=2, sort_keys=False) if args.json else render(data))
     return EXIT_OK
+
+
+def _who() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
 
 
 def _fail(code: int, message: str) -> int:
@@ -179,24 +187,41 @@ def render_incident(inc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_STATUS_SKIP = {"incidents", "open_incidents", "groups", "targets", "layers", "grid"}
+def _unhealthy(items: Any) -> str:
+    bad = [f"{i.get('name')} {i.get('health')}" for i in items or [] if i.get("health") != "up"]
+    return ", ".join(bad) or "all up"
+
+
+def _watcher_line(data: dict[str, Any]) -> str:
+    watcher = data.get("watcher") or {}
+    flags = [
+        f
+        for f, on in (("PAUSED", watcher.get("paused")), ("dry run", watcher.get("dry_run")))
+        if on
+    ]
+    reason = f" ({watcher['reason']})" if watcher.get("reason") else ""
+    extra = f" [{', '.join(flags)}]" if flags else ""
+    return f"drwatch {watcher.get('name', '?')}: {watcher.get('state', '?')}{reason}{extra}"
 
 
 def render_status(data: Any) -> str:
     if not isinstance(data, dict):
         return json.dumps(data, indent=2)
-    lines = []
-    for key, value in data.items():
-        if key in _STATUS_SKIP:
-            continue
-        if isinstance(value, dict):
-            inner = ", ".join(f"{k}={_scalar(v)}" for k, v in value.items())
-            lines.append(f"{key}: {inner}")
-        elif isinstance(value, list):
-            lines.append(f"{key}: {', '.join(_scalar(v) for v in value) or '-'}")
-        else:
-            lines.append(f"{key}: {_scalar(value)}")
-    incidents = _incident_list(data.get("open_incidents", data.get("incidents", [])))
+    counts = data.get("counts") or {}
+    lines = [
+        _watcher_line(data),
+        f"summary: {data.get('summary', '-')}",
+        f"last tick: {_when(data.get('tick_at'))}  healthy: "
+        f"{counts.get('healthy', '?')}/{counts.get('total', '?')}",
+        f"zones: {_unhealthy(data.get('zones'))}",
+        f"regions: {_unhealthy(data.get('regions'))}",
+        f"canaries: {_unhealthy(data.get('canaries'))}",
+    ]
+    for f in data.get("findings") or []:
+        lines.append(
+            f"finding: {f.get('scope_key', '?')} {f.get('finding', '?')} - {f.get('evidence', '')}"
+        )
+    incidents = _incident_list(data.get("open_incidents", []))
     lines.append(f"open incidents: {len(incidents)}")
     lines += [f"  {_incident_line(i)}" for i in incidents]
     return "\n".join(lines)

@@ -1,7 +1,7 @@
-"""`drwatch status|incidents|approve|pause|resume` against a local stand-in of the API.
+"""`drwatch status|incidents|approve|pause|resume` against the real API on loopback.
 
-The stand-in answers like docs/api.md: bearer token on mutating endpoints, 401 without
-detail. It runs on its own loop in a thread because the CLI runs its own event loop.
+The API (drwatch.web.api, the real Cycle controls, a real incident store) runs on its
+own event loop in a thread, because the CLI under test runs its own loop.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,88 +18,38 @@ import pytest
 from aiohttp import web
 
 from drwatch.cli import main
+from tests.support.operator_world import DB_INC, TOKEN, ZONE_INC, build_app
 from tests.support.services import free_port
 
-TOKEN = "s3cret-token-of-enough-length"
 
-INCIDENT: dict[str, Any] = {
-    "id": "inc-20261126T140501-3f9a",
-    "scope": "zone",
-    "scope_key": "zone:us-east-1b",
-    "finding": "zone_outage",
-    "severity": "critical",
-    "region": "us-east-1",
-    "zone": "us-east-1b",
-    "target_names": ["app-3", "app-4", "db-2", "lb-2"],
-    "opened_at": "2026-11-26T14:05:01Z",
-    "state": "open",
-    "outcome": "awaiting_approval",
-    "playbook": "app_server.replace",
-    "gate_reasons": ["approval required for zone scope"],
-    "steps": [
-        {
-            "name": "launch_replacement",
-            "status": "done",
-            "started_at": "2026-11-26T14:05:10Z",
-            "ended_at": "2026-11-26T14:05:14Z",
-            "detail": "i-0abc in us-east-1c",
-        }
-    ],
-}
-STATUS: dict[str, Any] = {
-    "state": "degraded",
-    "summary": "blocked: zone us-east-1b, awaiting approval",
-    "paused": False,
-    "open_incidents": [INCIDENT],
-}
+class ThreadedApi:
+    """Serves `build_app(state_dir)` on loopback from a thread with its own loop."""
 
-
-class StubApi:
-    """A loopback HTTP server with drwatch's API routes, on a loop in its own thread."""
-
-    def __init__(self) -> None:
+    def __init__(self, state_dir: Path, token: str | None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.posts: list[str] = []
+        self._state_dir, self._token = state_dir, token
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._serve(),))
 
-    def _authorised(self, request: web.Request) -> bool:
-        return request.headers.get("Authorization") == f"Bearer {TOKEN}"
-
-    async def _get(self, request: web.Request) -> web.Response:
-        tail = request.match_info["tail"]
-        if tail == "status":
-            return web.json_response(STATUS)
-        if tail == "incidents":
-            return web.json_response({"incidents": [INCIDENT]})
-        if tail == f"incidents/{INCIDENT['id']}":
-            return web.json_response(INCIDENT)
-        return web.json_response({"error": "no such incident"}, status=404)
-
-    async def _post(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return web.json_response({"error": "unauthorized"}, status=401)
-        self.posts.append(request.match_info["tail"])
-        return web.json_response({"ok": True})
-
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        app = web.Application()
-        app.router.add_get("/api/v1/{tail:.*}", self._get)
-        app.router.add_post("/api/v1/{tail:.*}", self._post)
-        runner = web.AppRunner(app)
+        runner = web.AppRunner(build_app(self._state_dir, token=self._token))
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", self.port).start()
         self._ready.set()
         await self._stop.wait()
         await runner.cleanup()
 
-    def __enter__(self) -> StubApi:
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=5) as resp:
+            return json.load(resp)
+
+    def __enter__(self) -> ThreadedApi:
         self._thread.start()
-        assert self._ready.wait(10), "stub API did not start"
+        assert self._ready.wait(10), "API did not start"
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -109,9 +60,9 @@ class StubApi:
 
 
 @pytest.fixture
-def api() -> Iterator[StubApi]:
-    with StubApi() as stub:
-        yield stub
+def api(tmp_path: Path) -> Iterator[ThreadedApi]:
+    with ThreadedApi(tmp_path / "state", TOKEN) as server:
+        yield server
 
 
 @pytest.fixture
@@ -122,60 +73,86 @@ def token_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _no_token_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DRWATCH_API_TOKEN_FILE", raising=False)
+
+
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 
 
-def test_status_json_is_the_api_json(api: StubApi, capsys: pytest.CaptureFixture[str]) -> None:
-    """`drwatch status --json` prints exactly what GET /api/v1/status returned."""
+def _last(out: str) -> str:
+    # The daemon's own log lines share this process's stdout; the CLI prints last.
+    return out.strip().splitlines()[-1]
+
+
+def test_status_json_is_the_api_json(api: ThreadedApi, capsys: pytest.CaptureFixture[str]) -> None:
+    """`drwatch status --json` prints the same document GET /api/v1/status returns."""
     code, out, _ = _cli(capsys, "status", "--json", "--api", api.url)
     assert code == 0
-    assert json.loads(out) == STATUS
+    assert json.loads(out) == api.get("/api/v1/status")
 
 
-def test_status_readable(api: StubApi, capsys: pytest.CaptureFixture[str]) -> None:
-    """The default output names the state, the summary and each open incident on one line."""
-    code, out, _ = _cli(capsys, "status", "--api", api.url)
-    assert code == 0
-    assert "summary: blocked: zone us-east-1b, awaiting approval" in out
-    assert "open incidents: 1" in out
-    assert "inc-20261126T140501-3f9a  zone us-east-1b  zone_outage  awaiting_approval" in out
-
-
-def test_incidents_json_and_one_incident(api: StubApi, capsys: pytest.CaptureFixture[str]) -> None:
-    """`incidents --json` is the API's list; `incidents ID` shows gate reasons and steps."""
+def test_incidents_json_is_the_api_json(
+    api: ThreadedApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`incidents --json` and `incidents ID --json` are the API's documents as-is."""
     code, out, _ = _cli(capsys, "incidents", "--json", "--api", api.url)
     assert code == 0
-    assert json.loads(out) == {"incidents": [INCIDENT]}
-    code, out, _ = _cli(capsys, "incidents", INCIDENT["id"], "--api", api.url)
+    assert json.loads(out) == api.get("/api/v1/incidents")
+    code, out, _ = _cli(capsys, "incidents", ZONE_INC, "--json", "--api", api.url)
     assert code == 0
-    assert "not acting: approval required for zone scope" in out
+    assert json.loads(out) == api.get(f"/api/v1/incidents/{ZONE_INC}")
+
+
+def test_status_readable(api: ThreadedApi, capsys: pytest.CaptureFixture[str]) -> None:
+    """The default output: watcher state, unhealthy zones, canaries, each open incident."""
+    code, out, _ = _cli(capsys, "status", "--api", api.url)
+    assert code == 0
+    assert out.startswith("drwatch drwatch-test: ok")
+    assert "zones: us-east-1b down" in out
+    assert "canaries: all up" in out
+    assert "open incidents: 2" in out
+    assert f"{ZONE_INC}  zone us-east-1b  zone_outage  acting  app_server.replace" in out
+    assert f"{DB_INC}  instance us-east-1b  instance_unreachable  awaiting_approval" in out
+
+
+def test_one_incident_readable(api: ThreadedApi, capsys: pytest.CaptureFixture[str]) -> None:
+    """`incidents ID` lists the run's steps with times and details, and why it waits."""
+    code, out, _ = _cli(capsys, "incidents", ZONE_INC, "--api", api.url)
+    assert code == 0
     assert "done     launch_replacement" in out
-    assert "2026-11-26 14:05:10Z -> 2026-11-26 14:05:14Z  i-0abc in us-east-1c" in out
+    assert "i-0abc (app-3) in us-east-1c" in out
+    assert "running  register_with_lb" in out
+    code, out, _ = _cli(capsys, "incidents", DB_INC, "--api", api.url)
+    assert "not acting: approval required: database.recover for db-2" in out
 
 
-def test_unknown_incident_is_bad_input(api: StubApi, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_incident_is_bad_input(
+    api: ThreadedApi, capsys: pytest.CaptureFixture[str]
+) -> None:
     """An id the daemon does not know exits 2 with the API's message."""
     code, _, err = _cli(capsys, "incidents", "inc-nope", "--api", api.url)
     assert code == 2
-    assert "HTTP 404: no such incident" in err
+    assert "HTTP 404: no incident inc-nope" in err
 
 
 def test_approve_without_token_says_how_to_pass_one(
-    api: StubApi, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    api: ThreadedApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Approving without a token exits 2 and tells the operator about --token-file."""
-    monkeypatch.delenv("DRWATCH_API_TOKEN_FILE", raising=False)
-    code, _, err = _cli(capsys, "approve", INCIDENT["id"], "--api", api.url)
+    """Approving without a token exits 2, tells the operator about --token-file, changes nothing."""
+    code, _, err = _cli(capsys, "approve", DB_INC, "--api", api.url)
     assert code == 2
+    assert "needs the API token" in err
     assert "pass --token-file PATH" in err
-    assert api.posts == []
+    assert api.get(f"/api/v1/incidents/{DB_INC}")["approved_at"] is None
 
 
 def test_wrong_token_is_refused(
-    api: StubApi, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    api: ThreadedApi, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """A wrong token exits 2 with a hint to compare it with watcher.api_token_file."""
     wrong = tmp_path / "wrong.token"
@@ -184,27 +161,62 @@ def test_wrong_token_is_refused(
     code, _, err = _cli(capsys, "pause", "--api", api.url, "--token-file", str(wrong))
     assert code == 2
     assert "refused the API token" in err
+    assert api.get("/api/v1/status")["watcher"]["paused"] is False
 
 
-def test_mutations_with_token(
-    api: StubApi, capsys: pytest.CaptureFixture[str], token_file: Path
+def test_approve_with_token(
+    api: ThreadedApi, capsys: pytest.CaptureFixture[str], token_file: Path
 ) -> None:
-    """approve, pause and resume reach their endpoints with the bearer token."""
-    for argv in (["approve", INCIDENT["id"]], ["pause"], ["resume"]):
-        code, out, _ = _cli(capsys, *argv, "--api", api.url, "--token-file", str(token_file))
-        assert code == 0, argv
-        assert out.strip()
-    assert api.posts == [f"incidents/{INCIDENT['id']}/approve", "pause", "resume"]
+    """Approval records who approved; approving again is refused as not awaiting approval."""
+    code, out, _ = _cli(
+        capsys, "approve", DB_INC, "--api", api.url, "--token-file", str(token_file)
+    )
+    assert code == 0
+    assert _last(out).startswith(f"approved {DB_INC}")
+    doc = api.get(f"/api/v1/incidents/{DB_INC}")
+    assert doc["approved_at"] is not None
+    assert doc["gate_history"][-1]["reasons"][0].startswith("approved by cli:")
+    code, _, err = _cli(
+        capsys, "approve", DB_INC, "--api", api.url, "--token-file", str(token_file)
+    )
+    assert code == 2
+    assert "HTTP 409" in err
+    assert "not awaiting approval" in err
+
+
+def test_pause_and_resume(
+    api: ThreadedApi, capsys: pytest.CaptureFixture[str], token_file: Path
+) -> None:
+    """pause and resume flip the daemon's pause and print what it answered."""
+    code, out, _ = _cli(capsys, "pause", "--api", api.url, "--token-file", str(token_file))
+    assert code == 0
+    assert _last(out).startswith("paused")
+    assert api.get("/api/v1/status")["watcher"]["paused"] is True
+    code, out, _ = _cli(capsys, "resume", "--api", api.url, "--token-file", str(token_file))
+    assert code == 0
+    assert _last(out).startswith("resumed")
+    assert api.get("/api/v1/status")["watcher"]["paused"] is False
 
 
 def test_token_file_readable_by_others_is_refused(
-    api: StubApi, capsys: pytest.CaptureFixture[str], token_file: Path
+    api: ThreadedApi, capsys: pytest.CaptureFixture[str], token_file: Path
 ) -> None:
     """A token file others can read is bad input: the CLI says to chmod 600 it."""
     token_file.chmod(0o644)
     code, _, err = _cli(capsys, "pause", "--api", api.url, "--token-file", str(token_file))
     assert code == 2
     assert "chmod 600" in err
+
+
+def test_daemon_without_token_explains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], token_file: Path
+) -> None:
+    """When the daemon has no token configured, the CLI relays how to configure one."""
+    with ThreadedApi(tmp_path / "state", None) as bare:
+        code, _, err = _cli(capsys, "pause", "--api", bare.url, "--token-file", str(token_file))
+    assert code == 2
+    assert "HTTP 403" in err
+    assert "watcher.api_token_file" in err
 
 
 def test_daemon_not_running(capsys: pytest.CaptureFixture[str]) -> None:
