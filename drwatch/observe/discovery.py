@@ -14,6 +14,9 @@ Rules that keep the fleet honest through provider blips and outages:
   hour), with state `terminated`, so assess can see what happened to them; they leave the
   fleet once the provider stops listing them. Playbooks that replace a terminated instance
   therefore see both the old (terminated) and the new instance for a while.
+
+Discovery is a function with no memory: it logs a failed region at debug level only, and
+the caller, which keeps the previous result, logs when `errors` changes.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from drwatch.config import GroupConfig, ProviderConfig
 from drwatch.errors import ProviderError
@@ -29,7 +33,10 @@ from drwatch.logs import get_logger
 from drwatch.model.fleet import Fleet, Instance
 from drwatch.providers.base import CloudInstance, Inventory
 
-log = get_logger(component="discovery")
+
+def _log() -> Any:
+    # Bound at use, not import: a logger bound before logs.configure() keeps the defaults.
+    return get_logger(component="discovery")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,5 +132,5 @@ async def _list_region(
         reason = f"no answer within {deadline:g}s"
     except ProviderError as err:
         reason = f"{err.code or type(err).__name__}: {err}"
-    log.warning("discovery.region_failed", region=region, reason=reason)
+    _log().debug("discovery.region_failed", region=region, reason=reason)
     return reason

@@ -53,7 +53,11 @@ from drwatch.model.fleet import Fleet, InstanceState
 from drwatch.model.observation import Health, Layer, Observation
 from drwatch.providers.base import CloudInstance, Inventory, StatusCheck, ZoneInfo
 
-log = get_logger(component="observe.provider")
+
+def _log() -> Any:
+    # Bound at use, not import: a logger bound before logs.configure() keeps the defaults.
+    return get_logger(component="observe.provider")
+
 
 API_UNREACHABLE = "region API unreachable"
 # Consecutive server-side errors (5xx) before the API counts as down rather than unknown.
@@ -145,14 +149,14 @@ class ProviderObserver:
             return _Failure(Health.DOWN, API_UNREACHABLE, target, str(err))
         if isinstance(err, ProviderError):
             return _api_error(state, err)
-        log.error("provider.observer_failed", region=region, exc_info=err)
+        _log().error("provider.observer_failed", region=region, exc_info=err)
         reason = f"observer error: {type(err).__name__}"
         return _Failure(Health.UNKNOWN, reason, reason, str(err))
 
     def _note_api(self, region: str, state: _RegionState, health: Health, reason: str) -> None:
         """Log the region API's transitions only, never its repeats."""
         if health is not state.api:
-            log.info("provider.api_changed", region=region, health=health.value, reason=reason)
+            _log().info("provider.api_changed", region=region, health=health.value, reason=reason)
             state.api = health
 
 

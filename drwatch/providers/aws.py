@@ -62,7 +62,11 @@ from drwatch.providers.base import (
     ZoneInfo,
 )
 
-log = get_logger(component="provider.aws")
+
+def _log() -> Any:
+    # Bound at use, not import: a logger bound before logs.configure() keeps the defaults.
+    return get_logger(component="provider.aws")
+
 
 THROTTLE_CODES = frozenset(
     {
@@ -157,7 +161,7 @@ class AwsProvider:
             except ProviderThrottledError as err:
                 delay = self._backoff(attempt)
                 if time.monotonic() + delay > deadline:
-                    log.info("provider.throttled", region=region, op=op, attempts=attempt + 1)
+                    _log().debug("provider.throttled", region=region, op=op, attempts=attempt + 1)
                     raise ProviderThrottledError(
                         f"{op} in {region}: throttled after {attempt + 1} attempts", code=err.code
                     ) from err
@@ -260,7 +264,7 @@ class AwsProvider:
             params["UserData"] = spec.user_data  # botocore base64-encodes it
         raw = await self._call(spec.region, "run_instances", **params)
         instance_id: str = raw["Instances"][0]["InstanceId"]
-        log.info("provider.launched", region=spec.region, zone=spec.zone, instance=instance_id)
+        _log().info("provider.launched", region=spec.region, zone=spec.zone, instance=instance_id)
         return instance_id
 
     async def _launched_with(self, region: str, client_token: str) -> str | None:
