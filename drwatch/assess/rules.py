@@ -182,6 +182,29 @@ def _level(fact: Mapping[str, Any], threshold: float) -> tuple[str, float | None
 
 
 def _disk_pressure(detail: Mapping[str, Any], threshold: float) -> str:
+    notes = [n for n in (_disk_usage(detail, threshold), _disk_checks(detail)) if n]
+    return "; ".join(notes)
+
+
+def _disk_checks(detail: Mapping[str, Any]) -> str:
+    """The agent's own `disk_free` checks at warning or critical (docs/agent.md)."""
+    checks = detail.get("checks")
+    if not isinstance(checks, Mapping):
+        return ""
+    notes = []
+    for name, check in sorted(checks.items()):
+        if not isinstance(check, Mapping) or check.get("kind") != "disk_free":
+            continue
+        status = str(check.get("status", "")).lower()
+        if status in _BAD_LEVELS:
+            data = check.get("data") if isinstance(check.get("data"), Mapping) else {}
+            free = data.get("free_percent") if isinstance(data, Mapping) else None
+            left = f" {free:.0f}% free" if isinstance(free, int | float) else ""
+            notes.append(f"check {name}{left} ({status})")
+    return "; ".join(notes)
+
+
+def _disk_usage(detail: Mapping[str, Any], threshold: float) -> str:
     disks = detail.get("disks", detail.get("disk"))
     if isinstance(disks, Mapping):
         disks = [{"mount": k, **v} if isinstance(v, Mapping) else v for k, v in disks.items()]

@@ -130,7 +130,17 @@ def is_primary(instance: Instance, snapshot: Snapshot) -> bool:
     if tagged:
         return tagged not in REPLICA_ROLES
     agent = snapshot.get(instance.id, Layer.AGENT)
-    facts: Mapping[str, object] = agent.detail if agent else {}
-    db = facts.get("database")
-    role = str(db.get("role", "")).lower() if isinstance(db, Mapping) else ""
-    return role not in REPLICA_ROLES
+    return _reported_role(agent.detail if agent else {}) not in REPLICA_ROLES
+
+
+def _reported_role(facts: Mapping[str, object]) -> str:
+    """The role the agent's database check reports (docs/agent.md: checks.*.data.role)."""
+    checks = facts.get("checks")
+    if not isinstance(checks, Mapping):
+        return ""
+    for check in checks.values():
+        if isinstance(check, Mapping) and check.get("kind") == "database":
+            data = check.get("data")
+            if isinstance(data, Mapping):
+                return str(data.get("role", "")).lower()
+    return ""

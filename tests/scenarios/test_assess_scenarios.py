@@ -214,6 +214,15 @@ CASES = [
     case("zone still impaired after its instances were replaced: a warning only",
          lambda: _dark_all(h().zone_state("us-east-1c", "impaired"), ["app-5", "app-6"]),
          (), ("zone_impaired zone:us-east-1c []",), retired=("app-5", "app-6")),
+    case("agent facts as the wire sends them: a disk at 96% used",
+         lambda: h().layer("db-2", Layer.AGENT, Health.UP, detail={"disks": {"/data": {
+             "mount": "/data", "total_bytes": 100, "free_bytes": 4, "used_percent": 96.0}}}),
+         (), ("capacity_disk instance:i-db-2 [db-2]",)),
+    case("the agent's own disk_free check at critical",
+         lambda: h().layer("db-2", Layer.AGENT, Health.UP, detail={"checks": {"data-disk": {
+             "name": "data-disk", "kind": "disk_free", "status": "critical",
+             "data": {"free_percent": 4.0}}}}),
+         (), ("capacity_disk instance:i-db-2 [db-2]",)),
 ]  # fmt: skip
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from drwatch.config import PolicyConfig
 from drwatch.decide import GateInput, decide, plans_for
 from drwatch.decide.gates import (
@@ -12,7 +14,7 @@ from drwatch.decide.gates import (
     gate_paused,
     gate_warmup,
 )
-from drwatch.model import Plan, PlaybookName, Scope
+from drwatch.model import Health, Layer, Plan, PlaybookName, Scope
 from drwatch.model.incident import Incident, IncidentOutcome
 from tests.scenarios.world import RULES, World, iid
 
@@ -198,3 +200,21 @@ def test_zone_plans_one_per_group_avoiding_the_zone() -> None:
         ("web-lb", "load_balancer.failover_eip", ("us-east-1a",)),
     ]
     assert plans[0].targets == (iid("app-1"), iid("app-2"))
+
+
+def test_database_role_from_the_agents_database_check() -> None:
+    """Without a role tag, the agent's database check tells primary from replica."""
+    world = World.healthy()
+    world.fleet = type(world.fleet)(
+        tuple(i if i.name != "db-2" else replace(i, tags=()) for i in world.fleet)
+    )
+
+    def facts(role: str) -> dict[str, object]:
+        return {"checks": {"database": {"kind": "database", "data": {"role": role}}}}
+
+    world.layer("db-2", Layer.AGENT, Health.UP, detail=facts("replica"))
+    db2 = incident(target_ids=(iid("db-2"),), roles=("database",), groups=("db",))
+    assert plans_for(db2, world.snapshot(), RULES) == ()
+    world.layer("db-2", Layer.AGENT, Health.UP, detail=facts("primary"))
+    (p,) = plans_for(db2, world.snapshot(), RULES)
+    assert p.playbook is PlaybookName.DB_RECOVER
