@@ -1,4 +1,4 @@
-"""The status page in real headless Chromium, against a canned API with a zone outage."""
+"""The status page in real headless Chromium, against the real API with a zone outage."""
 
 from __future__ import annotations
 
@@ -6,146 +6,22 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import web
 
-from drwatch.web.status import add_routes
+from tests.support.operator_world import DB_INC, STEPS, ZONE_INC, build_app
 from tests.support.services import free_port, need_binary
 
 pytestmark = pytest.mark.services
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-ZONE_INC = "inc-20261126T140501-3f9a"
-DB_INC = "inc-20261126T140733-77c1"
-
-TOPOLOGY = [
-    ("lb-1", "load_balancer", "us-east-1", "us-east-1a"),
-    ("lb-2", "load_balancer", "us-east-1", "us-east-1b"),
-    ("app-1", "app_server", "us-east-1", "us-east-1a"),
-    ("app-2", "app_server", "us-east-1", "us-east-1a"),
-    ("app-3", "app_server", "us-east-1", "us-east-1b"),
-    ("app-4", "app_server", "us-east-1", "us-east-1b"),
-    ("app-5", "app_server", "us-east-1", "us-east-1c"),
-    ("app-6", "app_server", "us-east-1", "us-east-1c"),
-    ("db-1", "database", "us-east-1", "us-east-1a"),
-    ("db-2", "database", "us-east-1", "us-east-1b"),
-    ("db-3", "database", "eu-west-1", "eu-west-1a"),
-    ("app-eu-1", "app_server", "eu-west-1", "eu-west-1a"),
-    ("lb-eu-1", "load_balancer", "eu-west-1", "eu-west-1a"),
-]
-
-
-def _instance(n: int, name: str, role: str, region: str, zone: str) -> dict[str, Any]:
-    down = zone == "us-east-1b"
-    layer = "down" if down else "up"
-    return {
-        "id": f"i-{n:04d}",
-        "name": name,
-        "role": role,
-        "region": region,
-        "zone": zone,
-        "state": "running",
-        "health": {"provider": "unknown" if down else "up", "agent": layer, "app": layer},
-    }
-
-
-STATUS: dict[str, Any] = {
-    "watcher": {"name": "drwatch-1", "state": "ok", "reason": "", "version": "0.1.0"},
-    "summary": "started app_server.replace for app-3, app-4 (zone us-east-1b out)",
-    "paused": False,
-    "at": "2026-11-26T14:06:00Z",
-    "instances": [_instance(n, *t) for n, t in enumerate(TOPOLOGY)],
-    "zones": [{"name": "us-east-1b", "region": "us-east-1", "health": "down"}],
-    "canaries": [{"name": "quad9", "health": "up"}, {"name": "cloudflare", "health": "up"}],
-}
-
-STEPS = [
-    ("check_zone", "done", "14:05:09", "14:05:09", "us-east-1b impaired; placing in us-east-1c"),
-    ("launch_replacement", "done", "14:05:10", "14:05:14", "i-0abc (app-3) in us-east-1c"),
-    ("wait_healthy", "done", "14:05:14", "14:05:41", "agent and app up after 27s"),
-    ("register_with_lb", "running", "14:05:41", None, ""),
-]
-
-INCIDENTS: dict[str, Any] = {
-    "incidents": [
-        {
-            "id": ZONE_INC,
-            "scope": "zone",
-            "scope_key": "zone:us-east-1b",
-            "finding": "zone_outage",
-            "severity": "critical",
-            "region": "us-east-1",
-            "zone": "us-east-1b",
-            "target_names": ["app-3", "app-4", "db-2", "lb-2"],
-            "opened_at": "2026-11-26T14:05:01Z",
-            "evidence": "4/4 instances silent on agent and app; us-east-1a and 1c answer",
-            "state": "acting",
-            "outcome": None,
-            "playbook": "app_server.replace",
-            "acted_at": "2026-11-26T14:05:08Z",
-            "gate_reasons": [],
-            "gate_history": [
-                {"at": "2026-11-26T14:05:01Z", "reasons": ["warm-up: 4 s left"]},
-            ],
-            "steps": [
-                {
-                    "name": n,
-                    "status": s,
-                    "started_at": f"2026-11-26T{a}Z",
-                    "ended_at": f"2026-11-26T{b}Z" if b else None,
-                    "detail": d,
-                }
-                for n, s, a, b, d in STEPS
-            ],
-        },
-        {
-            "id": DB_INC,
-            "scope": "instance",
-            "scope_key": "instance:i-0009",
-            "finding": "database_primary_down",
-            "severity": "critical",
-            "region": "us-east-1",
-            "zone": "us-east-1b",
-            "target_names": ["db-2"],
-            "opened_at": "2026-11-26T14:07:33Z",
-            "state": "open",
-            "outcome": "awaiting_approval",
-            "playbook": "database.recover",
-            "gate_reasons": ["approval required for database.recover"],
-            "steps": [],
-        },
-        {
-            "id": "inc-20261126T120000-0001",
-            "scope": "instance",
-            "finding": "instance_stopped",
-            "severity": "warning",
-            "zone": "us-east-1c",
-            "opened_at": "2026-11-26T12:00:00Z",
-            "closed_at": "2026-11-26T12:01:10Z",
-            "state": "ended",
-            "outcome": "recovered",
-        },
-    ]
-}
 
 
 @pytest.fixture
-async def page_url() -> AsyncIterator[str]:
-    """The real status page routes plus a canned /api/v1 on loopback."""
-    app = web.Application()
-    add_routes(app)
-
-    async def status(_r: web.Request) -> web.Response:
-        return web.json_response(STATUS)
-
-    async def incidents(_r: web.Request) -> web.Response:
-        return web.json_response(INCIDENTS)
-
-    app.router.add_get("/api/v1/status", status)
-    app.router.add_get("/api/v1/incidents", incidents)
-    runner = web.AppRunner(app)
+async def page_url(tmp_path: Path) -> AsyncIterator[str]:
+    """The status page and the real API over a world with zone us-east-1b out."""
+    runner = web.AppRunner(build_app(tmp_path / "state"))
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -193,13 +69,14 @@ async def test_page_shows_zone_incident_steps_and_approvals(page_url: str, tmp_p
     assert 'id="overall" class="badge outage"' in dom
     assert f'id="incident-{ZONE_INC}"' in dom
     assert "zone us-east-1b · zone_outage" in text
+    assert "app-3, app-4, db-2, lb-2" in text
     for name, *_ in STEPS:
         assert name in text
     assert "i-0abc (app-3) in us-east-1c" in text
     assert "not acting: warm-up: 4 s left" in text
     # Approvals: the waiting incident, its gate reason and the command to approve it.
     assert f"drwatch approve {DB_INC}" in text
-    assert "approval required for database.recover" in text
+    assert "approval required: database.recover for db-2" in text
     # The grid: region, zone (marked down), role and per-layer health.
     assert 'class="zone down" data-zone="us-east-1b"' in dom
     assert 'title="app: down"' in dom

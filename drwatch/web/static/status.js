@@ -145,8 +145,12 @@ function incidentCard(inc) {
     steps(inc));
 }
 
+// Widest first: a region or zone outage explains the instance incidents inside it.
+const SCOPE_RANK = { region: 0, zone: 1, provider_api: 2, instance: 3 };
+
 function renderIncidents(incidents) {
-  const open = incidents.filter(isOpen);
+  const rank = (i) => SCOPE_RANK[i.scope] ?? 9;
+  const open = incidents.filter(isOpen).sort((a, b) => rank(a) - rank(b) || (toDate(a.opened_at) - toDate(b.opened_at)));
   document.getElementById("open-count").textContent = String(open.length);
   replace("incidents", open.length ? open.map(incidentCard) : el("p", { class: "empty" }, "No open incidents."));
   const waiting = open.filter((i) => i.outcome === "awaiting_approval");
@@ -229,7 +233,8 @@ function renderWatcher(status) {
     name: watcher.name,
     paused: isPaused(status) ? "yes" : "no",
     "dry run": (status.dry_run ?? watcher.dry_run) ? "yes" : null,
-    "last tick": hms(status.at || (status.last_tick && status.last_tick.at) || watcher.last_tick_at),
+    "last tick": hms(status.tick_at || status.at || watcher.last_tick_at),
+    healthy: status.counts ? status.counts.healthy + " / " + status.counts.total : null,
     version: watcher.version || status.version,
   };
   replace("watcher", Object.entries(facts).filter(([, v]) => v !== undefined && v !== null && v !== "")
