@@ -2,8 +2,9 @@
 
 Incidents come from `GET /api/v1/incidents` (a list, or `{"incidents": [...]}`), each
 with id, scope, role, region, zone, targets (names), finding, opened_at, playbook,
-outcome, recovered_at and steps. Times may be epoch seconds or ISO 8601 text. If the
-API changes shape, only this module changes.
+outcome, recovered_at and steps (docs/api.md). Times are read from the `*_ts` epoch
+twin when present, else from the ISO 8601 text. If the API changes shape, only this
+module changes.
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ def epoch(value: object) -> float | None:
     return None
 
 
+def _time(raw: Mapping[str, Any], key: str) -> float | None:
+    """The `key_ts` epoch twin when the API gives one, else `key` (ISO text or a number)."""
+    twin = epoch(raw.get(f"{key}_ts"))
+    return twin if twin is not None else epoch(raw.get(key))
+
+
 def _text(raw: Mapping[str, Any], key: str) -> str | None:
     value = raw.get(key)
     return str(value) if value not in (None, "") else None
@@ -81,8 +88,8 @@ def _step(raw: Mapping[str, Any]) -> Step:
     return Step(
         name=str(raw.get("name", "")),
         status=str(raw.get("status", "")),
-        started_at=epoch(raw.get("started_at")),
-        ended_at=epoch(raw.get("ended_at")),
+        started_at=_time(raw, "started_at"),
+        ended_at=_time(raw, "ended_at"),
         detail=str(raw.get("detail", "")),
     )
 
@@ -97,11 +104,11 @@ def parse_incident(raw: Mapping[str, Any]) -> Incident:
         zone=_text(raw, "zone"),
         targets=_targets(raw.get("targets")),
         finding=str(raw.get("finding", "")),
-        opened_at=epoch(raw.get("opened_at")) or 0.0,
+        opened_at=_time(raw, "opened_at") or 0.0,
         playbook=_text(raw, "playbook"),
         outcome=_text(raw, "outcome"),
-        recovered_at=epoch(raw.get("recovered_at")),
-        ended_at=epoch(raw.get("ended_at") or raw.get("closed_at")),
+        recovered_at=_time(raw, "recovered_at"),
+        ended_at=_time(raw, "closed_at") or _time(raw, "ended_at"),
         steps=tuple(_step(s) for s in steps if isinstance(s, Mapping)),
     )
 
@@ -127,7 +134,9 @@ def _healths(node: object) -> Iterator[str]:
 
 
 def status_healthy(body: object) -> bool:
-    """Everything the daemon reports on is `up` (and it reports on something)."""
+    """The daemon says `all_healthy`; without that field, everything it reports is `up`."""
+    if isinstance(body, Mapping) and isinstance(body.get("all_healthy"), bool):
+        return bool(body["all_healthy"]) and all(v == "up" for v in _healths(body))
     values = list(_healths(body))
     return bool(values) and all(v == "up" for v in values)
 

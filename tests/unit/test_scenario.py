@@ -1,0 +1,206 @@
+"""Drill scenarios are validated whole before anything starts, naming every problem."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drwatch.errors import ConfigError
+from drwatch.sandbox.faults import VERBS
+from drwatch.sandbox.scenario import Scenario, load_scenario, parse_scenario
+from drwatch.sandbox.topology import default_topology, parse_topology
+
+DRILLS = Path(__file__).resolve().parents[2] / "config" / "drills"
+TOPO = default_topology()
+
+
+def _base(**extra: Any) -> dict[str, Any]:
+    return {
+        "name": "t",
+        "duration": "60s",
+        "event": [{"at": "5s", "do": "stop-instance", "target": "app-3"}],
+        **extra,
+    }
+
+
+def _problems(data: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_scenario(data, TOPO)
+    return info.value.problems
+
+
+def test_a_good_scenario_parses_with_its_timeline_in_order() -> None:
+    """Events come back sorted by time, durations in seconds."""
+    data = _base()
+    data["event"].insert(0, {"at": "20s", "do": "heal", "target": "app-3"})
+    sc = parse_scenario(data, TOPO)
+    assert sc.duration == 60.0
+    assert [(e.at, e.do) for e in sc.timeline()] == [(5.0, "stop-instance"), (20.0, "heal")]
+
+
+def test_unknown_verb_is_named() -> None:
+    """An unknown verb is reported with its event's place."""
+    data = _base(event=[{"at": "5s", "do": "explode-instance", "target": "app-3"}])
+    assert _problems(data) == ["event[0].do: unknown verb 'explode-instance'"]
+
+
+def test_unknown_target_is_named() -> None:
+    """A target that is not in the topology is reported, with what the verb needs."""
+    data = _base(event=[{"at": "5s", "do": "stop-instance", "target": "app-99"}])
+    (problem,) = _problems(data)
+    assert problem.startswith("event[0].target: unknown target 'app-99'")
+
+
+def test_target_of_the_wrong_kind_is_refused() -> None:
+    """A zone verb aimed at an instance says what it needs."""
+    data = _base(event=[{"at": "5s", "do": "zone-outage", "target": "app-3"}])
+    (problem,) = _problems(data)
+    assert "zone-outage needs a zone" in problem
+
+
+@pytest.mark.parametrize("at", ["-5s", -5])
+def test_negative_time_is_refused(at: object) -> None:
+    """A negative event time is a problem of that event's `at`."""
+    (problem,) = _problems(_base(event=[{"at": at, "do": "fail-app", "target": "app-1"}]))
+    assert problem.startswith("event[0].at:")
+    assert "negative" in problem
+
+
+def test_absent_time_is_refused() -> None:
+    """An event without `at` is reported as a missing field."""
+    (problem,) = _problems(_base(event=[{"do": "fail-app", "target": "app-1"}]))
+    assert problem == "event[0].at: required field is missing"
+
+
+@pytest.mark.parametrize("missing", ["name", "duration"])
+def test_missing_top_level_field_is_named(missing: str) -> None:
+    """name and duration are required."""
+    data = _base()
+    del data[missing]
+    assert _problems(data) == [f"{missing}: required field is missing"]
+
+
+def test_bad_duration_is_named() -> None:
+    """A duration that is not a duration says how to write one."""
+    (problem,) = _problems(_base(duration="a minute"))
+    assert problem.startswith("duration:")
+    assert "not a duration" in problem
+
+
+def test_event_after_the_end_is_refused() -> None:
+    """An event after `duration` would never run."""
+    data = _base(event=[{"at": "90s", "do": "fail-app", "target": "app-1"}])
+    assert _problems(data) == ["event[0].at: 90s is after the end (duration 60s)"]
+
+
+def test_bad_parameter_is_named() -> None:
+    """fill-disk's percent must be 0-100."""
+    data = _base(event=[{"at": "1s", "do": "fill-disk", "target": "db-1", "percent": 140}])
+    (problem,) = _problems(data)
+    assert problem.startswith("event[0]: percent must be")
+
+
+def test_unknown_keys_and_bad_expectations_are_all_reported() -> None:
+    """Every problem at once: a typo'd key, a bad scope, an unknown expected target."""
+    data = _base(
+        max_incident=1,
+        expect=[{"scope": "galaxy"}, {"scope": "instance", "targets": ["app-42"]}],
+    )
+    problems = _problems(data)
+    assert "max_incident: unknown field" in problems
+    assert any(p.startswith("expect[0].scope:") for p in problems)
+
+
+def test_expected_unknown_instance_is_named() -> None:
+    """An expectation naming an instance the topology lacks is refused."""
+    data = _base(expect=[{"scope": "instance", "targets": ["app-42"]}])
+    assert _problems(data) == ["expect[0].targets: unknown instance 'app-42'"]
+
+
+def test_another_topology_changes_what_targets_exist() -> None:
+    """Targets are checked against the topology the drill will run."""
+    topo = parse_topology(
+        {
+            "region": [{"name": "us-west-2", "zones": ["us-west-2a"]}],
+            "instance": [
+                {"name": "web-1", "role": "app_server", "group": "web", "zone": "us-west-2a"}
+            ],
+        }
+    )
+    sc = parse_scenario(_base(event=[{"at": "1s", "do": "fail-app", "target": "web-1"}]), topo)
+    assert sc.event[0].target == "web-1"
+    with pytest.raises(ConfigError):
+        parse_scenario(_base(), topo)  # app-3 is not in that topology
+
+
+def _shipped() -> list[Path]:
+    return sorted(DRILLS.glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", _shipped(), ids=lambda p: p.name)
+def test_shipped_scenarios_are_valid(path: Path) -> None:
+    """Every scenario in config/drills validates against the default topology."""
+    assert isinstance(load_scenario(path, TOPO), Scenario)
+
+
+def test_every_fault_verb_has_a_shipped_scenario() -> None:
+    """At least one shipped drill per fault verb, and a healthy baseline."""
+    used = set()
+    for path in _shipped():
+        used |= {e["do"] for e in tomllib.loads(path.read_text()).get("event", [])}
+    assert set(VERBS) <= used
+    healthy = tomllib.loads((DRILLS / "healthy.toml").read_text())
+    assert healthy["max_incidents"] == 0
+    assert "event" not in healthy
+
+
+def test_drill_command_exits_2_and_starts_nothing_on_a_bad_scenario(tmp_path: Path) -> None:
+    """`drwatch drill` with a bad scenario exits 2, names the problem, writes no report."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        'name = "x"\nduration = "10s"\n[[event]]\nat = "1s"\ndo = "nuke"\ntarget = "app-1"\n'
+    )
+    report = tmp_path / "r.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "drwatch.cli",
+            "drill",
+            str(bad),
+            "--sandbox",
+            "--report",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "unknown verb 'nuke'" in proc.stderr
+    assert not report.exists()
+
+
+def test_topology_problems_are_all_listed() -> None:
+    """A topology with a duplicate name, a stray zone and a dangling reference lists all three."""
+    with pytest.raises(ConfigError) as info:
+        parse_topology(
+            {
+                "region": [{"name": "us-east-1", "zones": ["us-east-1a"]}],
+                "instance": [
+                    {"name": "a", "role": "app_server", "group": "g", "zone": "us-east-1a",
+                     "database": "nope"},
+                    {"name": "a", "role": "app_server", "group": "g", "zone": "us-east-1z"},
+                ],
+            }
+        )  # fmt: skip
+    text = " ".join(info.value.problems)
+    assert "'a' is used twice" in text
+    assert "us-east-1z" in text
+    assert "unknown instance 'nope'" in text
