@@ -132,17 +132,28 @@ class Runner:
     def submit(self, plan: Plan) -> None:
         """Start running `plan` in a task this runner owns; a second plan for an incident
         whose run is still in flight is ignored (the first one is already acting)."""
-        if plan.incident_id in self._tasks:
+        if self._in_flight(plan.incident_id):
             self._log.info("run.duplicate_ignored", incident=plan.incident_id)
             return
         run_id = f"r{uuid.uuid4().hex[:16]}"
+        # Visible at once: the cycle must not read the previous run's progress as this one's.
+        self._progress[plan.incident_id] = RunProgress(
+            run_id, plan.incident_id, plan.playbook, RunOutcome.RUNNING, started_at=self._now()
+        )
         self._spawn(plan, run_id, resumed=False)
+
+    def _in_flight(self, incident_id: str) -> bool:
+        """A run whose outcome is already published counts as over, even while its task
+        finishes: the cycle may submit the incident's next plan as soon as it reads it."""
+        progress = self._progress.get(incident_id)
+        running = progress is not None and progress.outcome is RunOutcome.RUNNING
+        return incident_id in self._tasks and running
 
     def progress(self, incident_id: str) -> RunProgress | None:
         return self._progress.get(incident_id)
 
     def active(self) -> int:
-        return len(self._tasks)
+        return sum(1 for incident in self._tasks if self._in_flight(incident))
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -183,10 +194,29 @@ class Runner:
 
     def _spawn(self, plan: Plan, run_id: str, *, resumed: bool) -> None:
         task = asyncio.get_running_loop().create_task(
-            self._run(plan, run_id, resumed=resumed), name=f"run-{run_id}"
+            self._guarded(plan, run_id, resumed=resumed), name=f"run-{run_id}"
         )
         self._tasks[plan.incident_id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(plan.incident_id, None))
+        task.add_done_callback(lambda t: self._forget(plan.incident_id, t))
+
+    def _forget(self, incident_id: str, task: object) -> None:
+        if self._tasks.get(incident_id) is task:
+            del self._tasks[incident_id]
+
+    async def _guarded(self, plan: Plan, run_id: str, *, resumed: bool) -> None:
+        """A run whose journal cannot be written ends failed in memory, loudly; the next
+        start resumes it from whatever the journal holds."""
+        try:
+            await self._run(plan, run_id, resumed=resumed)
+        except Exception as err:
+            self._log.exception("run.journal_failed", run=run_id, incident=plan.incident_id)
+            self._progress[plan.incident_id] = RunProgress(
+                run_id,
+                plan.incident_id,
+                plan.playbook,
+                RunOutcome.FAILED,
+                detail=f"journal error: {type(err).__name__}: {err}",
+            )
 
     # -- one run ----------------------------------------------------------------------------
 
@@ -200,7 +230,9 @@ class Runner:
             log.info("run.start", targets=list(plan.targets), reason=plan.reason)
         await self._publish(run_id)
         status, detail = await self._steps(plan, run_id, log)
-        await _io(self._journal.finish_run, run_id, status, detail, self._deps.clock.now())
+        await asyncio.shield(
+            _io(self._journal.finish_run, run_id, status, detail, self._deps.clock.now())
+        )
         await self._publish(run_id)
         log.info(f"run.{status}", detail=detail)
 

@@ -286,3 +286,37 @@ async def test_build_runner_journals_under_the_state_dir_as_the_watcher(tmp_path
     (row,) = journal.recent()
     journal.close()
     assert row.owner == "dr-east"
+
+
+async def test_next_plan_of_an_incident_starts_once_the_first_is_over(tmp_path: Path) -> None:
+    """A zone incident runs one plan per role, one after another, under one incident id:
+    once the first run's outcome is published, the next submit starts a new run."""
+    world = Effects()
+    runner, journal = make_runner(tmp_path / "j.db", toy_playbook(world), new_world()[1])
+    runner.submit(PLAN)
+    first = await runner.wait(PLAN.incident_id, 10)
+    runner.submit(PLAN)
+    second = await runner.wait(PLAN.incident_id, 10)
+    journal.close()
+    assert first is not None
+    assert second is not None
+    assert first.run_id != second.run_id
+    assert second.outcome is RunOutcome.SUCCEEDED
+    assert len(world.applied) == 2
+
+
+async def test_progress_of_finished_runs_survives_a_restart(tmp_path: Path) -> None:
+    """After a restart, the API can still show a finished run's steps: resume() reads them
+    back from the journal, and resumes nothing that had ended."""
+    world = Effects()
+    path = tmp_path / "j.db"
+    runner, journal = make_runner(path, toy_playbook(world), new_world()[1])
+    runner.submit(PLAN)
+    before = await runner.wait(PLAN.incident_id, 10)
+    journal.close()
+    runner2, journal2 = make_runner(path, toy_playbook(world), new_world()[1], owner="w2")
+    assert await runner2.resume() == 0
+    after = runner2.progress(PLAN.incident_id)
+    journal2.close()
+    assert before is not None
+    assert after == before
