@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from drwatch.assess import Assessment, RulesConfig, assess
+from drwatch.assess.views import view
 from drwatch.config import PolicyConfig, TimingConfig
 from drwatch.decide import GateInput, decide, plans_for, utc_hm
 from drwatch.decide.gates import APPROVAL_PREFIX
@@ -22,7 +23,8 @@ from drwatch.incidents import IncidentStore, new_incident_id
 from drwatch.logs import get_logger
 from drwatch.model.findings import Diagnosis, Severity
 from drwatch.model.incident import GateEntry, Incident, IncidentOutcome, IncidentState
-from drwatch.model.plan import Plan, PlaybookName, RunOutcome, RunProgress, StepRecord
+from drwatch.model.observation import Layer
+from drwatch.model.plan import Plan, PlaybookName, RunOutcome, RunProgress, Scope, StepRecord
 from drwatch.model.snapshot import Snapshot
 
 log = get_logger(component="cycle")
@@ -190,8 +192,8 @@ class Cycle:
         started: list[Plan] = []
         watcher = result.watcher_impaired
         if watcher is None:
-            self._reconcile(result, snapshot, now, changes)
-            started = self._decide_all(snapshot, now, retired, changes)
+            present = self._reconcile(result, snapshot, now, retired, changes)
+            started = self._decide_all(snapshot, now, retired, present, changes)
         open_now = tuple(self.store.open_incidents())
         report = TickReport(
             at=now,
@@ -322,8 +324,15 @@ class Cycle:
     # -- incidents --------------------------------------------------------------------------
 
     def _reconcile(
-        self, result: Assessment, snapshot: Snapshot, now: float, changes: list[IncidentChange]
-    ) -> None:
+        self,
+        result: Assessment,
+        snapshot: Snapshot,
+        now: float,
+        retired: frozenset[str],
+        changes: list[IncidentChange],
+    ) -> frozenset[str]:
+        """Open, follow and end incidents; returns the scope keys whose finding is present
+        (or whose targets left the fleet): only those are decided."""
         current = primary_by_key(result.incidents)
         open_by_key = {i.scope_key: i for i in self.store.open_incidents()}
         for key, d in current.items():
@@ -332,9 +341,34 @@ class Cycle:
                 self._open(d, snapshot, now, changes)
             else:
                 self._still(inc, d, snapshot, now, changes)
+        present = set(current)
         for key, inc in open_by_key.items():
-            if key not in current:
-                self._gone(inc, snapshot, now, changes)
+            if key in current:
+                continue
+            if _left_fleet(inc, snapshot):
+                # Terminated and dropped by discovery: not healed. The incident stays open
+                # and is still decided from its record (its replacement is still due).
+                present.add(key)
+            elif self._healed(inc, snapshot, now, retired):
+                self._gone(inc, now, changes)
+        return frozenset(present)
+
+    def _healed(
+        self, inc: Incident, snapshot: Snapshot, now: float, retired: frozenset[str]
+    ) -> bool:
+        """The finding is gone *and* the evidence says so: every remaining target answers
+        (or was replaced); for the provider API, it answers. A finding that merely became
+        unknown (a restart with no observations yet, silence) ends nothing."""
+        if inc.scope is Scope.PROVIDER_API:
+            return view(snapshot.get(inc.region, Layer.API), now, self.rules).answering
+        for t in inc.target_ids:
+            if t in retired or snapshot.fleet.get(t) is None:
+                continue
+            agent = view(snapshot.get(t, Layer.AGENT), now, self.rules)
+            app = view(snapshot.get(t, Layer.APP), now, self.rules)
+            if not (agent.answering or app.answering):
+                return False
+        return True
 
     def _open(
         self, d: Diagnosis, snapshot: Snapshot, now: float, changes: list[IncidentChange]
@@ -411,10 +445,8 @@ class Cycle:
             changes,
         )
 
-    def _gone(
-        self, inc: Incident, snapshot: Snapshot, now: float, changes: list[IncidentChange]
-    ) -> None:
-        """The finding is gone. How the incident ends depends on what was done."""
+    def _gone(self, inc: Incident, now: float, changes: list[IncidentChange]) -> None:
+        """The finding is gone and the targets answer. How it ends depends on what was done."""
         if inc.state is IncidentState.ACTING and inc.outcome is None:
             if inc.run_ended_at is None:
                 return  # a run is in flight: it ends the incident, not the finding
@@ -422,10 +454,6 @@ class Cycle:
             return
         if inc.outcome in (IncidentOutcome.DETECTED_ONLY, IncidentOutcome.FAILED):
             self._close(inc, inc.outcome, now, changes)
-            return
-        if inc.target_ids and all(snapshot.fleet.get(t) is None for t in inc.target_ids):
-            # The targets left the fleet (terminated and dropped): not healed. The
-            # incident stays open and is still decided from its record.
             return
         self._close(inc, IncidentOutcome.CLEARED, now, changes)
 
@@ -460,11 +488,14 @@ class Cycle:
         snapshot: Snapshot,
         now: float,
         retired: frozenset[str],
+        present: frozenset[str],
         changes: list[IncidentChange],
     ) -> list[Plan]:
         started: list[Plan] = []
         acting = sum(1 for i in self.store.open_incidents() if _in_flight(i))
         for inc in self.store.open_incidents():
+            if inc.scope_key not in present:
+                continue  # its evidence is unknown this tick: neither ended nor decided
             if inc.state is not IncidentState.OPEN or inc.outcome in (
                 IncidentOutcome.DETECTED_ONLY,
                 IncidentOutcome.FAILED,
@@ -563,6 +594,10 @@ class Cycle:
         )
         self._save_change(inc, now, outcome.value, "; ".join(reasons), changes)
         log.info("incident.decided", incident=inc.id, outcome=outcome.value, reasons=list(reasons))
+
+
+def _left_fleet(inc: Incident, snapshot: Snapshot) -> bool:
+    return bool(inc.target_ids) and all(snapshot.fleet.get(t) is None for t in inc.target_ids)
 
 
 def _in_flight(inc: Incident) -> bool:

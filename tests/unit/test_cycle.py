@@ -343,3 +343,17 @@ def test_incidents_and_pause_survive_a_restart(tmp_path: Path) -> None:
     assert [i.id for i in again.store.open_incidents()] == [inc.id]
     report = again.tick(World.healthy().stop("app-3").snapshot(), NOW + 1)
     assert [i.id for i in report.open_incidents] == [inc.id]
+
+
+def test_unknown_evidence_neither_ends_nor_decides_an_incident(tmp_path: Path) -> None:
+    """After a restart with no observations yet, an open incident is not cleared and
+    not acted on: unknown is not healed."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, runner, started_at=NOW)
+    (inc,) = cycle.tick(World.healthy().stop("app-3").snapshot(), NOW).open_incidents
+    blind = World.healthy()
+    blind.health.clear()
+    report = cycle.tick(blind.snapshot(), NOW + 60)
+    assert [i.id for i in report.open_incidents] == [inc.id]
+    assert runner.submitted == []
+    assert report.open_incidents[0].outcome is IncidentOutcome.BLOCKED
