@@ -26,7 +26,7 @@ checks do not make it down: AWS reports those for minutes after every launch); r
 with an impaired check is down "status impaired"; stopping, stopped, shutting-down and
 terminated are down with the state as reason; pending is unknown "pending"; an instance
 the provider no longer lists is down "not found at provider". A zone is up when
-`available` (or `information`), down "zone impaired"/"zone unavailable" otherwise.
+`available` (or `information`, `constrained`), down "zone impaired"/"zone unavailable".
 
 Throttling: `next_poll_delay(region)` grows (with jitter) on every throttled poll and
 falls back to 0 after the next answered one; the scheduler waits at least that long.
@@ -62,7 +62,8 @@ def _log() -> Any:
 API_UNREACHABLE = "region API unreachable"
 # Consecutive server-side errors (5xx) before the API counts as down rather than unknown.
 SERVER_ERRORS_FOR_DOWN = 2
-_UP_ZONE_STATES = frozenset({"available", "information"})
+# "constrained" limits new capacity only; running instances there are unaffected.
+_UP_ZONE_STATES = frozenset({"available", "information", "constrained"})
 _DOWN_ZONE_STATES = frozenset({"impaired", "unavailable"})
 
 
