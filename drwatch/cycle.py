@@ -596,6 +596,26 @@ class Cycle:
         log.info("incident.decided", incident=inc.id, outcome=outcome.value, reasons=list(reasons))
 
 
+class SummaryLog:
+    """For the daemon: log the tick's summary once per change (`tick.summary`), never
+    every tick. Returns whether it logged."""
+
+    def __init__(self) -> None:
+        self._last: str | None = None
+
+    def __call__(self, report: TickReport) -> bool:
+        if report.summary == self._last:
+            return False
+        self._last = report.summary
+        log.info(
+            "tick.summary",
+            summary=report.summary,
+            watcher=report.watcher_state.value,
+            open_incidents=len(report.open_incidents),
+        )
+        return True
+
+
 def _left_fleet(inc: Incident, snapshot: Snapshot) -> bool:
     return bool(inc.target_ids) and all(snapshot.fleet.get(t) is None for t in inc.target_ids)
 
@@ -626,6 +646,7 @@ __all__ = [
     "NotAwaitingApprovalError",
     "NullRunner",
     "Runner",
+    "SummaryLog",
     "TickReport",
     "WatcherState",
 ]

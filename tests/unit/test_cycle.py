@@ -14,6 +14,7 @@ from drwatch.cycle import (
     NotAwaitingApprovalError,
     NullRunner,
     Runner,
+    SummaryLog,
     WatcherState,
 )
 from drwatch.incidents import IncidentStore
@@ -357,3 +358,13 @@ def test_unknown_evidence_neither_ends_nor_decides_an_incident(tmp_path: Path) -
     assert [i.id for i in report.open_incidents] == [inc.id]
     assert runner.submitted == []
     assert report.open_incidents[0].outcome is IncidentOutcome.BLOCKED
+
+
+def test_summary_is_logged_once_per_change(tmp_path: Path) -> None:
+    """SummaryLog logs a summary when it changes, not on every tick."""
+    cycle = make(tmp_path, NullRunner())
+    logged = SummaryLog()
+    healthy = World.healthy().snapshot()
+    assert logged(cycle.tick(healthy, NOW))
+    assert not logged(cycle.tick(healthy, NOW + 1))
+    assert logged(cycle.tick(World.healthy().stop("app-3").snapshot(), NOW + 2))
