@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from botocore.exceptions import ClientError, NoCredentialsError
 
 from drwatch.config import ProviderConfig
 from drwatch.errors import (
@@ -22,7 +23,7 @@ from drwatch.errors import (
     ProviderTimeoutError,
     ProviderUnreachableError,
 )
-from drwatch.providers.aws import AwsProvider
+from drwatch.providers.aws import AwsProvider, translate
 from tests.conftest import MotoServer
 from tests.support.services import free_port
 
@@ -167,3 +168,14 @@ async def test_unconfigured_region_is_refused() -> None:
         with pytest.raises(ProviderError) as err:
             await aws.ping("ap-south-1")
     assert err.value.code == "UnknownRegion"
+
+
+def test_translation_of_errors_without_a_server() -> None:
+    """Throttling codes become ProviderThrottledError; missing credentials a clear code."""
+    throttled = ClientError(
+        {"Error": {"Code": "Throttling", "Message": "Rate exceeded"}}, "DescribeInstances"
+    )
+    assert isinstance(translate(throttled, region=US, op="x"), ProviderThrottledError)
+    creds = translate(NoCredentialsError(), region=US, op="describe_instances")
+    assert creds.code == "NoCredentials"
+    assert not creds.retryable

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+
 from drwatch.config import GroupConfig, ProviderConfig, Selector
 from drwatch.errors import ProviderError, ProviderTimeoutError
 from drwatch.model.fleet import Fleet, InstanceState, Role
 from drwatch.model.observation import Health, Layer, Observation
 from drwatch.observe.discovery import discover
-from drwatch.observe.provider import ProviderObserver
+from drwatch.observe.provider import ProviderObserver, judge_zone
 from drwatch.providers.base import CloudInstance, ZoneInfo
 from drwatch.providers.fake import FakeProvider
 
@@ -203,3 +205,19 @@ async def test_poll_all_covers_every_region_independently() -> None:
     fake.api_down(US)
     api = by_target(await observer(fake).poll_all(fleet, now=1.0), Layer.API)
     assert (api[US].health, api[EU].health) == (Health.DOWN, Health.UP)
+
+
+@pytest.mark.parametrize(
+    ("state", "health"),
+    [
+        ("available", Health.UP),
+        ("information", Health.UP),
+        ("constrained", Health.UP),
+        ("impaired", Health.DOWN),
+        ("unavailable", Health.DOWN),
+        ("something-new", Health.UNKNOWN),
+    ],
+)
+def test_zone_states(state: str, health: Health) -> None:
+    """Zone states map to health; a state drwatch does not know is unknown, not up."""
+    assert judge_zone(state)[0] is health
