@@ -60,5 +60,6 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
 
 
 def get_logger(**context: Any) -> Any:
-    """A bound logger; modules call this instead of touching structlog's globals."""
-    return structlog.get_logger().bind(**context)
+    """A lazy logger: it resolves the configuration at each call, so a module-level logger
+    follows `configure()` made later (at the composition root, or by a test)."""
+    return structlog.get_logger(**context)

@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
+
+import pytest
+import structlog
 
 from drwatch import logs
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog() -> Iterator[None]:
+    """These tests configure structlog globally; put the previous setup back afterwards."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 def test_json_lines_when_not_a_terminal() -> None:
