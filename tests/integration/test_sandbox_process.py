@@ -1,0 +1,156 @@
+"""`drwatch sandbox` as a user runs it: a process that brings everything up, takes faults
+from the command line, and on SIGINT/SIGTERM leaves no process and no port behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.support.services import need_binary
+
+pytestmark = pytest.mark.services
+
+UP_DEADLINE_S = 60.0
+
+
+def _drwatch(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "drwatch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _state(state_dir: Path) -> dict[str, Any]:
+    info: dict[str, Any] = json.loads((state_dir / "sandbox.json").read_text())
+    with urllib.request.urlopen(f"{info['control']}/v1/state", timeout=5) as resp:
+        state: dict[str, Any] = json.loads(resp.read())
+    return state
+
+
+def _wait_up(proc: subprocess.Popen[str], state_dir: Path) -> dict[str, Any]:
+    end = time.monotonic() + UP_DEADLINE_S
+    while time.monotonic() < end:
+        assert proc.poll() is None, "drwatch sandbox exited early"
+        if (state_dir / "sandbox.json").exists():
+            try:
+                state = _state(state_dir)
+            except OSError:
+                state = {}
+            if state.get("watcher_pid"):
+                return state
+        time.sleep(0.2)
+    raise AssertionError("the sandbox did not come up")
+
+
+def _ports(state: dict[str, Any]) -> list[int]:
+    urls = [state["api"], state["control"], state["service"], state["moto"]]
+    urls += [*state["front"].values(), *state["canaries"].values()]
+    addrs = [u.split("//")[1].split("/")[0] for u in urls]
+    addrs += [h[k] for h in state["hosts"] for k in ("agent", "app")]
+    return [int(a.rsplit(":", 1)[1]) for a in addrs]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, dict[str, Any]]]:
+    need_binary("moto_server", str(Path(sys.executable).parent))
+    state_dir = tmp_path / "sb"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "drwatch.cli", "sandbox", "--state-dir", str(state_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield proc, state_dir, _wait_up(proc, state_dir)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        for child in psutil.process_iter():
+            try:
+                if str(state_dir) in " ".join(child.cmdline()):
+                    child.kill()
+            except psutil.Error:
+                pass
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_everything_and_frees_every_port(
+    sandbox: tuple[subprocess.Popen[str], Path, dict[str, Any]], sig: signal.Signals
+) -> None:
+    """After SIGTERM/SIGINT no child process is alive and no sandbox port listens."""
+    proc, _, state = sandbox
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert {state["watcher_pid"]} <= {c.pid for c in children}
+    ports = _ports(state)
+    assert all(_listening(p) for p in ports if p != int(state["api"].rsplit(":", 1)[1]))
+    proc.send_signal(sig)
+    assert proc.wait(timeout=30) == 0
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
+    assert [p for p in ports if _listening(p)] == []
+
+
+def test_written_config_is_valid_and_faults_come_from_the_command_line(
+    sandbox: tuple[subprocess.Popen[str], Path, dict[str, Any]],
+) -> None:
+    """check-config accepts the sandbox's config; `sandbox fault`/`heal` reach the sandbox,
+    a bad fault exits 2 naming the problem, and kill-watcher restarts the daemon."""
+    proc, state_dir, state = sandbox
+    check = _drwatch("check-config", state["config"])
+    assert check.returncode == 0, check.stderr
+    assert "groups: 6" in check.stdout
+    assert proc.stdout is not None
+    assert "status/API" in proc.stdout.readline() + proc.stdout.readline()
+
+    done = _drwatch("sandbox", "fault", "fail-app", "app-2", "--state-dir", str(state_dir))
+    assert done.returncode == 0, done.stderr
+    assert [f["do"] for f in _state(state_dir)["faults"]] == ["fail-app"]
+    bad = _drwatch("sandbox", "fault", "zone-outage", "app-2", "--state-dir", str(state_dir))
+    assert bad.returncode == 2
+    assert "needs a zone" in bad.stderr
+    healed = _drwatch("sandbox", "heal", "app-2", "--state-dir", str(state_dir))
+    assert healed.returncode == 0
+    assert _state(state_dir)["faults"] == []
+
+    old = state["watcher_pid"]
+    killed = _drwatch(
+        "sandbox",
+        "fault",
+        "kill-watcher",
+        "watcher",
+        "--delay",
+        "1s",
+        "--state-dir",
+        str(state_dir),
+    )
+    assert killed.returncode == 0, killed.stderr
+    assert not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE
+    end = time.monotonic() + 20
+    while _state(state_dir)["watcher_pid"] in (None, old):
+        assert time.monotonic() < end, "the daemon was not restarted"
+        time.sleep(0.2)
