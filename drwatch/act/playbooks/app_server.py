@@ -32,7 +32,7 @@ from drwatch.act.playbooks.common import (
     launch,
     load_balancers,
     spread_of,
-    stop,
+    stop_replaced,
     try_agent_action,
     user_data,
     wait_healthy,
@@ -129,14 +129,6 @@ async def deregister_old(ctx: RunContext) -> Outcome:
     return done("deregistered " + ", ".join(notes) + "".join(f"; failed {p}" for p in problems))
 
 
-async def stop_old(ctx: RunContext) -> Outcome:
-    notes = []
-    for target in ctx.plan.targets:
-        result = await stop(ctx, f"stop:{target}", target)
-        notes.append(f"{target} {'was already stopped' if result.get('already') else 'stopped'}")
-    return done("; ".join(notes))
-
-
 PLAYBOOK = Playbook(
     PlaybookName.APP_REPLACE,
     (
@@ -144,6 +136,6 @@ PLAYBOOK = Playbook(
         Step("wait_healthy", wait_replacements_healthy),
         Step("register_backend", register_backend),
         Step("deregister_old", deregister_old),
-        Step("stop_old", stop_old),
+        Step("stop_old", stop_replaced),
     ),
 )

@@ -17,10 +17,13 @@ from drwatch.act.base import (
     ROLE_TAG,
     RUN_TAG,
     STEP_TAG,
+    Outcome,
     RunContext,
     StepError,
     database_role,
+    done,
     is_up,
+    skipped,
 )
 from drwatch.errors import ProviderError
 from drwatch.model.fleet import Instance, InstanceState, Role
@@ -234,6 +237,22 @@ async def stop(ctx: RunContext, key: str, instance_id: str) -> JSON:
 
     await ctx.wait_for(f"{instance_id} to stop", stopped, ctx.deps.settings.stop_timeout)
     return result
+
+
+async def stop_replaced(ctx: RunContext) -> Outcome:
+    """Stop every target that a replacement now serves for. The service is already back:
+    a target that cannot be stopped (its zone is out) is reported, not fatal."""
+    notes, failed = [], []
+    for target in ctx.plan.targets:
+        try:
+            result = await stop(ctx, f"stop:{target}", target)
+        except (ProviderError, StepError) as err:
+            failed.append(f"could not stop {target}: {err}")
+            continue
+        notes.append(f"{target} {'was already stopped' if result.get('already') else 'stopped'}")
+    if not notes:
+        return skipped("; ".join(failed))
+    return done("; ".join(notes + failed))
 
 
 async def volume(ctx: RunContext, volume_id: str) -> VolumeInfo | None:

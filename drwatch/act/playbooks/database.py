@@ -54,6 +54,7 @@ from drwatch.act.playbooks.common import (
     wait_healthy,
     wait_running,
 )
+from drwatch.errors import ProviderError
 from drwatch.model.fleet import Role
 from drwatch.model.observation import Layer
 from drwatch.model.plan import PlaybookName
@@ -314,7 +315,10 @@ async def restore_volume_elsewhere(ctx: RunContext) -> Outcome:
         return not_needed
     if (why := await _volume_unusable(ctx)) is not None:
         return skipped(why)
-    snap_id = await _snapshot(ctx, "snapshot", facts["volume"])
+    try:
+        snap_id = await _snapshot(ctx, "snapshot", facts["volume"])
+    except (ProviderError, StepError) as err:  # a volume in a zone that is out
+        return skipped(f"cannot snapshot volume {facts['volume']}: {err}")
     host = await _restore_snapshot(ctx, snap_id)
     if isinstance(host, str):
         return skipped(f"no zone took the launch: {host}")

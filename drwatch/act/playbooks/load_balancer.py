@@ -36,7 +36,7 @@ from drwatch.act.playbooks.common import (
     image_for,
     launch,
     spread_of,
-    stop,
+    stop_replaced,
     user_data,
     wait_healthy,
     zone_order,
@@ -174,14 +174,6 @@ async def launch_replacement(ctx: RunContext) -> Outcome:
     return await _launch_lb(ctx, exclude_zone=None)
 
 
-async def stop_old(ctx: RunContext) -> Outcome:
-    notes = []
-    for target in ctx.plan.targets:
-        result = await stop(ctx, f"stop:{target}", target)
-        notes.append(f"{target} {'was already stopped' if result.get('already') else 'stopped'}")
-    return done("; ".join(notes))
-
-
 FAILOVER_EIP = Playbook(
     PlaybookName.LB_FAILOVER_EIP,
     (
@@ -189,7 +181,7 @@ FAILOVER_EIP = Playbook(
         Step("move_eip", move_eip_to_standby),
         Step("verify_service", verify_service),
         Step("build_standby", build_standby),
-        Step("stop_old", stop_old),
+        Step("stop_old", stop_replaced),
     ),
 )
 
@@ -199,6 +191,6 @@ REPLACE = Playbook(
         Step("launch_replacement", launch_replacement),
         Step("move_eip", move_eip_to_replacement),
         Step("verify_service", verify_service),
-        Step("stop_old", stop_old),
+        Step("stop_old", stop_replaced),
     ),
 )
