@@ -10,6 +10,7 @@ from drwatch.alerts.alerter import Alerter, AlertMetrics, NullAlertMetrics
 from drwatch.alerts.model import (
     ALERT_BY_SCOPE,
     AlertInput,
+    alert_for_incident,
     incident_alert,
     watcher_impaired_alert,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "NullAlertMetrics",
     "Sink",
     "WebhookSink",
+    "alert_for_incident",
     "incident_alert",
     "watcher_impaired_alert",
 ]

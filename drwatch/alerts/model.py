@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from drwatch.model.incident import Incident
+
 LabelSet = tuple[tuple[str, str], ...]
 
 
@@ -129,4 +131,38 @@ def incident_alert(
         region=region,
         zone=zone,
         description=description,
+    )
+
+
+def _doing(inc: Incident) -> str:
+    """What drwatch is doing about the incident, in the words on-call reads first."""
+    if inc.outcome is not None and inc.outcome.value == "awaiting_approval":
+        playbook = inc.playbook.value if inc.playbook else "a playbook"
+        return f"waiting for approval to run {playbook}: `drwatch approve {inc.id}`"
+    if inc.state.value == "acting" and inc.playbook:
+        done = sum(1 for s in inc.steps if s.status.value == "done")
+        return f"running {inc.playbook.value} (step {done}/{len(inc.steps)} done)"
+    if inc.gate_reasons:
+        return "not acting: " + "; ".join(inc.gate_reasons)
+    if inc.outcome is not None:
+        return inc.outcome.value.replace("_", " ")
+    return "deciding"
+
+
+def alert_for_incident(inc: Incident) -> AlertInput:
+    """The alert for one open incident: what happened, and what drwatch is doing about it."""
+    where = inc.zone or inc.region or inc.scope_key
+    targets = ", ".join(inc.target_names)
+    what = f"{inc.scope.value} {where}: {inc.finding.replace('_', ' ')}"
+    if targets:
+        what += f" ({targets})"
+    return incident_alert(
+        inc.id,
+        inc.scope.value,
+        f"{what}; drwatch is {_doing(inc)}",
+        inc.opened_at,
+        role=inc.role,
+        region=inc.region,
+        zone=inc.zone,
+        description=inc.evidence,
     )

@@ -232,3 +232,30 @@ def test_watcher_alert_labels() -> None:
         "scope": "watcher",
     }
     assert json.dumps(alert.payload(NOW, ""))
+
+
+def test_alert_for_incident_says_what_drwatch_does() -> None:
+    """An incident becomes a scope-graded alert whose summary says what drwatch is doing."""
+    from drwatch.alerts import alert_for_incident
+    from tests.support.operator_world import DB_INC, ZONE_INC, incidents
+
+    by_id = {i.id: alert_for_incident(i) for i in incidents()}
+    zone = by_id[ZONE_INC]
+    assert zone.labels == {
+        "alertname": "DrwatchZoneOutage",
+        "severity": "critical",
+        "scope": "zone",
+        "role": "app_server,database,load_balancer",
+        "region": "us-east-1",
+        "zone": "us-east-1b",
+        "incident": ZONE_INC,
+    }
+    assert zone.summary == (
+        "zone us-east-1b: zone outage (app-3, app-4, db-2, lb-2); "
+        "drwatch is running app_server.replace (step 3/4 done)"
+    )
+    db = by_id[DB_INC]
+    assert db.alertname == "DrwatchInstanceDown"
+    assert db.summary.endswith(
+        f"waiting for approval to run database.recover: `drwatch approve {DB_INC}`"
+    )
