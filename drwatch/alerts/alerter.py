@@ -200,9 +200,11 @@ class Alerter:
         current = {a.key: a for a in alerts}
         resolved = [a for k, a in self._active.items() if k not in current]
         changed = [a for k, a in current.items() if self._active.get(k) != a]
-        self._active = current
         for a in changed:
-            log.info("alert.firing", alertname=a.alertname, incident=a.incident_id)
+            # A new alert is a transition; a changed summary (a step finished) is not.
+            if a.key not in self._active:
+                log.info("alert.firing", alertname=a.alertname, incident=a.incident_id)
+        self._active = current
         for a in resolved:
             log.info("alert.resolved", alertname=a.alertname, incident=a.incident_id)
         fired = [self._outgoing(a, now, resolved=False) for a in changed]
