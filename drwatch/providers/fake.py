@@ -288,10 +288,14 @@ class FakeProvider:
 
     async def stop_instance(self, region: str, instance_id: str) -> None:
         self.calls.append(("stop_instance", region, instance_id))
-        inst = self._instance(self._enter(region), instance_id)
+        r = self._enter(region)
+        inst = self._instance(r, instance_id)
         if inst.state is InstanceState.TERMINATED:
             raise ProviderError(f"{instance_id} is terminated", code="IncorrectInstanceState")
-        self._put_instance(replace(inst, state=InstanceState.STOPPED, public_ip=None))
+        # A stopped instance keeps its Elastic IP (VPC); only an ephemeral public IP goes.
+        keeps_eip = any(a.instance_id == instance_id for a in r.addresses.values())
+        public_ip = inst.public_ip if keeps_eip else None
+        self._put_instance(replace(inst, state=InstanceState.STOPPED, public_ip=public_ip))
 
     async def terminate_instance(self, region: str, instance_id: str) -> None:
         self.calls.append(("terminate_instance", region, instance_id))

@@ -101,14 +101,15 @@ async def test_detach_requires_the_holding_instance() -> None:
 
 
 async def test_stop_and_terminate_are_instant_and_observable() -> None:
-    """Stopping shows `stopped` at once; terminating detaches volumes, frees the EIP, and the
-    instance stays listed as terminated until the provider forgets it."""
+    """Stopping shows `stopped` at once and keeps the EIP; terminating detaches volumes, frees
+    the EIP, and the instance stays listed as terminated until the provider forgets it."""
     fake = FakeProvider()
     a = fake.add_instance(REGION, "us-east-1a")
     vol = fake.add_volume(REGION, "us-east-1a", attached_to=a.id)
     eip = fake.add_address(REGION, instance_id=a.id)
     await fake.stop_instance(REGION, a.id)
-    assert (await fake.instances(REGION))[0].state is InstanceState.STOPPED
+    (stopped,) = await fake.instances(REGION)
+    assert (stopped.state, stopped.public_ip) == (InstanceState.STOPPED, eip.public_ip)
     await fake.terminate_instance(REGION, a.id)
     (inst,) = await fake.instances(REGION)
     assert inst.state is InstanceState.TERMINATED
