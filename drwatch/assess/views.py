@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from drwatch.config import PolicyConfig, TimingConfig
@@ -105,9 +106,10 @@ def view(th: TargetHealth | None, now: float, cfg: RulesConfig) -> LayerView:
     return LayerView(seen, th.since, th.reason, th.detail)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class InstanceView:
-    """One instance, its three layers, and what the provider says of its state."""
+    """One instance, its three layers, and what the provider says of its state.
+    (Derived facts are cached: the rules ask them many times per tick.)"""
 
     instance: Instance
     provider: LayerView
@@ -115,7 +117,7 @@ class InstanceView:
     app: LayerView
     has_app: bool
 
-    @property
+    @cached_property
     def state(self) -> InstanceState:
         """The provider's state from a fresh answer (`pending` arrives as an unknown health
         with its state in the detail); unknown when the provider did not answer."""
@@ -129,7 +131,7 @@ class InstanceView:
         except ValueError:
             return InstanceState.RUNNING if self.provider.answering else InstanceState.UNKNOWN
 
-    @property
+    @cached_property
     def status_impaired(self) -> bool:
         """A fresh provider answer with a status check impaired (or provider DOWN while
         the state is running: the provider itself calls the instance unhealthy)."""
@@ -141,33 +143,33 @@ class InstanceView:
             return True
         return self.provider.failing and not self.state.is_gone
 
-    @property
+    @cached_property
     def gone(self) -> bool:
         return self.state.is_gone
 
-    @property
+    @cached_property
     def answering(self) -> bool:
         return self.agent.answering or self.app.answering
 
-    @property
+    @cached_property
     def unreachable(self) -> bool:
         """Neither agent nor app answers, and at least one was tried and got nothing."""
         layers = (self.agent, self.app) if self.has_app else (self.agent,)
         return not self.answering and any(lv.silent for lv in layers)
 
-    @property
+    @cached_property
     def both_failing(self) -> bool:
         """Agent and app both seen failing (not merely silent). Without app checks the
         agent alone speaks for the host."""
         return self.agent.failing and (self.app.failing or not self.has_app)
 
-    @property
+    @cached_property
     def silent_since(self) -> float | None:
         """When the last of its layers stopped answering (the later `since`)."""
         sinces = [lv.since for lv in (self.agent, self.app) if lv.silent and lv.since is not None]
         return max(sinces) if sinces else None
 
-    @property
+    @cached_property
     def healthy(self) -> bool:
         present = [lv for lv in (self.provider, self.agent, self.app) if lv is not UNSEEN]
         return bool(present) and all(lv.answering for lv in present) and not self.gone
