@@ -1,23 +1,290 @@
-"""The composition root: the only place concrete adapters are built and wired."""
+"""The composition root: the only place concrete adapters are built and wired.
+
+`run_daemon(cfg)` builds the provider, the observers and their scheduler, the health
+store, the incident store, the runner, the cycle, the web app (API, /metrics, status
+page) and the alerter; then runs discovery, provider polls, checks and the tick until
+SIGTERM/SIGINT. Shutdown is cancellation: every task belongs to one TaskGroup.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
 
 from drwatch import __version__, logs
+from drwatch.act.wiring import build_runner
+from drwatch.alerts.alerter import Alerter
+from drwatch.alerts.model import AlertInput, alert_for_incident, watcher_impaired_alert
 from drwatch.config import Config
+from drwatch.cycle import Cycle, SummaryLog, TickReport, WatcherState
+from drwatch.errors import ConfigError
+from drwatch.incidents import IncidentStore
+from drwatch.model import Fleet, Observation, Snapshot
+from drwatch.notify import Notifier, notifier_from_env, watchdog_interval
+from drwatch.observe.agent import AgentClient, AgentObserver
+from drwatch.observe.app import AppObserver
+from drwatch.observe.canary import CanaryObserver
+from drwatch.observe.discovery import discover
+from drwatch.observe.provider import ProviderObserver
+from drwatch.observe.scheduler import CheckJob, CheckScheduler
+from drwatch.observe.store import HealthStore, hysteresis_from
+from drwatch.probes.http import HttpProbe, new_session
+from drwatch.probes.tcp import TcpProbe
+from drwatch.providers.aws import AwsProvider
+from drwatch.secretfile import read_secret
+from drwatch.web import api, status
+from drwatch.web.metrics import Metrics
+
+EXIT_OK, EXIT_CONFIG = 0, 2
+TICK_INTERVAL_S = 1.0
+CHECK_CONCURRENCY = 256
+
+
+def _log() -> Any:
+    return logs.get_logger(component="daemon")
+
+
+@dataclass
+class Watch:
+    """What the loops share: the current fleet and the health store. It is the
+    `FleetView` the playbooks see (latest snapshot; refresh = rediscover now)."""
+
+    cfg: Config
+    provider: AwsProvider
+    store: HealthStore
+    scheduler: CheckScheduler
+    job_sources: Sequence[Callable[[Fleet], dict[str, CheckJob]]]
+    fleet: Fleet = field(default_factory=Fleet)
+    discovered: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def latest(self) -> Snapshot:
+        return self.store.snapshot(self.fleet, time.time())
+
+    async def refresh(self) -> Snapshot:
+        await self.rediscover()
+        return self.latest()
+
+    async def rediscover(self) -> None:
+        result = await discover(
+            self.provider, self.cfg.provider, self.cfg.groups, time.time(), previous=self.fleet
+        )
+        self._adopt(result.fleet)
+        for region, reason in result.errors.items():
+            _log().debug("discovery.region_failed", region=region, reason=reason)
+
+    def _adopt(self, fleet: Fleet) -> None:
+        before = {i.id for i in self.fleet}
+        after = {i.id for i in fleet}
+        if before != after:
+            _log().info(
+                "fleet.changed",
+                instances=len(fleet),
+                joined=sorted(after - before),
+                left=sorted(before - after),
+            )
+        self.fleet = fleet
+        self.store.prune(fleet)
+        jobs: dict[str, CheckJob] = {}
+        for source in self.job_sources:
+            jobs.update(source(fleet))
+        self.scheduler.set_jobs(jobs)
+        self.discovered.set()
+
+
+class Daemon:
+    """The running watcher. Built by `build()`, run by `run(stop)`."""
+
+    def __init__(self, cfg: Config, stack: AsyncExitStack, secret: bytes, token: bytes | None):
+        self.cfg = cfg
+        self.stack = stack
+        self.secret = secret
+        self.token = token
+        self.notifier: Notifier = notifier_from_env()
+        self.summary_log = SummaryLog()
+        self.impaired_since: float | None = None
+
+    async def build(self) -> None:
+        cfg = self.cfg
+        timeouts = [cfg.timing.agent.timeout, cfg.timing.app.timeout, cfg.timing.canary.timeout]
+        self.metrics = Metrics(max_check_timeout=max(timeouts))
+        self.provider = AwsProvider(cfg.provider)
+        self.stack.push_async_callback(self.provider.aclose)
+        session = new_session()
+        self.stack.push_async_callback(session.close)
+        http, tcp = HttpProbe(session), TcpProbe()
+        self.store = HealthStore(hysteresis_from(cfg.timing))
+        self.scheduler = CheckScheduler(CHECK_CONCURRENCY, self.record)
+        self.agent = AgentClient(cfg.agent, self.secret, session)
+        sources: list[Callable[[Fleet], dict[str, CheckJob]]] = [
+            AgentObserver(self.agent, cfg.timing.agent).jobs_for,
+            AppObserver(cfg.groups, cfg.timing.app, http, tcp).jobs_for,
+            CanaryObserver(cfg.canaries, cfg.timing.canary, http, tcp).jobs_for,
+        ]
+        self.watch = Watch(cfg, self.provider, self.store, self.scheduler, sources)
+        self.provider_observer = ProviderObserver(
+            self.provider, cfg.provider.regions, timeout=cfg.timing.provider.timeout
+        )
+        self.incidents = IncidentStore(cfg.watcher.state_dir)
+        self.runner = build_runner(
+            cfg, self.provider, self.watch, self.agent, kill_switch=self._kill_switch
+        )
+        self.stack.push_async_callback(self.runner.aclose)
+        self.cycle = Cycle(cfg.policy, cfg.timing, self.incidents, self.runner, time.time())
+        self.api_state = api.LiveApiState(
+            watcher_name=cfg.watcher.name,
+            dry_run=cfg.policy.dry_run,
+            api_token=self.token,
+            incidents=self.incidents,
+            controls=self.cycle,
+            read_requires_token=cfg.watcher.api_read_requires_token,
+        )
+        self.alerter = await self.stack.enter_async_context(
+            Alerter.from_config(cfg.alerts, self.metrics)
+        )
+        await self._serve_web()
+
+    def _kill_switch(self) -> bool:
+        """Checked by the runner right before a playbook's first side effect."""
+        return self.cycle.paused or self.cfg.policy.dry_run
+
+    def record(self, obs: Observation) -> None:
+        self.store.record(obs)
+        self.metrics.record_check(obs, obs.latency_s)
+
+    async def _serve_web(self) -> None:
+        app = web.Application()
+        api.add_routes(app, self.api_state)
+        self.metrics.add_routes(app)
+        status.add_routes(app)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        self.stack.push_async_callback(runner.cleanup)
+        host, _, port = self.cfg.watcher.listen.rpartition(":")
+        await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+        _log().info("web.listening", address=f"http://{self.cfg.watcher.listen}/")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        resumed = await self.runner.resume()
+        if resumed:
+            _log().info("runner.resumed", runs=resumed)
+        async with asyncio.TaskGroup() as tg:
+            loops = [
+                tg.create_task(self.scheduler.run(), name="scheduler"),
+                tg.create_task(self._discovery_loop(), name="discovery"),
+                tg.create_task(self._provider_loop(), name="provider"),
+                tg.create_task(self._tick_loop(), name="tick"),
+            ]
+            await self._ready()
+            await stop.wait()
+            self.notifier.stopping()
+            for task in loops:
+                task.cancel()
+
+    async def _ready(self) -> None:
+        """READY=1 once the first discovery ran (or failed), so systemd's start means watching."""
+        with suppress(TimeoutError):
+            async with asyncio.timeout(60):
+                await self.watch.discovered.wait()
+        self.notifier.ready()
+        _log().info("daemon.ready", instances=len(self.watch.fleet))
+
+    async def _discovery_loop(self) -> None:
+        while True:
+            try:
+                await self.watch.rediscover()
+            except Exception:  # the loop survives every error but a fatal one
+                _log().exception("discovery.failed")
+                self.watch.discovered.set()
+            await asyncio.sleep(self.cfg.provider.discovery_interval)
+
+    async def _provider_loop(self) -> None:
+        await self.watch.discovered.wait()
+        regions = self.cfg.provider.regions
+        while True:
+            for obs in await self.provider_observer.poll_all(self.watch.fleet, time.time()):
+                self.record(obs)
+            backoff = max(self.provider_observer.next_poll_delay(r) for r in regions)
+            await asyncio.sleep(max(self.cfg.timing.provider.interval, backoff))
+
+    async def _tick_loop(self) -> None:
+        await self.watch.discovered.wait()
+        watchdog = watchdog_interval()
+        interval = min(TICK_INTERVAL_S, watchdog / 2) if watchdog else TICK_INTERVAL_S
+        while True:
+            started = time.monotonic()
+            try:
+                self.tick(time.time())
+            except Exception:
+                _log().exception("tick.failed")
+            else:
+                # A watchdog ping only from a tick that completed: a stuck loop gets restarted.
+                self.notifier.watchdog()
+            self.metrics.record_tick(time.monotonic() - started, time.time())
+            await asyncio.sleep(interval)
+
+    def tick(self, now: float) -> TickReport:
+        snapshot = self.store.snapshot(self.watch.fleet, now)
+        report = self.cycle.tick(snapshot, now)
+        self.api_state.update(report, snapshot)
+        if self.summary_log(report):
+            self.notifier.status(report.summary)
+        self.metrics.update_from_snapshot(snapshot)
+        self.metrics.update_from_report(report)
+        lag = self.scheduler.lag_stats()
+        self.metrics.set_scheduler_lag(lag.p99, lag.max)
+        for inc in report.open_incidents:
+            progress = self.runner.progress(inc.id)
+            if progress is not None:
+                self.metrics.record_run(progress)
+        self.alerter.update(self._alerts(report, now), now)
+        return report
+
+    def _alerts(self, report: TickReport, now: float) -> list[AlertInput]:
+        alerts = [alert_for_incident(inc) for inc in report.open_incidents]
+        if report.watcher_state is WatcherState.IMPAIRED:
+            self.impaired_since = self.impaired_since or now
+            alerts.append(
+                watcher_impaired_alert(self.cfg.watcher.name, report.summary, self.impaired_since)
+            )
+        else:
+            self.impaired_since = None
+        return alerts
+
+
+def _secrets(cfg: Config) -> tuple[bytes, bytes | None]:
+    secret = read_secret(cfg.agent.secret_file)
+    token_file = cfg.watcher.api_token_file
+    return secret, (read_secret(token_file) if token_file else None)
 
 
 async def run_daemon(cfg: Config) -> int:
     """Run until SIGTERM/SIGINT; then cancel every task and return the exit code."""
     logs.configure(cfg.watcher.log_format.value, cfg.watcher.log_level)
-    log = logs.get_logger(watcher=cfg.watcher.name)
+    log = _log().bind(watcher=cfg.watcher.name)
+    try:
+        secret, token = _secrets(cfg)
+        cfg.watcher.state_dir.mkdir(parents=True, exist_ok=True)
+    except (ConfigError, OSError) as err:
+        problems = err.problems if isinstance(err, ConfigError) else [str(err)]
+        for problem in problems:
+            print(f"drwatch: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("daemon.start", version=__version__)
-    await stop.wait()
+    log.info("daemon.start", version=__version__, state_dir=str(cfg.watcher.state_dir))
+    async with AsyncExitStack() as stack:
+        daemon = Daemon(cfg, stack, secret, token)
+        await daemon.build()
+        await daemon.run(stop)
     log.info("daemon.stop")
-    return 0
+    return EXIT_OK

@@ -28,6 +28,14 @@ HEALTH_PATH = "/healthz"
 
 
 @dataclass(frozen=True)
+def sandbox_env() -> dict[str, str]:
+    """The daemon's environment: the sandbox's own dummy credentials, never an operator's
+    real AWS profile (the endpoints are loopback, but a credential chain would still be read)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ACCESS_KEY_ID="sandbox", AWS_SECRET_ACCESS_KEY="sandbox")  # noqa: S106
+    return env
+
+
 class WorldAddresses:
     """Where the sandbox's parts listen, as the daemon's config needs them."""
 
@@ -151,7 +159,7 @@ class WatcherProcess:
         with self.log_path.open("ab") as out:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "drwatch.cli", "run", "--config", str(self.config_path),
-                stdout=out, stderr=out, start_new_session=True, env=dict(os.environ),
+                stdout=out, stderr=out, start_new_session=True, env=sandbox_env(),
             )  # fmt: skip
         log.info("watcher.start", pid=self._proc.pid)
 
