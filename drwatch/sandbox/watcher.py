@@ -27,7 +27,6 @@ APP_PORT = 8080
 HEALTH_PATH = "/healthz"
 
 
-@dataclass(frozen=True)
 def sandbox_env() -> dict[str, str]:
     """The daemon's environment: the sandbox's own dummy credentials, never an operator's
     real AWS profile (the endpoints are loopback, but a credential chain would still be read)."""
@@ -36,6 +35,7 @@ def sandbox_env() -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
 class WorldAddresses:
     """Where the sandbox's parts listen, as the daemon's config needs them."""
 
