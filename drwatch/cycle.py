@@ -37,7 +37,10 @@ class Runner(Protocol):
     """The seam to the playbook runner (drwatch/act implements it)."""
 
     def submit(self, plan: Plan) -> None:
-        """Start running `plan` (in a task the runner owns); returns at once."""
+        """Start running `plan` (in a task the runner owns); returns at once. Its progress
+        should show the new run at once. May raise DrwatchError when it cannot run it.
+        The daemon resumes unfinished runs (from the runner's journal) before the first
+        tick, so that an incident left `acting` by a crash finds its run again."""
 
     def progress(self, incident_id: str) -> RunProgress | None:
         """The latest run's progress for this incident, or None when there is none."""
@@ -245,7 +248,12 @@ class Cycle:
             return
         detail = "the runner has no record of the submitted run"
         self._save_change(
-            inc.with_(outcome=IncidentOutcome.FAILED, run_ended_at=now, detail=detail),
+            inc.with_(
+                state=IncidentState.OPEN,
+                outcome=IncidentOutcome.FAILED,
+                run_ended_at=now,
+                detail=detail,
+            ),
             now,
             "failed",
             detail,
@@ -295,6 +303,7 @@ class Cycle:
         steps = self._steps(inc, p)
         inc = inc.with_(
             steps=steps,
+            state=IncidentState.OPEN,
             outcome=IncidentOutcome.FAILED,
             run_ended_at=now,
             detail=p.detail or "playbook failed",
@@ -319,7 +328,18 @@ class Cycle:
         )
         # Saved before submit: the record says "acting" before any side effect can happen.
         self._save_change(inc, now, "acting", f"{plan.playbook.value} for {plan.group}", changes)
-        self.runner.submit(plan)
+        try:
+            self.runner.submit(plan)
+        except DrwatchError as err:
+            # The runner refused the plan (say, a playbook it does not have): nothing ran.
+            detail = f"the runner refused {plan.playbook.value}: {err}"
+            failed = inc.with_(
+                state=IncidentState.OPEN,
+                outcome=IncidentOutcome.FAILED,
+                run_ended_at=now,
+                detail=detail,
+            )
+            self._save_change(failed, now, "failed", detail, changes)
 
     # -- incidents --------------------------------------------------------------------------
 
@@ -411,10 +431,10 @@ class Cycle:
     ) -> None:
         """The finding persists. Before any action the record follows it (targets may
         grow, a degraded instance may turn dead); after a run it is being verified."""
+        if inc.outcome is IncidentOutcome.FAILED:
+            return
         if inc.state is IncidentState.ACTING:
             self._verify(inc, d, now, changes)
-            return
-        if inc.outcome is IncidentOutcome.FAILED:
             return
         if d.finding.value == inc.finding and d.targets == inc.target_ids:
             return
@@ -438,7 +458,7 @@ class Cycle:
             return
         detail = f"playbooks succeeded but {d.finding.value} persists: {d.evidence}"
         self._save_change(
-            inc.with_(outcome=IncidentOutcome.FAILED, detail=detail),
+            inc.with_(state=IncidentState.OPEN, outcome=IncidentOutcome.FAILED, detail=detail),
             now,
             "failed",
             detail,

@@ -17,6 +17,7 @@ from drwatch.cycle import (
     SummaryLog,
     WatcherState,
 )
+from drwatch.errors import DrwatchError
 from drwatch.incidents import IncidentStore
 from drwatch.model import Health, Layer, Plan, RunOutcome, RunProgress, StepRecord, StepStatus
 from drwatch.model.incident import IncidentOutcome, IncidentState
@@ -368,3 +369,17 @@ def test_summary_is_logged_once_per_change(tmp_path: Path) -> None:
     assert logged(cycle.tick(healthy, NOW))
     assert not logged(cycle.tick(healthy, NOW + 1))
     assert logged(cycle.tick(World.healthy().stop("app-3").snapshot(), NOW + 2))
+
+
+class RefusingRunner(FakeRunner):
+    def submit(self, plan: Plan) -> None:
+        raise DrwatchError(f"no playbook {plan.playbook.value}")
+
+
+def test_a_plan_the_runner_refuses_fails_the_incident(tmp_path: Path) -> None:
+    """When the runner refuses a plan, the incident is failed with its word, not stuck."""
+    cycle = make(tmp_path, RefusingRunner())
+    report = cycle.tick(World.healthy().stop("app-3").snapshot(), NOW)
+    (inc,) = report.open_incidents
+    assert inc.outcome is IncidentOutcome.FAILED
+    assert inc.detail == "the runner refused app_server.replace: no playbook app_server.replace"
