@@ -125,12 +125,22 @@ def _healthy_peer(
 
 
 def is_primary(instance: Instance, snapshot: Snapshot) -> bool:
-    """A database is the primary unless its tag or its agent's facts say replica."""
+    """Is this database the primary? Its role tag says; else its agent's database check;
+    else (a lost host reports nothing) it is the primary unless another member of its
+    group reports being the primary."""
     tagged = (instance.tag(DB_ROLE_TAG) or "").lower()
     if tagged:
         return tagged not in REPLICA_ROLES
-    agent = snapshot.get(instance.id, Layer.AGENT)
-    return _reported_role(agent.detail if agent else {}) not in REPLICA_ROLES
+    own = _role_of(instance.id, snapshot)
+    if own:
+        return own not in REPLICA_ROLES
+    peers = (p for p in snapshot.fleet.in_group(instance.group) if p.id != instance.id)
+    return not any(_role_of(p.id, snapshot) == "primary" for p in peers)
+
+
+def _role_of(instance_id: str, snapshot: Snapshot) -> str:
+    agent = snapshot.get(instance_id, Layer.AGENT)
+    return _reported_role(agent.detail if agent else {})
 
 
 def _reported_role(facts: Mapping[str, object]) -> str:

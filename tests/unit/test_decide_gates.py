@@ -218,3 +218,20 @@ def test_database_role_from_the_agents_database_check() -> None:
     world.layer("db-2", Layer.AGENT, Health.UP, detail=facts("primary"))
     (p,) = plans_for(db2, world.snapshot(), RULES)
     assert p.playbook is PlaybookName.DB_RECOVER
+
+
+def test_a_lost_database_is_a_replica_when_a_peer_reports_primary() -> None:
+    """A lost database without a tag reports nothing; a peer reporting primary makes it
+    a replica (no playbook); with no such peer it is taken as the primary."""
+    world = World.healthy()
+    world.fleet = type(world.fleet)(
+        tuple(replace(i, tags=()) if i.role.value == "database" else i for i in world.fleet)
+    )
+    world.stop("db-2")
+    db2 = incident(target_ids=(iid("db-2"),), roles=("database",), groups=("db",))
+    primary = {"checks": {"database": {"kind": "database", "data": {"role": "primary"}}}}
+    world.layer("db-1", Layer.AGENT, Health.UP, detail=primary)
+    assert plans_for(db2, world.snapshot(), RULES) == ()
+    world.layer("db-1", Layer.AGENT, Health.UP, detail={})
+    (p,) = plans_for(db2, world.snapshot(), RULES)
+    assert p.playbook is PlaybookName.DB_RECOVER
