@@ -4,7 +4,8 @@ app_server -> app_server.replace; load_balancer -> load_balancer.failover_eip wh
 another LB of its group answers (the playbook moves the Elastic IP there if the lost
 one held it, then rebuilds a standby), else load_balancer.replace; database primary
 -> database.recover (a replica has no playbook yet); region -> region.failover.
-A zone incident gets one plan per affected group, each avoiding the zone.
+A zone incident gets one plan per affected group, each avoiding the zone, load
+balancers first, then databases, then app servers.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def plans_for(
         return (_region_plan(incident),)
     by_group = _targets_by_group(incident, snapshot)
     plans = []
-    for group, members in sorted(by_group.items()):
+    for group, members in sorted(by_group.items(), key=_order):
         playbook = _playbook(members, snapshot, cfg, retired)
         if playbook is None:
             continue
@@ -54,6 +55,16 @@ def plans_for(
             )
         )
     return tuple(plans)
+
+
+# A zone's plans run in this order: the service's entry point first (traffic), then the
+# database (app servers launched after it get its new address), then the app servers.
+ROLE_ORDER = {Role.LOAD_BALANCER: 0, Role.DATABASE: 1, Role.APP_SERVER: 2}
+
+
+def _order(item: tuple[str, list[Instance]]) -> tuple[int, str]:
+    group, members = item
+    return (ROLE_ORDER.get(members[0].role, 9), group)
 
 
 def _region_plan(incident: Incident) -> Plan:

@@ -273,16 +273,16 @@ def test_zone_outage_runs_one_plan_per_group_in_turn(tmp_path: Path) -> None:
     assert inc.scope_key == "zone:us-east-1a"
     assert inc.playbooks
     assert [p.value for p in inc.playbooks] == [
-        "app_server.replace",
-        "database.recover",
         "load_balancer.failover_eip",
+        "database.recover",
+        "app_server.replace",
     ]
     for step in range(3):
         plan = runner.submitted[-1]
         assert plan.avoid_zones == ("us-east-1a",)
         runner.finish(inc.id, RunOutcome.SUCCEEDED)
         cycle.tick(world.snapshot(), NOW + 1 + step)
-    assert [p.group for p in runner.submitted] == ["app", "db", "web-lb"]
+    assert [p.group for p in runner.submitted] == ["web-lb", "db", "app"]
     done = cycle.store.get(inc.id)
     assert done is not None
     assert done.outcome is IncidentOutcome.RECOVERED

@@ -184,7 +184,8 @@ def test_database_primary_recovers_replica_has_no_playbook() -> None:
 
 
 def test_zone_plans_one_per_group_avoiding_the_zone() -> None:
-    """A zone incident plans per group, each avoiding the lost zone."""
+    """A zone incident plans per group, each avoiding the lost zone: the load balancer
+    first (traffic), then the database, then the app servers."""
     world = World.healthy()
     zone = incident(
         Scope.ZONE,
@@ -195,11 +196,11 @@ def test_zone_plans_one_per_group_avoiding_the_zone() -> None:
     )
     plans = plans_for(zone, world.snapshot(), RULES)
     assert [(p.group, p.playbook.value, p.avoid_zones) for p in plans] == [
-        ("app", "app_server.replace", ("us-east-1a",)),
-        ("db", "database.recover", ("us-east-1a",)),
         ("web-lb", "load_balancer.failover_eip", ("us-east-1a",)),
+        ("db", "database.recover", ("us-east-1a",)),
+        ("app", "app_server.replace", ("us-east-1a",)),
     ]
-    assert plans[0].targets == (iid("app-1"), iid("app-2"))
+    assert plans[2].targets == (iid("app-1"), iid("app-2"))
 
 
 def test_database_role_from_the_agents_database_check() -> None:
