@@ -26,7 +26,7 @@ from drwatch.cycle import (
     WatcherState,
 )
 from drwatch.incidents import IncidentStore
-from drwatch.model.findings import Diagnosis
+from drwatch.model.findings import Diagnosis, Finding
 from drwatch.model.incident import Incident
 from drwatch.model.observation import Layer, TargetHealth
 from drwatch.model.plan import StepRecord
@@ -285,6 +285,7 @@ def incident_doc(i: Incident) -> JSON:
         "scope": i.scope.value,
         "scope_key": i.scope_key,
         "finding": i.finding,
+        "description": _describe(i.finding),
         "severity": i.severity,
         "role": i.role,
         "roles": list(i.roles),
@@ -311,6 +312,13 @@ def incident_doc(i: Incident) -> JSON:
         "steps": [step_doc(s) for s in i.steps],
         "detail": i.detail,
     }
+
+
+def _describe(finding: str) -> str:
+    try:
+        return Finding(finding).description
+    except ValueError:  # a finding recorded by another version of drwatch
+        return ""
 
 
 def _health_doc(th: TargetHealth) -> JSON:
