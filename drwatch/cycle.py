@@ -188,6 +188,12 @@ class Cycle:
     # -- the tick ---------------------------------------------------------------------------
 
     def tick(self, snapshot: Snapshot, now: float) -> TickReport:
+        """One round. The store's writes form one transaction (committed early only
+        before a plan is submitted)."""
+        with self.store.batch():
+            return self._tick(snapshot, now)
+
+    def _tick(self, snapshot: Snapshot, now: float) -> TickReport:
         changes: list[IncidentChange] = []
         self._follow_runs(snapshot, now, changes)
         retired = self.store.retired()
@@ -326,8 +332,9 @@ class Cycle:
             current_targets=plan.targets,
             gate_reasons=(),
         )
-        # Saved before submit: the record says "acting" before any side effect can happen.
+        # Durable before submit: the record says "acting" before any side effect can happen.
         self._save_change(inc, now, "acting", f"{plan.playbook.value} for {plan.group}", changes)
+        self.store.checkpoint()
         try:
             self.runner.submit(plan)
         except DrwatchError as err:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,6 +61,23 @@ class IncidentStore:
 
     def close(self) -> None:
         self._db.close()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction (one fsync) for a tick's writes; rolled back if the tick fails."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def checkpoint(self) -> None:
+        """Make what the batch wrote so far durable now (before a side effect starts)."""
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
 
     def save(self, incident: Incident) -> None:
         self._db.execute(

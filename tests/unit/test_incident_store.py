@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from drwatch.incidents import IncidentStore, new_incident_id
 from drwatch.model import PlaybookName, Scope, StepRecord, StepStatus
 from drwatch.model.incident import GateEntry, Incident, IncidentOutcome, IncidentState
@@ -93,3 +95,14 @@ def test_incident_ids_are_unique_and_sortable() -> None:
     a, b = new_incident_id(T), new_incident_id(T)
     assert a != b
     assert a.startswith("inc-20261126T140000-")
+
+
+def test_a_failed_batch_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A tick that fails halfway rolls its writes back; a checkpoint keeps what came before."""
+    store = IncidentStore(tmp_path)
+    with pytest.raises(RuntimeError), store.batch():
+        store.save(make(1))
+        store.checkpoint()
+        store.save(make(2))
+        raise RuntimeError("tick failed")
+    assert [i.id for i in store.recent()] == ["inc-1"]
