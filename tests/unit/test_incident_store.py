@@ -100,9 +100,14 @@ def test_incident_ids_are_unique_and_sortable() -> None:
 def test_a_failed_batch_leaves_nothing_behind(tmp_path: Path) -> None:
     """A tick that fails halfway rolls its writes back; a checkpoint keeps what came before."""
     store = IncidentStore(tmp_path)
-    with pytest.raises(RuntimeError), store.batch():
-        store.save(make(1))
-        store.checkpoint()
-        store.save(make(2))
-        raise RuntimeError("tick failed")
+
+    def failing_tick() -> None:
+        with store.batch():
+            store.save(make(1))
+            store.checkpoint()
+            store.save(make(2))
+            raise RuntimeError("tick failed")
+
+    with pytest.raises(RuntimeError):
+        failing_tick()
     assert [i.id for i in store.recent()] == ["inc-1"]
