@@ -64,6 +64,7 @@ class Watch:
     job_sources: Sequence[Callable[[Fleet], dict[str, CheckJob]]]
     fleet: Fleet = field(default_factory=Fleet)
     discovered: asyncio.Event = field(default_factory=asyncio.Event)
+    discovery_errors: dict[str, str] = field(default_factory=dict)
 
     def latest(self) -> Snapshot:
         return self.store.snapshot(self.fleet, time.time())
@@ -77,8 +78,19 @@ class Watch:
             self.provider, self.cfg.provider, self.cfg.groups, time.time(), previous=self.fleet
         )
         self._adopt(result.fleet)
-        for region, reason in result.errors.items():
-            _log().debug("discovery.region_failed", region=region, reason=reason)
+        self._note_errors(dict(result.errors))
+
+    def _note_errors(self, errors: dict[str, str]) -> None:
+        """Log a region's discovery failing or recovering once, not every round."""
+        for region in errors.keys() | self.discovery_errors.keys():
+            reason = errors.get(region)
+            if reason == self.discovery_errors.get(region):
+                continue
+            if reason is None:
+                _log().info("discovery.region_recovered", region=region)
+            else:
+                _log().warning("discovery.region_failed", region=region, reason=reason)
+        self.discovery_errors = errors
 
     def _adopt(self, fleet: Fleet) -> None:
         before = {i.id for i in self.fleet}
@@ -115,7 +127,9 @@ class Daemon:
         cfg = self.cfg
         timeouts = [cfg.timing.agent.timeout, cfg.timing.app.timeout, cfg.timing.canary.timeout]
         self.metrics = Metrics(max_check_timeout=max(timeouts))
-        self.provider = AwsProvider(cfg.provider)
+        # Throttling retries must end inside one provider poll, or a throttled region would
+        # read as a timeout and the observer's own backoff would never start.
+        self.provider = AwsProvider(cfg.provider, throttle_budget=cfg.timing.provider.timeout / 2)
         self.stack.push_async_callback(self.provider.aclose)
         session = new_session()
         self.stack.push_async_callback(session.close)
