@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import boto3  # type: ignore[import-untyped]
+import boto3
 
 from drwatch.errors import DrwatchError
 from drwatch.logs import get_logger

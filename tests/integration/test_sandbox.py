@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import boto3  # type: ignore[import-untyped]
+import boto3
 import botocore.config
 import botocore.exceptions
 import pytest
