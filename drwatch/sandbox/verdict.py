@@ -55,11 +55,17 @@ def cause_of(inc: Incident, events: tuple[EventRecord, ...], start: float) -> Ev
     return pool[-1] if pool else None
 
 
+# Verdicts an incident holds from when it is opened, however long it stays open.
+_VERDICTS_AT_OPEN = frozenset({"detected_only", "awaiting_approval", "blocked"})
+
+
 def _done_at(inc: Incident) -> float:
     """When the incident reached its outcome."""
     if inc.outcome == "recovered" and inc.recovered_at is not None:
         return inc.recovered_at
-    return inc.ended_at if inc.ended_at is not None else inc.opened_at
+    if inc.outcome in _VERDICTS_AT_OPEN or inc.ended_at is None:
+        return inc.opened_at
+    return inc.ended_at
 
 
 def incident_report(inc: Incident, facts: DrillFacts) -> dict[str, Any]:

@@ -92,6 +92,19 @@ def test_the_wrong_outcome_fails_and_says_so() -> None:
     assert report["expectations"][0]["reason"] == "outcome failed, expected recovered"
 
 
+def test_a_detected_only_verdict_counts_from_when_it_opened() -> None:
+    """An alert stays open until healed; `within` measures its detection, not its end."""
+    alert = _incident(
+        scope="provider_api", targets=(), playbook=None, outcome="detected_only",
+        recovered_at=None, ended_at=START + 60.0,
+    )  # fmt: skip
+    sc = _scenario(expect=[{"scope": "provider_api", "outcome": "detected_only", "within": "5s"}])
+    events = (EventRecord(15.0, "api-outage", "us-east-1"),)
+    report = build_report(sc, _facts(alert, events=events))
+    assert report["expectations"][0]["met"] is True
+    assert report["expectations"][0]["reason"] == "detected_only after 4.0s"
+
+
 def test_two_matching_incidents_fail_the_expectation() -> None:
     """Each expectation must match exactly one incident."""
     report = build_report(_scenario(), _facts(_incident(), _incident(id="inc-2")))
