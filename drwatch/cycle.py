@@ -291,11 +291,7 @@ class Cycle:
             groups_done=(*inc.groups_done, inc.current_group or ""),
             detail=p.detail,
         )
-        remaining = [
-            pl
-            for pl in plans_for(inc, snapshot, self.rules, self.store.retired())
-            if pl.group not in inc.groups_done
-        ]
+        remaining = plans_for(inc, snapshot, self.rules, self.store.retired())
         if remaining:
             self._submit(inc, remaining[0], now, changes)
             return
@@ -317,15 +313,21 @@ class Cycle:
         self._save_change(inc, now, "failed", inc.detail, changes)
 
     def _steps(self, inc: Incident, p: RunProgress) -> tuple[StepRecord, ...]:
+        """The finished runs' steps, then this run's. With several targets, each step's
+        detail starts with the targets its run is for (`[app-5,app-6] ...`)."""
         mine = p.steps
-        if len(inc.playbooks) > 1 and inc.current_group:
-            mine = tuple(_tagged(s, inc.current_group) for s in mine)
+        if len(inc.target_ids) > 1:
+            names = dict(zip(inc.target_ids, inc.target_names, strict=False))
+            label = ",".join(names.get(t, t) for t in inc.current_targets)
+            mine = tuple(_tagged(s, label) for s in mine)
         return (*inc.steps_done, *mine)
 
     def _submit(self, inc: Incident, plan: Plan, now: float, changes: list[IncidentChange]) -> None:
         inc = inc.with_(
             state=IncidentState.ACTING,
             outcome=None,
+            playbook=inc.playbook or plan.playbook,
+            playbooks=tuple(dict.fromkeys((*inc.playbooks, plan.playbook))),
             acted_at=inc.acted_at or now,
             submitted_at=now,
             current_group=plan.group,
@@ -367,7 +369,7 @@ class Cycle:
             if inc is None:
                 self._open(d, snapshot, now, changes)
             else:
-                self._still(inc, d, snapshot, now, changes)
+                self._still(inc, d, snapshot=snapshot, now=now, retired=retired, changes=changes)
         present = set(current)
         for key, inc in open_by_key.items():
             if key in current:
@@ -432,16 +434,19 @@ class Cycle:
         self,
         inc: Incident,
         d: Diagnosis,
+        *,
         snapshot: Snapshot,
         now: float,
+        retired: frozenset[str],
         changes: list[IncidentChange],
     ) -> None:
         """The finding persists. Before any action the record follows it (targets may
-        grow, a degraded instance may turn dead); after a run it is being verified."""
-        if inc.outcome is IncidentOutcome.FAILED:
+        change, a degraded instance may turn dead); while acting, targets only grow (a
+        zone loses its instances one by one) and each new one gets its plan in turn."""
+        if inc.outcome in (IncidentOutcome.FAILED, IncidentOutcome.RECOVERED):
             return
         if inc.state is IncidentState.ACTING:
-            self._verify(inc, d, now, changes)
+            self._grow(inc, d, snapshot=snapshot, now=now, retired=retired, changes=changes)
             return
         if d.finding.value == inc.finding and d.targets == inc.target_ids:
             return
@@ -458,19 +463,57 @@ class Cycle:
         )
         self._save_change(inc, now, "updated", d.evidence, changes)
 
-    def _verify(
-        self, inc: Incident, d: Diagnosis, now: float, changes: list[IncidentChange]
+    def _grow(
+        self,
+        inc: Incident,
+        d: Diagnosis,
+        *,
+        snapshot: Snapshot,
+        now: float,
+        retired: frozenset[str],
+        changes: list[IncidentChange],
     ) -> None:
-        if inc.run_ended_at is None or now - inc.run_ended_at <= self.policy.verify_window:
-            return
-        detail = f"playbooks succeeded but {d.finding.value} persists: {d.evidence}"
-        self._save_change(
-            inc.with_(state=IncidentState.OPEN, outcome=IncidentOutcome.FAILED, detail=detail),
-            now,
-            "failed",
-            detail,
-            changes,
+        new = [t for t in d.targets if t not in inc.target_ids]
+        if new:
+            ids = (*inc.target_ids, *new)
+            inc = inc.with_(
+                target_ids=ids,
+                target_names=(*inc.target_names, *(_name(snapshot, t) for t in new)),
+                roles=tuple(sorted({*inc.roles, *(r.value for r in d.roles)})),
+                groups=tuple(sorted({*inc.groups, *d.groups})),
+                evidence=d.evidence,
+            )
+            self._save_change(
+                inc, now, "updated", f"more targets: {_names(snapshot, new)}", changes
+            )
+        if inc.run_ended_at is None:
+            return  # a run is in flight; the next plan waits for it
+        remaining = plans_for(inc, snapshot, self.rules, retired)
+        if remaining:
+            self._submit(inc.with_(run_ended_at=None), remaining[0], now, changes)
+        else:
+            self._settle(inc, snapshot, retired, now, changes)
+
+    def _settle(
+        self,
+        inc: Incident,
+        snapshot: Snapshot,
+        retired: frozenset[str],
+        now: float,
+        changes: list[IncidentChange],
+    ) -> None:
+        """Every plan ran and the finding persists only through targets no playbook can
+        recover (a replica in a lost zone): the service is recovered; the rest is left
+        to the operator, and the incident stays open until the finding goes."""
+        left = [t for t in inc.target_ids if t not in retired]
+        detail = f"recovered; no playbook for {_names(snapshot, left)}: left to the operator"
+        inc = inc.with_(
+            state=IncidentState.OPEN,
+            outcome=IncidentOutcome.RECOVERED,
+            recovered_at=now,
+            detail=detail,
         )
+        self._save_change(inc, now, "recovered", detail, changes)
 
     def _gone(self, inc: Incident, now: float, changes: list[IncidentChange]) -> None:
         """The finding is gone and the targets answer. How it ends depends on what was done."""
@@ -478,6 +521,9 @@ class Cycle:
             if inc.run_ended_at is None:
                 return  # a run is in flight: it ends the incident, not the finding
             self._close(inc, IncidentOutcome.RECOVERED, now, changes, recovered=True)
+            return
+        if inc.outcome is IncidentOutcome.RECOVERED:
+            self._close(inc, inc.outcome, now, changes, recovered=True)
             return
         if inc.outcome in (IncidentOutcome.DETECTED_ONLY, IncidentOutcome.FAILED):
             self._close(inc, inc.outcome, now, changes)
@@ -526,6 +572,7 @@ class Cycle:
             if inc.state is not IncidentState.OPEN or inc.outcome in (
                 IncidentOutcome.DETECTED_ONLY,
                 IncidentOutcome.FAILED,
+                IncidentOutcome.RECOVERED,
             ):
                 continue
             plan = self._decide_one(
@@ -659,6 +706,10 @@ def _tagged(step: StepRecord, group: str) -> StepRecord:
     return StepRecord(
         step.name, step.status, step.started_at, step.ended_at, f"[{group}] {step.detail}".strip()
     )
+
+
+def _names(snapshot: Snapshot, ids: list[str]) -> str:
+    return ", ".join(_name(snapshot, t) for t in ids)
 
 
 def _name(snapshot: Snapshot, instance_id: str) -> str:

@@ -35,7 +35,7 @@ def plans_for(
         return ()
     if incident.scope is Scope.REGION:
         return (_region_plan(incident),)
-    by_group = _targets_by_group(incident, snapshot)
+    by_group = _targets_by_group(incident, snapshot, retired)
     plans = []
     for group, members in sorted(by_group.items(), key=_order):
         playbook = _playbook(members, snapshot, cfg, retired)
@@ -80,11 +80,15 @@ def _region_plan(incident: Incident) -> Plan:
     )
 
 
-def _targets_by_group(incident: Incident, snapshot: Snapshot) -> dict[str, list[Instance]]:
-    """The incident's targets still in the fleet, by group. Targets that left the fleet
-    (terminated, then dropped by discovery) are rebuilt from the record."""
+def _targets_by_group(
+    incident: Incident, snapshot: Snapshot, retired: frozenset[str]
+) -> dict[str, list[Instance]]:
+    """The incident's targets not yet replaced (retired), by group. Targets that left the
+    fleet (terminated, then dropped by discovery) are rebuilt from the record."""
     out: dict[str, list[Instance]] = {}
     for tid, name in zip(incident.target_ids, incident.target_names, strict=False):
+        if tid in retired:
+            continue
         inst = snapshot.fleet.get(tid) or _from_record(incident, tid, name)
         if inst is not None:
             out.setdefault(inst.group, []).append(inst)

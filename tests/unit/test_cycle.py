@@ -383,3 +383,54 @@ def test_a_plan_the_runner_refuses_fails_the_incident(tmp_path: Path) -> None:
     (inc,) = report.open_incidents
     assert inc.outcome is IncidentOutcome.FAILED
     assert inc.detail == "the runner refused app_server.replace: no playbook app_server.replace"
+
+
+def test_zone_targets_that_go_dark_later_get_their_own_plan(tmp_path: Path) -> None:
+    """A zone reported impaired with one instance lost acts on it; a second one lost
+    while the first plan runs gets the next plan; then the zone incident recovers."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, runner)
+    world = World.healthy().zone_state("us-east-1c", "impaired").dark("app-6")
+    (inc,) = cycle.tick(world.snapshot(), NOW).open_incidents
+    assert runner.submitted[-1].targets == (iid("app-6"),)
+    world.dark("app-5")
+    report = cycle.tick(world.snapshot(), NOW + 1)
+    assert report.open_incidents[0].target_names == ("app-6", "app-5")
+    assert len(runner.submitted) == 1
+    runner.finish(inc.id, RunOutcome.SUCCEEDED)
+    cycle.tick(world.snapshot(), NOW + 2)
+    assert runner.submitted[-1].targets == (iid("app-5"),)
+    assert runner.submitted[-1].avoid_zones == ("us-east-1c",)
+    runner.finish(inc.id, RunOutcome.SUCCEEDED)
+    cycle.tick(world.snapshot(), NOW + 3)
+    done = cycle.store.get(inc.id)
+    assert done is not None
+    assert (done.outcome, done.closed_at) == (IncidentOutcome.RECOVERED, NOW + 3)
+    assert [s.detail for s in done.steps] == ["[app-6]", "[app-5]"]
+
+
+def test_zone_with_a_lost_replica_recovers_the_service_and_stays_open(tmp_path: Path) -> None:
+    """Zone us-east-1b lost: the standby LB and app servers are replaced; the replica has
+    no playbook, so the incident is recovered (saying what is left) and stays open until
+    the zone comes back."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, runner, blast_radius=1.0)
+    lost = World.healthy().zone_state("us-east-1b", "impaired")
+    for n in ("lb-2", "app-3", "app-4", "db-2"):
+        lost.dark(n)
+    (inc,) = cycle.tick(lost.snapshot(), NOW).open_incidents
+    for step in range(2):
+        runner.finish(inc.id, RunOutcome.SUCCEEDED)
+        cycle.tick(lost.snapshot(), NOW + 1 + step)
+    assert [p.playbook.value for p in runner.submitted] == [
+        "load_balancer.failover_eip",
+        "app_server.replace",
+    ]
+    report = cycle.tick(lost.snapshot(), NOW + 3)
+    (still,) = report.open_incidents
+    assert still.outcome is IncidentOutcome.RECOVERED
+    assert still.detail == "recovered; no playbook for db-2: left to the operator"
+    cycle.tick(World.healthy().snapshot(), NOW + 4)
+    closed = cycle.store.get(inc.id)
+    assert closed is not None
+    assert (closed.outcome, closed.closed_at) == (IncidentOutcome.RECOVERED, NOW + 4)
