@@ -290,8 +290,8 @@ class PolicyConfig(_Strict):
     # Capacity warnings when the agent gives a usage percentage but no level of its own.
     disk_warn_percent: Annotated[float, Field(gt=0, le=100)] = 90.0
     memory_warn_percent: Annotated[float, Field(gt=0, le=100)] = 95.0
-    # After a playbook succeeds, how long its finding may linger before the run counts as
-    # failed (the replacement must show healthy within this window).
+    # How long a submitted playbook run may stay invisible in the runner before its
+    # incident counts as failed.
     verify_window: Duration = 120.0
 
 
