@@ -26,7 +26,7 @@ from typing import Any
 from drwatch.config import TimingConfig
 from drwatch.logs import get_logger
 from drwatch.model.fleet import Fleet
-from drwatch.model.observation import Health, Layer, Observation, TargetHealth
+from drwatch.model.observation import EMPTY, Health, Layer, Observation, TargetHealth
 from drwatch.model.snapshot import HealthKey, Snapshot
 
 
@@ -68,15 +68,41 @@ def hysteresis_from(timing: TimingConfig) -> dict[Layer, RiseFall]:
     return {layer: (t.rise, t.fall) for layer, t in pairs.items()}
 
 
-@dataclass(slots=True)
-class _Counts:
-    """Consecutive-observation counters of one (target, layer)."""
+class _State:
+    """Everything held for one (target, layer): the hysteresis counters and the latest
+    facts. Mutable inside the store; readers get frozen `TargetHealth` views, built only
+    when asked (a target checked many times between snapshots builds one view, not many)."""
 
-    ups: int = 0
-    downs: int = 0  # DOWNs since the last UP (UNKNOWNs in between do not reset it)
-    unknowns: int = 0  # UNKNOWNs in a row
+    __slots__ = (
+        "attempted_at",
+        "detail",
+        "downs",
+        "health",
+        "last",
+        "layer",
+        "ok_at",
+        "reason",
+        "since",
+        "target",
+        "unknowns",
+        "ups",
+        "view",
+    )
 
-    def add(self, health: Health) -> None:
+    def __init__(self, target: str, layer: Layer, since: float) -> None:
+        self.target, self.layer = target, layer
+        self.health, self.since = Health.UNKNOWN, since
+        self.ups = self.downs = self.unknowns = 0
+        self.attempted_at: float | None = None
+        self.ok_at: float | None = None
+        self.last = Health.UNKNOWN
+        self.reason = ""
+        self.detail: Mapping[str, Any] = EMPTY
+        self.view: TargetHealth | None = None
+
+    def count(self, health: Health) -> None:
+        """ups: UPs in a row; downs: DOWNs since the last UP (UNKNOWNs in between do not
+        reset it); unknowns: UNKNOWNs in a row."""
         if health is Health.UP:
             self.ups, self.downs, self.unknowns = self.ups + 1, 0, 0
         elif health is Health.DOWN:
@@ -84,14 +110,39 @@ class _Counts:
         else:
             self.ups, self.unknowns = 0, self.unknowns + 1
 
-    def verdict(self, current: Health, rise: int, fall: int) -> Health:
+    def verdict(self, rise: int, fall: int) -> Health:
         if self.ups >= rise:
             return Health.UP
         if self.unknowns >= fall:
             return Health.UNKNOWN
         if self.downs >= fall:
             return Health.DOWN
-        return current
+        return self.health
+
+    def take(self, obs: Observation) -> None:
+        self.attempted_at = obs.attempted_at
+        seen = obs.ok_at
+        if seen is None and obs.health is Health.UP:
+            seen = obs.attempted_at
+        if seen is not None and (self.ok_at is None or seen > self.ok_at):
+            self.ok_at = seen
+        self.last, self.reason, self.detail = obs.health, obs.reason, obs.detail
+        self.view = None
+
+    def frozen(self) -> TargetHealth:
+        if self.view is None:
+            self.view = TargetHealth(
+                target=self.target,
+                layer=self.layer,
+                health=self.health,
+                since=self.since,
+                attempted_at=self.attempted_at,
+                ok_at=self.ok_at,
+                last=self.last,
+                reason=self.reason,
+                detail=self.detail,
+            )
+        return self.view
 
 
 class HealthStore:
@@ -105,81 +156,51 @@ class HealthStore:
                 raise ValueError(f"{layer}: rise and fall must be at least 1 (got {rise}/{fall})")
         self._timings = dict(timings)
         self._default = default
-        self._health: dict[HealthKey, TargetHealth] = {}
-        self._counts: dict[HealthKey, _Counts] = {}
+        self._states: dict[HealthKey, _State] = {}
 
     def record(self, obs: Observation) -> Transition | None:
         """Fold one observation in; return the transition if the debounced health changed."""
         key = (obs.target, obs.layer)
-        counts = self._counts.setdefault(key, _Counts())
-        counts.add(obs.health)
-        before = self._health.get(key) or _initial(obs)
+        state = self._states.get(key)
+        if state is None:
+            state = self._states[key] = _State(obs.target, obs.layer, obs.attempted_at)
+        state.count(obs.health)
+        state.take(obs)
         rise, fall = self._timings.get(obs.layer, self._default)
-        verdict = counts.verdict(before.health, rise, fall)
-        changed = verdict is not before.health
-        self._health[key] = TargetHealth(
-            target=obs.target,
-            layer=obs.layer,
-            health=verdict,
-            since=obs.attempted_at if changed else before.since,
-            attempted_at=obs.attempted_at,
-            ok_at=_latest(before.ok_at, obs),
-            last=obs.health,
-            reason=obs.reason,
-            detail=obs.detail,
-        )
-        if not changed:
+        verdict = state.verdict(rise, fall)
+        if verdict is state.health:
             return None
-        tr = Transition(obs.target, obs.layer, before.health, verdict, obs.attempted_at, obs.reason)
+        tr = Transition(obs.target, obs.layer, state.health, verdict, obs.attempted_at, obs.reason)
+        state.health, state.since = verdict, obs.attempted_at
         _log(tr)
         return tr
 
     def get(self, target: str, layer: Layer) -> TargetHealth | None:
-        return self._health.get((target, layer))
+        state = self._states.get((target, layer))
+        return None if state is None else state.frozen()
 
     def keys(self) -> frozenset[HealthKey]:
-        return frozenset(self._health)
+        return frozenset(self._states)
 
     def forget(self, keys: Iterable[HealthKey]) -> None:
         """Drop what we hold of targets that left (their counts start over if they return)."""
         for key in keys:
-            self._health.pop(key, None)
-            self._counts.pop(key, None)
+            self._states.pop(key, None)
 
     def prune(self, fleet: Fleet) -> None:
         """Forget instance-layer entries of instances no longer in `fleet`."""
-        gone = [k for k in self._health if k[1] in INSTANCE_LAYERS and fleet.get(k[0]) is None]
+        gone = [k for k in self._states if k[1] in INSTANCE_LAYERS and fleet.get(k[0]) is None]
         self.forget(gone)
 
     def snapshot(self, fleet: Fleet, now: float) -> Snapshot:
         """A frozen copy for assess. Instance layers are restricted to `fleet`'s instances;
         service, zone, api and canary entries stay until `forget()`."""
         health = {
-            key: th
-            for key, th in self._health.items()
+            key: state.frozen()
+            for key, state in self._states.items()
             if key[1] not in INSTANCE_LAYERS or fleet.get(key[0]) is not None
         }
         return Snapshot(taken_at=now, fleet=fleet, health=MappingProxyType(health))
-
-
-def _initial(obs: Observation) -> TargetHealth:
-    return TargetHealth(
-        target=obs.target,
-        layer=obs.layer,
-        health=Health.UNKNOWN,
-        since=obs.attempted_at,
-        attempted_at=None,
-        ok_at=None,
-    )
-
-
-def _latest(held: float | None, obs: Observation) -> float | None:
-    seen = obs.ok_at
-    if seen is None and obs.health is Health.UP:
-        seen = obs.attempted_at
-    if held is None:
-        return seen
-    return held if seen is None else max(held, seen)
 
 
 def _log(tr: Transition) -> None:
