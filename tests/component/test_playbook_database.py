@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from drwatch.act.base import JSON, Deps
+from drwatch.act.base import JSON, RUN_TAG, Deps
 from drwatch.act.testing import (
     REGION,
     SimulatedHosts,
@@ -142,7 +142,9 @@ async def test_corrupt_volume_promotes_the_replica_after_fencing(tmp_path: Path)
     assert hosts.fenced_at_promote == [True]
     assert hosts.roles[world.id("db-2")] == "primary"
     assert set(hosts.databases.values()) == {"db-2"}
-    assert await world.launched() == []  # the corrupt relaunch was stopped
+    assert await world.launched() == []  # the corrupt relaunch was stopped ...
+    made = [i for i in await world.provider.instances(REGION) if i.tag(RUN_TAG)]
+    assert [i.tag("drwatch:group") for i in made] == ["discarded:db"]  # ... and left the group
 
 
 async def test_replica_down_restores_the_newest_snapshot(tmp_path: Path) -> None:

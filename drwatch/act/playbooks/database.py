@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from drwatch.act.base import (
     DB_ROLE_TAG,
+    GROUP_TAG,
     JSON,
     RUN_TAG,
     GroupInfo,
@@ -69,6 +70,7 @@ RUNGS = (
 )
 _ROOT_DEVICES = frozenset({"/dev/sda1", "/dev/xvda", "/dev/sda", "/dev/nvme0n1"})
 _DEAD_VOLUME = frozenset({"error", "deleting", "deleted"})
+DISCARDED_TAG = "drwatch:discarded"
 
 
 def _group(ctx: RunContext) -> GroupInfo:
@@ -190,6 +192,19 @@ async def _verified(ctx: RunContext, instance_id: str, suffix: str) -> bool:
 
 
 async def _discard(ctx: RunContext, instance_id: str, suffix: str) -> None:
+    """Take a host whose data is corrupt out of the group, then stop it. Out of the group
+    first: a stopped member would look like a new failure and open another incident."""
+    released = ((GROUP_TAG, f"discarded:{ctx.plan.group}"), (DISCARDED_TAG, ctx.run_id))
+
+    async def check(p: JSON) -> JSON | None:
+        inst = await cloud_instance(ctx, p["instance_id"])
+        return {"already": True} if inst is None or inst.tag(DISCARDED_TAG) else None
+
+    async def apply(p: JSON) -> JSON:
+        await ctx.deps.provider.tag(ctx.plan.region, p["instance_id"], released)
+        return {}
+
+    await ctx.effect(f"release{suffix}", {"instance_id": instance_id}, check=check, apply=apply)
     await stop(ctx, f"discard{suffix}", instance_id)
 
 
