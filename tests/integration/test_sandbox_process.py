@@ -71,12 +71,37 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+TINY = """
+[[region]]
+name = "us-west-2"
+zones = ["us-west-2a", "us-west-2b"]
+
+[[instance]]
+name = "web-1"
+role = "app_server"
+group = "web"
+zone = "us-west-2a"
+
+[[instance]]
+name = "web-2"
+role = "app_server"
+group = "web"
+zone = "us-west-2b"
+"""
+
+
 @pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, dict[str, Any]]]:
+def sandbox(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[subprocess.Popen[str], Path, dict[str, Any]]]:
     need_binary("moto_server", str(Path(sys.executable).parent))
     state_dir = tmp_path / "sb"
+    extra: list[str] = []
+    if getattr(request, "param", None) == "tiny":
+        (tmp_path / "tiny.toml").write_text(TINY)
+        extra = ["--topology", str(tmp_path / "tiny.toml")]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "drwatch.cli", "sandbox", "--state-dir", str(state_dir)],
+        [sys.executable, "-m", "drwatch.cli", "sandbox", "--state-dir", str(state_dir), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -154,3 +179,17 @@ def test_written_config_is_valid_and_faults_come_from_the_command_line(
     while _state(state_dir)["watcher_pid"] in (None, old):
         assert time.monotonic() < end, "the daemon was not restarted"
         time.sleep(0.2)
+
+
+@pytest.mark.parametrize("sandbox", ["tiny"], indirect=True)
+def test_another_topology_is_seeded_and_watched(
+    sandbox: tuple[subprocess.Popen[str], Path, dict[str, Any]],
+) -> None:
+    """--topology FILE seeds that world instead, and the written config watches it."""
+    _, state_dir, state = sandbox
+    assert sorted(h["name"] for h in state["hosts"]) == ["web-1", "web-2"]
+    assert all(h["app_listening"] for h in state["hosts"])
+    assert list(state["front"]) == ["us-west-2"]
+    check = _drwatch("check-config", str(state_dir / "drwatch.toml"))
+    assert check.returncode == 0, check.stderr
+    assert "groups: 1 (1 app_server)" in check.stdout
