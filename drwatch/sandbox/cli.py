@@ -24,6 +24,7 @@ import aiohttp
 from drwatch import logs
 from drwatch.errors import ConfigError
 from drwatch.sandbox import control
+from drwatch.sandbox.cloud import SandboxError
 from drwatch.sandbox.drill import run_drill, write_report
 from drwatch.sandbox.faults import VERBS
 from drwatch.sandbox.scenario import load_scenario
@@ -113,7 +114,11 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     if topo is None:
         return EXIT_BAD_INPUT
     logs.configure("auto", "info")
-    _run_until_signal(_serve(topo, args.state_dir))
+    try:
+        _run_until_signal(_serve(topo, args.state_dir))
+    except (SandboxError, OSError) as err:
+        print(f"the sandbox could not start: {err}", file=sys.stderr)
+        return EXIT_FAILED
     print("sandbox stopped", file=sys.stderr)
     return EXIT_OK
 
@@ -188,7 +193,11 @@ def cmd_drill(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     logs.configure("auto", "warning")
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="drwatch-drill-"))
-    report = _run_until_signal(run_drill(scenario, topo, state_dir))
+    try:
+        report = _run_until_signal(run_drill(scenario, topo, state_dir))
+    except (SandboxError, OSError) as err:
+        print(f"the sandbox could not start: {err} (logs in {state_dir})", file=sys.stderr)
+        return EXIT_FAILED
     if report is None:
         print(f"drill interrupted; everything stopped (logs in {state_dir})", file=sys.stderr)
         return EXIT_FAILED
