@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
@@ -21,12 +20,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     model_validator,
 )
 
-from drwatch.errors import ConfigError
 from drwatch.model.fleet import Role
+from drwatch.tomlconfig import read_toml, validate
 from drwatch.units import format_duration, parse_duration
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -398,49 +396,11 @@ def _is_loopback(host_port: str) -> bool:
         return False
 
 
-def _dotted(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def _messages(err: ValidationError) -> list[str]:
-    problems = []
-    for e in err.errors():
-        # Skip pydantic's internal discriminator segments such as 'function-after[...]'.
-        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p))
-        msg = str(e["msg"]).removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif e["type"] == "missing":
-            msg = "required key is missing"
-        # Cross-field problems carry their own paths, one per line.
-        for line in msg.split("\n"):
-            problems.append(f"{_dotted(loc)}: {line}" if loc or ":" not in line else line)
-    return problems
-
-
 def parse(data: dict[str, Any]) -> Config:
     """Validate a config given as a dict (already parsed TOML)."""
-    try:
-        return Config.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_messages(err)) from None
+    return validate(Config, data)
 
 
 def load(path: Path) -> Config:
     """Read and validate a TOML config file. Raises ConfigError with every problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError([f"{path}: cannot read: {err.strerror}"]) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        # tomllib's message ends with "(at line L, column C)".
-        raise ConfigError([f"{path}: not valid TOML: {err}"]) from None
-    return parse(data)
+    return parse(read_toml(path))

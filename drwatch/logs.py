@@ -1,5 +1,7 @@
 """Logging with structlog: JSON lines when not on a terminal, readable console otherwise.
 
+Neutral ground: the daemon and the agent both configure logging through this module.
+
 Secrets never reach a log line: values under secret-looking keys are replaced, and
 bearer tokens or HMAC signatures inside strings are masked.
 """
@@ -15,7 +17,7 @@ from typing import Any, TextIO
 import structlog
 
 _SECRET_KEYS = re.compile(
-    r"(secret|token|password|passwd|authorization|signature|credential)", re.I
+    r"(secret|token|password|passwd|authorization|signature|nonce|credential)", re.I
 )
 _SECRET_IN_TEXT = re.compile(r"(?i)(bearer\s+|x-drwatch-signature[=:]\s*)[^\s,;\"']+")
 REDACTED = "[redacted]"

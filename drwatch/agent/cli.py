@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from drwatch.agent import config as agent_config
-from drwatch.agent.log import configure
 from drwatch.agent.server import run_agent
 from drwatch.errors import ConfigError
+from drwatch.logs import configure
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 

@@ -8,7 +8,6 @@ The agent shares nothing with the daemon's config: they run on different hosts.
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -18,11 +17,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     model_validator,
 )
 
-from drwatch.errors import ConfigError
+from drwatch.tomlconfig import read_toml, validate
 from drwatch.units import format_duration, parse_duration
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -202,53 +200,19 @@ class AgentConfig(_Strict):
         return host.strip("[]"), int(port)
 
 
-def _dotted(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    previous: int | str | None = None
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif isinstance(previous, int) and part in CHECK_KINDS:
-            pass  # pydantic's discriminator tag, not a key the operator wrote
-        else:
-            out += f".{part}" if out else part
-        previous = part
-    return out or "(top level)"
-
-
-def _messages(err: ValidationError) -> list[str]:
-    problems: list[str] = []
-    for e in err.errors():
-        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p))
-        msg = str(e["msg"]).removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif e["type"] == "missing":
-            msg = "required key is missing"
-        elif e["type"] == "union_tag_invalid":
-            msg = f"kind must be one of {', '.join(sorted(CHECK_KINDS))}"
-        elif e["type"] == "union_tag_not_found":
-            msg = "kind is missing"
-        problems.extend(f"{_dotted(loc)}: {line}" for line in msg.split("\n"))
-    return problems
-
-
 def parse(data: dict[str, Any]) -> AgentConfig:
     """Validate an agent config given as a dict (already parsed TOML)."""
-    try:
-        return AgentConfig.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_messages(err)) from None
+    return validate(
+        AgentConfig,
+        data,
+        tags=frozenset(CHECK_KINDS),
+        messages={
+            "union_tag_invalid": f"kind must be one of {', '.join(sorted(CHECK_KINDS))}",
+            "union_tag_not_found": "kind is missing",
+        },
+    )
 
 
 def load(path: Path) -> AgentConfig:
     """Read and validate an agent TOML file. Raises ConfigError with every problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError([f"{path}: cannot read: {err.strerror}"]) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError([f"{path}: not valid TOML: {err}"]) from None
-    return parse(data)
+    return parse(read_toml(path))

@@ -29,7 +29,6 @@ from drwatch.agent.actions import Action, ActionError, build_actions
 from drwatch.agent.checks import Check, build_checks, run_checks
 from drwatch.agent.config import AgentConfig
 from drwatch.agent.host import HostFacts, PsutilHost
-from drwatch.agent.log import get_logger
 from drwatch.agent.wire import (
     NONCE_HEADER,
     SCHEMA,
@@ -44,6 +43,7 @@ from drwatch.agent.wire import (
     worst,
 )
 from drwatch.errors import WireError
+from drwatch.logs import get_logger
 from drwatch.secretfile import read_secret
 from drwatch.units import format_duration
 

@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 import structlog
 
+from drwatch import logs as agent_log
 from drwatch.agent import config as agent_config
-from drwatch.agent import log as agent_log
 from drwatch.agent.actions import Action, ActionError, CommandAction
 from drwatch.agent.checks import Check
 from drwatch.agent.server import create_app, serving

@@ -83,7 +83,7 @@ def test_duplicate_names_and_bad_skew_are_refused() -> None:
     problems = problems_of({"secret_file": "/s", "max_clock_skew": "10m", "checks": [tcp, tcp]})
     assert problems == [
         "(top level): max_clock_skew (10m) must be between 1s and 5m",
-        "(top level): checks: the name 'db' is used more than once",
+        "checks: the name 'db' is used more than once",
     ]
 
 

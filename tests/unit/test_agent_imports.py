@@ -7,7 +7,15 @@ from pathlib import Path
 
 import drwatch.agent
 
-ALLOWED = ("drwatch.agent", "drwatch.units", "drwatch.errors", "drwatch.secretfile")
+# Neutral modules: each imports only other neutral modules (checked below).
+NEUTRAL = (
+    "drwatch.units",
+    "drwatch.errors",
+    "drwatch.secretfile",
+    "drwatch.logs",
+    "drwatch.tomlconfig",
+)
+ALLOWED = ("drwatch.agent", *NEUTRAL)
 
 
 def drwatch_imports(path: Path) -> set[str]:
@@ -34,6 +42,18 @@ def test_agent_modules_import_only_agent_and_neutral_modules() -> None:
         for path in sources
         for name in drwatch_imports(path)
         if not any(name == ok or name.startswith(ok + ".") for ok in ALLOWED)
+    }
+    assert offenders == set()
+
+
+def test_neutral_modules_import_only_neutral_modules() -> None:
+    """What the agent may import stays neutral: no daemon module behind a neutral one."""
+    root = Path(drwatch.agent.__file__).parent.parent
+    offenders = {
+        f"{mod}: {name}"
+        for mod in NEUTRAL
+        for name in drwatch_imports(root / (mod.removeprefix("drwatch.") + ".py"))
+        if not any(name == ok or name.startswith(ok + ".") for ok in NEUTRAL)
     }
     assert offenders == set()
 
