@@ -75,9 +75,16 @@ class HttpProbe:
 
     async def check(self, url: str, cond: HttpConditions, timeout_s: float) -> ProbeResult:
         started = time.monotonic()
+        # Redirects are not followed: a health endpoint that redirects is misconfigured.
+        ssl = not cond.insecure_tls
         try:
-            async with asyncio.timeout(timeout_s):
-                status, body = await self._fetch(url, cond.insecure_tls)
+            async with (
+                asyncio.timeout(timeout_s),
+                self._session.get(self._parsed(url), ssl=ssl, allow_redirects=False) as resp,
+            ):
+                # One byte over the cap tells "exactly at the cap" from "truncated".
+                body = await _read_capped(resp.content, self._max_body + 1)
+                status = resp.status
         except TimeoutError:
             return ProbeResult(Health.UNKNOWN, f"timeout after {seconds(timeout_s)}")
         except aiohttp.ClientError as err:
@@ -86,14 +93,6 @@ class HttpProbe:
         reason = judge(cond, status, body, latency, self._max_body)
         health = Health.DOWN if reason else Health.UP
         return ProbeResult(health, reason, latency_s=latency, status=status)
-
-    async def _fetch(self, url: str, insecure_tls: bool) -> tuple[int, bytes]:
-        # Redirects are not followed: a health endpoint that redirects is misconfigured.
-        ssl = not insecure_tls
-        async with self._session.get(self._parsed(url), ssl=ssl, allow_redirects=False) as resp:
-            # One byte over the cap tells "exactly at the cap" from "truncated".
-            body = await _read_capped(resp.content, self._max_body + 1)
-            return resp.status, body
 
     def _parsed(self, url: str) -> URL:
         # Targets are checked every few seconds with the same URL: parse each once.
