@@ -228,6 +228,15 @@ class CheckScheduler:
             self._ready_due.clear()
             self._idle.clear()
             self._busy.clear()
+            self._requeue_orphans()
+
+    def _requeue_orphans(self) -> None:
+        """Jobs whose checks were cancelled with run() are off the heap: put them back, so a
+        restarted run() checks them again."""
+        now = self._clock()
+        for key, job in self._jobs.items():
+            if key not in self._entry:
+                self._push(first_due(key, job.interval, now), key)
 
     async def _drive(self) -> None:
         loop = asyncio.get_running_loop()

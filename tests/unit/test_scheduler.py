@@ -347,3 +347,31 @@ async def test_check_that_swallows_cancel_loses_its_worker(start: Start) -> None
     await settle()
     assert len(results) == 2  # the stubborn check's late answer is dropped
     assert sched.lag_stats().in_flight == 0
+
+
+async def test_restart_after_cancel_checks_every_job_again() -> None:
+    """A check cancelled with run() does not lose its job: a new run() checks it again."""
+    results: list[Observation] = []
+    sched = CheckScheduler(2, results.append)
+    release = asyncio.Event()
+    starts: list[str] = []
+
+    async def run() -> Observation:
+        starts.append("x")
+        await release.wait()
+        return Observation("x", Layer.APP, Health.UP, attempted_at=0.0)
+
+    sched.set_jobs({"x": CheckJob("x", 0.05, 10.0, run, Layer.APP, "x")})
+    first = asyncio.create_task(sched.run())
+    await wait_for(lambda: len(starts) == 1)
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    release.set()
+    second = asyncio.create_task(sched.run())
+    try:
+        await wait_for(lambda: len(results) >= 1)
+    finally:
+        second.cancel()
+        await asyncio.gather(second, return_exceptions=True)
+    assert len(starts) >= 2
+    assert results[0].health is Health.UP
