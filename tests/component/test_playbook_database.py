@@ -207,3 +207,33 @@ async def test_survives_a_crash_at_every_point(tmp_path: Path, setup: object) ->
         assert Counter(c[0] for c in w.provider.calls) == expected, point
 
     await crash_at_every_point(tmp_path, setup, verify)
+
+
+async def test_a_replica_is_never_recovered_as_the_primary(tmp_path: Path) -> None:
+    """database.recover aimed at db-2 while db-1 answers as primary: the run fails at
+    inspect saying db-2 is a replica, and nothing is launched, stopped or repointed."""
+    world, deps = new_world()
+    world.provider.set_state(world.id("db-2"), InstanceState.STOPPED)
+    plan = Plan("inc-r", PlaybookName.DB_RECOVER, REGION, "us-east-1b", "db", (world.id("db-2"),))
+    progress = await run_plan(tmp_path / "j.db", deps, plan, owner="w1")
+    assert progress is not None
+    assert progress.outcome is RunOutcome.FAILED
+    assert progress.detail.startswith("db-2 is a replica (the primary is db-1)")
+    assert world.provider.calls == []
+    assert world.hosts.actions == []
+
+
+async def test_a_replica_tagged_so_is_refused_even_when_no_primary_answers(
+    tmp_path: Path,
+) -> None:
+    """Both databases down, db-2 tagged drwatch:db-role=replica: the tag is enough."""
+    world, deps, _ = db1_stopped()
+    await world.provider.tag(REGION, world.id("db-2"), (("drwatch:db-role", "replica"),))
+    world.provider.set_state(world.id("db-2"), InstanceState.STOPPED)
+    world.provider.calls.clear()
+    plan = Plan("inc-r", PlaybookName.DB_RECOVER, REGION, "us-east-1b", "db", (world.id("db-2"),))
+    progress = await run_plan(tmp_path / "j.db", deps, plan, owner="w1")
+    assert progress is not None
+    assert progress.outcome is RunOutcome.FAILED
+    assert "is a replica" in progress.detail
+    assert world.provider.calls == []

@@ -35,6 +35,7 @@ from drwatch.act.base import (
     Step,
     StepError,
     database_integrity,
+    database_role,
     done,
     is_up,
     skipped,
@@ -56,9 +57,10 @@ from drwatch.act.playbooks.common import (
     wait_running,
 )
 from drwatch.errors import ProviderError
-from drwatch.model.fleet import Role
+from drwatch.model.fleet import Instance, Role
 from drwatch.model.observation import Layer
 from drwatch.model.plan import PlaybookName
+from drwatch.model.snapshot import Snapshot
 from drwatch.providers.base import CloudInstance, VolumeInfo
 
 RUNGS = (
@@ -112,6 +114,31 @@ async def _snapshots_of(ctx: RunContext, vol: VolumeInfo | None) -> list[str]:
     return [s.id for s in sorted(snaps, key=lambda s: s.started_at, reverse=True)]
 
 
+def _not_the_primary(ctx: RunContext, snap: Snapshot, old: CloudInstance | Instance) -> str | None:
+    """Why the target must not be recovered as the primary, or None. Relaunching a
+    replica's volume as a primary and repointing the apps at it would split the data."""
+    name = old.tag("Name") or old.id
+    role = old.tag(DB_ROLE_TAG) or database_role(snap, old.id)
+    live_primary = next(
+        (
+            i
+            for i in snap.fleet.in_group(ctx.plan.group)
+            if i.id != old.id
+            and not i.state.is_gone
+            and is_up(snap, i.id, Layer.AGENT)
+            and (i.tag(DB_ROLE_TAG) or database_role(snap, i.id)) == "primary"
+        ),
+        None,
+    )
+    if role == "replica" or live_primary is not None:
+        primary = f" (the primary is {live_primary.name})" if live_primary else ""
+        return (
+            f"{name} is a replica{primary}: database.recover recovers a primary; "
+            "rebuilding a replica is not automated"
+        )
+    return None
+
+
 async def inspect(ctx: RunContext) -> Outcome:
     old_id = ctx.plan.targets[0]
     snap = await ctx.deps.fleet.refresh()
@@ -119,6 +146,8 @@ async def inspect(ctx: RunContext) -> Outcome:
     known = old or snap.fleet.get(old_id)
     if known is None:
         raise StepError(f"{old_id} is not known to the provider or the fleet")
+    if (why := _not_the_primary(ctx, snap, known)) is not None:
+        raise StepError(why)
     vol = _data_volume(
         await ctx.deps.provider.volumes(ctx.plan.region), old_id, ctx.deps.settings.data_device
     )
