@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from drwatch.config import AppCheck, Canary, GroupConfig, JsonCondition, LayerTiming, Selector
+from drwatch.config import (
+    AppCheck,
+    Canary,
+    CheckKind,
+    GroupConfig,
+    JsonCondition,
+    LayerTiming,
+    Selector,
+)
 from drwatch.model.fleet import Fleet, Instance, Role
 from drwatch.model.observation import Health, Layer
 from drwatch.observe.app import AppObserver
@@ -313,3 +321,15 @@ async def test_canaries(target: Target, probe: HttpProbe) -> None:
     tcp_obs = await jobs["canary:dns"].run()
     assert (web_obs.layer, web_obs.health) == (Layer.CANARY, Health.UP)
     assert (tcp_obs.target, tcp_obs.health) == ("dns", Health.DOWN)
+
+
+async def test_app_observer_tcp_check(target: Target, probe: HttpProbe) -> None:
+    """A tcp check is UP when the port accepts and DOWN (refused) when nothing listens."""
+    group = _group([AppCheck(name="port", kind=CheckKind.TCP, port=1)])
+    observer = AppObserver([group], TIMING, probe, TcpProbe())
+    fleet = Fleet((_instance("i-1", target.port), _instance("i-2", free_port())))
+    jobs = observer.jobs_for(fleet)
+    up = await jobs["app:i-1"].run()
+    down = await jobs["app:i-2"].run()
+    assert up.health is Health.UP
+    assert (down.health, down.reason) == (Health.DOWN, "connection refused")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from drwatch.config import TimingConfig
@@ -129,3 +131,30 @@ def test_hysteresis_from_config() -> None:
     assert pairs[Layer.APP] == pairs[Layer.SERVICE] == (timing.app.rise, timing.app.fall)
     assert pairs[Layer.ZONE] == (timing.provider.rise, timing.provider.fall)
     assert set(pairs) == set(Layer)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rise=st.integers(1, 4),
+    fall=st.integers(1, 4),
+    seq=st.lists(st.sampled_from([U, D, X]), max_size=40),
+)
+def test_hysteresis_properties(rise: int, fall: int, seq: list[Health]) -> None:
+    """For any sequence, a change to DOWN follows `fall` DOWNs since the last UP, a change to
+    UP follows `rise` UPs in a row, a change to UNKNOWN follows `fall` timeouts in a row,
+    and timeouts alone never make a target DOWN."""
+    store = HealthStore({Layer.APP: (rise, fall)})
+    got = feed(store, seq)
+    for i, health in enumerate(got):
+        seen = seq[: i + 1]
+        if health is (got[i - 1] if i else X):
+            continue
+        if health is D:
+            since_up = seen[len(seen) - seen[::-1].index(U) :] if U in seen else seen
+            assert since_up.count(D) >= fall
+        elif health is U:
+            assert seen[-rise:] == [U] * rise
+        else:
+            assert seen[-fall:] == [X] * fall
+    if D not in seq:
+        assert D not in got
