@@ -166,6 +166,7 @@ class CheckScheduler:
         self._ready_due: deque[float] = deque()
         self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for work
         self._failing: dict[str, str] = {}
+        self._sink_errors: set[str] = set()
         self._lag = _Lag(lag_window)
         self._started = self._skipped = self._timeouts = self._errors = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -393,9 +394,12 @@ class CheckScheduler:
         try:
             self._on_result(obs)
         except Exception as err:  # the sink's bug must not kill the scheduler
-            _logger().exception(
-                "check.sink_failed", target=obs.target, layer=obs.layer, error=str(err)
-            )
+            kind = type(err).__name__
+            if kind not in self._sink_errors:  # once per kind of failure, not per check
+                self._sink_errors.add(kind)
+                _logger().exception(
+                    "check.sink_failed", target=obs.target, layer=obs.layer, error=str(err)
+                )
 
 
 def _was_reaped(slot: _Slot) -> bool:
