@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from drwatch.config import AppCheck, CheckKind, GroupConfig, LayerTiming
 from drwatch.model.fleet import Fleet, Instance
@@ -23,6 +24,8 @@ from drwatch.probes.tcp import TcpProbe
 
 APP_ADDR_TAG = "drwatch:app-addr"
 _SEVERITY = {Health.UP: 0, Health.UNKNOWN: 1, Health.DOWN: 2}
+# The service through its load balancer: status 200, nothing more.
+SERVICE_OK = HttpConditions()
 
 
 def conditions(check: AppCheck) -> HttpConditions:
@@ -93,9 +96,12 @@ class AppObserver:
         return jobs
 
     def _instance_job(self, instance: Instance, checks: tuple[AppCheck, ...]) -> CheckJob:
+        # URLs and conditions are built once per discovery, not once per check.
+        planned = tuple(self._plan(instance, c) for c in checks)
+
         async def run() -> Observation:
             attempted_at = time.time()
-            result = await self.check_instance(instance, checks)
+            result = await self._run_planned(planned)
             return result.observation(instance.id, Layer.APP, attempted_at)
 
         return self._job(f"app:{instance.id}", Layer.APP, instance.id, run)
@@ -103,7 +109,7 @@ class AppObserver:
     def _service_job(self, group: str, url: str) -> CheckJob:
         async def run() -> Observation:
             attempted_at = time.time()
-            result = await self._http.check(url, HttpConditions(), self._timing.timeout)
+            result = await self._http.check(url, SERVICE_OK, self._timing.timeout)
             return result.observation(group, Layer.SERVICE, attempted_at)
 
         return self._job(f"service:{group}", Layer.SERVICE, group, run)
@@ -112,20 +118,39 @@ class AppObserver:
         t = self._timing
         return CheckJob(key, t.interval, t.timeout, run, layer, target)
 
-    async def check_instance(self, instance: Instance, checks: Sequence[AppCheck]) -> ProbeResult:
-        """Run every check of the instance (concurrently when several) and combine them."""
-        if len(checks) == 1:
-            return await self.check_one(instance, checks[0])
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(self.check_one(instance, c)) for c in checks]
-        return worst([(c.name, t.result()) for c, t in zip(checks, tasks, strict=True)])
-
-    async def check_one(self, instance: Instance, check: AppCheck) -> ProbeResult:
+    def _plan(self, instance: Instance, check: AppCheck) -> _Planned:
         addr = endpoint(instance, check)
         if addr is None:
-            return ProbeResult(Health.UNKNOWN, "no address: no private ip and no app-addr tag")
+            return _Planned(check.name, check.kind, None, 0, "", HttpConditions())
         host, port = addr
+        return _Planned(
+            check.name, check.kind, host, port, check_url(check, host, port), conditions(check)
+        )
+
+    async def _run_planned(self, planned: tuple[_Planned, ...]) -> ProbeResult:
+        """Run every check of the instance (concurrently when several) and combine them."""
+        if len(planned) == 1:
+            return await self._run_one(planned[0])
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(self._run_one(p)) for p in planned]
+        return worst([(p.name, t.result()) for p, t in zip(planned, tasks, strict=True)])
+
+    async def _run_one(self, p: _Planned) -> ProbeResult:
+        if p.host is None:
+            return ProbeResult(Health.UNKNOWN, "no address: no private ip and no app-addr tag")
         timeout = self._timing.timeout
-        if check.kind is CheckKind.TCP:
-            return await self._tcp.check(host, port, timeout)
-        return await self._http.check(check_url(check, host, port), conditions(check), timeout)
+        if p.kind is CheckKind.TCP:
+            return await self._tcp.check(p.host, p.port, timeout)
+        return await self._http.check(p.url, p.cond, timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """One check of one instance, resolved: where it goes and what a good answer is."""
+
+    name: str
+    kind: CheckKind
+    host: str | None
+    port: int
+    url: str
+    cond: HttpConditions
