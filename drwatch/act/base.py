@@ -99,6 +99,23 @@ class ActSettings:
     data_device: str = "/dev/sdf"
 
 
+class RoleMemory:
+    """The database role each instance's agent last reported. When a host dies its agent
+    goes silent, and with it the only word on whether it was the primary or a replica;
+    the runner keeps that word (fed from the fleet view while the hosts still answer)."""
+
+    def __init__(self) -> None:
+        self._roles: dict[str, str] = {}
+
+    def observe(self, snap: Snapshot) -> None:
+        for inst in snap.fleet:
+            if inst.role is Role.DATABASE and (role := database_role(snap, inst.id)):
+                self._roles[inst.id] = role
+
+    def role(self, instance_id: str) -> str | None:
+        return self._roles.get(instance_id)
+
+
 @dataclass(frozen=True, slots=True)
 class Deps:
     """Everything a playbook may touch, handed in by the composition root."""
@@ -109,6 +126,7 @@ class Deps:
     groups: Mapping[str, GroupInfo]
     settings: ActSettings = ActSettings()
     clock: Clock = field(default_factory=SystemClock)
+    roles: RoleMemory = field(default_factory=RoleMemory)
 
 
 class StepError(DrwatchError):

@@ -53,6 +53,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 CrashHook = Callable[[str], None]
+ROLE_WATCH_INTERVAL_S = 2.0
 
 _STEP_STATUS = {
     "intent": StepStatus.RUNNING,
@@ -119,6 +120,7 @@ class Runner:
         self._kill_switch = kill_switch
         self._crash_hook = crash_hook
         self._tasks: dict[str, asyncio.Task[None]] = {}  # by incident id
+        self._role_watch: asyncio.Task[None] | None = None
         self._progress: dict[str, RunProgress] = {}  # by incident id
         self._log = get_logger(component="runner", owner=owner)
 
@@ -135,6 +137,7 @@ class Runner:
         if self._in_flight(plan.incident_id):
             self._log.info("run.duplicate_ignored", incident=plan.incident_id)
             return
+        self._deps.roles.observe(self._deps.fleet.latest())
         run_id = f"r{uuid.uuid4().hex[:16]}"
         # Visible at once: the cycle must not read the previous run's progress as this one's.
         self._progress[plan.incident_id] = RunProgress(
@@ -164,6 +167,10 @@ class Runner:
             self._progress[row.incident_id] = progress_of(
                 row, await _io(self._journal.steps, row.run_id)
             )
+        if self._role_watch is None:
+            self._role_watch = asyncio.get_running_loop().create_task(
+                self._watch_roles(), name="runner-roles"
+            )
         unfinished = await _io(self._journal.unfinished)
         for row in unfinished:
             if row.incident_id not in self._tasks:
@@ -185,9 +192,16 @@ class Runner:
             await asyncio.wait({task}, timeout=within)
         return self._progress.get(incident_id)
 
+    async def _watch_roles(self) -> None:
+        """Remember database roles while the hosts still answer (read-only, no I/O)."""
+        while True:
+            self._deps.roles.observe(self._deps.fleet.latest())
+            await self._deps.clock.sleep(ROLE_WATCH_INTERVAL_S)
+
     async def aclose(self) -> None:
         """Cancel every run; they stay `running` in the journal and resume on next start."""
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *([self._role_watch] if self._role_watch else [])]
+        self._role_watch = None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

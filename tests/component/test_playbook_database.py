@@ -237,3 +237,22 @@ async def test_a_replica_tagged_so_is_refused_even_when_no_primary_answers(
     assert progress.outcome is RunOutcome.FAILED
     assert "is a replica" in progress.detail
     assert world.provider.calls == []
+
+
+async def test_a_replica_is_refused_on_the_role_it_reported_before_it_died(
+    tmp_path: Path,
+) -> None:
+    """Both databases down and untagged: the runner remembers that db-2's agent said
+    `replica` while it still answered, and refuses to make it the primary."""
+    world, deps = new_world()
+    await world.hosts.refresh()  # the daemon's view while everything answers
+    deps.roles.observe(world.hosts.latest())
+    world.provider.set_state(world.id("db-1"), InstanceState.STOPPED)
+    world.provider.set_state(world.id("db-2"), InstanceState.STOPPED)
+    await world.hosts.refresh()
+    plan = Plan("inc-r", PlaybookName.DB_RECOVER, REGION, "us-east-1b", "db", (world.id("db-2"),))
+    progress = await run_plan(tmp_path / "j.db", deps, plan, owner="w1")
+    assert progress is not None
+    assert progress.outcome is RunOutcome.FAILED
+    assert progress.detail.startswith("db-2 is a replica:")
+    assert world.provider.calls == []

@@ -320,3 +320,17 @@ async def test_progress_of_finished_runs_survives_a_restart(tmp_path: Path) -> N
     journal2.close()
     assert before is not None
     assert after == before
+
+
+async def test_resume_starts_remembering_database_roles(tmp_path: Path) -> None:
+    """From resume() on, the runner keeps the role each database's agent reports, so it
+    still knows it after the host goes silent."""
+    world, deps = new_world()
+    await world.hosts.refresh()
+    runner, journal = make_runner(tmp_path / "j.db", toy_playbook(Effects()), deps)
+    await runner.resume()
+    await asyncio.sleep(0)  # let the watcher take its first look
+    await runner.aclose()
+    journal.close()
+    assert deps.roles.role(world.id("db-2")) == "replica"
+    assert deps.roles.role(world.id("db-1")) == "primary"

@@ -118,7 +118,8 @@ def _not_the_primary(ctx: RunContext, snap: Snapshot, old: CloudInstance | Insta
     """Why the target must not be recovered as the primary, or None. Relaunching a
     replica's volume as a primary and repointing the apps at it would split the data."""
     name = old.tag("Name") or old.id
-    role = old.tag(DB_ROLE_TAG) or database_role(snap, old.id)
+    remembered = ctx.deps.roles.role
+    role = old.tag(DB_ROLE_TAG) or database_role(snap, old.id) or remembered(old.id)
     live_primary = next(
         (
             i
