@@ -9,6 +9,7 @@ SIGTERM/SIGINT. Shutdown is cancellation: every task belongs to one TaskGroup.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sys
 import time
@@ -209,6 +210,7 @@ class Daemon:
                 await self.watch.discovered.wait()
         self.notifier.ready()
         _log().info("daemon.ready", instances=len(self.watch.fleet))
+        tune_gc()
 
     async def _discovery_loop(self) -> None:
         while True:
@@ -271,6 +273,16 @@ class Daemon:
         else:
             self.impaired_since = None
         return alerts
+
+
+def tune_gc() -> None:
+    """Move what start-up built (config, fleet, connection state) out of the collector's
+    way, and collect the young generation less often. Full passes over ~340,000 long-lived
+    objects were the whole schedule-lag tail at 10,000 targets (bench/README.md); none of
+    them were garbage."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def _secrets(cfg: Config) -> tuple[bytes, bytes | None]:
