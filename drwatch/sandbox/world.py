@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,7 @@ log = get_logger(component="sandbox")
 CANARIES = ("canary-1", "canary-2")
 STATE_FILE = "sandbox.json"
 CONFIG_FILE = "drwatch.toml"
+DAEMON_DIR = "daemon"
 SERVICE_PATH = "/app/healthz"
 
 
@@ -111,6 +113,9 @@ class Sandbox:
 
     async def _start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Every start seeds a new world: the daemon's memory of an old one (incidents,
+        # journals naming instances that no longer exist) would be wrong, so it goes.
+        shutil.rmtree(self.state_dir / DAEMON_DIR, ignore_errors=True)
         secret_file = self.state_dir / "agent.secret"
         secret_file.write_bytes(self.secret)
         secret_file.chmod(0o600)
@@ -188,7 +193,7 @@ class Sandbox:
     def _write_files(self, secret_file: Path) -> None:
         where = WorldAddresses(
             listen=self.api_listen,
-            state_dir=self.state_dir / "daemon",
+            state_dir=self.state_dir / DAEMON_DIR,
             secret_file=secret_file,
             endpoints={r: self.front.endpoint(r) for r in self.topo.regions},
             service_url=self.service_url,

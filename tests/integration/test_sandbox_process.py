@@ -96,6 +96,9 @@ def sandbox(
 ) -> Iterator[tuple[subprocess.Popen[str], Path, dict[str, Any]]]:
     need_binary("moto_server", str(Path(sys.executable).parent))
     state_dir = tmp_path / "sb"
+    # An earlier run's daemon state, which a new world must not inherit.
+    (state_dir / "daemon").mkdir(parents=True)
+    (state_dir / "daemon" / "stale-from-an-earlier-run").write_text("old")
     extra: list[str] = []
     if getattr(request, "param", None) == "tiny":
         (tmp_path / "tiny.toml").write_text(TINY)
@@ -143,9 +146,11 @@ def test_a_signal_stops_everything_and_frees_every_port(
 def test_written_config_is_valid_and_faults_come_from_the_command_line(
     sandbox: tuple[subprocess.Popen[str], Path, dict[str, Any]],
 ) -> None:
-    """check-config accepts the sandbox's config; `sandbox fault`/`heal` reach the sandbox,
+    """A start forgets the daemon's old state; check-config accepts the sandbox's config;
+    `sandbox fault`/`heal` reach the sandbox,
     a bad fault exits 2 naming the problem, and kill-watcher restarts the daemon."""
     proc, state_dir, state = sandbox
+    assert not (state_dir / "daemon" / "stale-from-an-earlier-run").exists()
     check = _drwatch("check-config", state["config"])
     assert check.returncode == 0, check.stderr
     assert "groups: 6" in check.stdout
