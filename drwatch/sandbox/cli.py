@@ -25,6 +25,7 @@ from drwatch import logs
 from drwatch.errors import ConfigError
 from drwatch.sandbox import control
 from drwatch.sandbox.cloud import SandboxError
+from drwatch.sandbox.daemon_api import DaemonApi
 from drwatch.sandbox.drill import run_drill, write_report
 from drwatch.sandbox.faults import VERBS
 from drwatch.sandbox.scenario import load_scenario
@@ -34,6 +35,7 @@ from drwatch.sandbox.world import STATE_FILE, Sandbox
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_STATE_DIR = Path(".drwatch-sandbox")
+API_DEADLINE_S = 30.0
 T = TypeVar("T")
 
 
@@ -127,16 +129,36 @@ async def _serve(topo: Topology, state_dir: Path) -> None:
     sb = Sandbox(topo, state_dir)
     control.attach(sb)
     async with sb:
+        answering = await _daemon_answers(sb, API_DEADLINE_S)
         print(
             f"drwatch sandbox is up ({len(sb.hosts)} instances)\n"
             f"  status/API : {sb.api_url}/api/v1/status\n"
+            f"  status page: {sb.api_url}/\n"
             f"  control    : {sb.control_url}  (drwatch sandbox fault VERB TARGET)\n"
             f"  service    : {sb.service_url}\n"
             f"  state dir  : {sb.state_dir}  (config, logs)\n"
-            "Ctrl-C stops everything.",
+            + (
+                ""
+                if answering
+                else f"  warning: drwatch is not answering yet; see {sb.watcher.log_path}\n"
+            )
+            + "Ctrl-C stops everything.",
             flush=True,
         )
         await asyncio.Event().wait()
+
+
+async def _daemon_answers(sb: Sandbox, deadline_s: float) -> bool:
+    """Wait until the daemon's API answers at all, so the printed address works."""
+    api = DaemonApi(sb.api_url, sb.session())
+    try:
+        async with asyncio.timeout(deadline_s):
+            while True:
+                if await api.healthy() is not None:
+                    return True
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        return False
 
 
 # --- drwatch sandbox fault / heal ---------------------------------------------------------------

@@ -146,7 +146,8 @@ def test_a_signal_stops_everything_and_frees_every_port(
 def test_written_config_is_valid_and_faults_come_from_the_command_line(
     sandbox: tuple[subprocess.Popen[str], Path, dict[str, Any]],
 ) -> None:
-    """A start forgets the daemon's old state; check-config accepts the sandbox's config;
+    """A start forgets the daemon's old state; the printed status/API address answers;
+    check-config accepts the sandbox's config;
     `sandbox fault`/`heal` reach the sandbox,
     a bad fault exits 2 naming the problem, and kill-watcher restarts the daemon."""
     proc, state_dir, state = sandbox
@@ -155,7 +156,11 @@ def test_written_config_is_valid_and_faults_come_from_the_command_line(
     assert check.returncode == 0, check.stderr
     assert "groups: 6" in check.stdout
     assert proc.stdout is not None
-    assert "status/API" in proc.stdout.readline() + proc.stdout.readline()
+    printed = "".join(proc.stdout.readline() for _ in range(3))
+    status_url = f"{state['api']}/api/v1/status"
+    assert status_url in printed
+    with urllib.request.urlopen(status_url, timeout=5) as resp:
+        assert resp.status == 200
 
     done = _drwatch("sandbox", "fault", "fail-app", "app-2", "--state-dir", str(state_dir))
     assert done.returncode == 0, done.stderr
