@@ -107,6 +107,7 @@ class SimHost:
         self._app_ok = asyncio.Event()
         self._app_ok.set()
         self._rr = itertools.count()
+        self._blocked: set[int] = set()  # ports another process holds (logged once)
         self.agent = Listener(agent_port, self._agent_app)
         self.app = Listener(app_port, self._app_app)
         # Set by the agent plug: how the agent's web app is built for this host.
@@ -128,8 +129,22 @@ class SimHost:
 
     async def sync(self) -> None:
         """Open or close the two ports so they match the host's state and faults."""
-        await self.app.set_running(not self.silent)
-        await self.agent.set_running(not self.silent and not self.faults.agent_killed)
+        wanted = (
+            (self.app, not self.silent),
+            (self.agent, not self.silent and not self.faults.agent_killed),
+        )
+        for listener, running in wanted:
+            try:
+                await listener.set_running(running)
+                self._blocked.discard(listener.port)
+            except OSError as err:
+                # Another process took the port while the host was silent: this host stays
+                # down (as a real one whose address was taken would); the next sync retries.
+                if listener.port not in self._blocked:
+                    self._blocked.add(listener.port)
+                    log.warning(
+                        "host.port_unavailable", host=self.name, port=listener.port, error=str(err)
+                    )
 
     async def close(self) -> None:
         await self.agent.stop()
