@@ -4,6 +4,7 @@ shipped healthy baseline against the real daemon."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -141,3 +142,28 @@ def test_healthy_baseline_drill_reports_zero_incidents(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert report["incidents"] == []
     assert report["passed"] is True
+
+
+SHIPPED = sorted(
+    p.name for p in (ROOT / "config/drills").glob("*.toml") if p.name != "healthy.toml"
+)
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_drill_passes(tmp_path: Path, name: str) -> None:
+    """Each shipped scenario passes against the real daemon (about a minute each, so only
+    when DRWATCH_DRILLS=1; the healthy baseline above always runs)."""
+    if os.environ.get("DRWATCH_DRILLS") != "1":
+        pytest.skip("set DRWATCH_DRILLS=1 to run every shipped drill (about 25 minutes)")
+    need_binary("moto_server", str(Path(sys.executable).parent))
+    report_path = tmp_path / "r.json"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "drwatch.cli", "drill", str(ROOT / "config/drills" / name),
+            "--sandbox", "--report", str(report_path), "--state-dir", str(tmp_path / "state"),
+        ],
+        capture_output=True, text=True, timeout=380, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(report_path.read_text())["passed"] is True
