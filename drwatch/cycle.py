@@ -15,7 +15,7 @@ from typing import Protocol
 from drwatch.assess import Assessment, RulesConfig, assess
 from drwatch.assess.views import view
 from drwatch.config import PolicyConfig, TimingConfig
-from drwatch.decide import GateInput, decide, plans_for, utc_hm
+from drwatch.decide import GateInput, decide, plans_for, reported_roles, utc_hm
 from drwatch.decide.gates import APPROVAL_PREFIX
 from drwatch.decide.summary import summarise
 from drwatch.errors import DrwatchError
@@ -135,6 +135,9 @@ class Cycle:
         self.runner = runner
         self.started_at = started_at
         self.can_act = not isinstance(runner, NullRunner)
+        # The database role each instance last reported: a lost host reports nothing, and
+        # a lost replica must not be "recovered" as a primary.
+        self._db_roles: dict[str, str] = {}
 
     # -- operator controls ------------------------------------------------------------------
 
@@ -195,6 +198,7 @@ class Cycle:
 
     def _tick(self, snapshot: Snapshot, now: float) -> TickReport:
         changes: list[IncidentChange] = []
+        self._db_roles.update(reported_roles(snapshot))
         self._follow_runs(snapshot, now, changes)
         retired = self.store.retired()
         result = assess(snapshot, now, self.rules, retired)
@@ -291,7 +295,7 @@ class Cycle:
             groups_done=(*inc.groups_done, inc.current_group or ""),
             detail=p.detail,
         )
-        remaining = plans_for(inc, snapshot, self.rules, self.store.retired())
+        remaining = plans_for(inc, snapshot, self.rules, self.store.retired(), self._db_roles)
         if remaining:
             self._submit(inc, remaining[0], now, changes)
             return
@@ -488,7 +492,7 @@ class Cycle:
             )
         if inc.run_ended_at is None:
             return  # a run is in flight; the next plan waits for it
-        remaining = plans_for(inc, snapshot, self.rules, retired)
+        remaining = plans_for(inc, snapshot, self.rules, retired, self._db_roles)
         if remaining:
             self._submit(inc.with_(run_ended_at=None), remaining[0], now, changes)
         else:
@@ -597,7 +601,7 @@ class Cycle:
         retired: frozenset[str],
         changes: list[IncidentChange],
     ) -> Plan | None:
-        plans = plans_for(inc, snapshot, self.rules, retired)
+        plans = plans_for(inc, snapshot, self.rules, retired, self._db_roles)
         gate = self._gate_input(inc, plans, snapshot, now=now, active=active, retired=retired)
         verdict = decide(gate)
         if verdict.act and not self.can_act:
@@ -627,6 +631,7 @@ class Cycle:
         active: int,
         retired: frozenset[str],
     ) -> GateInput:
+        recent = tuple(self.store.acted_since(now - self._lookback()))
         sizes: dict[str, int] = {}
         for i in snapshot.fleet:
             if i.id not in retired:
@@ -641,7 +646,8 @@ class Cycle:
             pause_note=self.pause_note(),
             # Our own count of incidents in flight, or the runner's, whichever is higher.
             active_runs=max(self.runner.active(), active),
-            recent=tuple(self.store.acted_since(now - self._lookback())),
+            recent=recent,
+            replacing=tuple(i for i in recent if _replacing(i, retired)),
             group_of={i.id: i.group for i in snapshot.fleet},
             group_sizes=sizes,
             names={i.id: i.name for i in snapshot.fleet},
@@ -688,6 +694,13 @@ class SummaryLog:
             open_incidents=len(report.open_incidents),
         )
         return True
+
+
+def _replacing(inc: Incident, retired: frozenset[str]) -> bool:
+    """Did (or does) this incident's run replace instances? A failed run that retired
+    none of its targets did not."""
+    failed = inc.outcome is IncidentOutcome.FAILED
+    return not failed or any(t in retired for t in inc.target_ids)
 
 
 def _left_fleet(inc: Incident, snapshot: Snapshot) -> bool:

@@ -1,6 +1,15 @@
 """Pure decisions: which playbook for an incident, and the gates that may hold it."""
 
 from drwatch.decide.gates import GATES, Decision, GateInput, decide, utc_hm
-from drwatch.decide.playbooks import is_primary, plans_for
+from drwatch.decide.playbooks import is_primary, plans_for, reported_roles
 
-__all__ = ["GATES", "Decision", "GateInput", "decide", "is_primary", "plans_for", "utc_hm"]
+__all__ = [
+    "GATES",
+    "Decision",
+    "GateInput",
+    "decide",
+    "is_primary",
+    "plans_for",
+    "reported_roles",
+    "utc_hm",
+]

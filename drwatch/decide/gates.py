@@ -33,6 +33,9 @@ class GateInput:
     active_runs: int = 0
     # Incidents whose playbooks started within max(cooldown, blast_window) of now.
     recent: tuple[Incident, ...] = ()
+    # Of those, the ones that replaced (or are replacing) instances: a run that failed
+    # without replacing anything does not count toward the blast radius.
+    replacing: tuple[Incident, ...] = ()
     group_of: Mapping[str, str] = field(default_factory=dict)
     group_sizes: Mapping[str, int] = field(default_factory=dict)
     names: Mapping[str, str] = field(default_factory=dict)
@@ -85,7 +88,7 @@ def gate_blast_radius(g: GateInput) -> str | None:
     so a group of one can be recovered)."""
     since = g.now - g.policy.blast_window
     replaced: dict[str, set[str]] = {}
-    for i in g.recent:
+    for i in g.replacing:
         if i.id != g.incident.id and i.acted_at is not None and i.acted_at >= since:
             for t in i.target_ids:
                 replaced.setdefault(_group(g, i, t), set()).add(t)

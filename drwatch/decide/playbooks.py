@@ -29,8 +29,11 @@ def plans_for(
     snapshot: Snapshot,
     cfg: RulesConfig,
     retired: frozenset[str] = frozenset(),
+    known_roles: Mapping[str, str] | None = None,
 ) -> tuple[Plan, ...]:
-    """The plans that would recover `incident`; empty when nothing can (detected only)."""
+    """The plans that would recover `incident`; empty when nothing can (detected only).
+    `known_roles`: the database role each instance last reported (a lost host reports
+    nothing now)."""
     if incident.severity != "outage" or incident.scope not in ACTIONABLE_SCOPES:
         return ()
     if incident.scope is Scope.REGION:
@@ -38,7 +41,7 @@ def plans_for(
     by_group = _targets_by_group(incident, snapshot, retired)
     plans = []
     for group, members in sorted(by_group.items(), key=_order):
-        playbook = _playbook(members, snapshot, cfg, retired)
+        playbook = _playbook(members, snapshot, cfg, retired, known_roles or {})
         if playbook is None:
             continue
         avoid = (incident.zone,) if incident.scope is Scope.ZONE else ()
@@ -109,7 +112,11 @@ def _from_record(incident: Incident, tid: str, name: str) -> Instance | None:
 
 
 def _playbook(
-    members: list[Instance], snapshot: Snapshot, cfg: RulesConfig, retired: frozenset[str]
+    members: list[Instance],
+    snapshot: Snapshot,
+    cfg: RulesConfig,
+    retired: frozenset[str],
+    known_roles: Mapping[str, str],
 ) -> PlaybookName | None:
     role = members[0].role
     if role is Role.APP_SERVER:
@@ -118,7 +125,7 @@ def _playbook(
         if _healthy_peer(members, snapshot, cfg, retired):
             return PlaybookName.LB_FAILOVER_EIP
         return PlaybookName.LB_REPLACE
-    if any(is_primary(i, snapshot) for i in members):
+    if any(is_primary(i, snapshot, known_roles) for i in members):
         return PlaybookName.DB_RECOVER
     return None
 
@@ -139,18 +146,29 @@ def _healthy_peer(
     return False
 
 
-def is_primary(instance: Instance, snapshot: Snapshot) -> bool:
-    """Is this database the primary? Its role tag says; else its agent's database check;
-    else (a lost host reports nothing) it is the primary unless another member of its
-    group reports being the primary."""
+def is_primary(
+    instance: Instance, snapshot: Snapshot, known_roles: Mapping[str, str] | None = None
+) -> bool:
+    """Is this database the primary? Its role tag says; else its agent's database check
+    now; else the role it last reported; else (nothing ever heard) it is the primary
+    unless another member of its group reports being the primary."""
     tagged = (instance.tag(DB_ROLE_TAG) or "").lower()
     if tagged:
         return tagged not in REPLICA_ROLES
-    own = _role_of(instance.id, snapshot)
+    own = _role_of(instance.id, snapshot) or (known_roles or {}).get(instance.id, "")
     if own:
         return own not in REPLICA_ROLES
     peers = (p for p in snapshot.fleet.in_group(instance.group) if p.id != instance.id)
     return not any(_role_of(p.id, snapshot) == "primary" for p in peers)
+
+
+def reported_roles(snapshot: Snapshot) -> dict[str, str]:
+    """The database role each database instance's agent reports in this snapshot."""
+    out = {}
+    for inst in snapshot.fleet:
+        if inst.role is Role.DATABASE and (role := _role_of(inst.id, snapshot)):
+            out[inst.id] = role
+    return out
 
 
 def _role_of(instance_id: str, snapshot: Snapshot) -> str:

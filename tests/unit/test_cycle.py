@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -434,3 +434,37 @@ def test_zone_with_a_lost_replica_recovers_the_service_and_stays_open(tmp_path: 
     closed = cycle.store.get(inc.id)
     assert closed is not None
     assert (closed.outcome, closed.closed_at) == (IncidentOutcome.RECOVERED, NOW + 4)
+
+
+def test_a_failed_run_that_replaced_nothing_does_not_count_toward_blast_radius(
+    tmp_path: Path,
+) -> None:
+    """With room for one replacement in the group, a failed first attempt (nothing
+    replaced) does not hold a second instance's replacement."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, runner, blast_radius=0.2)
+    world = World.healthy().stop("app-1")
+    (first,) = cycle.tick(world.snapshot(), NOW).open_incidents
+    runner.finish(first.id, RunOutcome.FAILED, "launch refused")
+    cycle.tick(world.snapshot(), NOW + 1)
+    report = cycle.tick(world.stop("app-3").snapshot(), NOW + 2)
+    assert report.summary == "started app_server.replace for app-3"
+
+
+def test_a_lost_replica_is_known_by_the_role_it_reported(tmp_path: Path) -> None:
+    """Untagged databases: db-2 reported `replica` while it answered; lost together with
+    the primary, it is still a replica (detected only) and db-1 gets database.recover."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, runner)
+    world = World.healthy()
+    world.fleet = type(world.fleet)(
+        tuple(replace(i, tags=()) if i.role.value == "database" else i for i in world.fleet)
+    )
+    for name, role in (("db-1", "primary"), ("db-2", "replica"), ("db-3", "replica")):
+        facts = {"checks": {"database": {"kind": "database", "data": {"role": role}}}}
+        world.layer(name, Layer.AGENT, Health.UP, detail=facts)
+    cycle.tick(world.snapshot(), NOW)
+    report = cycle.tick(world.stop("db-2").stop("db-1").snapshot(), NOW + 1)
+    by_target = {i.target_names: i for i in report.open_incidents}
+    assert by_target[("db-2",)].outcome is IncidentOutcome.DETECTED_ONLY
+    assert [p.targets for p in runner.submitted] == [(iid("db-1"),)]

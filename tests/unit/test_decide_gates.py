@@ -100,9 +100,9 @@ def test_blast_radius_counts_recent_replacements_in_the_group() -> None:
     recent = tuple(
         incident(id=f"inc-r{n}", acted_at=T - 60, target_ids=(f"i-app-{n}",)) for n in (1, 2, 4)
     )
-    reason = gate_blast_radius(gi(recent=recent, group_of={}))
+    reason = gate_blast_radius(gi(replacing=recent, group_of={}))
     assert reason == "blast radius: replacing 4 of 6 in group app within 30m exceeds 50% (limit 3)"
-    assert gate_blast_radius(gi(recent=recent[:2])) is None
+    assert gate_blast_radius(gi(replacing=recent[:2])) is None
 
 
 def test_blast_radius_lets_a_group_of_one_recover() -> None:
