@@ -31,6 +31,7 @@ from drwatch.sandbox.cloud import Moto, MotoProcess, SandboxError, Seeded, seed,
 from drwatch.sandbox.cloudview import CloudView, InstanceView, describe
 from drwatch.sandbox.front import Front
 from drwatch.sandbox.hosts import SimHost, UserData
+from drwatch.sandbox.leftovers import reap_leftovers
 from drwatch.sandbox.listener import Gate, Listener, gate_middleware
 from drwatch.sandbox.topology import AGENT_ADDR_TAG, APP_ADDR_TAG, ROLE_TAG, Topology
 from drwatch.sandbox.watcher import WatcherProcess, WorldAddresses, render_config
@@ -113,6 +114,7 @@ class Sandbox:
 
     async def _start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(reap_leftovers, self.state_dir, STATE_FILE)
         # Every start seeds a new world: the daemon's memory of an old one (incidents,
         # journals naming instances that no longer exist) would be wrong, so it goes.
         shutil.rmtree(self.state_dir / DAEMON_DIR, ignore_errors=True)

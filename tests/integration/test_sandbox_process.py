@@ -203,3 +203,31 @@ def test_another_topology_is_seeded_and_watched(
     check = _drwatch("check-config", str(state_dir / "drwatch.toml"))
     assert check.returncode == 0, check.stderr
     assert "groups: 1 (1 app_server)" in check.stdout
+
+
+def test_a_killed_sandbox_leaves_nothing_for_long_and_a_live_one_keeps_its_dir(
+    sandbox: tuple[subprocess.Popen[str], Path, dict[str, Any]],
+) -> None:
+    """A second sandbox on a live one's state dir refuses to start; after the first is
+    SIGKILLed (its moto and daemon outlive it), the next start on that dir ends them."""
+    proc, state_dir, _ = sandbox
+    second = _drwatch("sandbox", "--state-dir", str(state_dir))
+    assert second.returncode == 1
+    assert "already running" in second.stderr
+    orphans = psutil.Process(proc.pid).children(recursive=True)
+    assert orphans
+    proc.kill()
+    proc.wait()
+    assert all(o.is_running() for o in orphans)
+    again = subprocess.Popen(
+        [sys.executable, "-m", "drwatch.cli", "sandbox", "--state-dir", str(state_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        _, alive = psutil.wait_procs(orphans, timeout=30)
+        assert alive == []
+    finally:
+        again.terminate()
+        again.wait(timeout=30)
