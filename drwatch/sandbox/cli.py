@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+from pydantic import ValidationError
 
 from drwatch import logs
+from drwatch.config import AlertsConfig
 from drwatch.errors import ConfigError
 from drwatch.sandbox import control
 from drwatch.sandbox.cloud import SandboxError
@@ -31,7 +33,7 @@ from drwatch.sandbox.faults import VERBS
 from drwatch.sandbox.scenario import load_scenario
 from drwatch.sandbox.topology import Topology, default_topology, load_topology
 from drwatch.sandbox.verdict import summary
-from drwatch.sandbox.world import STATE_FILE, Sandbox
+from drwatch.sandbox.world import STATE_FILE, Options, Sandbox
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_STATE_DIR = Path(".drwatch-sandbox")
@@ -50,6 +52,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--topology", type=Path, metavar="FILE", help="another topology (TOML)")
     p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, metavar="DIR")
+    p.add_argument(
+        "--alertmanager",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="an Alertmanager (e.g. http://127.0.0.1:9093) the daemon sends alerts to; repeatable",
+    )
     p.set_defaults(func=cmd_sandbox)
     actions = p.add_subparsers(dest="sandbox_command", metavar="ACTION")
     f = actions.add_parser("fault", help="inject a fault into a running sandbox")
@@ -115,9 +124,13 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     topo = _topology(args.topology)
     if topo is None:
         return EXIT_BAD_INPUT
+    alertmanagers = _alertmanagers(args.alertmanager)
+    if alertmanagers is None:
+        return EXIT_BAD_INPUT
     logs.configure("auto", "info")
     try:
-        _run_until_signal(_serve(topo, args.state_dir))
+        options = Options(alertmanager_urls=alertmanagers)
+        _run_until_signal(_serve(topo, args.state_dir, options))
     except (SandboxError, OSError) as err:
         print(f"the sandbox could not start: {err}", file=sys.stderr)
         return EXIT_FAILED
@@ -125,8 +138,18 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _serve(topo: Topology, state_dir: Path) -> None:
-    sb = Sandbox(topo, state_dir)
+def _alertmanagers(urls: list[str]) -> tuple[str, ...] | None:
+    """The --alertmanager URLs, checked as the daemon's config will check them (None: bad)."""
+    try:
+        AlertsConfig.model_validate({"alertmanager_urls": urls})
+    except ValidationError as err:
+        print(f"--alertmanager: {err.errors()[0]['msg']}", file=sys.stderr)
+        return None
+    return tuple(urls)
+
+
+async def _serve(topo: Topology, state_dir: Path, options: Options) -> None:
+    sb = Sandbox(topo, state_dir, options)
     control.attach(sb)
     async with sb:
         answering = await _daemon_answers(sb, API_DEADLINE_S)
@@ -137,6 +160,7 @@ async def _serve(topo: Topology, state_dir: Path) -> None:
             f"  control    : {sb.control_url}  (drwatch sandbox fault VERB TARGET)\n"
             f"  service    : {sb.service_url}\n"
             f"  state dir  : {sb.state_dir}  (config, logs)\n"
+            + "".join(f"  alerts to  : {url}\n" for url in options.alertmanager_urls)
             + (
                 ""
                 if answering

@@ -45,6 +45,8 @@ class WorldAddresses:
     endpoints: dict[str, str]
     service_url: str
     canaries: dict[str, str]
+    # Alertmanager replicas the daemon pushes alerts to; none: no [alerts] section.
+    alertmanager_urls: tuple[str, ...] = ()
 
 
 def _q(value: object) -> str:
@@ -76,6 +78,7 @@ def render_config(topo: Topology, where: WorldAddresses) -> str:
         "",
         *_timing(),
         *_policy(),
+        *_alerts(where),
     ]
     for name, specs in topo.groups().items():
         lines += _group(topo, name, specs[0].role, len(specs), where.service_url)
@@ -111,6 +114,18 @@ def _policy() -> list[str]:
         'cooldown = "1m"',
         "max_concurrent = 3",
         'dead_grace = "4s"',
+        "",
+    ]
+
+
+def _alerts(where: WorldAddresses) -> list[str]:
+    if not where.alertmanager_urls:
+        return []
+    return [
+        "[alerts]",
+        f"alertmanager_urls = {_q(list(where.alertmanager_urls))}",
+        # generatorURL in each alert: the sandbox daemon's status page.
+        f"external_url = {_q(f'http://{where.listen}/')}",
         "",
     ]
 

@@ -59,6 +59,8 @@ class Options:
     with_watcher: bool = True
     # Where the daemon's API listens (default: a free port); tests put a fake API there.
     api_port: int | None = None
+    # Alertmanager replicas (API v2 base URLs) the daemon sends its alerts to.
+    alertmanager_urls: tuple[str, ...] = ()
 
 
 @dataclass
@@ -200,6 +202,7 @@ class Sandbox:
             endpoints={r: self.front.endpoint(r) for r in self.topo.regions},
             service_url=self.service_url,
             canaries=self.canary_urls(),
+            alertmanager_urls=self.options.alertmanager_urls,
         )
         (self.state_dir / CONFIG_FILE).write_text(render_config(self.topo, where))
         (self.state_dir / STATE_FILE).write_text(json.dumps(self.describe_self(), indent=2))
