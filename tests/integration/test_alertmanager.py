@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -14,58 +12,23 @@ from typing import Any
 import pytest
 
 from drwatch.alerts import Alerter, AlertInput, AlertmanagerSink
-from tests.support.services import free_port, need_binary, process, wait_http
+from tests.support.operator_services import alertmanager, alertmanager_alerts
+from tests.support.services import need_binary
 
 pytestmark = pytest.mark.services
-
-AM_CONFIG = """\
-route:
-  receiver: blackhole
-  group_wait: 1s
-receivers:
-  - name: blackhole
-"""
-
-
-def _start(stack: ExitStack, binary: str, tmp: Path, n: int) -> str:
-    port = free_port()
-    work = tmp / f"am-{n}"
-    work.mkdir()
-    (work / "alertmanager.yml").write_text(AM_CONFIG)
-    stack.enter_context(
-        process(
-            [
-                binary,
-                f"--config.file={work / 'alertmanager.yml'}",
-                f"--storage.path={work / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                # No gossip: each replica stands alone, as drwatch must reach each one.
-                "--cluster.listen-address=",
-            ]
-        )
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/-/ready")
-    return url
 
 
 @pytest.fixture
 def alertmanagers(tmp_path: Path) -> Iterator[list[str]]:
     binary = need_binary("prometheus-alertmanager")
     with ExitStack() as stack:
-        yield [_start(stack, binary, tmp_path, n) for n in (1, 2)]
-
-
-def _alerts(url: str) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(f"{url}/api/v2/alerts", timeout=5) as resp:
-        body: list[dict[str, Any]] = json.load(resp)
-        return body
+        yield [stack.enter_context(alertmanager(binary, tmp_path / f"am-{n}")) for n in (1, 2)]
 
 
 async def _until_alerts(url: str, want: int, deadline: float = 20.0) -> list[dict[str, Any]]:
     end = time.monotonic() + deadline
     while True:
-        got = await asyncio.to_thread(_alerts, url)
+        got = await asyncio.to_thread(alertmanager_alerts, url)
         if len(got) == want or time.monotonic() > end:
             return got
         await asyncio.sleep(0.1)

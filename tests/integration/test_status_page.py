@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,8 +9,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from tests.support.operator_services import chromium, dom_text
 from tests.support.operator_world import DB_INC, STEPS, ZONE_INC, build_app
-from tests.support.services import free_port, need_binary
+from tests.support.services import free_port
 
 pytestmark = pytest.mark.services
 
@@ -29,43 +29,10 @@ async def page_url(tmp_path: Path) -> AsyncIterator[str]:
     await runner.cleanup()
 
 
-async def _chromium(tmp: Path, *args: str) -> str:
-    argv = [
-        need_binary("chromium"),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--hide-scrollbars",
-        f"--user-data-dir={tmp / 'chromium-profile'}",
-        "--virtual-time-budget=5000",
-        *args,
-    ]
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        async with asyncio.timeout(90):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
-    return out.decode()
-
-
-def _text(dom: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
-
-
 async def test_page_shows_zone_incident_steps_and_approvals(page_url: str, tmp_path: Path) -> None:
     """After its first poll the page shows the zone incident, its steps, and what waits."""
-    dom = await _chromium(tmp_path, "--dump-dom", page_url)
-    text = _text(dom)
+    dom = await chromium(tmp_path, "--dump-dom", page_url)
+    text = dom_text(dom)
     assert 'id="overall" class="badge outage"' in dom
     assert f'id="incident-{ZONE_INC}"' in dom
     assert "zone us-east-1b · zone_outage" in text
@@ -90,10 +57,10 @@ async def test_page_screenshot_on_a_phone(page_url: str, tmp_path: Path) -> None
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "status-page.png"
     shot.unlink(missing_ok=True)
-    await _chromium(tmp_path, f"--screenshot={shot}", "--window-size=412,900", page_url)
+    await chromium(tmp_path, f"--screenshot={shot}", "--window-size=412,900", page_url)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     full = ARTIFACTS / "status-page-full.png"
-    await _chromium(tmp_path, f"--screenshot={full}", "--window-size=412,2600", page_url)
+    await chromium(tmp_path, f"--screenshot={full}", "--window-size=412,2600", page_url)
     assert full.stat().st_size > 0
 
 
