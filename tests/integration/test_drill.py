@@ -4,7 +4,6 @@ shipped healthy baseline against the real daemon."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -124,38 +123,26 @@ async def test_drill_replays_the_timeline_and_judges_the_incidents(
     assert left == []  # the drill's moto and all are gone
 
 
-@pytest.mark.timeout(300)
-def test_healthy_baseline_drill_reports_zero_incidents(tmp_path: Path) -> None:
-    """`drwatch drill config/drills/healthy.toml --sandbox` exits 0 with zero incidents."""
-    need_binary("moto_server", str(Path(sys.executable).parent))
-    report_path = tmp_path / "r.json"
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "drwatch.cli", "drill", str(ROOT / "config/drills/healthy.toml"),
-            "--sandbox", "--report", str(report_path), "--state-dir", str(tmp_path / "state"),
-        ],
-        capture_output=True, text=True, timeout=280, check=False,
-    )  # fmt: skip
-    report = json.loads(report_path.read_text())
-    if any("never answered" in v for v in report["violations"]):
-        pytest.skip("the daemon does not serve GET /api/v1/incidents yet (drwatch run)")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert report["incidents"] == []
-    assert report["passed"] is True
-
-
-SHIPPED = sorted(
-    p.name for p in (ROOT / "config/drills").glob("*.toml") if p.name != "healthy.toml"
+LADDER = (
+    "relaunch_same_zone",
+    "restore_volume_elsewhere",
+    "promote_replica",
+    "restore_latest_snapshot",
+    "restore_older_snapshot",
 )
+# The database drills must each end on their own rung of the ladder, every rung above
+# it skipped with its reason (issue #5's acceptance).
+RUNG = {
+    "db-relaunch.toml": "relaunch_same_zone",
+    "fail-launches.toml": "restore_volume_elsewhere",
+    "corrupt-volume.toml": "promote_replica",
+    "db-restore-latest-snapshot.toml": "restore_latest_snapshot",
+    "corrupt-snapshot.toml": "restore_older_snapshot",
+}
+SHIPPED = sorted(p.name for p in (ROOT / "config/drills").glob("*.toml"))
 
 
-@pytest.mark.timeout(400)
-@pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_drill_passes(tmp_path: Path, name: str) -> None:
-    """Each shipped scenario passes against the real daemon (about a minute each, so only
-    when DRWATCH_DRILLS=1; the healthy baseline above always runs)."""
-    if os.environ.get("DRWATCH_DRILLS") != "1":
-        pytest.skip("set DRWATCH_DRILLS=1 to run every shipped drill (about 25 minutes)")
+def run_shipped(tmp_path: Path, name: str) -> tuple[subprocess.CompletedProcess[str], Any]:
     need_binary("moto_server", str(Path(sys.executable).parent))
     report_path = tmp_path / "r.json"
     proc = subprocess.run(
@@ -165,5 +152,30 @@ def test_shipped_drill_passes(tmp_path: Path, name: str) -> None:
         ],
         capture_output=True, text=True, timeout=380, check=False,
     )  # fmt: skip
+    return proc, json.loads(report_path.read_text())
+
+
+def assert_rung(report: Any, rung: str) -> None:
+    (inc,) = [i for i in report["incidents"] if i["playbook"] == "database.recover"]
+    status = {s["name"]: s for s in inc["steps"]}
+    assert status[rung]["status"] == "done", inc["steps"]
+    for above in LADDER[: LADDER.index(rung)]:
+        assert status[above]["status"] == "skipped", inc["steps"]
+        assert status[above]["detail"], f"{above} skipped without a reason"
+    assert status["fence_old_primary"]["status"] == "done"
+    assert status["repoint_app_servers"]["status"] == "done"
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_drill_passes(tmp_path: Path, name: str) -> None:
+    """Each shipped scenario passes against the real daemon in a fresh sandbox: exit 0,
+    every expectation met (the healthy baseline: zero incidents); the database drills end
+    on their own rung of the ladder."""
+    proc, report = run_shipped(tmp_path, name)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert json.loads(report_path.read_text())["passed"] is True
+    assert report["passed"] is True
+    if name == "healthy.toml":
+        assert report["incidents"] == []
+    if name in RUNG:
+        assert_rung(report, RUNG[name])
