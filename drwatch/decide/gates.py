@@ -65,16 +65,22 @@ def gate_approval(g: GateInput) -> str | None:
     return f"{APPROVAL_PREFIX} for {g.incident.scope.value} scope: drwatch approve {g.incident.id}"
 
 
+def _same_target(a: Incident, b: Incident) -> bool:
+    """The same scope key, an instance in common, or the same member of the same group:
+    a replacement keeps its predecessor's Name but not its id, and a replacement that
+    dies at once must not be replaced again and again."""
+    if a.scope_key == b.scope_key or set(a.target_ids) & set(b.target_ids):
+        return True
+    return bool(set(a.target_names) & set(b.target_names) and set(a.groups) & set(b.groups))
+
+
 def gate_cooldown(g: GateInput) -> str | None:
     """No second action on the same scope key or the same targets within the cooldown."""
-    mine = set(g.incident.target_ids)
     last = max(
         (
             i.acted_at
             for i in g.recent
-            if i.id != g.incident.id
-            and i.acted_at is not None
-            and (i.scope_key == g.incident.scope_key or mine & set(i.target_ids))
+            if i.id != g.incident.id and i.acted_at is not None and _same_target(i, g.incident)
         ),
         default=None,
     )

@@ -89,10 +89,22 @@ def test_cooldown_per_scope_key_and_target() -> None:
     the next one until a stated time; other targets are free."""
     before = incident(id="inc-0", acted_at=T - 300, scope_key="instance:x")
     assert gate_cooldown(gi(recent=(before,))) == "cooldown until 14:05Z"
-    other = incident(id="inc-0", acted_at=T - 300, scope_key="instance:y", target_ids=("i-app-9",))
+    other = incident(id="inc-0", acted_at=T - 300, scope_key="instance:y", targets=("i-app-9",))
     assert gate_cooldown(gi(recent=(other,))) is None
     old = incident(id="inc-0", acted_at=T - 700, scope_key="instance:x")
     assert gate_cooldown(gi(recent=(old,))) is None
+
+
+def test_cooldown_follows_a_member_to_its_replacement() -> None:
+    """The replacement of app-3 has a new id but is still app-3 of group app: dying within
+    the cooldown, it is not replaced again; an app-3 of another group is free."""
+    first = incident(id="inc-0", acted_at=T - 300, scope_key="instance:y", targets=("i-app-3",))
+    again = gi(
+        incident=incident(scope_key="instance:z", targets=("i-new",), target_names=("app-3",))
+    )
+    assert gate_cooldown(replace(again, recent=(first,))) == "cooldown until 14:05Z"
+    elsewhere = replace(first, groups=("app-eu",))
+    assert gate_cooldown(replace(again, recent=(elsewhere,))) is None
 
 
 def test_blast_radius_counts_recent_replacements_in_the_group() -> None:
