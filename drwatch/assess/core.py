@@ -22,6 +22,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("instance_impaired", rules.rule_instance_impaired),
     ("instance_unreachable", rules.rule_instance_unreachable),
     ("app_failed", rules.rule_app_failed),
+    ("app_unresponsive", rules.rule_app_unresponsive),
     ("agent_down", rules.rule_agent_down),
     ("capacity", rules.rule_capacity),
 )

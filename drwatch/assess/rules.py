@@ -138,6 +138,23 @@ def rule_app_failed(ctx: Context) -> Iterable[Diagnosis]:
             yield _about(v, Finding.INSTANCE_SUSPECT, reason + ctx.left(v.app.since), v.app.since)
 
 
+def rule_app_unresponsive(ctx: Context) -> Iterable[Diagnosis]:
+    """The host's agent answers promptly but its application times out. A timeout alone
+    is unknown, never down; the agent on the same host corroborates that the network
+    path and the host are fine, so the application itself is stuck (or overloaded).
+    That is worth a page after the grace, but not a replacement."""
+    for v in ctx.instances:
+        if v.gone or not v.has_app or not v.agent.answering:
+            continue
+        if not v.app.silent or v.app.failing:
+            continue
+        reason = f"agent up, app not answering ({v.app.reason or 'timeout'})"
+        if ctx.matured(v.app.since):
+            yield _about(v, Finding.APP_UNRESPONSIVE, reason, v.app.since)
+        else:
+            yield _about(v, Finding.INSTANCE_SUSPECT, reason + ctx.left(v.app.since), v.app.since)
+
+
 def rule_agent_down(ctx: Context) -> Iterable[Diagnosis]:
     """Agent silent while the app answers and the host runs: degraded, never dead."""
     for v in ctx.instances:

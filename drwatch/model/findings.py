@@ -41,6 +41,7 @@ class Finding(StrEnum):
     INSTANCE_IMPAIRED = "instance_impaired"
     INSTANCE_UNREACHABLE = "instance_unreachable"
     APP_FAILED = "app_failed"
+    APP_UNRESPONSIVE = "app_unresponsive"
     AGENT_DOWN = "agent_down"
     INSTANCE_SUSPECT = "instance_suspect"
     STATUS_CHECK_IMPAIRED = "status_check_impaired"
@@ -93,6 +94,12 @@ _DESCRIPTIONS: dict[Finding, tuple[str, Severity, Scope]] = {
     Finding.APP_FAILED: (
         "the agent answers but the application has been down for the dead grace",
         Severity.OUTAGE,
+        _I,
+    ),
+    Finding.APP_UNRESPONSIVE: (
+        "the agent answers but the application has timed out for the dead grace: hung or "
+        "overloaded; alert only, since replacing on timeouts churns an overloaded group",
+        Severity.ALERT,
         _I,
     ),
     Finding.AGENT_DOWN: (

@@ -171,6 +171,16 @@ CASES = [
     case("app down past the grace while the agent answers: app failed",
          lambda: h().layer("app-3", Layer.APP, Health.DOWN, reason="HTTP 500"),
          ("app_failed instance:i-app-3 [app-3]",)),
+    case("app times out past the grace while its agent answers: unresponsive, alert only",
+         lambda: h().layer("app-4", Layer.APP, Health.UNKNOWN, reason="timeout after 0.5s"),
+         ("app_unresponsive instance:i-app-4 [app-4]",)),
+    case("app times out just now while its agent answers: within the grace",
+         lambda: h().layer("app-4", Layer.APP, Health.UNKNOWN, since=JUST_NOW),
+         (), ("instance_suspect instance:i-app-4 [app-4]",)),
+    case("app times out and the agent times out too: no corroboration, never dead",
+         lambda: h().layer("app-4", Layer.APP, Health.UNKNOWN)
+         .layer("app-4", Layer.AGENT, Health.UNKNOWN),
+         (), ("instance_suspect instance:i-app-4 [app-4]",)),
     case("stale observations are unknown, not down",
          lambda: h().stop("app-3").stale("app-3", Layer.PROVIDER).stale("app-3", Layer.AGENT)
          .stale("app-3", Layer.APP)),
