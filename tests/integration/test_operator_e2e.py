@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
 import subprocess
@@ -29,6 +30,7 @@ import psutil
 import pytest
 import pytest_asyncio
 
+from drwatch.client import AUTH_FILE_ENV
 from drwatch.sandbox import control
 from drwatch.sandbox.chaos import Chaos
 from drwatch.sandbox.faults import Fault
@@ -359,15 +361,22 @@ async def test_prometheus_scrapes_the_sandbox_daemon(world: OperatorWorld) -> No
         assert builds[0]["metric"]["job"] == "drwatch"
 
 
-async def _cli(*args: str) -> Any:
-    result = await asyncio.to_thread(
+async def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    # No token from the environment: the sandbox daemon has none configured either.
+    env = {k: v for k, v in os.environ.items() if k != AUTH_FILE_ENV}
+    return await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "drwatch.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env=env,
     )
+
+
+async def _cli(*args: str) -> Any:
+    result = await _run_cli(*args)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -407,3 +416,14 @@ async def test_cli_status_and_incidents_say_what_the_api_says(world: OperatorWor
     cli_facts, api_facts = await until("a stable reading to compare", agreed, 30.0)
     assert cli_facts == api_facts
     assert (inc["id"], "recovered", "ended") in cli_facts[1]
+
+
+async def test_cli_approve_without_a_token_says_how_to_set_one(world: OperatorWorld) -> None:
+    """`drwatch approve` against a daemon with no API token: exit 2 and a message naming
+    the setting, not a traceback."""
+    inc = await world.open_zone_incident()
+    result = await _run_cli("approve", inc["id"], "--api", world.sb.api_url)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "HTTP 403" in result.stderr
+    assert "watcher.api_token_file" in result.stderr
+    assert "Traceback" not in result.stderr
