@@ -291,6 +291,9 @@ class PolicyConfig(_Strict):
     # How long a submitted playbook run may stay invisible in the runner before its
     # incident counts as failed.
     verify_window: Duration = 120.0
+    # A freshly launched instance that has never answered is booting, not lost, for this
+    # long after its launch (EC2 boots take 30-90 s, plus the application's start).
+    boot_grace: Duration = 300.0
 
 
 def _check_http_url(value: str) -> str:

@@ -256,8 +256,12 @@ class Daemon:
         self.metrics.update_from_report(report)
         lag = self.scheduler.lag_stats()
         self.metrics.set_scheduler_lag(lag.p99, lag.max)
-        for inc in report.open_incidents:
-            progress = self.runner.progress(inc.id)
+        # Runs of open incidents, and of those this tick closed: the tick that ends an
+        # incident as recovered is the one that sees its run finished.
+        touched = {inc.id for inc in report.open_incidents}
+        touched.update(change.incident_id for change in report.changes)
+        for incident_id in sorted(touched):
+            progress = self.runner.progress(incident_id)
             if progress is not None:
                 self.metrics.record_run(progress)
         self.alerter.update(self._alerts(report, now), now)

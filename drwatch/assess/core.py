@@ -21,6 +21,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("instance_gone", rules.rule_instance_gone),
     ("instance_impaired", rules.rule_instance_impaired),
     ("instance_unreachable", rules.rule_instance_unreachable),
+    ("instance_booting", rules.rule_instance_booting),
     ("app_failed", rules.rule_app_failed),
     ("app_unresponsive", rules.rule_app_unresponsive),
     ("agent_down", rules.rule_agent_down),

@@ -126,6 +126,23 @@ def rule_instance_unreachable(ctx: Context) -> Iterable[Diagnosis]:
         yield _about(v, Finding.INSTANCE_SUSPECT, f"{_layers(v)}; {why}{ctx.left(since)}", since)
 
 
+def rule_instance_booting(ctx: Context) -> Iterable[Diagnosis]:
+    """Launched within the boot grace and never heard from: a warning, never a finding
+    that acts (a replacement still booting must not be taken for a lost instance)."""
+    for v in ctx.instances:
+        if not v.booting or v.gone or v.answering:
+            continue
+        launched = v.instance.launched_at or ctx.now
+        left = ctx.cfg.boot_grace - (ctx.now - launched)
+        evidence = f"booting: launched {ctx.now - launched:.0f} s ago, not answered yet, "
+        yield _about(
+            v,
+            Finding.INSTANCE_SUSPECT,
+            evidence + f"{max(0.0, left):.0f} s of boot grace left",
+            launched,
+        )
+
+
 def rule_app_failed(ctx: Context) -> Iterable[Diagnosis]:
     """The host's agent answers but its application is down: replace after the grace."""
     for v in ctx.instances:

@@ -12,7 +12,7 @@ region corroboration, across many targets and layers, may count it).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cached_property
 from typing import Any
@@ -45,6 +45,7 @@ class RulesConfig:
     zone_down_share: float = 0.75
     disk_warn_percent: float = 90.0
     memory_warn_percent: float = 95.0
+    boot_grace: float = 300.0
     max_age: Mapping[Layer, float] = field(default_factory=dict)
     default_max_age: float = 30.0
 
@@ -64,6 +65,7 @@ class RulesConfig:
             zone_down_share=policy.zone_down_share,
             disk_warn_percent=policy.disk_warn_percent,
             memory_warn_percent=policy.memory_warn_percent,
+            boot_grace=policy.boot_grace,
             max_age=ages,
         )
 
@@ -77,6 +79,8 @@ class LayerView:
     since: float | None = None
     reason: str = ""
     detail: Mapping[str, Any] = field(default_factory=dict)
+    # Up (after hysteresis) at least once: see `_was_up`.
+    ever_up: bool = False
 
     @property
     def answering(self) -> bool:
@@ -103,7 +107,15 @@ def view(th: TargetHealth | None, now: float, cfg: RulesConfig) -> LayerView:
         # Debounced unknown but the latest attempt answered (not risen yet), or the API
         # asked us to slow down: neither is silence.
         seen = Seen.UNKNOWN
-    return LayerView(seen, th.since, th.reason, th.detail)
+    return LayerView(seen, th.since, th.reason, th.detail, ever_up=_was_up(th))
+
+
+def _was_up(th: TargetHealth) -> bool:
+    """Has this target/layer been up after hysteresis at least once? Up now, or its last
+    success came before its current state began (it was answering, then went down). One
+    raw success while still rising (`ok_at` after `since`) does not count: a booting
+    host that answered once has not come up yet."""
+    return th.health is Health.UP or (th.ok_at is not None and th.ok_at <= th.since)
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,8 @@ class InstanceView:
     agent: LayerView
     app: LayerView
     has_app: bool
+    # Launched within the boot grace and never heard from: not yet judged.
+    booting: bool = False
 
     @cached_property
     def state(self) -> InstanceState:
@@ -153,9 +167,10 @@ class InstanceView:
 
     @cached_property
     def unreachable(self) -> bool:
-        """Neither agent nor app answers, and at least one was tried and got nothing."""
+        """Neither agent nor app answers, and at least one was tried and got nothing
+        (a booting instance is not yet unreachable: it has not come up once)."""
         layers = (self.agent, self.app) if self.has_app else (self.agent,)
-        return not self.answering and any(lv.silent for lv in layers)
+        return not self.booting and not self.answering and any(lv.silent for lv in layers)
 
     @cached_property
     def both_failing(self) -> bool:
@@ -187,16 +202,34 @@ def instance_views(
         if is_retired(inst, retired):
             continue
         app = snapshot.get(inst.id, Layer.APP)
+        agent_view = view(snapshot.get(inst.id, Layer.AGENT), now, cfg)
+        app_view = view(app, now, cfg)
+        fresh = _fresh(inst, now, cfg.boot_grace)
         out.append(
             InstanceView(
                 instance=inst,
                 provider=view(snapshot.get(inst.id, Layer.PROVIDER), now, cfg),
-                agent=view(snapshot.get(inst.id, Layer.AGENT), now, cfg),
-                app=view(app, now, cfg),
+                agent=_not_started(agent_view) if fresh else agent_view,
+                app=_not_started(app_view) if fresh else app_view,
                 has_app=app is not None,
+                booting=fresh and not (agent_view.ever_up or app_view.ever_up),
             )
         )
     return tuple(out)
+
+
+def _fresh(inst: Instance, now: float, grace: float) -> bool:
+    """Launched less than the boot grace ago."""
+    return inst.launched_at is not None and now - inst.launched_at < grace
+
+
+def _not_started(lv: LayerView) -> LayerView:
+    """On a freshly launched instance, a layer that has never answered has not started
+    yet (the agent and the app come up at their own moments during boot): unknown, not
+    failing. Once it has answered, it is judged like any other."""
+    if lv.ever_up or lv.seen is Seen.UNKNOWN:
+        return lv
+    return replace(lv, seen=Seen.UNKNOWN, reason=f"not started since launch ({lv.reason})")
 
 
 def named_views(

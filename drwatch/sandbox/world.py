@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -45,11 +46,31 @@ DAEMON_DIR = "daemon"
 SERVICE_PATH = "/app/healthz"
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands to outgoing connections (Linux), else IANA's."""
+    try:
+        low = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]
+        return int(low)
+    except (OSError, ValueError, IndexError):
+        return 49152
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A free loopback port BELOW the ephemeral range. Simulated hosts close their ports
+    when silenced and bind them again when healed; a port from the ephemeral range could
+    meanwhile be taken by any outgoing connection (the daemon's checks make many)."""
+    high = _ephemeral_low() - 1
+    low = max(1024, high - 20_000)
+    rng = random.SystemRandom()
+    for _ in range(500):
+        port = rng.randint(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port between {low} and {high}")
 
 
 @dataclass

@@ -181,6 +181,32 @@ CASES = [
          lambda: h().layer("app-4", Layer.APP, Health.UNKNOWN)
          .layer("app-4", Layer.AGENT, Health.UNKNOWN),
          (), ("instance_suspect instance:i-app-4 [app-4]",)),
+    case("a replacement launched a minute ago that has never answered: booting, a warning",
+         lambda: h().launched("app-3", NOW - 60).never_answered("app-3"),
+         (), ("instance_suspect instance:i-app-3 [app-3]",)),
+    case("a fresh replacement whose agent is up but whose app has not started: nothing yet",
+         lambda: h().launched("app-3", NOW - 60)
+         .layer("app-3", Layer.APP, Health.DOWN, ok_at=None, reason="connection refused")),
+    case("a fresh replacement that answered once but has not risen yet: still booting",
+         lambda: h().launched("app-3", NOW - 60)
+         .layer("app-3", Layer.AGENT, Health.DOWN, since=NOW - 50, ok_at=NOW - 1)
+         .layer("app-3", Layer.APP, Health.DOWN, since=NOW - 50, ok_at=None),
+         (), ("instance_suspect instance:i-app-3 [app-3]",)),
+    case("a fresh replacement whose app is up but whose agent has not started: nothing yet",
+         lambda: h().launched("app-3", NOW - 60)
+         .layer("app-3", Layer.AGENT, Health.DOWN, ok_at=None, reason="connection refused")),
+    case("launched past the boot grace and never answered: unreachable",
+         lambda: h().launched("app-3", NOW - 600).never_answered("app-3"),
+         ("instance_unreachable instance:i-app-3 [app-3]",)),
+    case("launched recently, came up, then went dark: unreachable, not booting",
+         lambda: h().launched("app-3", NOW - 60)
+         .layer("app-3", Layer.AGENT, Health.DOWN, since=NOW - 40, ok_at=NOW - 41)
+         .layer("app-3", Layer.APP, Health.DOWN, since=NOW - 40, ok_at=NOW - 41),
+         ("instance_unreachable instance:i-app-3 [app-3]",)),
+    case("a booting replacement does not count toward a zone outage",
+         lambda: _dark_all(h().launched("app-5", NOW - 60).never_answered("app-5"), ["app-6"]),
+         ("instance_unreachable instance:i-app-6 [app-6]",),
+         ("instance_suspect instance:i-app-5 [app-5]",)),
     case("stale observations are unknown, not down",
          lambda: h().stop("app-3").stale("app-3", Layer.PROVIDER).stale("app-3", Layer.AGENT)
          .stale("app-3", Layer.APP)),

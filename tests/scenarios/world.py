@@ -116,6 +116,20 @@ class World:
         self.set(i, Layer.AGENT, health, since)
         return self.set(i, Layer.APP, health, since)
 
+    def launched(self, name: str, at: float) -> World:
+        """The instance was launched at `at` (a replacement, say)."""
+        inst = self.fleet.get(iid(name))
+        assert inst is not None
+        others = tuple(i for i in self.fleet if i.id != inst.id)
+        self.fleet = Fleet((*others, replace(inst, launched_at=at)), self.fleet.discovered_at)
+        return self
+
+    def never_answered(self, name: str, since: float = LONG_AGO) -> World:
+        """Agent and app refused every attempt so far: no `ok_at` on either layer."""
+        i = iid(name)
+        self.set(i, Layer.AGENT, Health.DOWN, since, ok_at=None, reason="connection refused")
+        return self.set(i, Layer.APP, Health.DOWN, since, ok_at=None, reason="connection refused")
+
     def impair(self, name: str) -> World:
         i = iid(name)
         detail = {"state": "running", "system_status": "impaired", "instance_status": "ok"}
