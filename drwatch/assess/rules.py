@@ -36,9 +36,13 @@ class Context:
     @property
     def trusted_since(self) -> float | None:
         """Since when drwatch has continuously seen the outside world: the longest-up
-        canary's `since`. None without canaries (nothing to go by)."""
+        canary's `since`. None without canaries (nothing to go by). With canaries of which
+        none answers yet (still rising after an uplink heals, or never seen), `now`:
+        nothing seen from here has lasted, so no silence or failure matures."""
+        if not self.canaries:
+            return None
         ups = [c.since for c in self.canaries.values() if c.answering and c.since is not None]
-        return min(ups) if ups else None
+        return min(ups) if ups else self.now
 
     def _start(self, since: float) -> float:
         # Silence that began while drwatch itself was cut off counts only from when it

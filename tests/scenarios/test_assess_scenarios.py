@@ -207,6 +207,15 @@ CASES = [
          lambda: _dark_all(h().launched("app-5", NOW - 60).never_answered("app-5"), ["app-6"]),
          ("instance_unreachable instance:i-app-6 [app-6]",),
          ("instance_suspect instance:i-app-5 [app-5]",)),
+    case("uplink just healed, canaries still rising: an API silent since the cut is no finding",
+         lambda: h().layer("us-east-1", Layer.API, Health.UNKNOWN, reason="region API timeout")
+         .layer("canary-a", Layer.CANARY, Health.UNKNOWN, since=JUST_NOW, last=Health.UP)
+         .layer("canary-b", Layer.CANARY, Health.UNKNOWN, since=JUST_NOW, last=Health.UP)),
+    case("no canary has answered yet: a dark instance is only a suspect",
+         lambda: h().dark("app-2")
+         .layer("canary-a", Layer.CANARY, Health.UNKNOWN, last=Health.UP)
+         .layer("canary-b", Layer.CANARY, Health.UNKNOWN, last=Health.UP),
+         (), ("instance_suspect instance:i-app-2 [app-2]",)),
     case("stale observations are unknown, not down",
          lambda: h().stop("app-3").stale("app-3", Layer.PROVIDER).stale("app-3", Layer.AGENT)
          .stale("app-3", Layer.APP)),
