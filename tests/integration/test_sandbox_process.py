@@ -18,6 +18,8 @@ from typing import Any
 import psutil
 import pytest
 
+from drwatch.sandbox.leftovers import reap_leftovers
+from drwatch.sandbox.world import STATE_FILE
 from tests.support.services import need_binary
 
 pytestmark = pytest.mark.services
@@ -113,17 +115,29 @@ def sandbox(
     try:
         yield proc, state_dir, _wait_up(proc, state_dir)
     finally:
-        if proc.poll() is None:
+        _stop(proc, state_dir)
+
+
+def _stop(proc: subprocess.Popen[str], state_dir: Path) -> None:
+    """Stop the sandbox as an operator would (SIGTERM), and only if it will not, kill its
+    process group; then end what a killed sandbox leaves (its moto runs in a session of
+    its own and names no state dir, so only the sandbox's own reaper finds it)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-        for child in psutil.process_iter():
-            try:
-                if str(state_dir) in " ".join(child.cmdline()):
-                    child.kill()
-            except psutil.Error:
-                pass
+    if proc.stdout is not None:
+        proc.stdout.close()
+    reap_leftovers(state_dir, STATE_FILE)
+    for child in psutil.process_iter():
+        try:
+            if str(state_dir) in " ".join(child.cmdline()):
+                child.kill()
+        except psutil.Error:
+            pass
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
