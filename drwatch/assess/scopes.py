@@ -62,26 +62,22 @@ def _zone_reported(ctx: Context, zone: str, region: str) -> Diagnosis | None:
         note = f"provider reports {zone} {state}; " + (
             f"its {len(members)} instance(s) still answer" if members else "nothing watched there"
         )
-        return _wide(
-            Finding.ZONE_IMPAIRED,
-            Scope.ZONE,
-            zone,
-            (),
-            region=region,
-            zone=zone,
-            evidence=note,
-            since=since,
-        )
+        return _zone_finding(Finding.ZONE_IMPAIRED, zone, region, (), evidence=note, since=since)
     note = f"provider reports {zone} {state}; {len(lost)}/{len(members)} instance(s) lost"
+    return _zone_finding(Finding.ZONE_OUTAGE, zone, region, lost, evidence=note, since=since)
+
+
+def _zone_finding(
+    finding: Finding,
+    zone: str,
+    region: str,
+    members: Iterable[InstanceView],
+    *,
+    evidence: str,
+    since: float | None,
+) -> Diagnosis:
     return _wide(
-        Finding.ZONE_OUTAGE,
-        Scope.ZONE,
-        zone,
-        lost,
-        region=region,
-        zone=zone,
-        evidence=note,
-        since=since,
+        finding, Scope.ZONE, zone, members, region=region, zone=zone, evidence=evidence, since=since
     )
 
 
@@ -106,25 +102,9 @@ def _zone_by_share(ctx: Context, zone: str, region: str) -> Diagnosis | None:
     sinces = [v.silent_since for v in silent if v.silent_since is not None]
     since = sorted(sinces)[need - 1] if len(sinces) >= need else None
     if mature >= need:
-        return _wide(
-            Finding.ZONE_OUTAGE,
-            Scope.ZONE,
-            zone,
-            lost,
-            region=region,
-            zone=zone,
-            evidence=note,
-            since=since,
-        )
-    return _wide(
-        Finding.ZONE_SUSPECT,
-        Scope.ZONE,
-        zone,
-        silent,
-        region=region,
-        zone=zone,
-        evidence=note + ctx.left(since),
-        since=since,
+        return _zone_finding(Finding.ZONE_OUTAGE, zone, region, lost, evidence=note, since=since)
+    return _zone_finding(
+        Finding.ZONE_SUSPECT, zone, region, silent, evidence=note + ctx.left(since), since=since
     )
 
 
