@@ -6,7 +6,6 @@ every problem with its place (`event[2].do: unknown verb 'explode'`).
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -15,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from drwatch.errors import ConfigError
 from drwatch.sandbox.faults import HEAL, VERBS, check_target, parse_param
 from drwatch.sandbox.topology import Topology
+from drwatch.tomlconfig import read_toml
 from drwatch.units import parse_duration
 
 
@@ -148,10 +148,4 @@ def parse_scenario(data: dict[str, Any], topo: Topology) -> Scenario:
 
 
 def load_scenario(path: Path, topo: Topology) -> Scenario:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError([f"{path}: cannot read: {err.strerror}"]) from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError([f"{path}: not valid TOML: {err}"]) from None
-    return parse_scenario(data, topo)
+    return parse_scenario(read_toml(path), topo)

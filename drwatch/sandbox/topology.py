@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from drwatch.errors import ConfigError
 from drwatch.model.fleet import Role
+from drwatch.tomlconfig import read_toml
 
 GROUP_TAG = "drwatch:group"
 ROLE_TAG = "drwatch:role"
@@ -163,13 +164,7 @@ def parse_topology(data: dict[str, object]) -> Topology:
 
 
 def load_topology(path: Path) -> Topology:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError([f"{path}: cannot read: {err.strerror}"]) from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError([f"{path}: not valid TOML: {err}"]) from None
-    return parse_topology(data)
+    return parse_topology(read_toml(path))
 
 
 def default_topology() -> Topology:

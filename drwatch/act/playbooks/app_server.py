@@ -27,6 +27,7 @@ from drwatch.act.playbooks.common import (
     cloud_instance,
     copied_tags,
     database_primary,
+    group_info,
     healthy_zones,
     image_for,
     launch,
@@ -43,7 +44,7 @@ from drwatch.model.plan import PlaybookName
 
 
 def _group(ctx: RunContext) -> GroupInfo:
-    return ctx.deps.groups.get(ctx.plan.group) or GroupInfo(ctx.plan.group, Role.APP_SERVER)
+    return group_info(ctx, Role.APP_SERVER)
 
 
 def _replacements(ctx: RunContext) -> dict[str, str]:

@@ -17,6 +17,7 @@ from drwatch.act.base import (
     ROLE_TAG,
     RUN_TAG,
     STEP_TAG,
+    GroupInfo,
     Outcome,
     RunContext,
     StepError,
@@ -38,6 +39,11 @@ _ROOT_DEVICES = frozenset({"/dev/sda1", "/dev/xvda", "/dev/sda", "/dev/nvme0n1"}
 
 
 # -- reading the world ----------------------------------------------------------------------
+
+
+def group_info(ctx: RunContext, role: Role) -> GroupInfo:
+    """The plan's group as configured; a group the config does not name gets defaults."""
+    return ctx.deps.groups.get(ctx.plan.group) or GroupInfo(ctx.plan.group, role)
 
 
 async def cloud_instance(ctx: RunContext, instance_id: str) -> CloudInstance | None:

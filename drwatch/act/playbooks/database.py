@@ -45,6 +45,7 @@ from drwatch.act.playbooks.common import (
     cloud_instance,
     copied_tags,
     detach,
+    group_info,
     healthy_zones,
     image_for,
     launch,
@@ -76,7 +77,7 @@ DISCARDED_TAG = "drwatch:discarded"
 
 
 def _group(ctx: RunContext) -> GroupInfo:
-    return ctx.deps.groups.get(ctx.plan.group) or GroupInfo(ctx.plan.group, Role.DATABASE)
+    return group_info(ctx, Role.DATABASE)
 
 
 def _facts(ctx: RunContext) -> JSON:

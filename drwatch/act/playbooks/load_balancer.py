@@ -32,6 +32,7 @@ from drwatch.act.playbooks.common import (
     app_address,
     cloud_instance,
     copied_tags,
+    group_info,
     healthy_zones,
     image_for,
     launch,
@@ -49,7 +50,7 @@ from drwatch.providers.base import AddressInfo
 
 
 def _group(ctx: RunContext) -> GroupInfo:
-    return ctx.deps.groups.get(ctx.plan.group) or GroupInfo(ctx.plan.group, Role.LOAD_BALANCER)
+    return group_info(ctx, Role.LOAD_BALANCER)
 
 
 async def _eip(ctx: RunContext) -> AddressInfo:
