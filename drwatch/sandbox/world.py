@@ -55,21 +55,32 @@ def _ephemeral_low() -> int:
         return 49152
 
 
+# Every port free_port() has handed out in this process. A simulated host binds its ports
+# only when it boots, so a port that is free now may already belong to a host that has
+# not booted yet: without this record two hosts drew the same port in a few sandboxes
+# of every hundred, and the second never came up (found by a full CI run).
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A free loopback port BELOW the ephemeral range. Simulated hosts close their ports
-    when silenced and bind them again when healed; a port from the ephemeral range could
-    meanwhile be taken by any outgoing connection (the daemon's checks make many)."""
+    """A free loopback port BELOW the ephemeral range, never one this process already
+    handed out. Simulated hosts close their ports when silenced and bind them again when
+    healed; a port from the ephemeral range could meanwhile be taken by any outgoing
+    connection (the daemon's checks make many)."""
     high = _ephemeral_low() - 1
     low = max(1024, high - 20_000)
     rng = random.SystemRandom()
     for _ in range(500):
         port = rng.randint(low, high)
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     raise RuntimeError(f"no free loopback port between {low} and {high}")
 
 
