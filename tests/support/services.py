@@ -44,6 +44,22 @@ def free_port() -> int:
         return port
 
 
+def assert_promtool_clean(exposition: bytes) -> None:
+    """`promtool check metrics` reads the exposition with exit 0 and not one lint line."""
+    promtool = need_binary("promtool")
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=exposition,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    out, err = result.stdout.decode().strip(), result.stderr.decode().strip()
+    assert result.returncode == 0, err + out
+    assert out == "", out
+    assert err == "", err
+
+
 def wait_http(url: str, deadline_s: float = 20.0) -> None:
     """Poll `url` until it answers at all (any status), or fail after the deadline."""
     end = time.monotonic() + deadline_s

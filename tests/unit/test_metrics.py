@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from types import MappingProxyType
 
 import aiohttp
@@ -27,7 +26,7 @@ from drwatch.model import (
     TargetHealth,
 )
 from drwatch.web.metrics import Metrics, check_buckets
-from tests.support.services import free_port, need_binary
+from tests.support.services import assert_promtool_clean, free_port
 
 FLEET = Fleet(
     instances=(
@@ -168,17 +167,7 @@ def test_check_buckets_end_at_the_timeout(timeout: float, last: float) -> None:
 @pytest.mark.services
 def test_promtool_finds_no_naming_problems() -> None:
     """`promtool check metrics` reads the exposition without a single lint warning."""
-    promtool = need_binary("promtool")
-    result = subprocess.run(
-        [promtool, "check", "metrics"],
-        input=_fed().exposition(),
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
-    assert result.stdout.decode().strip() == ""
-    assert result.stderr.decode().strip() == ""
+    assert_promtool_clean(_fed().exposition())
 
 
 async def test_metrics_route_serves_the_registry() -> None:
