@@ -1,0 +1,431 @@
+"""Benchmark: detection latency (fault -> incident opened) in the sandbox, with its defaults.
+
+    .venv/bin/python bench/detection.py --samples 20 --out bench/results/detection.json
+
+DESIGN.md's target: p99 within 1.2x of the theoretical floor (fall x interval + timeout).
+
+What runs: one sandbox (moto, the fault-injecting front, simulated agents and apps,
+canaries) with the real daemon (`drwatch run`, its own process) watching it, started by
+`drwatch.sandbox.world.Sandbox` exactly as `drwatch sandbox` and the drill runner start
+it. Each sample:
+
+  1. wait until the daemon's status says everything is healthy (the drill runner's
+     `wait_healthy`) and, then, a random fraction of the deciding layer's interval, so
+     faults land at every phase of the fixed-rate check schedule;
+  2. apply the fault to one app server with the sandbox's fault engine (`Chaos`: the
+     code behind the control API, `drwatch sandbox fault` and drill events);
+  3. poll `GET /api/v1/incidents` (every 0.2 s) until the daemon has opened an incident
+     naming that target, and read the daemon's status once for where the time went;
+  4. heal, and wait until that incident has ended and everything is healthy again.
+
+Kinds interleave (one of each per round, so a neighbour's load falls on all of them
+alike) and targets rotate over every app server of the topology.
+
+**The number.** latency = the incident's own `opened_at` (the daemon's clock at the tick
+that opened it: epoch seconds, the same machine clock) minus the wall time just before
+the fault call began. The API poll only tells us that an incident exists; its period
+never enters the number. The fault call of `stop-instance` includes the stop request to
+moto and one sandbox poll (`applied_s` in the JSON); the instance is stopped somewhere in
+that call, so the latency overstates by at most the call, never understates.
+
+**The floor, per kind**, from the config the sandbox renders (read back with
+`drwatch.config.load`, never hard-coded). fall x interval + timeout is the worst case of
+hysteresis alone: the fault lands just after a check, the next `fall` checks fail, the
+last of them may take the whole timeout. What the design puts on top of it:
+
+  fail-app       the app answers HTTP 500, the agent is fine -> `app_failed` (outage).
+                 Decided by the app layer (`timing.app`). Failure "seen from here" counts
+                 only after `policy.dead_grace`, measured from the health's `since` (the
+                 check that turned it DOWN) - docs/failure-detection.md - so
+                 floor = fall x interval + timeout + dead_grace.
+  kill-agent     the agent's port closes, the app is fine -> `agent_down` (alert, no
+                 playbook). Agent layer (`timing.agent`), the same grace:
+                 floor = fall x interval + timeout + dead_grace.
+  stop-instance  the provider says stopped -> `instance_stopped` (outage). Provider layer
+                 (`timing.provider`); the provider asserts it, so it counts at once (no
+                 grace): floor = fall x interval + timeout.
+
+Not in the floor, and so measured against it: the tick (assess runs once per tick,
+`drwatch.daemon.TICK_INTERVAL_S`: up to one tick passes between the evidence maturing and
+the incident opening), scheduler lag, the provider loop's own poll time (it sleeps one
+interval *after* each poll of every region), and the daemon's share of a busy machine.
+Per sample the JSON also splits the latency at the moment the deciding evidence arrived
+(from the daemon's status: the layer's `since` for app and agent, the provider's latest
+`attempted_at` for stop): `observe_s` (fault -> evidence) and `decide_s` (evidence ->
+opened: the dead grace plus waiting for a tick).
+
+**Dry run.** `app_failed` and `instance_stopped` have a playbook (`app_server.replace`):
+it would replace the instance every sample, then hold the cooldown. So the daemon runs
+with `policy.dry_run = true`, added to the sandbox's rendered config before the daemon
+starts (`Options` has no switch for it: the sandbox is started without its watcher, the
+line is added under `[policy]`, the config is validated with `drwatch.config.load`, and
+the sandbox's own `WatcherProcess` starts `drwatch run` on it). Dry run is read only by
+the decide gates and the runner's kill switch: discovery, the observers and their
+scheduler, the health store, assess and the opening of incidents are the same code with
+the same timing; the incident opens, is `blocked` ("dry-run: would start ..."), and
+ends `cleared` once healed. Everything else is the sandbox's default config.
+
+Not a test: nothing here asserts. See bench/README.md for results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from drwatch import __version__, logs
+from drwatch.config import Config, LayerTiming, load
+from drwatch.daemon import TICK_INTERVAL_S
+from drwatch.sandbox.chaos import Chaos
+from drwatch.sandbox.daemon_api import STATUS_PATH, DaemonApi, Incident
+from drwatch.sandbox.drill import HEALTHY_DEADLINE_S, wait_healthy
+from drwatch.sandbox.faults import HEAL, Fault
+from drwatch.sandbox.topology import Topology, default_topology
+from drwatch.sandbox.world import CONFIG_FILE, Options, Sandbox
+
+POLL_S = 0.2
+DAEMON_UP_DEADLINE_S = 60.0
+# After healing: rise checks, a reboot after stop-instance (boot delay + rise), one tick.
+CLOSE_DEADLINE_S = 90.0
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A fault verb, the timing layer that decides its finding, and the finding."""
+
+    verb: str
+    layer: str  # a field of TimingConfig
+    finding: str
+    grace: bool  # failure seen from here: policy.dead_grace on top of hysteresis
+
+
+KINDS = {
+    k.verb: k
+    for k in (
+        Kind("fail-app", "app", "app_failed", grace=True),
+        Kind("stop-instance", "provider", "instance_stopped", grace=False),
+        Kind("kill-agent", "agent", "agent_down", grace=True),
+    )
+}
+
+
+@dataclass
+class Sample:
+    verb: str
+    target: str
+    fault_at: float
+    applied_s: float
+    latency_s: float | None = None  # None: no incident within the deadline
+    incident: str | None = None
+    finding: str | None = None
+    observe_s: float | None = None  # fault -> the deciding evidence (daemon's status)
+    decide_s: float | None = None  # evidence -> incident opened
+    closed_after_heal_s: float | None = None
+
+
+def floor_of(kind: Kind, cfg: Config) -> dict[str, float]:
+    t: LayerTiming = getattr(cfg.timing, kind.layer)
+    grace = cfg.policy.dead_grace if kind.grace else 0.0
+    return {
+        "layer_interval_s": t.interval,
+        "layer_timeout_s": t.timeout,
+        "layer_fall": t.fall,
+        "dead_grace_s": grace,
+        "floor_s": t.fall * t.interval + t.timeout + grace,
+    }
+
+
+def enable_dry_run(path: Path) -> Config:
+    """Add `dry_run = true` to the rendered config's [policy] and validate it whole."""
+    text = path.read_text(encoding="utf-8")
+    if "\n[policy]\n" not in text or "dry_run" in text:
+        raise SystemExit(f"bench: unexpected [policy] section in {path}")
+    path.write_text(text.replace("\n[policy]\n", "\n[policy]\ndry_run = true\n", 1))
+    cfg = load(path)
+    if not cfg.policy.dry_run:
+        raise SystemExit("bench: dry_run did not take")
+    return cfg
+
+
+# -- reading the daemon -------------------------------------------------------------------
+
+
+async def status(sb: Sandbox) -> dict[str, Any]:
+    async with sb.session().get(sb.api_url + STATUS_PATH) as resp:
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+def evidence_at(body: dict[str, Any], kind: Kind, target: str) -> float | None:
+    """When the deciding evidence arrived, as the daemon's status tells it: the moment an
+    app or agent health left `up` (its `since`); for the provider, its latest attempt
+    while that is the only `stopped` answer so far (the state is read from the latest
+    fresh answer, before hysteresis turns the health down)."""
+    row = next((t for t in body.get("targets", []) if t.get("name") == target), None)
+    layer = (row or {}).get("layers", {}).get(kind.layer)
+    if not layer:
+        return None
+    if kind.grace:
+        at = layer.get("since_ts") if layer.get("health") != "up" else None
+    elif layer.get("last") == "down" and layer.get("health") == "up":
+        at = layer.get("attempted_at_ts")
+    else:
+        at = None
+    return float(at) if isinstance(at, int | float) else None
+
+
+async def new_incident(api: DaemonApi, target: str, known: set[str], deadline_s: float) -> Incident:
+    async with asyncio.timeout(deadline_s):
+        while True:
+            for inc in await api.incidents() or []:
+                if inc.id not in known and target in inc.targets:
+                    return inc
+            await asyncio.sleep(POLL_S)
+
+
+async def incident_ids(api: DaemonApi) -> set[str]:
+    return {i.id for i in await api.incidents() or []}
+
+
+async def wait_ended(api: DaemonApi, incident_id: str, deadline_s: float) -> None:
+    async with asyncio.timeout(deadline_s):
+        while True:
+            found = {i.id: i for i in await api.incidents() or []}
+            inc = found.get(incident_id)
+            if inc is not None and inc.ended_at is not None:
+                return
+            await asyncio.sleep(POLL_S)
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, sb: Sandbox, cfg: Config) -> None:
+        self.sb = sb
+        self.cfg = cfg
+        self.chaos = Chaos(sb)
+        self.api = DaemonApi(sb.api_url, sb.session())
+
+    async def settle(self) -> None:
+        if not await wait_healthy(self.sb, self.api, HEALTHY_DEADLINE_S):
+            raise SystemExit("bench: the sandbox did not become healthy again")
+
+    async def sample(self, kind: Kind, target: str, floor_s: float) -> Sample:
+        await self.settle()
+        known = await incident_ids(self.api)
+        t: LayerTiming = getattr(self.cfg.timing, kind.layer)
+        await asyncio.sleep(random.uniform(0.0, t.interval))
+        fault_at = time.time()
+        await self.chaos.do(Fault(kind.verb, target))
+        s = Sample(kind.verb, target, fault_at, round(time.time() - fault_at, 4))
+        try:
+            inc = await new_incident(self.api, target, known, 3 * floor_s + 10)
+        except TimeoutError:
+            await self.chaos.do(Fault(HEAL, target))
+            return s
+        seen = evidence_at(await status(self.sb), kind, target)
+        s.latency_s, s.incident, s.finding = inc.opened_at - fault_at, inc.id, inc.finding
+        if seen is not None:
+            s.observe_s, s.decide_s = seen - fault_at, inc.opened_at - seen
+        await self.chaos.do(Fault(HEAL, target))
+        healed = time.time()
+        await wait_ended(self.api, inc.id, CLOSE_DEADLINE_S)
+        s.closed_after_heal_s = round(time.time() - healed, 3)
+        return s
+
+
+async def start_daemon(sb: Sandbox) -> Config:
+    cfg = enable_dry_run(sb.state_dir / CONFIG_FILE)
+    await sb.watcher.start()
+    api = DaemonApi(sb.api_url, sb.session())
+    async with asyncio.timeout(DAEMON_UP_DEADLINE_S):
+        while True:
+            if await api.healthy() is not None:
+                return cfg
+            await asyncio.sleep(POLL_S)
+
+
+def app_servers(topo: Topology) -> list[str]:
+    return [i.name for i in topo.instance if i.role.value == "app_server"]
+
+
+async def run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
+    topo = default_topology()
+    targets = app_servers(topo)
+    kinds = [KINDS[v] for v in args.faults]
+    sb = Sandbox(topo, state_dir, Options(with_watcher=False))
+    samples: list[Sample] = []
+    async with sb:
+        cfg = await start_daemon(sb)
+        bench = Bench(sb, cfg)
+        floors = {k.verb: floor_of(k, cfg) for k in kinds}
+        started = time.monotonic()
+        for i in range(args.samples):
+            for j, kind in enumerate(kinds):
+                target = targets[(i * len(kinds) + j) % len(targets)]
+                s = await bench.sample(kind, target, floors[kind.verb]["floor_s"])
+                samples.append(s)
+                if args.verbose:
+                    print(json.dumps(asdict(s)), file=sys.stderr)
+        elapsed = time.monotonic() - started
+    return {
+        "kinds": {k.verb: summarize(k, floors[k.verb], samples) for k in kinds},
+        "tick_interval_s": TICK_INTERVAL_S,
+        "timing": cfg.timing.model_dump(),
+        "dead_grace_s": cfg.policy.dead_grace,
+        "dry_run": cfg.policy.dry_run,
+        "targets": targets,
+        "elapsed_s": round(elapsed, 1),
+        "samples": [asdict(s) for s in samples],
+    }
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    """Linear interpolation between order statistics (with 20 samples, p99 is
+    nearly the maximum)."""
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def summarize(kind: Kind, floor: dict[str, float], samples: list[Sample]) -> dict[str, Any]:
+    mine = [s for s in samples if s.verb == kind.verb]
+    lat = [s.latency_s for s in mine if s.latency_s is not None]
+    p99 = quantile(lat, 0.99)
+    findings: dict[str, int] = {}
+    for s in mine:
+        findings[s.finding or "none"] = findings.get(s.finding or "none", 0) + 1
+    observe = [s.observe_s for s in mine if s.observe_s is not None]
+    decide = [s.decide_s for s in mine if s.decide_s is not None]
+    return {
+        "layer": kind.layer,
+        "expected_finding": kind.finding,
+        "findings": findings,
+        "samples": len(mine),
+        "missed": len(mine) - len(lat),
+        **floor,
+        "floor_plus_tick_s": floor["floor_s"] + TICK_INTERVAL_S,
+        "min_s": _r(min(lat, default=None)),
+        "p50_s": _r(quantile(lat, 0.5)),
+        "p99_s": _r(p99),
+        "max_s": _r(max(lat, default=None)),
+        "p99_over_floor": _r(p99 / floor["floor_s"] if p99 is not None else None),
+        "observe_p50_s": _r(quantile(observe, 0.5)),
+        "observe_max_s": _r(max(observe, default=None)),
+        "decide_p50_s": _r(quantile(decide, 0.5)),
+        "decide_max_s": _r(max(decide, default=None)),
+    }
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def table(res: dict[str, Any]) -> str:
+    lines = [
+        "| fault | finding (layer) | samples | floor s | p50 s | p99 s | max s "
+        "| p99/floor | fault->evidence p50/max s | evidence->opened p50/max s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for verb, k in res["kinds"].items():
+        found = ", ".join(f"{f} {n}" for f, n in sorted(k["findings"].items()))
+        missed = f" ({k['missed']} missed)" if k["missed"] else ""
+        floor = (
+            f"{k['floor_s']:g} = {k['layer_fall']}x{k['layer_interval_s']:g}"
+            f"+{k['layer_timeout_s']:g}" + (f"+{k['dead_grace_s']:g}" if k["dead_grace_s"] else "")
+        )
+        lines.append(
+            f"| {verb} | {found} ({k['layer']}) | {k['samples']}{missed} | {floor} "
+            f"| {_s(k['p50_s'])} | {_s(k['p99_s'])} | {_s(k['max_s'])} "
+            f"| {_s(k['p99_over_floor'])} | {_s(k['observe_p50_s'])} / {_s(k['observe_max_s'])} "
+            f"| {_s(k['decide_p50_s'])} / {_s(k['decide_max_s'])} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "drwatch": __version__,
+        "platform": platform.platform(),
+        "loadavg_at_start": list(os.getloadavg()),
+    }
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--samples", type=int, default=20, help="per fault kind")
+    p.add_argument(
+        "--faults",
+        nargs="+",
+        choices=sorted(KINDS),
+        default=list(KINDS),
+        help="fault kinds to measure (default: all)",
+    )
+    p.add_argument("--seed", type=int, help="seed for the phase jitter")
+    p.add_argument("--state-dir", type=Path, help="keep the sandbox's files here (else a temp dir)")
+    p.add_argument("--verbose", action="store_true", help="print each sample to stderr")
+    p.add_argument("--out", type=Path)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    random.seed(args.seed)
+    logs.configure("console", "error")
+    info = machine()
+    state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="drwatch-bench-detection-"))
+    try:
+        res = asyncio.run(run(args, state_dir))
+    finally:
+        if args.state_dir is None:
+            shutil.rmtree(state_dir, ignore_errors=True)
+    info["loadavg_at_end"] = list(os.getloadavg())
+    res.update(
+        machine=info,
+        command="python bench/detection.py " + " ".join(argv),
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    print(table(res))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
