@@ -86,6 +86,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from drwatch import __version__, logs
 from drwatch.config import Config, LayerTiming, load
@@ -188,6 +189,26 @@ def evidence_at(body: dict[str, Any], kind: Kind, target: str) -> float | None:
     return float(at) if isinstance(at, int | float) else None
 
 
+async def daemon_metrics(sb: Sandbox) -> dict[str, float]:
+    """From the daemon's /metrics: ticks and their duration, the check scheduler's lag."""
+    async with sb.session().get(sb.api_url + "/metrics") as resp:
+        text = await resp.text()
+    want = {
+        "drwatch_tick_duration_seconds_count": "ticks",
+        "drwatch_tick_duration_seconds_sum": "tick_duration_total_s",
+        "drwatch_scheduler_lag_p99_seconds": "scheduler_lag_p99_s",
+        "drwatch_scheduler_lag_max_seconds": "scheduler_lag_max_s",
+    }
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in want:
+                out[want[sample.name]] = sample.value
+    if out.get("ticks"):
+        out["tick_duration_mean_s"] = out["tick_duration_total_s"] / out["ticks"]
+    return out
+
+
 async def new_incident(api: DaemonApi, target: str, known: set[str], deadline_s: float) -> Incident:
     async with asyncio.timeout(deadline_s):
         while True:
@@ -283,6 +304,7 @@ async def run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
                 if args.verbose:
                     print(json.dumps(asdict(s)), file=sys.stderr)
         elapsed = time.monotonic() - started
+        metrics = await daemon_metrics(sb)
     return {
         "kinds": {k.verb: summarize(k, floors[k.verb], samples) for k in kinds},
         "tick_interval_s": TICK_INTERVAL_S,
@@ -291,6 +313,7 @@ async def run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
         "dry_run": cfg.policy.dry_run,
         "targets": targets,
         "elapsed_s": round(elapsed, 1),
+        "daemon_metrics": metrics,
         "samples": [asdict(s) for s in samples],
     }
 
@@ -318,6 +341,9 @@ def summarize(kind: Kind, floor: dict[str, float], samples: list[Sample]) -> dic
         findings[s.finding or "none"] = findings.get(s.finding or "none", 0) + 1
     observe = [s.observe_s for s in mine if s.observe_s is not None]
     decide = [s.decide_s for s in mine if s.decide_s is not None]
+    # The part of decide_s that is waiting for a tick (and, for the provider, for its
+    # poll of every region to finish after the answer's attempt time).
+    waits = [d - floor["dead_grace_s"] for d in decide]
     return {
         "layer": kind.layer,
         "expected_finding": kind.finding,
@@ -335,6 +361,8 @@ def summarize(kind: Kind, floor: dict[str, float], samples: list[Sample]) -> dic
         "observe_max_s": _r(max(observe, default=None)),
         "decide_p50_s": _r(quantile(decide, 0.5)),
         "decide_max_s": _r(max(decide, default=None)),
+        "tick_wait_p50_s": _r(quantile(waits, 0.5)),
+        "tick_wait_max_s": _r(max(waits, default=None)),
     }
 
 
@@ -361,6 +389,14 @@ def table(res: dict[str, Any]) -> str:
             f"| {_s(k['p99_over_floor'])} | {_s(k['observe_p50_s'])} / {_s(k['observe_max_s'])} "
             f"| {_s(k['decide_p50_s'])} / {_s(k['decide_max_s'])} |"
         )
+    m = res["daemon_metrics"]
+    lines += [
+        "",
+        f"Tick every {res['tick_interval_s']:g} s + its duration (mean "
+        f"{1000 * m.get('tick_duration_mean_s', 0):.1f} ms over {m.get('ticks', 0):.0f} ticks); "
+        f"check schedule lag, last window: p99 {1000 * m.get('scheduler_lag_p99_s', 0):.1f} ms, "
+        f"max {1000 * m.get('scheduler_lag_max_s', 0):.1f} ms. Dry run: {res['dry_run']}.",
+    ]
     return "\n".join(lines)
 
 
