@@ -163,6 +163,33 @@ async def test_timeout_is_unknown(target: Target, probe: HttpProbe) -> None:
     assert (got.health, got.reason) == (Health.UNKNOWN, "timeout after 0.1s")
 
 
+async def test_timeout_leaves_the_task_uncancelled(target: Target, probe: HttpProbe) -> None:
+    """The probe takes back its own cancel request: an enclosing deadline still works after."""
+    got = await probe.check(target.url("/hang"), HttpConditions(), 0.05)
+    task = asyncio.current_task()
+    assert task is not None
+    assert (got.reason, task.cancelling()) == ("timeout after 0.05s", 0)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await asyncio.sleep(1)
+
+
+async def test_cancel_from_outside_is_not_a_timeout(target: Target, probe: HttpProbe) -> None:
+    """Cancelling a check in flight cancels it; it does not come back as an UNKNOWN result."""
+    check = asyncio.create_task(probe.check(target.url("/hang"), HttpConditions(), 5.0))
+    await asyncio.sleep(0.05)
+    check.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await check
+
+
+async def test_outer_deadline_first_is_the_outer_timeout(target: Target, probe: HttpProbe) -> None:
+    """An enclosing deadline shorter than the probe's raises at the enclosing level."""
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await probe.check(target.url("/hang"), HttpConditions(), 5.0)
+
+
 async def test_refused_is_down(probe: HttpProbe) -> None:
     """A refused connection is DOWN: the host answered that nothing listens."""
     got = await probe.check(f"http://127.0.0.1:{free_port()}/", HttpConditions(), 2.0)
