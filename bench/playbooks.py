@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import inspect
 import json
 import math
@@ -150,6 +151,24 @@ class Timed:
         return call
 
 
+class GcTime:
+    """Seconds spent in the garbage collector (any generation), from `gc.callbacks`."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._t0 = 0.0
+        gc.callbacks.append(self._on)
+
+    def _on(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.total += time.perf_counter() - self._t0
+
+
+GC = GcTime()
+
+
 class PollClock:
     """Real time for journal stamps; a poll's sleep yields once and is counted."""
 
@@ -178,6 +197,7 @@ class Mark:
     writes: int
     journal_s: float
     polls: int
+    gc_s: float
 
 
 @dataclass
@@ -192,6 +212,7 @@ class StepSample:
     writes: int
     journal_s: float
     polls: int
+    gc_s: float
     status: str = ""
 
     @property
@@ -231,6 +252,7 @@ class Meter:
             self.writes,
             self.journal_s,
             self.clock.polls,
+            GC.total,
         )
 
     def _wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -271,6 +293,7 @@ def _between(name: str, a: Mark, b: Mark) -> StepSample:
         writes=b.writes - a.writes,
         journal_s=b.journal_s - a.journal_s,
         polls=b.polls - a.polls,
+        gc_s=b.gc_s - a.gc_s,
     )
 
 
@@ -615,6 +638,7 @@ def summarize(samples: list[RunSample]) -> dict[str, Any]:
         "step_own_cpu_ms": _dist([s.own_cpu for s in steps]),
         "step_waits_ms": _dist([s.waits for s in steps]),
         "step_journal_ms": _dist([s.journal_s for s in steps]),
+        "step_gc_ms": _dist([s.gc_s for s in steps]),
         "journal_writes_per_step": _mean([s.writes for s in steps]),
         "run_own_per_step_ms": _dist(per_run),
         "run_wall_ms": _dist([r.wall for r in ok]),
@@ -654,6 +678,7 @@ def _by_step(steps: list[StepSample]) -> dict[str, Any]:
             "waits_cpu_ms": _dist([s.waits_cpu for s in ss]),
             "journal_ms": _dist([s.journal_s for s in ss]),
             "journal_writes": _mean([s.writes for s in ss]),
+            "gc_ms": _dist([s.gc_s for s in ss]),
             "waits_ms_mean": {
                 k: ms(sum(s.by_kind.get(k, 0.0) for s in ss) / len(ss)) for k in WAIT_KINDS
             },
@@ -707,9 +732,9 @@ def _summary_row(sc: Scenario, backend: str, s: dict[str, Any]) -> str:
 def _step_rows(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
     out = [
         "| backend | step | status | own p50 / p99 ms | own CPU p50 ms | wall p50 ms"
-        " | journal writes | journal ms p50 | waits mean ms: provider / fleet / agent / poll"
-        " | CPU inside waits p50 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " | journal writes | journal ms p50 | GC ms p50 / max"
+        " | waits mean ms: provider / fleet / agent / poll | CPU inside waits p50 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for backend, s in rows:
         for name, st in s["by_step"].items():
@@ -719,6 +744,7 @@ def _step_rows(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
                 f" | {st['own_ms']['p50']:.1f} / {st['own_ms']['p99']:.1f}"
                 f" | {st['own_cpu_ms']['p50']:.1f} | {st['wall_ms']['p50']:.1f}"
                 f" | {st['journal_writes']} | {st['journal_ms']['p50']:.1f}"
+                f" | {st['gc_ms']['p50']:.1f} / {st['gc_ms']['max']:.1f}"
                 f" | {wm['provider']:.1f} / {wm['fleet']:.1f} / {wm['agent']:.1f}"
                 f" / {wm['poll']:.2f}"
                 f" | {st['waits_cpu_ms']['p50']:.1f} |"
