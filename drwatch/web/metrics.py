@@ -44,6 +44,7 @@ from drwatch.model import (
     StepStatus,
     TargetHealth,
 )
+from drwatch.model.findings import Finding, Severity
 
 
 class _ChangeLike(Protocol):
@@ -58,6 +59,13 @@ class _IncidentLike(Protocol):
     def scope(self) -> Scope: ...
 
 
+class _DiagnosisLike(Protocol):
+    @property
+    def finding(self) -> Finding: ...
+    @property
+    def severity(self) -> Severity: ...
+
+
 class ReportLike(Protocol):
     """What metrics read of the cycle's TickReport (structural: web does not import cycle)."""
 
@@ -69,6 +77,12 @@ class ReportLike(Protocol):
     def open_incidents(self) -> Sequence[_IncidentLike]: ...
     @property
     def changes(self) -> Sequence[_ChangeLike]: ...
+    @property
+    def findings(self) -> Sequence[_DiagnosisLike]: ...
+
+
+# Every finding that is a warning, exported at 0 from start-up so alert rules see it.
+_WARNING_FINDINGS = tuple(f for f in Finding if f.severity is Severity.WARNING)
 
 
 # Latency buckets for checks, cut at the longest configured timeout (a check cannot
@@ -221,6 +235,14 @@ class Metrics:
         for scope in Scope:
             self.incidents_active.labels(scope.value).set(0)
             self.incidents_opened.labels(scope.value)
+        self.warnings = Gauge(
+            "drwatch_warnings",
+            "Warning findings in the latest assessment (they open no incident), by finding.",
+            ["finding"],
+            registry=r,
+        )
+        for finding in _WARNING_FINDINGS:
+            self.warnings.labels(finding.value).set(0)
 
     def _build_playbooks(self) -> None:
         r = self.registry
@@ -335,6 +357,12 @@ class Metrics:
                 self.incident_opened(Scope(scope))
         self.set_watcher_impaired(report.watcher_state == "impaired")
         self.set_paused(report.paused)
+        warnings = dict.fromkeys(_WARNING_FINDINGS, 0)
+        for d in report.findings:
+            if d.severity is Severity.WARNING:
+                warnings[d.finding] = warnings.get(d.finding, 0) + 1
+        for finding, count in warnings.items():
+            self.warnings.labels(finding.value).set(count)
 
     def set_incidents_active(self, by_scope: Mapping[Scope, int]) -> None:
         """Open incidents per scope; scopes not named are set to 0."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import MappingProxyType
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,6 +26,7 @@ from drwatch.model import (
     StepStatus,
     TargetHealth,
 )
+from drwatch.model.findings import Diagnosis, Finding
 from drwatch.web.metrics import Metrics, check_buckets
 from tests.support.services import assert_promtool_clean, free_port
 
@@ -211,6 +213,7 @@ def test_update_from_report_counts_incidents_by_scope() -> None:
         paused: bool
         open_incidents: tuple[Inc, ...]
         changes: tuple[Change, ...]
+        findings: tuple[Diagnosis, ...] = ()
 
     m = Metrics(process_metrics=False)
     m.update_from_report(
@@ -230,3 +233,39 @@ def test_update_from_report_counts_incidents_by_scope() -> None:
     assert opened[(("scope", "instance"),)] == 0.0
     assert _samples(m, "drwatch_watcher_impaired") == {(): 1.0}
     assert _samples(m, "drwatch_paused") == {(): 1.0}
+
+
+def test_warnings_are_counted_by_finding_and_fall_back_to_zero() -> None:
+    """Warning findings (no incident) are exported per finding; incidents are not; every
+    warning finding is there at 0 from start-up and returns to 0 when it clears."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Report:
+        findings: tuple[Diagnosis, ...]
+        watcher_state: str = "ok"
+        paused: bool = False
+        open_incidents: tuple[Any, ...] = ()
+        changes: tuple[Any, ...] = ()
+
+    m = Metrics(process_metrics=False)
+    start = _samples(m, "drwatch_warnings")
+    assert start[(("finding", "capacity_disk"),)] == 0.0
+    assert (("finding", "instance_stopped"),) not in start
+    m.update_from_report(
+        Report(
+            (
+                Diagnosis(Finding.CAPACITY_DISK, key="instance:i-1"),
+                Diagnosis(Finding.CAPACITY_DISK, key="instance:i-2"),
+                Diagnosis(Finding.CAPACITY_MEMORY, key="instance:i-2"),
+                Diagnosis(Finding.INSTANCE_STOPPED, key="instance:i-3"),
+            )
+        )
+    )
+    during = _samples(m, "drwatch_warnings")
+    assert during[(("finding", "capacity_disk"),)] == 2.0
+    assert during[(("finding", "capacity_memory"),)] == 1.0
+    assert during[(("finding", "zone_impaired"),)] == 0.0
+    assert (("finding", "instance_stopped"),) not in during
+    m.update_from_report(Report(()))
+    assert _samples(m, "drwatch_warnings")[(("finding", "capacity_disk"),)] == 0.0
