@@ -32,7 +32,6 @@ RUN_TAG = "drwatch:run"
 STEP_TAG = "drwatch:step"
 GROUP_TAG = "drwatch:group"
 ROLE_TAG = "drwatch:role"
-DB_ROLE_TAG = "drwatch:db-role"
 # Copied from an old instance to its replacement: what makes it a member of the group.
 COPIED_TAGS = ("Name", GROUP_TAG, ROLE_TAG)
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from drwatch.assess.views import RulesConfig, is_retired, view
-from drwatch.model.fleet import Instance, Role
+from drwatch.model.fleet import DB_ROLE_TAG, Instance, Role
 from drwatch.model.incident import Incident
 from drwatch.model.observation import Layer
 from drwatch.model.plan import Plan, PlaybookName, Scope
 from drwatch.model.snapshot import Snapshot
 
-DB_ROLE_TAG = "drwatch:db-role"
 REPLICA_ROLES = frozenset({"replica", "standby", "secondary"})
 ACTIONABLE_SCOPES = frozenset({Scope.INSTANCE, Scope.ZONE, Scope.REGION})
 

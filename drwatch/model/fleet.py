@@ -13,6 +13,11 @@ class Role(StrEnum):
     DATABASE = "database"
 
 
+# An optional tag on a database instance: "primary", or "replica"/"standby"/"secondary".
+# Read when deciding whether a lost database is the primary; the promote step sets it.
+DB_ROLE_TAG = "drwatch:db-role"
+
+
 class InstanceState(StrEnum):
     """EC2's instance states, plus `unknown` when the provider could not tell us."""
 

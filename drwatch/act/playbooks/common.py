@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 
 from drwatch.act.base import (
     COPIED_TAGS,
-    DB_ROLE_TAG,
     GROUP_TAG,
     JSON,
     ROLE_TAG,
@@ -27,7 +26,7 @@ from drwatch.act.base import (
     skipped,
 )
 from drwatch.errors import ProviderError
-from drwatch.model.fleet import Instance, InstanceState, Role
+from drwatch.model.fleet import DB_ROLE_TAG, Instance, InstanceState, Role
 from drwatch.model.observation import Layer
 from drwatch.model.snapshot import Snapshot
 from drwatch.providers.base import CloudInstance, LaunchSpec, VolumeInfo

@@ -24,7 +24,6 @@ skipped with the reason; the next rung runs. Once a rung has a primary, the rest
 from __future__ import annotations
 
 from drwatch.act.base import (
-    DB_ROLE_TAG,
     GROUP_TAG,
     JSON,
     RUN_TAG,
@@ -58,7 +57,7 @@ from drwatch.act.playbooks.common import (
     wait_running,
 )
 from drwatch.errors import ProviderError
-from drwatch.model.fleet import Instance, Role
+from drwatch.model.fleet import DB_ROLE_TAG, Instance, Role
 from drwatch.model.observation import Layer
 from drwatch.model.plan import PlaybookName
 from drwatch.model.snapshot import Snapshot
