@@ -1,6 +1,6 @@
 """Benchmark: detection latency (fault -> incident opened) in the sandbox, with its defaults.
 
-    .venv/bin/python bench/detection.py --samples 20 --out bench/results/detection.json
+    ./dev bench detection --samples 20 --out bench/results/detection.json
 
 DESIGN.md's target: p99 within 1.2x of the theoretical floor (fall x interval + timeout).
 
@@ -85,9 +85,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.scheduler import machine as scheduler_machine
 from drwatch import __version__, logs
 from drwatch.config import Config, LayerTiming, load
 from drwatch.daemon import TICK_INTERVAL_S
@@ -401,19 +401,8 @@ def table(res: dict[str, Any]) -> str:
 
 
 def machine() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "aiohttp": aiohttp.__version__,
+        **scheduler_machine(),
         "drwatch": __version__,
         "platform": platform.platform(),
         "loadavg_at_start": list(os.getloadavg()),
@@ -453,7 +442,7 @@ def main(argv: list[str]) -> int:
     info["loadavg_at_end"] = list(os.getloadavg())
     res.update(
         machine=info,
-        command="python bench/detection.py " + " ".join(argv),
+        command="python -m bench.detection " + " ".join(argv),
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     print(table(res))

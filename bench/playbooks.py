@@ -1,6 +1,6 @@
 """Benchmark: drwatch's own time in a recovery playbook, per step, without the cloud's waits.
 
-    .venv/bin/python bench/playbooks.py --runs 50 --backend fake,moto --out r.json
+    ./dev bench playbooks --runs 50 --backend fake,moto --out r.json
 
 DESIGN.md's target: drwatch's own time in a playbook (excluding waits on the cloud) is
 under 1 s per step. Each scenario runs a real playbook many times through the real runner,
@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from bench.scheduler import machine as scheduler_machine
 from drwatch import logs
 from drwatch.act.base import AgentActions, Clock, FleetView
 from drwatch.act.journal import Journal
@@ -756,18 +757,8 @@ def _step_rows(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
 
 
 def machine(workdir: Path) -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
+        **scheduler_machine(),
         "platform": platform.platform(),
         "journal_dir_fs": _fs_type(workdir),
     }
@@ -846,7 +837,7 @@ def main(argv: list[str]) -> int:
                 "moto_seed": "sandbox topology, us-east-1 only, 1 snapshot per volume",
             },
             machine=machine(workdir),
-            command="python bench/playbooks.py " + " ".join(argv),
+            command="python -m bench.playbooks " + " ".join(argv),
         )
     finally:
         log_file.close()
