@@ -15,7 +15,7 @@ from typing import Protocol
 from drwatch.assess import Assessment, RulesConfig, assess
 from drwatch.assess.views import view
 from drwatch.config import PolicyConfig, TimingConfig
-from drwatch.decide import GateInput, decide, plans_for, reported_roles, utc_hm
+from drwatch.decide import GateInput, decide, plans_for, utc_hm
 from drwatch.decide.gates import APPROVAL_PREFIX
 from drwatch.decide.summary import summarise
 from drwatch.errors import DrwatchError
@@ -26,6 +26,7 @@ from drwatch.model.incident import GateEntry, Incident, IncidentOutcome, Inciden
 from drwatch.model.observation import Layer
 from drwatch.model.plan import Plan, PlaybookName, RunOutcome, RunProgress, Scope, StepRecord
 from drwatch.model.snapshot import Snapshot
+from drwatch.roles import RoleMemory
 
 log = get_logger(component="cycle")
 
@@ -128,6 +129,8 @@ class Cycle:
         incidents_store: IncidentStore,
         runner: Runner,
         started_at: float,
+        *,
+        roles: RoleMemory | None = None,
     ) -> None:
         self.policy = policy
         self.rules = RulesConfig.from_config(policy, timing)
@@ -136,8 +139,9 @@ class Cycle:
         self.started_at = started_at
         self.can_act = not isinstance(runner, NullRunner)
         # The database role each instance last reported: a lost host reports nothing, and
-        # a lost replica must not be "recovered" as a primary.
-        self._db_roles: dict[str, str] = {}
+        # a lost replica must not be "recovered" as a primary. Kept in the store, so it
+        # also holds for hosts lost while drwatch itself was down.
+        self.roles = roles if roles is not None else RoleMemory(incidents_store)
 
     # -- operator controls ------------------------------------------------------------------
 
@@ -198,7 +202,7 @@ class Cycle:
 
     def _tick(self, snapshot: Snapshot, now: float) -> TickReport:
         changes: list[IncidentChange] = []
-        self._db_roles.update(reported_roles(snapshot))
+        self.roles.observe(snapshot)
         self._follow_runs(snapshot, now, changes)
         retired = self.store.retired()
         result = assess(snapshot, now, self.rules, retired)
@@ -295,7 +299,7 @@ class Cycle:
             groups_done=(*inc.groups_done, inc.current_group or ""),
             detail=p.detail,
         )
-        remaining = plans_for(inc, snapshot, self.rules, self.store.retired(), self._db_roles)
+        remaining = plans_for(inc, snapshot, self.rules, self.store.retired(), self.roles.known())
         if remaining:
             self._submit(inc, remaining[0], now, changes)
             return
@@ -492,7 +496,7 @@ class Cycle:
             )
         if inc.run_ended_at is None:
             return  # a run is in flight; the next plan waits for it
-        remaining = plans_for(inc, snapshot, self.rules, retired, self._db_roles)
+        remaining = plans_for(inc, snapshot, self.rules, retired, self.roles.known())
         if remaining:
             self._submit(inc.with_(run_ended_at=None), remaining[0], now, changes)
         else:
@@ -601,7 +605,7 @@ class Cycle:
         retired: frozenset[str],
         changes: list[IncidentChange],
     ) -> Plan | None:
-        plans = plans_for(inc, snapshot, self.rules, retired, self._db_roles)
+        plans = plans_for(inc, snapshot, self.rules, retired, self.roles.known())
         gate = self._gate_input(inc, plans, snapshot, now=now, active=active, retired=retired)
         verdict = decide(gate)
         if verdict.act and not self.can_act:

@@ -40,6 +40,7 @@ from drwatch.observe.store import HealthStore, hysteresis_from
 from drwatch.probes.http import HttpProbe, new_session
 from drwatch.probes.tcp import TcpProbe
 from drwatch.providers.aws import AwsProvider
+from drwatch.roles import RoleMemory
 from drwatch.secretfile import read_secret
 from drwatch.web import api, status
 from drwatch.web.metrics import Metrics
@@ -148,11 +149,16 @@ class Daemon:
             self.provider, cfg.provider.regions, timeout=cfg.timing.provider.timeout
         )
         self.incidents = IncidentStore(cfg.watcher.state_dir)
+        # One memory of database roles, kept in the incident store, for the cycle's
+        # decisions and the playbooks' own refusal to recover a replica as the primary.
+        roles = RoleMemory(self.incidents)
         self.runner = build_runner(
-            cfg, self.provider, self.watch, self.agent, kill_switch=self._kill_switch
+            cfg, self.provider, self.watch, self.agent, kill_switch=self._kill_switch, roles=roles
         )
         self.stack.push_async_callback(self.runner.aclose)
-        self.cycle = Cycle(cfg.policy, cfg.timing, self.incidents, self.runner, time.time())
+        self.cycle = Cycle(
+            cfg.policy, cfg.timing, self.incidents, self.runner, time.time(), roles=roles
+        )
         self.api_state = api.LiveApiState(
             watcher_name=cfg.watcher.name,
             dry_run=cfg.policy.dry_run,

@@ -1,8 +1,9 @@
 """The incident store: SQLite (WAL) under the state directory; survives restarts.
 
 One row per incident (indexed columns plus the record as JSON), a table of retired
-instance ids (replaced by a playbook: assess no longer judges them), and a small
-key/value table for the operator's controls (pause). Calls are synchronous and short:
+instance ids (replaced by a playbook: assess no longer judges them), the database
+role each instance last reported (drwatch.roles), and a small key/value table for the
+operator's controls (pause). Calls are synchronous and short:
 the tick runs them between awaits.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS retired (
     at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS controls (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS db_roles (instance_id TEXT PRIMARY KEY, role TEXT NOT NULL);
 """
 
 FILENAME = "incidents.sqlite3"
@@ -48,7 +50,8 @@ def new_incident_id(now: float) -> str:
 
 
 class IncidentStore:
-    """Incidents, retired instances and operator controls, kept in `state_dir`."""
+    """Incidents, retired instances, remembered database roles and operator controls,
+    kept in `state_dir`."""
 
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -128,6 +131,17 @@ class IncidentStore:
 
     def retired(self) -> frozenset[str]:
         return frozenset(r[0] for r in self._db.execute("SELECT instance_id FROM retired"))
+
+    def db_roles(self) -> dict[str, str]:
+        rows = self._db.execute("SELECT instance_id, role FROM db_roles")
+        return {str(i): str(r) for i, r in rows}
+
+    def remember_db_roles(self, roles: Mapping[str, str]) -> None:
+        self._db.executemany(
+            "INSERT INTO db_roles (instance_id, role) VALUES (?, ?) "
+            "ON CONFLICT(instance_id) DO UPDATE SET role = excluded.role",
+            list(roles.items()),
+        )
 
     def get_control(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM controls WHERE key = ?", (key,)).fetchone()

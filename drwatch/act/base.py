@@ -24,6 +24,7 @@ from drwatch.model.observation import Health, Layer
 from drwatch.model.plan import Plan, PlaybookName
 from drwatch.model.snapshot import Snapshot
 from drwatch.providers.base import Provider, Tags
+from drwatch.roles import RoleMemory
 
 JSON = dict[str, Any]
 T = TypeVar("T")
@@ -96,23 +97,6 @@ class ActSettings:
     service_timeout: float = 60.0  # the service answers through the load balancer
     instance_type: str = "t3.micro"
     data_device: str = "/dev/sdf"
-
-
-class RoleMemory:
-    """The database role each instance's agent last reported. When a host dies its agent
-    goes silent, and with it the only word on whether it was the primary or a replica;
-    the runner keeps that word (fed from the fleet view while the hosts still answer)."""
-
-    def __init__(self) -> None:
-        self._roles: dict[str, str] = {}
-
-    def observe(self, snap: Snapshot) -> None:
-        for inst in snap.fleet:
-            if inst.role is Role.DATABASE and (role := database_role(snap, inst.id)):
-                self._roles[inst.id] = role
-
-    def role(self, instance_id: str) -> str | None:
-        return self._roles.get(instance_id)
 
 
 @dataclass(frozen=True, slots=True)

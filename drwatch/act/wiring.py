@@ -25,6 +25,7 @@ from drwatch.act.playbooks import all_playbooks
 from drwatch.act.runner import Runner
 from drwatch.config import Config, GroupConfig, LayerTiming
 from drwatch.providers.base import Provider
+from drwatch.roles import RoleMemory
 
 
 def group_infos(groups: Iterable[GroupConfig]) -> dict[str, GroupInfo]:
@@ -66,6 +67,7 @@ def build_runner(
     *,
     kill_switch: Callable[[], bool],
     clock: Clock | None = None,
+    roles: RoleMemory | None = None,
 ) -> Runner:
     """The runner, its journal under `watcher.state_dir`, every playbook, named after the
     watcher (journal rows carry that name)."""
@@ -77,5 +79,6 @@ def build_runner(
         groups=group_infos(cfg.groups),
         settings=act_settings(cfg),
         clock=clock or SystemClock(),
+        roles=roles if roles is not None else RoleMemory(),
     )
     return Runner(journal, all_playbooks(), deps, cfg.watcher.name, kill_switch)

@@ -1,7 +1,7 @@
 """Pure decisions: which playbook for an incident, and the gates that may hold it."""
 
 from drwatch.decide.gates import GATES, Decision, GateInput, decide, utc_hm
-from drwatch.decide.playbooks import is_primary, plans_for, reported_roles
+from drwatch.decide.playbooks import is_primary, plans_for
 
 __all__ = [
     "GATES",
@@ -10,6 +10,5 @@ __all__ = [
     "decide",
     "is_primary",
     "plans_for",
-    "reported_roles",
     "utc_hm",
 ]

@@ -18,8 +18,8 @@ from drwatch.model.incident import Incident
 from drwatch.model.observation import Layer
 from drwatch.model.plan import Plan, PlaybookName, Scope
 from drwatch.model.snapshot import Snapshot
+from drwatch.roles import REPLICA_ROLES, reported_role
 
-REPLICA_ROLES = frozenset({"replica", "standby", "secondary"})
 ACTIONABLE_SCOPES = frozenset({Scope.INSTANCE, Scope.ZONE, Scope.REGION})
 
 
@@ -154,35 +154,8 @@ def is_primary(
     tagged = (instance.tag(DB_ROLE_TAG) or "").lower()
     if tagged:
         return tagged not in REPLICA_ROLES
-    own = _role_of(instance.id, snapshot) or (known_roles or {}).get(instance.id, "")
+    own = reported_role(snapshot, instance.id) or (known_roles or {}).get(instance.id, "")
     if own:
         return own not in REPLICA_ROLES
     peers = (p for p in snapshot.fleet.in_group(instance.group) if p.id != instance.id)
-    return not any(_role_of(p.id, snapshot) == "primary" for p in peers)
-
-
-def reported_roles(snapshot: Snapshot) -> dict[str, str]:
-    """The database role each database instance's agent reports in this snapshot."""
-    out = {}
-    for inst in snapshot.fleet:
-        if inst.role is Role.DATABASE and (role := _role_of(inst.id, snapshot)):
-            out[inst.id] = role
-    return out
-
-
-def _role_of(instance_id: str, snapshot: Snapshot) -> str:
-    agent = snapshot.get(instance_id, Layer.AGENT)
-    return _reported_role(agent.detail if agent else {})
-
-
-def _reported_role(facts: Mapping[str, object]) -> str:
-    """The role the agent's database check reports (docs/agent.md: checks.*.data.role)."""
-    checks = facts.get("checks")
-    if not isinstance(checks, Mapping):
-        return ""
-    for check in checks.values():
-        if isinstance(check, Mapping) and check.get("kind") == "database":
-            data = check.get("data")
-            if isinstance(data, Mapping):
-                return str(data.get("role", "")).lower()
-    return ""
+    return not any(reported_role(snapshot, p.id) == "primary" for p in peers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,10 @@ from drwatch.act.testing import (
     new_world,
     run_plan,
 )
+from drwatch.incidents import IncidentStore
 from drwatch.model.fleet import Instance, InstanceState
 from drwatch.model.plan import Plan, PlaybookName, RunOutcome, RunProgress, StepStatus
+from drwatch.roles import RoleMemory
 
 
 def db_plan(world: World) -> Plan:
@@ -246,6 +249,46 @@ async def test_a_replica_is_refused_on_the_role_it_reported_before_it_died(
     `replica` while it still answered, and refuses to make it the primary."""
     world, deps = new_world()
     await world.hosts.refresh()  # the daemon's view while everything answers
+    deps.roles.observe(world.hosts.latest())
+    world.provider.set_state(world.id("db-1"), InstanceState.STOPPED)
+    world.provider.set_state(world.id("db-2"), InstanceState.STOPPED)
+    await world.hosts.refresh()
+    plan = Plan("inc-r", PlaybookName.DB_RECOVER, REGION, "us-east-1b", "db", (world.id("db-2"),))
+    progress = await run_plan(tmp_path / "j.db", deps, plan, owner="w1")
+    assert progress is not None
+    assert progress.outcome is RunOutcome.FAILED
+    assert progress.detail.startswith("db-2 is a replica:")
+    assert world.provider.calls == []
+
+
+async def test_a_replica_is_refused_on_a_role_remembered_before_drwatch_restarted(
+    tmp_path: Path,
+) -> None:
+    """The role db-2 reported was written to the incident store; drwatch restarts with a
+    fresh runner, both databases are down and untagged, and db-2 is still refused."""
+    world, deps = new_world()
+    await world.hosts.refresh()
+    store = IncidentStore(tmp_path / "state")
+    RoleMemory(store).observe(world.hosts.latest())  # the run before the restart
+    store.close()
+    restarted = replace(deps, roles=RoleMemory(IncidentStore(tmp_path / "state")))
+    world.provider.set_state(world.id("db-1"), InstanceState.STOPPED)
+    world.provider.set_state(world.id("db-2"), InstanceState.STOPPED)
+    await world.hosts.refresh()
+    plan = Plan("inc-r", PlaybookName.DB_RECOVER, REGION, "us-east-1b", "db", (world.id("db-2"),))
+    progress = await run_plan(tmp_path / "j.db", restarted, plan, owner="w2")
+    assert progress is not None
+    assert progress.outcome is RunOutcome.FAILED
+    assert progress.detail.startswith("db-2 is a replica:")
+    assert world.provider.calls == []
+
+
+async def test_a_standby_is_a_replica_to_the_playbook_as_to_the_decision(tmp_path: Path) -> None:
+    """An agent that calls its database `standby` (PostgreSQL's word) is refused like
+    `replica`: decide and act agree on which roles are not the primary."""
+    world, deps = new_world()
+    world.hosts.roles[world.id("db-2")] = "standby"
+    await world.hosts.refresh()
     deps.roles.observe(world.hosts.latest())
     world.provider.set_state(world.id("db-1"), InstanceState.STOPPED)
     world.provider.set_state(world.id("db-2"), InstanceState.STOPPED)

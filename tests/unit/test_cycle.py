@@ -468,3 +468,25 @@ def test_a_lost_replica_is_known_by_the_role_it_reported(tmp_path: Path) -> None
     by_target = {i.target_names: i for i in report.open_incidents}
     assert by_target[("db-2",)].outcome is IncidentOutcome.DETECTED_ONLY
     assert [p.targets for p in runner.submitted] == [(iid("db-1"),)]
+
+
+def test_a_role_heard_before_a_restart_still_tells_a_lost_replica(tmp_path: Path) -> None:
+    """db-2 reported `replica` to a drwatch that then stopped; db-1 and db-2 are lost
+    while it is down. The restarted drwatch reads the role from its store: db-2 is
+    detected only, and only db-1 gets database.recover."""
+    world = World.healthy()
+    world.fleet = type(world.fleet)(
+        tuple(replace(i, tags=()) if i.role.value == "database" else i for i in world.fleet)
+    )
+    for name, role in (("db-1", "primary"), ("db-2", "replica"), ("db-3", "replica")):
+        facts = {"checks": {"database": {"kind": "database", "data": {"role": role}}}}
+        world.layer(name, Layer.AGENT, Health.UP, detail=facts)
+    before = make(tmp_path)
+    before.tick(world.snapshot(), NOW)
+    before.store.close()
+    runner = FakeRunner()
+    after = make(tmp_path, runner)
+    report = after.tick(world.stop("db-2").stop("db-1").snapshot(), NOW + 1)
+    by_target = {i.target_names: i for i in report.open_incidents}
+    assert by_target[("db-2",)].outcome is IncidentOutcome.DETECTED_ONLY
+    assert [p.targets for p in runner.submitted] == [(iid("db-1"),)]

@@ -62,6 +62,7 @@ from drwatch.model.observation import Layer
 from drwatch.model.plan import PlaybookName
 from drwatch.model.snapshot import Snapshot
 from drwatch.providers.base import CloudInstance, VolumeInfo
+from drwatch.roles import REPLICA_ROLES
 
 RUNGS = (
     "relaunch_same_zone",
@@ -131,7 +132,7 @@ def _not_the_primary(ctx: RunContext, snap: Snapshot, old: CloudInstance | Insta
         ),
         None,
     )
-    if role == "replica" or live_primary is not None:
+    if (role or "").lower() in REPLICA_ROLES or live_primary is not None:
         primary = f" (the primary is {live_primary.name})" if live_primary else ""
         return (
             f"{name} is a replica{primary}: database.recover recovers a primary; "

@@ -1,0 +1,74 @@
+"""Database roles as the agents report them, and the memory of them that outlives a host.
+
+A database's agent says, in its database check, whether the instance is the primary or
+a replica. When the host dies its agent goes silent, and with it the only word on what
+it was: a lost replica must never be recovered as the primary (that would promote the
+wrong copy of the data). `RoleMemory` keeps the last word for each instance and, given
+a store, keeps it across restarts of drwatch too, so a primary and a replica lost while
+drwatch itself was down are still told apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Protocol
+
+from drwatch.model.fleet import Role
+from drwatch.model.observation import Layer
+from drwatch.model.snapshot import Snapshot
+
+# What an agent (or a `drwatch:db-role` tag) may call a database that is not the primary.
+REPLICA_ROLES = frozenset({"replica", "standby", "secondary"})
+
+
+def reported_role(snapshot: Snapshot, instance_id: str) -> str:
+    """The role the instance's agent reports now (docs/agent.md: checks.*.data.role),
+    lower-cased; "" when the agent says nothing about it."""
+    agent = snapshot.get(instance_id, Layer.AGENT)
+    checks = agent.detail.get("checks") if agent is not None else None
+    if not isinstance(checks, Mapping):
+        return ""
+    for check in checks.values():
+        if isinstance(check, Mapping) and check.get("kind") == "database":
+            data = check.get("data")
+            if isinstance(data, Mapping):
+                return str(data.get("role", "")).lower()
+    return ""
+
+
+class RoleStore(Protocol):
+    """Where remembered roles are kept (the incident store's `db_roles` table)."""
+
+    def db_roles(self) -> dict[str, str]: ...
+    def remember_db_roles(self, roles: Mapping[str, str]) -> None: ...
+
+
+class RoleMemory:
+    """The database role each instance's agent last reported, by instance id. Fed from
+    every snapshot while the hosts answer; written through to `store` when a role is new
+    or changed (a promotion), so the memory survives a restart of drwatch."""
+
+    def __init__(self, store: RoleStore | None = None) -> None:
+        self._store = store
+        self._roles: dict[str, str] = store.db_roles() if store is not None else {}
+
+    def observe(self, snapshot: Snapshot) -> None:
+        changed: dict[str, str] = {}
+        for inst in snapshot.fleet:
+            if inst.role is not Role.DATABASE:
+                continue
+            role = reported_role(snapshot, inst.id)
+            if role and self._roles.get(inst.id) != role:
+                changed[inst.id] = role
+        if changed:
+            self._roles.update(changed)
+            if self._store is not None:
+                self._store.remember_db_roles(changed)
+
+    def role(self, instance_id: str) -> str | None:
+        return self._roles.get(instance_id)
+
+    def known(self) -> Mapping[str, str]:
+        """Every remembered role (read-only view)."""
+        return MappingProxyType(self._roles)
