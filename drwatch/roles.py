@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Protocol
+from typing import Any, Protocol
 
 from drwatch.model.fleet import Role
 from drwatch.model.observation import Layer
@@ -22,19 +22,25 @@ from drwatch.model.snapshot import Snapshot
 REPLICA_ROLES = frozenset({"replica", "standby", "secondary"})
 
 
-def reported_role(snapshot: Snapshot, instance_id: str) -> str:
-    """The role the instance's agent reports now (docs/agent.md: checks.*.data.role),
-    lower-cased; "" when the agent says nothing about it."""
+def database_check(snapshot: Snapshot, instance_id: str) -> Mapping[str, Any] | None:
+    """The agent's database check (`kind == "database"`) from the instance's latest facts."""
     agent = snapshot.get(instance_id, Layer.AGENT)
     checks = agent.detail.get("checks") if agent is not None else None
     if not isinstance(checks, Mapping):
-        return ""
+        return None
     for check in checks.values():
         if isinstance(check, Mapping) and check.get("kind") == "database":
-            data = check.get("data")
-            if isinstance(data, Mapping):
-                return str(data.get("role", "")).lower()
-    return ""
+            return check
+    return None
+
+
+def reported_role(snapshot: Snapshot, instance_id: str) -> str:
+    """The role the instance's agent reports now (docs/agent.md: checks.*.data.role),
+    lower-cased; "" when the agent says nothing about it."""
+    check = database_check(snapshot, instance_id)
+    data = check.get("data") if check is not None else None
+    role = data.get("role") if isinstance(data, Mapping) else None
+    return str(role).lower() if role is not None else ""
 
 
 class RoleStore(Protocol):

@@ -24,7 +24,7 @@ from drwatch.model.observation import Health, Layer
 from drwatch.model.plan import Plan, PlaybookName
 from drwatch.model.snapshot import Snapshot
 from drwatch.providers.base import Provider, Tags
-from drwatch.roles import RoleMemory
+from drwatch.roles import RoleMemory, database_check, reported_role
 
 JSON = dict[str, Any]
 T = TypeVar("T")
@@ -224,20 +224,6 @@ def is_up(snap: Snapshot, target: str, layer: Layer) -> bool:
     return health is not None and health.health is Health.UP
 
 
-def database_check(snap: Snapshot, instance_id: str) -> Mapping[str, Any] | None:
-    """The agent's database check (`kind == "database"`) from the instance's latest facts."""
-    health = snap.get(instance_id, Layer.AGENT)
-    if health is None:
-        return None
-    checks = health.detail.get("checks")
-    if not isinstance(checks, Mapping):
-        return None
-    for check in checks.values():
-        if isinstance(check, Mapping) and check.get("kind") == "database":
-            return check
-    return None
-
-
 def database_integrity(snap: Snapshot, instance_id: str) -> bool | None:
     """True/False from the agent's integrity verdict; None when the agent has not said."""
     check = database_check(snap, instance_id)
@@ -251,7 +237,5 @@ def database_integrity(snap: Snapshot, instance_id: str) -> bool | None:
 
 
 def database_role(snap: Snapshot, instance_id: str) -> str | None:
-    check = database_check(snap, instance_id)
-    data = check.get("data") if check is not None else None
-    role = data.get("role") if isinstance(data, Mapping) else None
-    return str(role) if role is not None else None
+    """The role the agent reports now (lower-cased), or None when it says nothing."""
+    return reported_role(snap, instance_id) or None
