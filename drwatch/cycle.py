@@ -197,12 +197,13 @@ class Cycle:
     def tick(self, snapshot: Snapshot, now: float) -> TickReport:
         """One round. The store's writes form one transaction (committed early only
         before a plan is submitted)."""
+        # Outside the batch: a role heard is kept even if the tick fails and rolls back.
+        self.roles.observe(snapshot)
         with self.store.batch():
             return self._tick(snapshot, now)
 
     def _tick(self, snapshot: Snapshot, now: float) -> TickReport:
         changes: list[IncidentChange] = []
-        self.roles.observe(snapshot)
         self._follow_runs(snapshot, now, changes)
         retired = self.store.retired()
         result = assess(snapshot, now, self.rules, retired)
