@@ -242,14 +242,11 @@ async def test_a_replica_tagged_so_is_refused_even_when_no_primary_answers(
     assert world.provider.calls == []
 
 
-async def test_a_replica_is_refused_on_the_role_it_reported_before_it_died(
-    tmp_path: Path,
+async def _db2_is_refused_with_both_databases_down(
+    tmp_path: Path, world: World, deps: Deps
 ) -> None:
-    """Both databases down and untagged: the runner remembers that db-2's agent said
-    `replica` while it still answered, and refuses to make it the primary."""
-    world, deps = new_world()
-    await world.hosts.refresh()  # the daemon's view while everything answers
-    deps.roles.observe(world.hosts.latest())
+    """db-1 and db-2 stop (their agents fall silent); database.recover aimed at db-2 fails
+    at inspect as a replica, and nothing is touched."""
     world.provider.set_state(world.id("db-1"), InstanceState.STOPPED)
     world.provider.set_state(world.id("db-2"), InstanceState.STOPPED)
     await world.hosts.refresh()
@@ -259,6 +256,17 @@ async def test_a_replica_is_refused_on_the_role_it_reported_before_it_died(
     assert progress.outcome is RunOutcome.FAILED
     assert progress.detail.startswith("db-2 is a replica:")
     assert world.provider.calls == []
+
+
+async def test_a_replica_is_refused_on_the_role_it_reported_before_it_died(
+    tmp_path: Path,
+) -> None:
+    """Both databases down and untagged: the runner remembers that db-2's agent said
+    `replica` while it still answered, and refuses to make it the primary."""
+    world, deps = new_world()
+    await world.hosts.refresh()  # the daemon's view while everything answers
+    deps.roles.observe(world.hosts.latest())
+    await _db2_is_refused_with_both_databases_down(tmp_path, world, deps)
 
 
 async def test_a_replica_is_refused_on_a_role_remembered_before_drwatch_restarted(
@@ -272,15 +280,7 @@ async def test_a_replica_is_refused_on_a_role_remembered_before_drwatch_restarte
     RoleMemory(store).observe(world.hosts.latest())  # the run before the restart
     store.close()
     restarted = replace(deps, roles=RoleMemory(IncidentStore(tmp_path / "state")))
-    world.provider.set_state(world.id("db-1"), InstanceState.STOPPED)
-    world.provider.set_state(world.id("db-2"), InstanceState.STOPPED)
-    await world.hosts.refresh()
-    plan = Plan("inc-r", PlaybookName.DB_RECOVER, REGION, "us-east-1b", "db", (world.id("db-2"),))
-    progress = await run_plan(tmp_path / "j.db", restarted, plan, owner="w2")
-    assert progress is not None
-    assert progress.outcome is RunOutcome.FAILED
-    assert progress.detail.startswith("db-2 is a replica:")
-    assert world.provider.calls == []
+    await _db2_is_refused_with_both_databases_down(tmp_path, world, restarted)
 
 
 async def test_a_standby_is_a_replica_to_the_playbook_as_to_the_decision(tmp_path: Path) -> None:
@@ -290,12 +290,4 @@ async def test_a_standby_is_a_replica_to_the_playbook_as_to_the_decision(tmp_pat
     world.hosts.roles[world.id("db-2")] = "standby"
     await world.hosts.refresh()
     deps.roles.observe(world.hosts.latest())
-    world.provider.set_state(world.id("db-1"), InstanceState.STOPPED)
-    world.provider.set_state(world.id("db-2"), InstanceState.STOPPED)
-    await world.hosts.refresh()
-    plan = Plan("inc-r", PlaybookName.DB_RECOVER, REGION, "us-east-1b", "db", (world.id("db-2"),))
-    progress = await run_plan(tmp_path / "j.db", deps, plan, owner="w1")
-    assert progress is not None
-    assert progress.outcome is RunOutcome.FAILED
-    assert progress.detail.startswith("db-2 is a replica:")
-    assert world.provider.calls == []
+    await _db2_is_refused_with_both_databases_down(tmp_path, world, deps)

@@ -15,6 +15,7 @@ from drwatch.cycle import (
     NullRunner,
     Runner,
     SummaryLog,
+    TickReport,
     WatcherState,
 )
 from drwatch.errors import DrwatchError
@@ -451,11 +452,8 @@ def test_a_failed_run_that_replaced_nothing_does_not_count_toward_blast_radius(
     assert report.summary == "started app_server.replace for app-3"
 
 
-def test_a_lost_replica_is_known_by_the_role_it_reported(tmp_path: Path) -> None:
-    """Untagged databases: db-2 reported `replica` while it answered; lost together with
-    the primary, it is still a replica (detected only) and db-1 gets database.recover."""
-    runner = FakeRunner()
-    cycle = make(tmp_path, runner)
+def _untagged_databases_reporting_roles() -> World:
+    """No drwatch:db-role tags; db-1's agent says primary, db-2's and db-3's replica."""
     world = World.healthy()
     world.fleet = type(world.fleet)(
         tuple(replace(i, tags=()) if i.role.value == "database" else i for i in world.fleet)
@@ -463,30 +461,35 @@ def test_a_lost_replica_is_known_by_the_role_it_reported(tmp_path: Path) -> None
     for name, role in (("db-1", "primary"), ("db-2", "replica"), ("db-3", "replica")):
         facts = {"checks": {"database": {"kind": "database", "data": {"role": role}}}}
         world.layer(name, Layer.AGENT, Health.UP, detail=facts)
-    cycle.tick(world.snapshot(), NOW)
-    report = cycle.tick(world.stop("db-2").stop("db-1").snapshot(), NOW + 1)
+    return world
+
+
+def _only_the_primary_is_recovered(report: TickReport, runner: FakeRunner) -> None:
     by_target = {i.target_names: i for i in report.open_incidents}
     assert by_target[("db-2",)].outcome is IncidentOutcome.DETECTED_ONLY
     assert [p.targets for p in runner.submitted] == [(iid("db-1"),)]
+
+
+def test_a_lost_replica_is_known_by_the_role_it_reported(tmp_path: Path) -> None:
+    """Untagged databases: db-2 reported `replica` while it answered; lost together with
+    the primary, it is still a replica (detected only) and db-1 gets database.recover."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, runner)
+    world = _untagged_databases_reporting_roles()
+    cycle.tick(world.snapshot(), NOW)
+    report = cycle.tick(world.stop("db-2").stop("db-1").snapshot(), NOW + 1)
+    _only_the_primary_is_recovered(report, runner)
 
 
 def test_a_role_heard_before_a_restart_still_tells_a_lost_replica(tmp_path: Path) -> None:
     """db-2 reported `replica` to a drwatch that then stopped; db-1 and db-2 are lost
     while it is down. The restarted drwatch reads the role from its store: db-2 is
     detected only, and only db-1 gets database.recover."""
-    world = World.healthy()
-    world.fleet = type(world.fleet)(
-        tuple(replace(i, tags=()) if i.role.value == "database" else i for i in world.fleet)
-    )
-    for name, role in (("db-1", "primary"), ("db-2", "replica"), ("db-3", "replica")):
-        facts = {"checks": {"database": {"kind": "database", "data": {"role": role}}}}
-        world.layer(name, Layer.AGENT, Health.UP, detail=facts)
+    world = _untagged_databases_reporting_roles()
     before = make(tmp_path)
     before.tick(world.snapshot(), NOW)
     before.store.close()
     runner = FakeRunner()
     after = make(tmp_path, runner)
     report = after.tick(world.stop("db-2").stop("db-1").snapshot(), NOW + 1)
-    by_target = {i.target_names: i for i in report.open_incidents}
-    assert by_target[("db-2",)].outcome is IncidentOutcome.DETECTED_ONLY
-    assert [p.targets for p in runner.submitted] == [(iid("db-1"),)]
+    _only_the_primary_is_recovered(report, runner)
