@@ -48,7 +48,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
 import multiprocessing
 import os
 import shutil
@@ -63,12 +62,12 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from bench.common import emit, machine, measure_table
 from bench.scheduler import (
     LoopbackResolver,
     Phase,
     _free_port,
     fan_out,
-    machine,
     pin,
     raw_phase,
     schedule_phase,
@@ -318,9 +317,7 @@ def table(res: dict[str, Any]) -> str:
             ),
             (f"drwatch {name} / blackbox_exporter, per CPU second", f"**{rate / bb_rate:.1f}x**"),
         ]
-    lines = ["| measure | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in rows]
-    return "\n".join(lines)
+    return measure_table(rows)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -367,9 +364,7 @@ def main(argv: list[str]) -> int:
         machine=machine(),
         command="python -m bench.blackbox " + " ".join(argv),
     )
-    print(table(res))
-    if args.out:
-        args.out.write_text(json.dumps(res, indent=2) + "\n")
+    emit(table(res), res, args.out)
     return 0
 
 

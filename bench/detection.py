@@ -87,7 +87,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.scheduler import machine as scheduler_machine
+from bench.common import emit, machine
 from drwatch import __version__, logs
 from drwatch.config import Config, LayerTiming, load
 from drwatch.daemon import TICK_INTERVAL_S
@@ -400,15 +400,6 @@ def table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> dict[str, Any]:
-    return {
-        **scheduler_machine(),
-        "drwatch": __version__,
-        "platform": platform.platform(),
-        "loadavg_at_start": list(os.getloadavg()),
-    }
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -432,7 +423,11 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     random.seed(args.seed)
     logs.configure("console", "error")
-    info = machine()
+    info = machine(
+        drwatch=__version__,
+        platform=platform.platform(),
+        loadavg_at_start=list(os.getloadavg()),
+    )
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="drwatch-bench-detection-"))
     try:
         res = asyncio.run(run(args, state_dir))
@@ -445,10 +440,7 @@ def main(argv: list[str]) -> int:
         command="python -m bench.detection " + " ".join(argv),
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
-    print(table(res))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    emit(table(res), res, args.out)
     return 0
 
 

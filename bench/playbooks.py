@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import gc
 import inspect
-import json
 import math
 import os
 import platform
@@ -54,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from bench.scheduler import machine as scheduler_machine
+from bench.common import emit, machine
 from drwatch import logs
 from drwatch.act.base import AgentActions, Clock, FleetView
 from drwatch.act.journal import Journal
@@ -756,14 +755,6 @@ def _step_rows(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
 # -- main ---------------------------------------------------------------------------------------
 
 
-def machine(workdir: Path) -> dict[str, Any]:
-    return {
-        **scheduler_machine(),
-        "platform": platform.platform(),
-        "journal_dir_fs": _fs_type(workdir),
-    }
-
-
 def _fs_type(path: Path) -> str:
     """The file system the journal's fsyncs hit (tmpfs would make them free)."""
     best, fs = "", "unknown"
@@ -836,15 +827,13 @@ def main(argv: list[str]) -> int:
                 "boot_polls": args.boot_polls,
                 "moto_seed": "sandbox topology, us-east-1 only, 1 snapshot per volume",
             },
-            machine=machine(workdir),
+            machine=machine(platform=platform.platform(), journal_dir_fs=_fs_type(workdir)),
             command="python -m bench.playbooks " + " ".join(argv),
         )
     finally:
         log_file.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    print(table(res))
-    if args.out:
-        args.out.write_text(json.dumps(res, indent=2) + "\n")
+    emit(table(res), res, args.out)
     return 0
 
 

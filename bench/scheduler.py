@@ -1,6 +1,6 @@
 """Benchmark: drwatch's CheckScheduler + HttpProbe against raw aiohttp, on one core.
 
-    .venv/bin/python bench/scheduler.py --targets 10000 --interval 5 --duration 30 --out r.json
+    ./dev bench scheduler --targets 10000 --interval 5 --duration 30 --out r.json
 
 A target server runs in its own process pinned to the other core and answers every
 path. Each target has its own host name (a resolver maps `tN.bench` to 127.0.0.1), so,
@@ -22,11 +22,9 @@ import argparse
 import asyncio
 import gc
 import itertools
-import json
 import math
 import multiprocessing
 import os
-import platform
 import resource
 import socket
 import sys
@@ -41,6 +39,7 @@ import psutil
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from bench.common import emit, machine, measure_table
 from drwatch import logs
 from drwatch.model.observation import Health, Layer, Observation
 from drwatch.observe.scheduler import CheckJob, CheckScheduler, first_due
@@ -311,23 +310,6 @@ async def naive_phase(probe: HttpProbe, urls: list[str], ph: Phase) -> dict[str,
 # -- the run ---------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "aiohttp": aiohttp.__version__,
-    }
-
-
 async def bench(args: argparse.Namespace, port: int) -> dict[str, Any]:
     await wait_port(port)
     if args.shared_host:
@@ -418,9 +400,7 @@ def table(res: dict[str, Any]) -> str:
         rows.append(
             ("naive task-per-job: lag p99, CPU s", f"{n['lag_p99_ms']:.1f} ms, {n['cpu_s']:.1f} s")
         )
-    lines = ["| measure | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in rows]
-    return "\n".join(lines)
+    return measure_table(rows)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -466,11 +446,9 @@ def main(argv: list[str]) -> int:
         server=args.server,
         client_pinned=pinned,
         machine=machine(),
-        command="python bench/scheduler.py " + " ".join(argv),
+        command="python -m bench.scheduler " + " ".join(argv),
     )
-    print(table(res))
-    if args.out:
-        args.out.write_text(json.dumps(res, indent=2) + "\n")
+    emit(table(res), res, args.out)
     return 0
 
 
