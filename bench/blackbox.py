@@ -48,7 +48,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import multiprocessing
 import os
 import shutil
 import subprocess
@@ -71,7 +70,7 @@ from bench.scheduler import (
     pin,
     raw_phase,
     schedule_phase,
-    serve,
+    target_server,
     wait_port,
 )
 from drwatch import logs
@@ -343,11 +342,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     logs.configure("console", "error")
-    port = _free_port()
-    ctx = multiprocessing.get_context("spawn")
-    server = ctx.Process(target=serve, args=(port, "fast", TARGET_CPU), daemon=True)
-    server.start()
-    try:
+    with target_server("fast", cpu=TARGET_CPU) as port:
         # The driver shares the target server's core: the exporter has core 0 to itself.
         driver_pinned = pin(TARGET_CPU)
         res: dict[str, Any] = {"blackbox": asyncio.run(blackbox_phase(args, port))}
@@ -355,9 +350,6 @@ def main(argv: list[str]) -> int:
         client_pinned = pin(BB_CPU)
         res["drwatch"] = asyncio.run(drwatch_phases(args, port))
         res["drwatch"]["client_pinned"] = client_pinned
-    finally:
-        server.terminate()
-        server.join(5)
     res.update(
         targets=args.targets,
         gc="default" if args.default_gc else "freeze + threshold 10,000",

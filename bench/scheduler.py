@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import itertools
 import math
@@ -29,7 +30,7 @@ import resource
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -429,16 +430,9 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     # Transitions of 10,000 targets would drown the table; errors still show.
     logs.configure("console", "error")
-    port = _free_port()
-    ctx = multiprocessing.get_context("spawn")
-    server = ctx.Process(target=serve, args=(port, args.server, 1), daemon=True)
-    server.start()
-    try:
+    with target_server(args.server, cpu=1) as port:
         pinned = pin(0)
         res = asyncio.run(bench(args, port))
-    finally:
-        server.terminate()
-        server.join(5)
     res.update(
         targets=args.targets,
         gc_freeze=args.gc_freeze,
@@ -450,6 +444,21 @@ def main(argv: list[str]) -> int:
     )
     emit(table(res), res, args.out)
     return 0
+
+
+@contextlib.contextmanager
+def target_server(kind: str, cpu: int) -> Iterator[int]:
+    """The target server in a process of its own, pinned to `cpu`; yields its port."""
+    port = _free_port()
+    server = multiprocessing.get_context("spawn").Process(
+        target=serve, args=(port, kind, cpu), daemon=True
+    )
+    server.start()
+    try:
+        yield port
+    finally:
+        server.terminate()
+        server.join(5)
 
 
 def _free_port() -> int:
