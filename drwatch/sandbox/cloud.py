@@ -89,9 +89,10 @@ class MotoProcess:
 
 
 async def _answers(session: aiohttp.ClientSession, url: str) -> bool:
+    """Ready means a 2xx: a server still starting may answer 5xx before it serves."""
     try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=1)):
-            return True
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=1)) as resp:
+            return 200 <= resp.status < 300
     except (aiohttp.ClientError, TimeoutError):
         return False
 

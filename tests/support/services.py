@@ -61,18 +61,27 @@ def assert_promtool_clean(exposition: bytes) -> None:
 
 
 def wait_http(url: str, deadline_s: float = 20.0) -> None:
-    """Poll `url` until it answers at all (any status), or fail after the deadline."""
+    """Poll `url` until it answers 2xx, or fail after the deadline.
+
+    Only a success counts as ready: Prometheus and Alertmanager answer 503 on
+    `/-/ready` while they are still loading, and an API call made then fails too
+    (a CI run once flaked on exactly that when any HTTP answer counted).
+    """
     end = time.monotonic() + deadline_s
+    last = "no answer"
     while True:
         try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            if time.monotonic() > end:
-                raise TimeoutError(f"{url} did not answer within {deadline_s}s") from None
-            time.sleep(0.05)
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if 200 <= resp.status < 300:
+                    return
+                last = f"HTTP {resp.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+        except OSError as exc:
+            last = str(exc)
+        if time.monotonic() > end:
+            raise TimeoutError(f"{url} was not ready within {deadline_s}s (last: {last})")
+        time.sleep(0.05)
 
 
 @contextmanager
