@@ -155,9 +155,14 @@ class FactsCollector:
         self._clock = clock
 
     async def collect(self) -> Facts:
-        async with asyncio.TaskGroup() as tg:
-            host_task = tg.create_task(self._host_facts())
-            checks_task = tg.create_task(run_checks(self._checks, self._timeout))
+        """The facts; TimeoutError when the host's own numbers miss the deadline."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                host_task = tg.create_task(self._host_facts())
+                checks_task = tg.create_task(run_checks(self._checks, self._timeout))
+        except* TimeoutError:
+            # The task group wraps it; the handler answers a bare timeout with a 503.
+            raise TimeoutError from None
         facts, checks = host_task.result(), checks_task.result()
         status = worst([c.status for c in checks.values()])
         return Facts(

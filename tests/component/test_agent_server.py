@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -139,10 +140,11 @@ async def start_agent() -> AsyncIterator[StartAgent]:
             checks: dict[str, Check] | None = None,
             actions: dict[str, Action] | None = None,
             cfg: agent_config.AgentConfig | None = None,
+            host: FakeHost | None = None,
         ) -> Agent:
             app = create_app(
                 cfg or agent_cfg(),
-                FakeHost(),
+                host or FakeHost(),
                 checks or {},
                 actions or {},
                 secret=SECRET,
@@ -182,6 +184,32 @@ async def test_overall_status_is_the_worst_check(start_agent: StartAgent) -> Non
     assert facts.status is Status.CRITICAL
     assert facts.checks["slow"].status is Status.UNKNOWN
     assert facts.checks["slow"].detail == "timeout after 300ms"
+
+
+class HungMountHost(FakeHost):
+    """statvfs on a hung mount: reading the disks blocks until the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def disks(self) -> list[DiskUsage]:
+        self.release.wait(30)
+        return super().disks()
+
+
+async def test_host_facts_past_the_deadline_are_a_clear_503(start_agent: StartAgent) -> None:
+    """Host facts that do not arrive within the check timeout (a hung mount) answer 503
+    with the reason, not a 500 with a traceback (the timeout used to escape wrapped in
+    the collector's task group; found by the chaos soak on a loaded machine)."""
+    host = HungMountHost()
+    agent = await start_agent(host=host)
+    try:
+        status, body = await agent.send("GET", "/v1/facts")
+    finally:
+        host.release.set()
+    assert status == 503
+    assert json.loads(body)["error"] == "host facts did not arrive within 300ms"
 
 
 async def test_unsigned_request_is_401_without_detail(start_agent: StartAgent) -> None:
