@@ -1,0 +1,248 @@
+"""A real etcd (Debian `etcd-server`) on loopback with a temp data dir, for cluster tests.
+
+`etcd_server(tmp)` starts one member and waits for `/health` to say true; the handle can
+kill it (`kill -9`), start it again on the same port and data (an etcd outage and its
+end), and pause it (SIGSTOP: a member that stops answering without closing sockets).
+Skips with a reason when etcd is not installed; fails under DRWATCH_REQUIRE_SERVICES=1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from drwatch.cluster.errors import NotLeaderError
+from drwatch.cluster.etcd import Etcd
+from drwatch.cluster.etcd_store import EtcdJournalStore
+from drwatch.cluster.leader import Election
+from drwatch.config import ClusterConfig
+from tests.support.services import free_port, need_binary
+
+
+@dataclass
+class EtcdServer:
+    """One etcd member on 127.0.0.1. `endpoint` is host:port for drwatch's config."""
+
+    binary: str
+    data_dir: Path
+    client_port: int
+    peer_port: int
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    def start(self, deadline_s: float = 20.0) -> None:
+        client = f"http://127.0.0.1:{self.client_port}"
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        log = (self.data_dir.parent / "etcd.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--name=drwatch-test",
+                f"--data-dir={self.data_dir}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=drwatch-test={peer}",
+                "--log-level=error",
+                "--logger=zap",
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+        self.wait_healthy(deadline_s)
+
+    def wait_healthy(self, deadline_s: float) -> None:
+        """Until `/health` answers 200 with `"health": "true"` (a member with a leader)."""
+        url = f"http://127.0.0.1:{self.client_port}/health"
+        end = time.monotonic() + deadline_s
+        last = "no answer"
+        while True:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"etcd exited with {self.proc.returncode}: see etcd.log")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    body = json.loads(resp.read())
+                    if resp.status == 200 and body.get("health") == "true":
+                        return
+                    last = f"HTTP {resp.status} {body}"
+            except urllib.error.HTTPError as exc:
+                last = f"HTTP {exc.code}"
+            except (OSError, ValueError) as exc:
+                last = str(exc)
+            if time.monotonic() > end:
+                raise TimeoutError(f"etcd was not healthy within {deadline_s}s (last: {last})")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """kill -9: etcd stops answering at once (connections are reset)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: etcd stops answering, but its sockets stay open (calls time out)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@contextmanager
+def etcd_server(tmp: Path) -> Iterator[EtcdServer]:
+    """A fresh single-member etcd in `tmp`, stopped afterwards."""
+    server = EtcdServer(
+        binary=need_binary("etcd"),
+        data_dir=tmp / "etcd-data",
+        client_port=free_port(),
+        peer_port=free_port(),
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def until(condition: Callable[[], bool], deadline_s: float) -> None:
+    """Poll `condition` every 20 ms until it holds; TimeoutError after the deadline."""
+    async with asyncio.timeout(deadline_s):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.02)
+
+
+# -- a watcher in its own process: killed with -9 or SIGSTOPped by the cluster tests --------
+
+
+def member_config(endpoint: str, name: str, ttl: int = 3) -> ClusterConfig:
+    """Short timings for tests: lease 3 s, keepalive 1 s, acting window 2.5 s."""
+    return ClusterConfig(
+        name=name,
+        endpoints=[endpoint],
+        namespace="drwatch-test",
+        lease_ttl=ttl,
+        keepalive_interval=1.0,
+        request_timeout=0.5,
+        safety_margin=0.5,
+    )
+
+
+async def _member(endpoint: str, name: str) -> None:
+    """Campaign; once leader, print `leader TERM` and keep the fence it was given. Each
+    `write KEY` line on stdin then journals an effect intent with that fence, as a leader
+    that checked it leads and was then paused would: prints `written` or `refused ...`."""
+    # stdout carries the protocol lines only; logs go to stderr.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    cfg = member_config(endpoint, name)
+    etcd = Etcd(cfg.endpoints, timeout=cfg.request_timeout)
+    election = Election(etcd, cfg)
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(election.run())
+        await until(lambda: election.state.acting, 30.0)
+        fence = election.fence()
+        journal = EtcdJournalStore(etcd, cfg.namespace, lambda: fence)
+        print(f"leader {fence.revision}", flush=True)
+        while line := await asyncio.to_thread(sys.stdin.readline):
+            key = line.split()[1]
+            try:
+                await journal.effect_intent("run-1", "step", key, params={}, owner=name, now=0.0)
+                print("written", flush=True)
+            except NotLeaderError as exc:
+                print(f"refused {exc}", flush=True)
+
+
+@dataclass
+class Member:
+    """A watcher process (see `_member`): its lines arrive on a queue a thread fills."""
+
+    proc: subprocess.Popen[str]
+    lines: queue.Queue[str] = field(default_factory=queue.Queue)
+    pump: threading.Thread | None = None
+
+    def line(self, deadline_s: float) -> str:
+        """The next stdout line, or TimeoutError after the deadline."""
+        try:
+            return self.lines.get(timeout=deadline_s)
+        except queue.Empty:
+            raise TimeoutError(f"no line from the member within {deadline_s}s") from None
+
+    def send(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        if self.pump is not None:
+            self.pump.join(timeout=10)  # ends at EOF, now the process is gone
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+@contextmanager
+def member(endpoint: str, name: str) -> Iterator[Member]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.etcd", endpoint, name],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=Path(__file__).parents[2],
+        start_new_session=True,
+    )
+    m = Member(proc)
+    assert proc.stdout is not None
+    out = proc.stdout
+
+    def pump() -> None:
+        for line in out:
+            m.lines.put(line.strip())
+
+    m.pump = threading.Thread(target=pump, daemon=True)
+    m.pump.start()
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(_member(sys.argv[1], sys.argv[2]))
