@@ -21,3 +21,8 @@ class NotLeaderError(DrwatchError):
 class JournalConflictError(DrwatchError):
     """The row to create is already journaled (a run, or an effect's intent): the caller
     must read it and resume, not write it again."""
+
+
+class NoLeaseError(DrwatchError):
+    """This watcher holds no lease now (etcd unreachable): what it would publish under
+    its lease (its view) cannot be published."""

@@ -10,6 +10,7 @@ watcher may record a pause or an approval for the leader to act on.
 Keys, under /<namespace>/ (JSON values; names percent-quoted):
   journal/runs/<run>                 journal/steps/<run>/<step>
   journal/effects/<run>/<step>/<key> controls/pause, controls/approvals/<incident>
+  views/<watcher>                    (under the watcher's lease)
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from drwatch.act.journal import (
     plan_from_json,
     plan_to_json,
 )
-from drwatch.cluster.errors import JournalConflictError, NotLeaderError
+from drwatch.cluster.errors import JournalConflictError, NoLeaseError, NotLeaderError
 from drwatch.cluster.etcd import Compare, Etcd, KeyValue, Put
 from drwatch.cluster.leader import Fence
 from drwatch.cluster.store import Approval, PauseState
+from drwatch.cluster.vantage import View
 from drwatch.model.plan import Plan, PlaybookName
 
 
@@ -260,6 +262,23 @@ class EtcdControlStore:
             return None
         d = json.loads(kv.value)
         return Approval(incident_id, str(d["by"]), float(d["at"]))
+
+
+class ViewBoard:
+    """Every watcher's latest view, at views/<watcher> under that watcher's own lease: a
+    watcher that dies takes its view with it when its lease expires."""
+
+    def __init__(self, etcd: Etcd, namespace: str) -> None:
+        self._etcd = etcd
+        self._root = f"/{namespace}/views/"
+
+    async def publish(self, view: View, lease: int) -> None:
+        if not lease:
+            raise NoLeaseError(f"{view.watcher} holds no lease: its view would outlive it")
+        await self._etcd.put(self._root + _q(view.watcher), view.to_json(), lease)
+
+    async def views(self) -> list[View]:
+        return [View.from_json(kv.value) for kv in await self._etcd.get_prefix(self._root)]
 
 
 def _run_row(kv: KeyValue) -> RunRow:

@@ -102,6 +102,7 @@ class Election:
         self._confirmed = 0.0  # monotonic send time of the last confirmed keepalive
         self._seen = Leadership(cfg.name, Role.STARTING, None, None, 0, "not connected yet")
         self._stale_lease = 0
+        self._lease = 0
 
     # -- what others read --------------------------------------------------------------------
 
@@ -124,6 +125,11 @@ class Election:
             self._cfg.name, Role.AT_RISK, self._cfg.name, won.since, won.fence.revision, reason
         )
 
+    @property
+    def lease(self) -> int:
+        """The lease this watcher holds now (0: none): its views are published under it."""
+        return self._lease
+
     def fence(self) -> Fence:
         """The token to write with, or NotLeaderError saying why this watcher may not act."""
         state = self.state
@@ -140,7 +146,13 @@ class Election:
                 try:
                     await self._round()
                 except (EtcdUnavailableError, EtcdRefusedError) as exc:
-                    self._lose(Role.UNAVAILABLE, f"etcd unreachable: {exc}")
+                    # The lease may outlive this round at etcd: give it back when we can.
+                    self._stale_lease = self._stale_lease or self._lease
+                    self._lease = 0
+                    unreachable = isinstance(exc, EtcdUnavailableError)
+                    self._lose(
+                        Role.UNAVAILABLE, f"etcd unreachable: {exc}" if unreachable else str(exc)
+                    )
                     await asyncio.sleep(self._cfg.keepalive_every)
         finally:
             await asyncio.shield(self._resign())
@@ -155,15 +167,16 @@ class Election:
             self._stale_lease = 0
         sent = self._mono()
         lease = await self._etcd.grant(int(self._cfg.lease_ttl))
-        self._confirmed = sent
+        self._confirmed, self._lease = sent, lease
         while True:
             won = await self._campaign(lease)
             if won is not None:
                 await self._lead(won)
-                return
+                break
             await self._follow()
             if not await self._refresh(lease):
-                return
+                break
+        self._lease = 0  # expired at etcd, or lost with the leader key
 
     async def _campaign(self, lease: int) -> _Won | None:
         since = self._wall()
@@ -234,8 +247,8 @@ class Election:
 
     async def _resign(self) -> None:
         """Give the lease back so another watcher leads now, not after the TTL."""
-        lease = self._won.lease if self._won else self._stale_lease
-        self._won = None
+        lease = self._lease or self._stale_lease
+        self._won, self._lease, self._stale_lease = None, 0, 0
         if lease:
             with suppress(EtcdUnavailableError, EtcdRefusedError):
                 await self._etcd.revoke(lease)
