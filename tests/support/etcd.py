@@ -9,8 +9,11 @@ Skips with a reason when etcd is not installed; fails under DRWATCH_REQUIRE_SERV
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import os
 import queue
+import random
 import signal
 import subprocess
 import sys
@@ -25,10 +28,10 @@ from pathlib import Path
 
 import structlog
 
-from drwatch.cluster.errors import NotLeaderError
+from drwatch.cluster.errors import EtcdUnavailableError, NotLeaderError
 from drwatch.cluster.etcd import Etcd
 from drwatch.cluster.etcd_store import EtcdJournalStore
-from drwatch.cluster.leader import Election
+from drwatch.cluster.leader import Election, Fence
 from drwatch.config import ClusterConfig
 from tests.support.services import free_port, need_binary
 
@@ -218,9 +221,17 @@ class Member:
 
 
 @contextmanager
-def member(endpoint: str, name: str) -> Iterator[Member]:
+def member(endpoint: str, name: str, *, writer: bool = False) -> Iterator[Member]:
+    """`_member` (answers `write KEY` on stdin), or `_writer` when `writer`."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.etcd", endpoint, name],
+        [
+            sys.executable,
+            "-m",
+            "tests.support.etcd",
+            endpoint,
+            name,
+            *(["writer"] if writer else []),
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -244,5 +255,43 @@ def member(endpoint: str, name: str) -> Iterator[Member]:
         m.stop()
 
 
+def _held(fence: Fence) -> Callable[[], Fence]:
+    """The fence as checked earlier: what a writer that was paused since then still holds."""
+    return lambda: fence
+
+
+async def _writer(endpoint: str, name: str) -> None:
+    """A watcher that, whenever it leads, journals effect after effect: check the fence,
+    wait up to 200 ms (a window for a SIGSTOP to fall into, as a GC pause would), then
+    write with the fence it checked. Prints `written TERM`, `refused TERM` or `unavailable`
+    per attempt; the Jepsen-style test reads etcd afterwards, not these lines."""
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    cfg = member_config(endpoint, name)
+    etcd = Etcd(cfg.endpoints, timeout=cfg.request_timeout)
+    election = Election(etcd, cfg)
+    rng = random.Random(os.getpid())
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(election.run())
+        for n in itertools.count():
+            await asyncio.sleep(0.02)
+            try:
+                fence = election.fence()
+            except NotLeaderError:
+                continue
+            await asyncio.sleep(rng.uniform(0, 0.2))
+            journal = EtcdJournalStore(etcd, cfg.namespace, _held(fence))
+            key = f"{name}-{os.getpid()}-{n}"
+            try:
+                await journal.effect_intent(
+                    "jepsen", f"term-{fence.revision}", key, params={}, owner=name, now=time.time()
+                )
+                print(f"written {fence.revision}", flush=True)
+            except NotLeaderError:
+                print(f"refused {fence.revision}", flush=True)
+            except EtcdUnavailableError:
+                print("unavailable", flush=True)
+
+
 if __name__ == "__main__":
-    asyncio.run(_member(sys.argv[1], sys.argv[2]))
+    main = _writer if sys.argv[3:] == ["writer"] else _member
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
