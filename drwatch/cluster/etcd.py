@@ -105,7 +105,12 @@ class _Client(aetcd.Client):  # type: ignore[misc]
         if self._username is not None:
             auth = aetcd.rpc.AuthStub(self.channel)
             request = aetcd.rpc.AuthenticateRequest(name=self._username, password=self._password)
-            resp = await auth.Authenticate(request, timeout=self._timeout)
+            try:
+                resp = await auth.Authenticate(request, timeout=self._timeout)
+            except BaseException:
+                await self.channel.close()
+                self.channel = None
+                raise
             self.metadata = (("token", resp.token),)
         self.kvstub = aetcd.rpc.KVStub(self.channel)
         self.clusterstub = aetcd.rpc.ClusterStub(self.channel)
@@ -175,21 +180,33 @@ class Etcd:
         await _quietly(self._client.close(), self.timeout)
 
     async def _call(self, what: str, fn: Callable[[_Client], Awaitable[T]]) -> T:
+        try:
+            return await self._call_once(what, fn)
+        except _AuthExpiredError:
+            # etcd forgets its auth tokens when it restarts: authenticate again, once.
+            return await self._call_once(what, fn)
+
+    async def _call_once(self, what: str, fn: Callable[[_Client], Awaitable[T]]) -> T:
         client = self._client
         try:
             async with asyncio.timeout(self.timeout):
                 return await fn(client)
         except (TimeoutError, aetcd.exceptions.ClientError, grpc.RpcError) as exc:
             detail = str(exc) or type(exc).__name__
+            if _code(exc) is grpc.StatusCode.UNAUTHENTICATED and self._auth[0] is not None:
+                await self._replace(client, self._index)
+                raise _AuthExpiredError(detail) from exc
             if not _is_outage(exc):
                 raise EtcdRefusedError(f"etcd refused {what}: {detail}") from exc
-            await self._next_endpoint(client)
+            if len(self.endpoints) > 1:
+                await self._replace(client, (self._index + 1) % len(self.endpoints))
             raise EtcdUnavailableError(f"etcd {what} failed: {detail}") from exc
 
-    async def _next_endpoint(self, failed: _Client) -> None:
-        if len(self.endpoints) == 1 or failed is not self._client:
-            return
-        self._index = (self._index + 1) % len(self.endpoints)
+    async def _replace(self, failed: _Client, index: int) -> None:
+        """A new client (on endpoint `index`) for the next call; close the failed one."""
+        if failed is not self._client:
+            return  # another call replaced it already
+        self._index = index
         self._client = self._new_client()
         await _quietly(failed.close(), self.timeout)
 
@@ -265,14 +282,21 @@ class Etcd:
         return False
 
 
+class _AuthExpiredError(Exception):
+    """etcd no longer knows our auth token (it restarted): authenticate again."""
+
+
+def _code(exc: BaseException) -> Any:
+    """The gRPC status code behind an aetcd or gRPC error; None for a timeout."""
+    cause = exc if isinstance(exc, grpc.aio.AioRpcError) else exc.__cause__
+    return cause.code() if isinstance(cause, grpc.aio.AioRpcError) else None
+
+
 def _is_outage(exc: BaseException) -> bool:
     """A timeout or a transport failure, as opposed to etcd answering no."""
-    if isinstance(exc, TimeoutError):
-        return True
-    cause = exc if isinstance(exc, grpc.aio.AioRpcError) else exc.__cause__
-    if isinstance(cause, grpc.aio.AioRpcError):
-        return cause.code() in _OUTAGE_CODES
-    return True  # no status code to go by: treat as an outage (nobody acts)
+    code = _code(exc)
+    # No status code to go by (a timeout, a bare client error): an outage, so nobody acts.
+    return code is None or code in _OUTAGE_CODES
 
 
 def _kv(kv: Any) -> KeyValue:

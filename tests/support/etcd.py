@@ -15,6 +15,7 @@ import os
 import queue
 import random
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -45,14 +46,25 @@ class EtcdServer:
     client_port: int
     peer_port: int
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    tls: TlsDir | None = None
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.client_port}"
 
     def start(self, deadline_s: float = 20.0) -> None:
-        client = f"http://127.0.0.1:{self.client_port}"
+        scheme = "https" if self.tls else "http"
+        client = f"{scheme}://127.0.0.1:{self.client_port}"
         peer = f"http://127.0.0.1:{self.peer_port}"
+        tls_flags = []
+        if self.tls is not None:
+            t = self.tls
+            tls_flags = [
+                f"--cert-file={t.server_cert}",
+                f"--key-file={t.server_key}",
+                f"--trusted-ca-file={t.ca}",
+                "--client-cert-auth",
+            ]
         log = (self.data_dir.parent / "etcd.log").open("ab")
         self.proc = subprocess.Popen(
             [
@@ -66,6 +78,7 @@ class EtcdServer:
                 f"--initial-cluster=drwatch-test={peer}",
                 "--log-level=error",
                 "--logger=zap",
+                *tls_flags,
             ],
             stdout=log,
             stderr=log,
@@ -76,14 +89,19 @@ class EtcdServer:
 
     def wait_healthy(self, deadline_s: float) -> None:
         """Until `/health` answers 200 with `"health": "true"` (a member with a leader)."""
-        url = f"http://127.0.0.1:{self.client_port}/health"
+        scheme = "https" if self.tls else "http"
+        url = f"{scheme}://127.0.0.1:{self.client_port}/health"
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(cafile=str(self.tls.ca))
+            context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
         end = time.monotonic() + deadline_s
         last = "no answer"
         while True:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"etcd exited with {self.proc.returncode}: see etcd.log")
             try:
-                with urllib.request.urlopen(url, timeout=1) as resp:
+                with urllib.request.urlopen(url, timeout=1, context=context) as resp:
                     body = json.loads(resp.read())
                     if resp.status == 200 and body.get("health") == "true":
                         return
@@ -124,14 +142,53 @@ class EtcdServer:
         self.proc = None
 
 
+@dataclass(frozen=True)
+class TlsDir:
+    """A throwaway CA, a server pair for 127.0.0.1 and a client pair, made with openssl."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_tls(tmp: Path) -> TlsDir:
+    openssl = need_binary("openssl")
+    d = tmp / "tls"
+    d.mkdir()
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    new_key = ["-newkey", "rsa:2048", "-nodes"]
+    run("req", "-x509", *new_key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=drwatch-test-ca")  # fmt: skip
+    for name, ext in (
+        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        (d / f"{name}.ext").write_text(ext + "\n")
+        run("req", *new_key, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN=drwatch-test-{name}")  # fmt: skip
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+            "-extfile", f"{name}.ext")  # fmt: skip
+    return TlsDir(
+        d / "ca.pem", d / "server.pem", d / "server.key", d / "client.pem", d / "client.key"
+    )
+
+
 @contextmanager
-def etcd_server(tmp: Path) -> Iterator[EtcdServer]:
-    """A fresh single-member etcd in `tmp`, stopped afterwards."""
+def etcd_server(tmp: Path, *, tls: bool = False) -> Iterator[EtcdServer]:
+    """A fresh single-member etcd in `tmp`, stopped afterwards. With `tls`, it serves
+    HTTPS with a throwaway CA and requires a client certificate."""
     server = EtcdServer(
         binary=need_binary("etcd"),
         data_dir=tmp / "etcd-data",
         client_port=free_port(),
         peer_port=free_port(),
+        tls=make_tls(tmp) if tls else None,
     )
     server.start()
     try:
