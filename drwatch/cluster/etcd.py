@@ -1,7 +1,8 @@
 """The one module that speaks to etcd (through aetcd): domain types in, domain errors out.
 
 Every call has a deadline (`request_timeout`); a call that fails for want of etcd
-raises `EtcdUnavailableError` and moves to the next endpoint for the following call.
+raises `EtcdUnavailableError`, and the following call opens a new channel to the next
+endpoint (the same one when there is only one).
 aetcd 1.0 opens only plaintext channels to one host; `_Client` opens the channel itself
 (TLS when configured) and leaves the rest of aetcd as it is.
 """
@@ -38,6 +39,9 @@ _OUTAGE_CODES = frozenset(
         grpc.StatusCode.INTERNAL,
     }
 )
+# grpc.aio's own errors (a call on a channel another call has just replaced) are not
+# RpcErrors; they have no status code, so they count as an outage.
+_GRPC_BASE = grpc.aio.BaseError
 # A dead channel is re-dialled within a second, not after gRPC's default 2-minute backoff.
 _CHANNEL_OPTIONS = {
     "grpc.initial_reconnect_backoff_ms": 100,
@@ -191,15 +195,16 @@ class Etcd:
         try:
             async with asyncio.timeout(self.timeout):
                 return await fn(client)
-        except (TimeoutError, aetcd.exceptions.ClientError, grpc.RpcError) as exc:
+        except (TimeoutError, aetcd.exceptions.ClientError, grpc.RpcError, _GRPC_BASE) as exc:
             detail = str(exc) or type(exc).__name__
             if _code(exc) is grpc.StatusCode.UNAUTHENTICATED and self._auth[0] is not None:
                 await self._replace(client, self._index)
                 raise _AuthExpiredError(detail) from exc
             if not _is_outage(exc):
                 raise EtcdRefusedError(f"etcd refused {what}: {detail}") from exc
-            if len(self.endpoints) > 1:
-                await self._replace(client, (self._index + 1) % len(self.endpoints))
+            # A fresh channel for the next call, on the next endpoint: a connection that
+            # lost bytes to a partition can stay open and never answer again.
+            await self._replace(client, (self._index + 1) % len(self.endpoints))
             raise EtcdUnavailableError(f"etcd {what} failed: {detail}") from exc
 
     async def _replace(self, failed: _Client, index: int) -> None:
@@ -277,7 +282,7 @@ class Etcd:
                     await _quietly(watch.cancel(), self.timeout)
         except TimeoutError:
             return False
-        except (aetcd.exceptions.ClientError, grpc.RpcError) as exc:
+        except (aetcd.exceptions.ClientError, grpc.RpcError, _GRPC_BASE) as exc:
             raise EtcdUnavailableError(f"etcd watch {key} failed: {exc}") from exc
         return False
 
@@ -334,7 +339,7 @@ async def _quietly(aw: Awaitable[Any], deadline: float) -> None:
     try:
         async with asyncio.timeout(deadline):
             await aw
-    except (TimeoutError, aetcd.exceptions.ClientError, grpc.RpcError):
+    except (TimeoutError, aetcd.exceptions.ClientError, grpc.RpcError, _GRPC_BASE):
         pass
 
 

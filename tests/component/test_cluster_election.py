@@ -21,7 +21,14 @@ from drwatch.cluster.errors import NotLeaderError
 from drwatch.cluster.etcd import Etcd
 from drwatch.cluster.etcd_store import EtcdJournalStore
 from drwatch.cluster.leader import Election, Role
-from tests.support.etcd import EtcdServer, etcd_server, member, member_config, until
+from tests.support.etcd import (
+    Blackhole,
+    EtcdServer,
+    etcd_server,
+    member,
+    member_config,
+    until,
+)
 
 pytestmark = pytest.mark.services
 
@@ -166,3 +173,32 @@ async def test_without_etcd_nobody_acts_and_the_state_says_why(
         else:
             etcd_srv.resume()
         await until(lambda: w1.state.acting != w2.state.acting, TAKEOVER_DEADLINE)
+
+
+async def test_a_leader_cut_from_etcd_stops_before_another_starts(etcd_srv: EtcdServer) -> None:
+    """w1 reaches etcd through a proxy that turns into a black hole (a partition: calls
+    time out); w2 reaches etcd directly. w1 stops acting on its own clock, w2 leads once
+    the lease has expired, and at no sample (every 10 ms) did both act at once."""
+    proxy = Blackhole(etcd_srv.client_port)
+    await proxy.start()
+    via_proxy = EtcdServer(etcd_srv.binary, etcd_srv.data_dir, proxy.port, etcd_srv.peer_port)
+    try:
+        async with running(via_proxy, "w1") as w1:
+            await until(lambda: w1.state.acting, TAKEOVER_DEADLINE)
+            async with running(etcd_srv, "w2") as w2:
+                await until(lambda: w2.state.role is Role.FOLLOWER, TAKEOVER_DEADLINE)
+                proxy.cut()
+                both_acted = False
+                async with asyncio.timeout(TAKEOVER_DEADLINE):
+                    while not w2.state.acting:
+                        both_acted |= w1.state.acting and w2.state.acting
+                        await asyncio.sleep(0.01)
+                assert not both_acted
+                assert not w1.state.acting
+                assert w1.state.role in {Role.AT_RISK, Role.UNAVAILABLE}
+                assert w2.state.leader == "w2"
+                proxy.heal()
+                await until(lambda: w1.state.role is Role.FOLLOWER, TAKEOVER_DEADLINE)
+                assert w1.state.leader == "w2"
+    finally:
+        await proxy.close()
