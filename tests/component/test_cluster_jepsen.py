@@ -98,6 +98,8 @@ class Nemesis:
             await asyncio.sleep(self.rng.uniform(0.5, 3.0))
 
 
+# Twelve faults of up to 9 s each, with their pauses: about a minute, more when loaded.
+@pytest.mark.timeout(300)
 async def test_no_write_of_a_deposed_leader_lands_after_a_newer_leader_won(
     etcd_srv: EtcdServer,
 ) -> None:
