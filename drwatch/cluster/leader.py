@@ -212,7 +212,8 @@ class Election:
 
     async def _lead(self, won: _Won) -> None:
         """Keep the lease alive every interval; return when it or the key is lost."""
-        self._see(Role.LEADER, self._cfg.name, won.since, won.fence.revision, "won")
+        why = f"won term {won.fence.revision}"
+        self._see(Role.LEADER, self._cfg.name, won.since, won.fence.revision, why)
         while True:
             await asyncio.sleep(self._cfg.keepalive_every)
             sent = self._mono()
