@@ -24,6 +24,7 @@ from drwatch.cluster.leader import Election, Role
 from tests.support.etcd import (
     Blackhole,
     EtcdServer,
+    etcd_cluster,
     etcd_server,
     member,
     member_config,
@@ -202,3 +203,42 @@ async def test_a_leader_cut_from_etcd_stops_before_another_starts(etcd_srv: Etcd
                 assert w1.state.leader == "w2"
     finally:
         await proxy.close()
+
+
+async def test_losing_an_etcd_minority_keeps_a_leader(tmp_path: Path) -> None:
+    """Three etcd members; the watchers list all three, each starting at a different one.
+    The member the leader talks to is killed: the watchers move to the others, one of
+    them still leads, and nobody reports etcd unreachable."""
+    with etcd_cluster(tmp_path) as members:
+        endpoints = [m.endpoint for m in members]
+
+        @asynccontextmanager
+        async def watcher(name: str, first: int) -> AsyncIterator[Election]:
+            order = endpoints[first:] + endpoints[:first]
+            cfg = member_config(order[0], name).model_copy(update={"endpoints": order})
+            etcd = Etcd(cfg.endpoints, timeout=cfg.request_timeout)
+            election = Election(etcd, cfg)
+            task = asyncio.create_task(election.run())
+            try:
+                yield election
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await etcd.close()
+
+        async with watcher("w1", 0) as w1, watcher("w2", 1) as w2:
+            await until(lambda: w1.state.acting or w2.state.acting, TAKEOVER_DEADLINE)
+            leader = w1 if w1.state.acting else w2
+            used = leader._etcd.endpoint
+            next(m for m in members if m.endpoint == used).kill()
+
+            def settled() -> bool:
+                roles = sorted(w.state.role.value for w in (w1, w2))
+                return roles == ["follower", "leader"]
+
+            # Past one acting window, so a leader that could not keep its lease has lost it.
+            await asyncio.sleep(member_config(used, "w").acting_window + 1.0)
+            await until(settled, TAKEOVER_DEADLINE)
+            assert w1.state.acting != w2.state.acting
+            for w in (w1, w2):
+                assert w._etcd.endpoint != used

@@ -47,12 +47,20 @@ class EtcdServer:
     peer_port: int
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     tls: TlsDir | None = None
+    name: str = "drwatch-test"
+    # Every member's name=peer URL, for a member of a cluster; None: a cluster of one.
+    initial_cluster: str | None = None
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.client_port}"
 
     def start(self, deadline_s: float = 20.0) -> None:
+        self.launch()
+        self.wait_healthy(deadline_s)
+
+    def launch(self) -> None:
+        """Start the process; a cluster's members are launched first, then awaited."""
         scheme = "https" if self.tls else "http"
         client = f"{scheme}://127.0.0.1:{self.client_port}"
         peer = f"http://127.0.0.1:{self.peer_port}"
@@ -65,17 +73,17 @@ class EtcdServer:
                 f"--trusted-ca-file={t.ca}",
                 "--client-cert-auth",
             ]
-        log = (self.data_dir.parent / "etcd.log").open("ab")
+        log = (self.data_dir.parent / f"{self.name}.log").open("ab")
         self.proc = subprocess.Popen(
             [
                 self.binary,
-                "--name=drwatch-test",
+                f"--name={self.name}",
                 f"--data-dir={self.data_dir}",
                 f"--listen-client-urls={client}",
                 f"--advertise-client-urls={client}",
                 f"--listen-peer-urls={peer}",
                 f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster=drwatch-test={peer}",
+                f"--initial-cluster={self.initial_cluster or f'{self.name}={peer}'}",
                 "--log-level=error",
                 "--logger=zap",
                 *tls_flags,
@@ -85,7 +93,6 @@ class EtcdServer:
             start_new_session=True,
         )
         log.close()
-        self.wait_healthy(deadline_s)
 
     def wait_healthy(self, deadline_s: float) -> None:
         """Until `/health` answers 200 with `"health": "true"` (a member with a leader)."""
@@ -99,7 +106,7 @@ class EtcdServer:
         last = "no answer"
         while True:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"etcd exited with {self.proc.returncode}: see etcd.log")
+                raise RuntimeError(f"etcd exited with {self.proc.returncode}: see {self.name}.log")
             try:
                 with urllib.request.urlopen(url, timeout=1, context=context) as resp:
                     body = json.loads(resp.read())
@@ -177,6 +184,27 @@ def make_tls(tmp: Path) -> TlsDir:
     return TlsDir(
         d / "ca.pem", d / "server.pem", d / "server.key", d / "client.pem", d / "client.key"
     )
+
+
+@contextmanager
+def etcd_cluster(tmp: Path, size: int = 3) -> Iterator[list[EtcdServer]]:
+    """`size` etcd members on loopback forming one cluster, stopped afterwards."""
+    binary = need_binary("etcd")
+    members = [
+        EtcdServer(binary, tmp / f"m{i}-data", free_port(), free_port(), name=f"m{i}")
+        for i in range(size)
+    ]
+    everyone = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in members)
+    try:
+        for m in members:
+            m.initial_cluster = everyone
+            m.launch()
+        for m in members:
+            m.wait_healthy(30.0)
+        yield members
+    finally:
+        for m in members:
+            m.stop()
 
 
 @contextmanager
