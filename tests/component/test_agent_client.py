@@ -16,7 +16,15 @@ from aiohttp import web
 from drwatch import logs
 from drwatch.act.base import AgentActions
 from drwatch.agent.server import create_app, serving
-from drwatch.agent.wire import CheckResult, Status, encode_facts
+from drwatch.agent.wire import (
+    ANSWER_SIGNATURE_HEADER,
+    NONCE_HEADER,
+    TARGET_HEADER,
+    CheckResult,
+    Status,
+    encode_facts,
+    sign_answer,
+)
 from drwatch.config import AgentClientConfig, LayerTiming
 from drwatch.model.fleet import Fleet, Instance, Role
 from drwatch.model.observation import Health, Layer
@@ -35,7 +43,12 @@ CAP = 4096
 
 
 def client_cfg(**overrides: object) -> AgentClientConfig:
-    data: dict[str, object] = {"secret_file": "/unused", "max_response_bytes": CAP, **overrides}
+    data: dict[str, object] = {
+        "secret_file": "/unused",
+        "max_response_bytes": CAP,
+        "allow_address_tag": True,
+        **overrides,
+    }
     return AgentClientConfig.model_validate(data)
 
 
@@ -78,13 +91,40 @@ def serve(stack: AsyncExitStack) -> Serve:
     return start
 
 
-def real_agent(**checks: FixedCheck) -> web.Application:
+def real_agent(instance_id: str = "i-0db2", **checks: FixedCheck) -> web.Application:
     actions = {"promote": RecordingAction()}
-    return create_app(agent_cfg(), FakeHost(), checks, actions, secret=SECRET, hostname="db-2")
+    return create_app(
+        agent_cfg(instance_id=instance_id),
+        FakeHost(),
+        checks,
+        actions,
+        secret=SECRET,
+        hostname="db-2",
+        instance_id=instance_id,
+    )
 
 
-def misbehaving(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.Application:
-    app = web.Application()
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def sign_answers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Signs whatever the handler answers, as a holder of the key would."""
+    response = await handler(request)
+    if isinstance(response, web.Response) and isinstance(response.body, bytes):
+        response.headers[ANSWER_SIGNATURE_HEADER] = sign_answer(
+            SECRET,
+            target=request.headers[TARGET_HEADER],
+            nonce=request.headers[NONCE_HEADER],
+            status=response.status,
+            body=response.body,
+        )
+    return response
+
+
+def misbehaving(handler: Handler, *, signed: bool = True) -> web.Application:
+    """An "agent" that holds the key (its answers are signed) but answers `handler`'s way."""
+    app = web.Application(middlewares=[sign_answers] if signed else [])
     app.router.add_get("/v1/facts", handler)
     app.router.add_post("/v1/actions/{name}", handler)
     return app
@@ -205,7 +245,7 @@ async def test_slow_agent_is_unknown_and_the_client_keeps_going(
         return web.Response()
 
     slow_port = await serve(misbehaving(slow))
-    good_port = await serve(real_agent())
+    good_port = await serve(real_agent("i-good"))
     obs = await client.check(instance_at(slow_port), timeout_s=0.2)
     assert (obs.health, obs.reason) == (Health.UNKNOWN, "timeout after 0.2s")
     hung.set()

@@ -32,6 +32,7 @@ from drwatch.agent.wire import (
 )
 
 SECRET = b"test-secret-0123456789abcdef"
+AGENT_ID = "i-0db2"
 
 
 class FakeHost:
@@ -85,7 +86,12 @@ class RecordingAction:
 
 
 def agent_cfg(**overrides: object) -> agent_config.AgentConfig:
-    data: dict[str, object] = {"secret_file": "/unused", "check_timeout": "300ms", **overrides}
+    data: dict[str, object] = {
+        "secret_file": "/unused",
+        "check_timeout": "300ms",
+        "instance_id": AGENT_ID,
+        **overrides,
+    }
     return agent_config.parse(data)
 
 
@@ -101,6 +107,7 @@ class Agent:
     url: str
     port: int
     session: aiohttp.ClientSession
+    instance_id: str = AGENT_ID
 
     async def send(
         self,
@@ -111,10 +118,13 @@ class Agent:
         secret: bytes = SECRET,
         now: float | None = None,
         headers: dict[str, str] | None = None,
+        target: str | None = None,
     ) -> tuple[int, bytes]:
         sent_at = time.time() if now is None else now
-        merged = {**signed_headers(secret, method, path, body, now=sent_at), **(headers or {})}
-        return await self.raw(method, path, body, merged)
+        signed = signed_headers(
+            secret, method, path, body, now=sent_at, target=target or self.instance_id
+        )
+        return await self.raw(method, path, body, {**signed, **(headers or {})})
 
     async def raw(
         self, method: str, path: str, body: bytes, headers: dict[str, str]
@@ -139,6 +149,7 @@ async def start_agent() -> AsyncIterator[StartAgent]:
             checks: dict[str, Check] | None = None,
             actions: dict[str, Action] | None = None,
             cfg: agent_config.AgentConfig | None = None,
+            clock: Callable[[], float] = time.time,
         ) -> Agent:
             app = create_app(
                 cfg or agent_cfg(),
@@ -147,6 +158,7 @@ async def start_agent() -> AsyncIterator[StartAgent]:
                 actions or {},
                 secret=SECRET,
                 hostname="db-2",
+                clock=clock,
             )
             port = await stack.enter_async_context(serving(app, "127.0.0.1", 0))
             return Agent(f"http://127.0.0.1:{port}", port, session)
@@ -200,7 +212,7 @@ async def test_wrong_secret_is_401(start_agent: StartAgent) -> None:
 async def test_tampered_signature_is_401(start_agent: StartAgent) -> None:
     """A signature that differs in one digit is refused."""
     agent = await start_agent()
-    headers = signed_headers(SECRET, "GET", "/v1/facts", b"", now=time.time())
+    headers = signed_headers(SECRET, "GET", "/v1/facts", b"", now=time.time(), target=AGENT_ID)
     last = headers[SIGNATURE_HEADER][-1]
     headers[SIGNATURE_HEADER] = headers[SIGNATURE_HEADER][:-1] + ("0" if last != "0" else "1")
     assert await agent.raw("GET", "/v1/facts", b"", headers) == (401, b"")
@@ -214,17 +226,28 @@ async def test_stale_or_future_timestamp_is_401(start_agent: StartAgent, offset_
     assert (status, body) == (401, b"")
 
 
+@dataclass
+class FakeClock:
+    now: float
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_timestamp_within_the_window_is_accepted(start_agent: StartAgent) -> None:
-    """A request signed 20s ago (clock skew within the window) still gets facts."""
-    agent = await start_agent()
-    status, _ = await agent.send("GET", "/v1/facts", now=time.time() - 20.0)
+    """A request signed 20s ago (clock skew within the window) still gets facts from an
+    agent that started before that."""
+    clock = FakeClock(time.time() - 100.0)
+    agent = await start_agent(clock=clock)
+    clock.now += 100.0
+    status, _ = await agent.send("GET", "/v1/facts", now=clock.now - 20.0)
     assert status == 200
 
 
 async def test_replayed_request_is_401(start_agent: StartAgent) -> None:
     """The same signed request sent twice: the first is served, the replay refused."""
     agent = await start_agent()
-    headers = signed_headers(SECRET, "GET", "/v1/facts", b"", now=time.time())
+    headers = signed_headers(SECRET, "GET", "/v1/facts", b"", now=time.time(), target=AGENT_ID)
     first = await agent.raw("GET", "/v1/facts", b"", headers)
     second = await agent.raw("GET", "/v1/facts", b"", headers)
     assert first[0] == 200
@@ -234,7 +257,7 @@ async def test_replayed_request_is_401(start_agent: StartAgent) -> None:
 async def test_signature_covers_the_path(start_agent: StartAgent) -> None:
     """A signature made for one path does not open another."""
     agent = await start_agent(actions={"promote": RecordingAction()})
-    headers = signed_headers(SECRET, "GET", "/v1/facts", b"", now=time.time())
+    headers = signed_headers(SECRET, "GET", "/v1/facts", b"", now=time.time(), target=AGENT_ID)
     assert await agent.raw("POST", "/v1/actions/promote", b"", headers) == (401, b"")
 
 
@@ -243,7 +266,9 @@ async def test_signature_covers_the_body(start_agent: StartAgent) -> None:
     action = RecordingAction()
     agent = await start_agent(actions={"promote": action})
     body = b'{"params": {"target": "a"}}'
-    headers = signed_headers(SECRET, "POST", "/v1/actions/promote", body, now=time.time())
+    headers = signed_headers(
+        SECRET, "POST", "/v1/actions/promote", body, now=time.time(), target=AGENT_ID
+    )
     tampered = b'{"params": {"target": "b"}}'
     assert await agent.raw("POST", "/v1/actions/promote", tampered, headers) == (401, b"")
     assert action.calls == []
@@ -361,7 +386,7 @@ async def test_agent_logs_never_carry_the_secret(start_agent: StartAgent) -> Non
     agent_log.configure("json", "debug", stream=out)
     try:
         agent = await start_agent(actions={"promote": RecordingAction()})
-        headers = signed_headers(SECRET, "GET", "/v1/facts", b"", now=time.time())
+        headers = signed_headers(SECRET, "GET", "/v1/facts", b"", now=time.time(), target=AGENT_ID)
         await agent.raw("GET", "/v1/facts", b"", headers)
         await agent.raw("GET", "/v1/facts", b"", headers)  # replay: logged as refused
         await agent.send("POST", "/v1/actions/promote", b'{"params": {"target": "db-2"}}')
