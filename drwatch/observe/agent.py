@@ -130,6 +130,11 @@ def _failure(health: Health, reason: str) -> tuple[Health, str, Facts | None]:
 
 
 def _client_error(err: aiohttp.ClientError) -> tuple[Health, str, Facts | None]:
+    if isinstance(err, aiohttp.ClientConnectorCertificateError):
+        # Someone answered, but not with a certificate we trust: that is not "down".
+        return _failure(Health.UNKNOWN, f"tls: {err.certificate_error}")
+    if isinstance(err, aiohttp.ClientSSLError):
+        return _failure(Health.UNKNOWN, f"tls: {err}")
     if isinstance(err, aiohttp.ClientConnectorError):
         result = connect_failure(err.os_error)
         return _failure(result.health, result.reason)

@@ -21,14 +21,18 @@ from drwatch.agent.actions import Action, ActionError, CommandAction
 from drwatch.agent.checks import Check
 from drwatch.agent.server import create_app, serving
 from drwatch.agent.wire import (
+    ANSWER_SIGNATURE_HEADER,
+    NONCE_HEADER,
     SIGNATURE_HEADER,
     CheckResult,
     DiskUsage,
     Load,
     Memory,
     Status,
+    answer_refusal,
     decode_facts,
     signed_headers,
+    signed_headers_v1,
 )
 
 SECRET = b"test-secret-0123456789abcdef"
@@ -399,3 +403,91 @@ async def test_agent_logs_never_carry_the_secret(start_agent: StartAgent) -> Non
     assert SECRET.decode() not in text
     assert headers[SIGNATURE_HEADER] not in text
     assert "db-2" not in text  # param values are not logged either, only their names
+
+
+# --- protocol v2: the target, the agent's start, signed answers, v1 behind a setting ------
+
+
+async def test_request_signed_for_one_agent_is_refused_by_another(start_agent: StartAgent) -> None:
+    """A promote signed for i-a and replayed to i-b (same shared secret) is refused there,
+    and the action does not run on i-b."""
+    on_a, on_b = RecordingAction(), RecordingAction()
+    agent_a = await start_agent(actions={"promote": on_a}, cfg=agent_cfg(instance_id="i-a"))
+    agent_b = await start_agent(actions={"promote": on_b}, cfg=agent_cfg(instance_id="i-b"))
+    path, body = "/v1/actions/promote", b'{"params": {"target": "db-2"}}'
+    headers = signed_headers(SECRET, "POST", path, body, now=time.time(), target="i-a")
+    assert (await agent_a.raw("POST", path, body, headers))[0] == 200
+    assert await agent_b.raw("POST", path, body, headers) == (401, b"")
+    assert (len(on_a.calls), on_b.calls) == (1, [])
+
+
+async def test_request_signed_before_a_restart_is_refused_after_it(
+    start_agent: StartAgent,
+) -> None:
+    """The replay cache is in memory; a request signed before the agent (re)started is
+    refused by the new process anyway, though it is well within the clock-skew window."""
+    action = RecordingAction()
+    path, body = "/v1/actions/promote", b'{"params": {"target": "db-2"}}'
+    before = await start_agent(actions={"promote": action})
+    headers = signed_headers(SECRET, "POST", path, body, now=time.time(), target=AGENT_ID)
+    assert (await before.raw("POST", path, body, headers))[0] == 200
+    after = await start_agent(actions={"promote": action})  # a fresh process: empty cache
+    assert await after.raw("POST", path, body, headers) == (401, b"")
+    assert len(action.calls) == 1
+
+
+async def test_answers_are_signed_for_the_requests_nonce(start_agent: StartAgent) -> None:
+    """Facts, action results and errors all carry a signature over the target, the
+    request's nonce, the status and the body; refusals carry none."""
+    agent = await start_agent(actions={"promote": RecordingAction()})
+    for method, path, body in (
+        ("GET", "/v1/facts", b""),
+        ("POST", "/v1/actions/promote", b"{}"),
+        ("POST", "/v1/actions/nope", b"{}"),
+        ("GET", "/no/such/route", b""),
+    ):
+        headers = signed_headers(SECRET, method, path, body, now=time.time(), target=AGENT_ID)
+        async with agent.session.request(
+            method, agent.url + path, data=body, headers=headers
+        ) as resp:
+            answer = await resp.read()
+            given = resp.headers.get(ANSWER_SIGNATURE_HEADER)
+            refusal = answer_refusal(
+                SECRET,
+                target=AGENT_ID,
+                nonce=headers[NONCE_HEADER],
+                status=resp.status,
+                body=answer,
+                given=given,
+            )
+            assert refusal == "", (path, resp.status, refusal)
+    async with agent.session.get(agent.url + "/v1/facts") as resp:
+        assert resp.status == 401
+        assert ANSWER_SIGNATURE_HEADER not in resp.headers
+
+
+async def test_v1_requests_are_refused_unless_accept_v1(start_agent: StartAgent) -> None:
+    """A v1 request (no target) is a 401 by default; with accept_v1 it is served, and
+    every v1 request is logged as such."""
+    strict = await start_agent()
+    path = "/v1/facts"
+    v1 = signed_headers_v1(SECRET, "GET", path, b"", now=time.time())
+    assert await strict.raw("GET", path, b"", v1) == (401, b"")
+    out = io.StringIO()
+    saved = structlog.get_config()
+    agent_log.configure("json", "debug", stream=out)
+    try:
+        upgrading = await start_agent(cfg=agent_cfg(accept_v1=True))
+        fresh = signed_headers_v1(SECRET, "GET", path, b"", now=time.time())
+        status, _ = await upgrading.raw("GET", path, b"", fresh)
+    finally:
+        structlog.configure(**saved)
+    assert status == 200
+    assert "protocol v1 request accepted" in out.getvalue()
+
+
+async def test_unknown_protocol_version_is_401(start_agent: StartAgent) -> None:
+    """A version the agent does not speak is refused, not guessed at."""
+    agent = await start_agent()
+    status, _ = await agent.send("GET", "/v1/facts", headers={"X-Drwatch-Version": "3"})
+    assert status == 401
