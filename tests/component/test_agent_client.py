@@ -461,7 +461,7 @@ async def test_unsigned_action_answer_is_an_error_that_may_have_run(
         return web.json_response({"schema": "drwatch.agent/v1", "result": {"promoted": True}})
 
     port = await serve(misbehaving(claims_success, signed=False))
-    with pytest.raises(AgentActionError, match="answer not signed.*it may have run") as caught:
+    with pytest.raises(AgentActionError, match=r"answer not signed.*it may have run") as caught:
         await client.action(instance_at(port), "promote", {}, timeout_s=2.0)
     assert not caught.value.retryable
 

@@ -119,7 +119,7 @@ def test_unloadable_tls_files_are_config_errors(tmp_path: Path) -> None:
     cfg = agent_cfg(tls_cert_file=str(missing), tls_key_file=str(missing))
     with pytest.raises(ConfigError, match="tls_cert_file/tls_key_file: cannot load"):
         tls_context(cfg)
-    with pytest.raises(ConfigError, match="agent.tls_ca_file: cannot load"):
+    with pytest.raises(ConfigError, match=r"agent\.tls_ca_file: cannot load"):
         client_tls_context(https_cfg(9180, missing))
 
 
