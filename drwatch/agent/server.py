@@ -206,10 +206,11 @@ def _sent_at(timestamp: str) -> float:
 
 
 class RefusalLog:
-    """Logs a refusal reason when it first appears, then at most once a minute with a count."""
+    """Logs a reason when it first appears, then at most once a minute with a count."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, event: str = "agent.request_refused") -> None:
         self._clock = clock
+        self._event = event
         self._last: dict[str, tuple[float, int]] = {}
 
     def note(self, reason: str, remote: str | None) -> None:
@@ -219,7 +220,7 @@ class RefusalLog:
             self._last[reason] = (last_at, suppressed + 1)
             return
         self._last[reason] = (now, 0)
-        log.warning("agent.request_refused", reason=reason, remote=remote, repeats=suppressed)
+        log.warning(self._event, reason=reason, remote=remote, repeats=suppressed)
 
 
 class FactsCollector:
@@ -297,7 +298,7 @@ class AgentService:
         self._actions = actions
         self._auth = auth
         self._refusals = RefusalLog(clock)
-        self._v1_requests = RefusalLog(clock)
+        self._v1_requests = RefusalLog(clock, "agent.v1_request_accepted")
         # One action at a time: side effects on one host must not interleave.
         self._action_lock = asyncio.Lock()
 
@@ -374,9 +375,8 @@ class AnswerSigner:
         body = response.body if isinstance(response, web.Response) else None
         if not isinstance(body, bytes):
             # Every handler here answers with bytes; anything else cannot be signed.
-            response = _error("answer could not be signed", 500)
-            body = response.body
-            assert isinstance(body, bytes)
+            body = encode_json({"schema": SCHEMA, "error": "answer could not be signed"})
+            response = web.Response(body=body, status=500, content_type="application/json")
         response.headers[ANSWER_SIGNATURE_HEADER] = sign_answer(
             self._secret, target=self._identity, nonce=nonce, status=response.status, body=body
         )

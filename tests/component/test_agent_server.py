@@ -483,7 +483,7 @@ async def test_v1_requests_are_refused_unless_accept_v1(start_agent: StartAgent)
     finally:
         structlog.configure(**saved)
     assert status == 200
-    assert "protocol v1 request accepted" in out.getvalue()
+    assert "agent.v1_request_accepted" in out.getvalue()
 
 
 async def test_unknown_protocol_version_is_401(start_agent: StartAgent) -> None:

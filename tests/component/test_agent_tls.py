@@ -4,7 +4,11 @@ against the CA file, and refusing an agent whose certificate another CA signed."
 
 from __future__ import annotations
 
+import asyncio
+import json
+import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -17,9 +21,10 @@ from drwatch.config import AgentClientConfig
 from drwatch.errors import ConfigError
 from drwatch.model.observation import Health
 from drwatch.observe.agent import AgentClient, client_tls_context
+from tests.component.test_agent_cli import poll_until_up
 from tests.component.test_agent_client import instance_at
 from tests.component.test_agent_server import SECRET, FakeHost, agent_cfg
-from tests.support.services import need_binary
+from tests.support.services import free_port, need_binary
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -129,3 +134,39 @@ def test_tls_keys_are_validated_together() -> None:
         agent_cfg(tls_cert_file="/etc/drwatch/agent.pem")
     with pytest.raises(ValueError, match='tls_ca_file is set but scheme is not "https"'):
         AgentClientConfig.model_validate({"secret_file": "/x", "tls_ca_file": "/ca.pem"})
+
+
+async def test_agent_process_serves_https_from_its_config(tmp_path: Path) -> None:
+    """`drwatch agent` with tls_cert_file/tls_key_file serves HTTPS that the daemon's
+    client verifies against the CA; it logs an https listen address."""
+    make_ca(tmp_path, "ca")
+    cert, key = make_agent_cert(tmp_path, "ca")
+    secret = tmp_path / "agent.secret"
+    secret.write_bytes(SECRET)
+    secret.chmod(0o600)
+    port = free_port()
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        f'listen = "127.0.0.1:{port}"\nsecret_file = "{secret}"\ninstance_id = "i-0db2"\n'
+        f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"\nlog_format = "json"\n'
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "drwatch.cli", "agent", "--config", str(cfg)),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = AgentClient(https_cfg(port, tmp_path / "ca.pem"), SECRET, session)
+            instance = instance_at(port, private_ip="127.0.0.1")
+            assert await poll_until_up(client, instance, deadline_s=20.0) is Health.UP
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            _, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0
+    started = json.loads(err.decode().splitlines()[0])
+    assert (started["event"], started["listen"]) == ("agent.started", f"https://127.0.0.1:{port}")
