@@ -78,12 +78,11 @@ def host_check(allowed: AllowedHosts) -> Middleware:
         if name not in refused and len(refused) < 100:  # log each name once, bounded
             refused.add(name)
             log.warning("web.host_refused", host=name, remote=request.remote)
-        return web.Response(
-            status=421,
-            text=(
-                f"drwatch does not answer to the name {name!r}. Use its address, or add the "
-                "name to watcher.allowed_hosts (this check stops DNS-rebinding pages)\n"
-            ),
+        # JSON like the API's other errors, so `drwatch status --api URL` shows the hint.
+        message = (
+            f"drwatch does not answer to the name {name!r}: use its address, or add the "
+            "name to watcher.allowed_hosts (this check stops DNS-rebinding pages)"
         )
+        return web.json_response({"error": message}, status=421)
 
     return check

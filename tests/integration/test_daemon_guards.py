@@ -8,6 +8,7 @@ a foreign name (DNS rebinding).
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import subprocess
@@ -25,12 +26,15 @@ ENV = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "t
 
 
 def _get(port: int, path: str, host: str) -> int:
+    return _request(port, path, host)[0]
+
+
+def _request(port: int, path: str, host: str) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         conn.request("GET", path, headers={"Host": host})
         resp = conn.getresponse()
-        resp.read()
-        return resp.status
+        return resp.status, resp.read()
     finally:
         conn.close()
 
@@ -119,7 +123,10 @@ def test_api_refuses_a_foreign_host_name(moto: MotoServer, tmp_path: Path) -> No
     )
     with daemon(cfg, port, tmp_path / "daemon.log"):
         for path in ("/api/v1/status", "/metrics", "/"):
-            assert _get(port, path, f"rebind.attacker.example:{port}") == 421, path
+            status, body = _request(port, path, f"rebind.attacker.example:{port}")
+            assert status == 421, path
+            assert "watcher.allowed_hosts" in json.loads(body)["error"]
+            assert b"targets" not in body
         for host in (
             f"127.0.0.1:{port}",
             f"localhost:{port}",
