@@ -77,6 +77,10 @@ class WatcherConfig(_Strict):
     api_token_file: Path | None = None
     # Read endpoints are open on loopback by default; set true to require the token too.
     api_read_requires_token: bool = False
+    # Names (besides listen's host, localhost, IP addresses and alerts.external_url's
+    # host) that the web app answers to in the Host header; others get 421, so a
+    # DNS-rebinding page cannot read the API from an operator's browser.
+    allowed_hosts: list[str] = Field(default_factory=list)
 
 
 class Objective(_Strict):
@@ -246,10 +250,25 @@ class AgentClientConfig(_Strict):
     port: Port = 9180
     scheme: Literal["http", "https"] = "http"
     secret_file: Path
-    # Which of the instance's addresses to use. An instance tag `drwatch:agent-addr`
-    # (host:port) overrides it: the sandbox uses that for loopback agents.
+    # Which of the instance's addresses to use.
     address: Literal["private_ip", "public_ip"] = "private_ip"
     max_response_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
+    # Honour an instance tag `drwatch:agent-addr` (host:port) over the address above. Off by
+    # default: whoever can tag an instance could point the watcher elsewhere (the sandbox
+    # turns it on for its loopback agents).
+    allow_address_tag: bool = False
+    # secret_file holds a master secret and each agent has its own, derived from it and
+    # its instance id (`drwatch agent-secret`): one leaked host secret opens one host.
+    per_host_secrets: bool = False
+    # scheme = "https": verify the agents' certificates against this CA bundle (PEM)
+    # instead of the system's trust store.
+    tls_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_needs_https(self) -> Self:
+        if self.tls_ca_file is not None and self.scheme != "https":
+            raise ValueError('tls_ca_file is set but scheme is not "https"')
+        return self
 
 
 class Canary(_Strict):

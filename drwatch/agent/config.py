@@ -27,6 +27,8 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _PARAM = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# As `drwatch.agent.wire.valid_target`: it goes into the signed canonical string.
+_INSTANCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAX_CHECKS = 64
 MAX_ACTIONS = 32
 
@@ -53,7 +55,16 @@ def _check_param(value: str) -> str:
     return value
 
 
+def _check_instance_id(value: str) -> str:
+    if not _INSTANCE_ID.match(value):
+        raise ValueError(
+            f"{value[:64]!r} is not an instance id: 1-128 of letters, digits, '.', '_', ':', '-'"
+        )
+    return value
+
+
 Name = Annotated[str, AfterValidator(_check_name)]
+InstanceId = Annotated[str, AfterValidator(_check_instance_id)]
 HostPort = Annotated[str, AfterValidator(_check_host_port)]
 ParamName = Annotated[str, AfterValidator(_check_param)]
 
@@ -162,6 +173,16 @@ class AgentConfig(_Strict):
     # Loopback by default: set the host's private address to let the watcher in.
     listen: HostPort = "127.0.0.1:9180"
     secret_file: Path
+    # Who this agent is (exactly one of the two): requests signed for another instance
+    # are refused. cloud-init writes the id to /var/lib/cloud/data/instance-id.
+    instance_id: InstanceId | None = None
+    instance_id_file: Path | None = None
+    # HTTPS: the certificate (chain) and its private key, both or neither (docs/agent.md).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Also accept protocol v1 requests (no target, unsigned answers): only while a
+    # watcher older than v2 is being upgraded. Logged at start and on every v1 request.
+    accept_v1: bool = False
     # A request whose timestamp is further than this from the agent's clock is refused.
     max_clock_skew: Duration = 30.0
     max_request_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 64 * 1024
@@ -184,6 +205,7 @@ class AgentConfig(_Strict):
             )
         if self.check_timeout <= 0:
             problems.append("check_timeout must be greater than 0")
+        problems += self._transport_problems()
         for what, names in (
             ("checks", [c.name for c in self.checks]),
             ("actions", [a.name for a in self.actions]),
@@ -193,6 +215,18 @@ class AgentConfig(_Strict):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _transport_problems(self) -> list[str]:
+        problems = []
+        if (self.instance_id is None) == (self.instance_id_file is None):
+            problems.append(
+                "set exactly one of instance_id and instance_id_file: the agent refuses "
+                "requests signed for another instance, so it must know its own id "
+                '(e.g. instance_id_file = "/var/lib/cloud/data/instance-id")'
+            )
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            problems.append("tls_cert_file and tls_key_file go together: set both or neither")
+        return problems
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -19,7 +19,9 @@ from tests.support.services import free_port
 
 
 def checks_cfg(*checks: dict[str, object]) -> agent_config.AgentConfig:
-    return agent_config.parse({"secret_file": "/unused", "checks": list(checks)})
+    return agent_config.parse(
+        {"secret_file": "/unused", "instance_id": "i-1", "checks": list(checks)}
+    )
 
 
 @pytest.fixture
