@@ -119,10 +119,10 @@ async def test_killed_moto_reads_unreachable_then_recovers() -> None:
     url = f"http://127.0.0.1:{port}"
     argv = [binary, "-H", "127.0.0.1", "-p", str(port)]
     env = {"MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}
-    # A generous read timeout: a fresh moto's first EC2 call takes about a second idle and
-    # several on a loaded machine; the killed moto refuses connections, so "down" does
-    # not wait on it.
-    async with AwsProvider(config(url), connect_timeout=1.0, read_timeout=30.0) as aws:
+    # Generous timeouts: a fresh moto's first EC2 call takes about a second idle and several
+    # on a loaded machine (a CI run timed out connecting after 1 s); the killed moto
+    # refuses connections at once, so "down" does not wait on them.
+    async with AwsProvider(config(url), connect_timeout=10.0, read_timeout=30.0) as aws:
         observer = ProviderObserver(aws, [US, EU], timeout=8.0)
         with process(argv, env=env) as first:
             await asyncio.to_thread(wait_http, f"{url}/moto-api/")
