@@ -245,7 +245,16 @@ def test_drill_command_exits_2_on_a_non_utf8_scenario(tmp_path: Path) -> None:
     bad.write_bytes(b'name = "caf\xe9"\nduration = "10s"\n')
     report = tmp_path / "r.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "drwatch.cli", "drill", str(bad), "--sandbox", "--report", str(report)],
+        [
+            sys.executable,
+            "-m",
+            "drwatch.cli",
+            "drill",
+            str(bad),
+            "--sandbox",
+            "--report",
+            str(report),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
