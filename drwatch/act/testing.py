@@ -348,6 +348,7 @@ FAST_SETTINGS = ActSettings(
     snapshot_timeout=5,
     action_timeout=5,
     service_timeout=5,
+    describe_lag=1.0,
 )
 
 
