@@ -233,6 +233,54 @@ async def create_once(
     return await ctx.effect(key, params, check=find, apply=apply)
 
 
+async def copy_image_once(
+    ctx: RunContext, key: str, region: str, *, source_region: str, image_id: str, name: str
+) -> str:
+    """Copy an image into `region` once: found by its name there, made with a client token
+    (so a retry whose describe lags gets the same copy back)."""
+
+    async def check(p: JSON) -> JSON | None:
+        images = await ctx.deps.provider.images(p["region"])
+        found = next((i.id for i in images if i.name == p["name"]), None)
+        return {"image_id": found} if found else None
+
+    async def apply(p: JSON) -> JSON:
+        new_id = await ctx.deps.provider.copy_image(
+            p["region"], p["source_region"], p["image_id"], p["name"], ctx.token(key)
+        )
+        return {"image_id": new_id}
+
+    params = {"region": region, "source_region": source_region, "image_id": image_id}
+    result = await ctx.effect(key, {**params, "name": name}, check=check, apply=apply)
+    copied: str = result["image_id"]
+    return copied
+
+
+async def copy_snapshot_once(
+    ctx: RunContext, key: str, region: str, *, source_region: str, snapshot_id: str
+) -> str:
+    """Copy a snapshot into `region` once. CopySnapshot takes no client token: the copy
+    is tagged with this run's step and journaled (`create_once`)."""
+
+    async def find(p: JSON) -> JSON | None:
+        wanted = dict(ctx.tags(key))
+        for snap in await ctx.deps.provider.snapshots(p["region"]):
+            if all(dict(snap.tags).get(k) == v for k, v in wanted.items()):
+                return {"snapshot_id": snap.id}
+        return None
+
+    async def create(p: JSON) -> JSON:
+        new_id = await ctx.deps.provider.copy_snapshot(
+            p["region"], p["source_region"], p["snapshot_id"], ctx.tags(key)
+        )
+        return {"snapshot_id": new_id}
+
+    params = {"region": region, "source_region": source_region, "snapshot_id": snapshot_id}
+    result = await create_once(ctx, key, params, find=find, create=create)
+    copied: str = result["snapshot_id"]
+    return copied
+
+
 async def _settled(
     ctx: RunContext, key: str, find: Callable[[], Awaitable[JSON | None]]
 ) -> JSON | None:
