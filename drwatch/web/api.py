@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from drwatch.cycle import (
     IncidentNotFoundError,
@@ -265,8 +265,10 @@ async def resume(request: web.Request, state: ApiState) -> web.Response:
 
 async def _body(request: web.Request) -> JSON | web.Response:
     """An empty body, or a JSON object with an optional `by` (who, for the record)."""
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return _error(413, f"request body over {MAX_BODY} bytes")
+    raw = await _read_capped(request.content, MAX_BODY)
+    if raw is None:
         return _error(413, f"request body over {MAX_BODY} bytes")
     if not raw.strip():
         return {}
@@ -276,6 +278,20 @@ async def _body(request: web.Request) -> JSON | web.Response:
         return _error(400, "request body is not JSON")
     problem = _body_problem(body)
     return _error(400, problem) if problem else body
+
+
+async def _read_capped(stream: StreamReader, cap: int) -> bytes | None:
+    """The whole body, or None past `cap` bytes. One read() may return only the first
+    chunk that arrived, so read until the end (or one byte past the cap)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= cap:
+        chunk = await stream.read(cap + 1 - size)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+    return None
 
 
 def _no_constant(name: str) -> object:

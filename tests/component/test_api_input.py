@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -86,3 +87,18 @@ async def test_implausible_incident_ids_are_refused(client: Client, incident_id:
     assert resp.status == 400
     resp = await client.post(f"/api/v1/incidents/{incident_id}/approve", headers=AUTH)
     assert resp.status == 400
+
+
+async def test_a_body_arriving_in_pieces_is_read_whole(client: Client) -> None:
+    """A chunked body is read to its end, not just its first piece: a valid body split in
+    two is accepted, and one past the limit is 413 even without a Content-Length."""
+
+    async def pieces(*parts: bytes) -> AsyncIterator[bytes]:
+        for part in parts:
+            yield part
+            await asyncio.sleep(0.01)  # let the first piece arrive alone
+
+    resp = await client.post("/api/v1/pause", headers=AUTH, data=pieces(b'{"by": ', b'"ops"}'))
+    assert resp.status == 200, await resp.text()
+    resp = await client.post("/api/v1/resume", headers=AUTH, data=pieces(b" " * 3000, b" " * 3000))
+    assert resp.status == 413
