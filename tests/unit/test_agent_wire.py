@@ -183,7 +183,7 @@ FINITE = st.floats(allow_nan=False, allow_infinity=False)
 AMOUNT = st.floats(min_value=0, max_value=1e15)
 PERCENT = st.floats(min_value=0, max_value=100)
 BYTES = st.integers(min_value=0, max_value=2**63 - 1)
-SCALAR = st.booleans() | st.integers(-(2**63), 2**63 - 1) | FINITE | st.text(max_size=20)
+SCALAR = st.booleans() | st.integers(1 - 2**63, 2**63 - 1) | FINITE | st.text(max_size=20)
 CHECKS = st.dictionaries(
     st.text(min_size=1, max_size=12),
     st.builds(
