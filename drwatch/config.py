@@ -57,7 +57,8 @@ HostPort = Annotated[str, AfterValidator(_check_host_port)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # nan and inf are valid TOML floats; no setting of drwatch means either.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class LogFormat(StrEnum):
@@ -201,7 +202,7 @@ class GroupConfig(_Strict):
     # Databases: the data class whose objectives apply.
     data_class: Name | None = None
     # The group's expected size; `recovered` means it is back to this many healthy.
-    size: Annotated[int, Field(ge=0)] | None = None
+    size: Annotated[int, Field(ge=0, le=100_000)] | None = None
 
     @model_validator(mode="after")
     def _role_fields(self) -> Self:
@@ -294,7 +295,7 @@ class PolicyConfig(_Strict):
     paused: bool = False
     warmup: Duration = 30.0
     cooldown: Duration = 600.0
-    max_concurrent: Annotated[int, Field(ge=0)] = 2
+    max_concurrent: Annotated[int, Field(ge=0, le=1000)] = 2
     # Never replace more than this share of a group within blast_window.
     blast_radius: Share = 0.5
     blast_window: Duration = 1800.0

@@ -61,9 +61,9 @@ def _moto_binary() -> str:
 def moto_session() -> Iterator[MotoServer]:
     port = free_port()
     env = {"MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}
-    with process([_moto_binary(), "-H", "127.0.0.1", "-p", str(port)], env=env):
+    with process([_moto_binary(), "-H", "127.0.0.1", "-p", str(port)], env=env) as proc:
         url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/moto-api/")
+        wait_http(f"{url}/moto-api/", proc=proc)
         yield MotoServer(url=url, port=port)
 
 

@@ -314,8 +314,18 @@ def _no_constants(name: str) -> Any:
     raise WireError(f"{name} is not a JSON number")
 
 
+# An answer nests at most facts -> checks -> check -> data -> value; an action's result a
+# little more. Anything deeper is not an agent talking.
+MAX_DEPTH = 16
+# Keys per object (checks, disks, a check's data): a host has a few dozen at most.
+MAX_KEYS = 512
+# Integers are byte counts and the like: beyond 2**63 is not a real value (and a 4,000-digit
+# one would overflow every float conversion downstream).
+MAX_INT = 2**63 - 1
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """A JSON object from bytes, or WireError saying why not."""
+    """A JSON object from bytes, or WireError saying why not (never anything else)."""
     try:
         value = json.loads(raw, parse_constant=_no_constants)
     except WireError:
@@ -323,10 +333,36 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     except RecursionError:
         raise WireError("JSON nested too deeply") from None
     except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, oversized ints
-        raise WireError(f"not JSON: {err}") from None
+        raise WireError(f"not JSON: {str(err)[:200]}") from None
     if not isinstance(value, dict):
         raise WireError(f"expected a JSON object, got {type(value).__name__}")
+    _check_shape(value)
     return value
+
+
+def _check_shape(value: Any) -> None:
+    """Refuse nesting deeper than MAX_DEPTH, objects with more than MAX_KEYS keys and
+    integers outside +-MAX_INT, anywhere in the document, naming where (iteratively:
+    no recursion, whatever the depth)."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while stack:
+        item, depth, where = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                raise WireError(f"{where or 'JSON'}: nested deeper than {MAX_DEPTH} levels")
+            if len(item) > MAX_KEYS:
+                raise WireError(f"{where or 'JSON'}: more than {MAX_KEYS} entries")
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            stack.extend((v, depth + 1, _child(where, k)) for k, v in pairs)
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > MAX_INT:
+            raise WireError(f"{where}: number out of range ({len(str(abs(item)))} digits)")
+
+
+def _child(where: str, key: object) -> str:
+    if isinstance(key, int):
+        return f"{where}[{key}]"
+    shown = str(key)[:40]
+    return f"{where}.{shown}" if where else shown
 
 
 def _get(obj: Mapping[str, Any], key: str, where: str) -> Any:
@@ -344,19 +380,34 @@ def _str(obj: Mapping[str, Any], key: str, where: str) -> str:
     return value
 
 
-def _num(obj: Mapping[str, Any], key: str, where: str) -> float:
+def _num(
+    obj: Mapping[str, Any], key: str, where: str, low: float = 0.0, high: float = 1e15
+) -> float:
+    """A finite number within [low, high]; the defaults fit durations and counters."""
     value = _get(obj, key, where)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise WireError(f"{where}.{key}: expected a number, got {type(value).__name__}")
-    if not math.isfinite(value):
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        raise WireError(f"{where}.{key}: number out of range")
+    number = float(value)
+    if not math.isfinite(number):
         raise WireError(f"{where}.{key}: expected a finite number")
-    return float(value)
+    if not low <= number <= high:
+        raise WireError(f"{where}.{key}: {number:g} is outside {low:g}..{high:g}")
+    return number
+
+
+def _percent(obj: Mapping[str, Any], key: str, where: str) -> float:
+    return _num(obj, key, where, 0.0, 100.0)
 
 
 def _int(obj: Mapping[str, Any], key: str, where: str) -> int:
+    """A non-negative integer that fits in 63 bits (byte counts)."""
     value = _get(obj, key, where)
     if isinstance(value, bool) or not isinstance(value, int):
         raise WireError(f"{where}.{key}: expected an integer, got {type(value).__name__}")
+    if not 0 <= value <= MAX_INT:
+        raise WireError(f"{where}.{key}: integer out of range 0..2**63-1")
     return value
 
 
@@ -371,7 +422,11 @@ def _status(obj: Mapping[str, Any], key: str, where: str) -> Status:
 
 
 def _scalar(value: Any, where: str) -> Scalar:
-    if isinstance(value, bool | str | int):
+    if isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        if abs(value) > MAX_INT:
+            raise WireError(f"{where}: integer out of range")
         return value
     if isinstance(value, float) and math.isfinite(value):
         return value
@@ -405,7 +460,7 @@ def _decode_disk(obj: Any, where: str) -> DiskUsage:
         mount=_str(obj, "mount", where),
         total_bytes=_int(obj, "total_bytes", where),
         free_bytes=_int(obj, "free_bytes", where),
-        used_percent=_num(obj, "used_percent", where),
+        used_percent=_percent(obj, "used_percent", where),
     )
 
 
@@ -413,7 +468,7 @@ def _decode_memory(obj: Any, where: str) -> Memory:
     return Memory(
         total_bytes=_int(obj, "total_bytes", where),
         available_bytes=_int(obj, "available_bytes", where),
-        used_percent=_num(obj, "used_percent", where),
+        used_percent=_percent(obj, "used_percent", where),
     )
 
 
@@ -436,7 +491,7 @@ def decode_facts(raw: bytes) -> Facts:
         collected_at=_num(obj, "collected_at", "facts"),
         status=_status(obj, "status", "facts"),
         uptime_s=_num(obj, "uptime_s", "facts"),
-        cpu_percent=_num(obj, "cpu_percent", "facts"),
+        cpu_percent=_percent(obj, "cpu_percent", "facts"),
         load=_decode_load(_get(obj, "load", "facts"), "facts.load"),
         memory=_decode_memory(_get(obj, "memory", "facts"), "facts.memory"),
         disks=_keyed(obj, "disks", "facts", _decode_disk),

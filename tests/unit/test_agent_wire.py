@@ -247,7 +247,12 @@ def test_arbitrary_json_inside_a_valid_envelope_only_raises_wire_error(value: ob
 
 
 FINITE = st.floats(allow_nan=False, allow_infinity=False)
-SCALAR = st.booleans() | st.integers() | FINITE | st.text(max_size=20)
+# What a real host reports: non-negative amounts, percentages within 0..100, byte counts
+# within 63 bits. Outside these the decoder refuses the answer (see test_agent_answers).
+AMOUNT = st.floats(min_value=0, max_value=1e15)
+PERCENT = st.floats(min_value=0, max_value=100)
+BYTES = st.integers(min_value=0, max_value=2**63 - 1)
+SCALAR = st.booleans() | st.integers(1 - 2**63, 2**63 - 1) | FINITE | st.text(max_size=20)
 CHECKS = st.dictionaries(
     st.text(min_size=1, max_size=12),
     st.builds(
@@ -263,15 +268,15 @@ CHECKS = st.dictionaries(
 FACTS = st.builds(
     Facts,
     hostname=st.text(max_size=20),
-    collected_at=FINITE,
+    collected_at=AMOUNT,
     status=st.sampled_from(list(Status)),
-    uptime_s=FINITE,
-    cpu_percent=FINITE,
-    load=st.builds(Load, FINITE, FINITE, FINITE),
-    memory=st.builds(Memory, st.integers(), st.integers(), FINITE),
+    uptime_s=AMOUNT,
+    cpu_percent=PERCENT,
+    load=st.builds(Load, AMOUNT, AMOUNT, AMOUNT),
+    memory=st.builds(Memory, BYTES, BYTES, PERCENT),
     disks=st.dictionaries(
         st.text(max_size=12),
-        st.builds(DiskUsage, st.text(max_size=12), st.integers(), st.integers(), FINITE),
+        st.builds(DiskUsage, st.text(max_size=12), BYTES, BYTES, PERCENT),
         max_size=3,
     ),
     checks=CHECKS,

@@ -73,3 +73,28 @@ def test_console_script_help() -> None:
     ).stdout
     assert "check-config" in out
     assert "run" in out
+
+
+@pytest.mark.parametrize(
+    ("content", "wanted"),
+    [
+        (b"[policy]\ncooldown = nan\n", "policy.cooldown"),
+        (b"[watcher]\nname = '\xff'\n", "not UTF-8: byte 0xff at line 2, column 9"),
+    ],
+)
+def test_check_config_bad_input_exits_2_without_traceback(
+    tmp_path: Path, content: bytes, wanted: str
+) -> None:
+    """As a user runs it: exit 2, the position or path in the message, no traceback."""
+    path = tmp_path / "c.toml"
+    path.write_bytes(content)
+    proc = subprocess.run(
+        [sys.executable, "-m", "drwatch.cli", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert wanted in proc.stderr
+    assert "Traceback" not in proc.stderr
