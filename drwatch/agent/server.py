@@ -29,6 +29,7 @@ from drwatch.agent.actions import Action, ActionError, build_actions
 from drwatch.agent.checks import Check, build_checks, run_checks
 from drwatch.agent.config import AgentConfig
 from drwatch.agent.host import HostFacts, PsutilHost
+from drwatch.agent.postgres import database
 from drwatch.agent.wire import (
     NONCE_HEADER,
     SCHEMA,
@@ -313,8 +314,9 @@ async def serving(app: web.Application, host: str, port: int) -> AsyncIterator[i
 async def run_agent(cfg: AgentConfig, stop: asyncio.Event) -> None:
     """Run the real agent (psutil host, configured checks and actions) until `stop` is set."""
     secret = read_secret(cfg.secret_file)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
-        checks = build_checks(cfg, session)
+    timeout = aiohttp.ClientTimeout(total=None)
+    async with aiohttp.ClientSession(timeout=timeout) as session, database(cfg.postgres) as pg:
+        checks = build_checks(cfg, session, pg)
         app = create_app(cfg, PsutilHost(cfg.mounts), checks, build_actions(cfg), secret=secret)
         host, port = cfg.host_port
         async with serving(app, host, port) as bound:
