@@ -185,6 +185,31 @@ class Postgres:
         except Exception as err:
             raise DatabaseError(describe_error(err, self.cfg)) from None
 
+    async def fetch_from(self, host: str, port: int, query: str) -> Mapping[str, Any]:
+        """One row from another server (a new primary), with this agent's credentials, on a
+        connection of its own that is closed after; DatabaseError with the reason."""
+        cfg, within = self.cfg, self.cfg.connect_timeout
+        conn = None
+        try:
+            async with asyncio.timeout(within):
+                conn = await asyncpg.connect(
+                    host=host,
+                    port=port,
+                    user=cfg.user,
+                    database=cfg.database,
+                    password=self._password,
+                    timeout=within,
+                    server_settings={"application_name": APPLICATION_NAME},
+                )
+                row = await conn.fetchrow(query)
+        except Exception as err:
+            remote = cfg.model_copy(update={"host": host, "port": port})
+            raise DatabaseError(describe_error(err, remote)) from None
+        finally:
+            if conn is not None:
+                conn.terminate()
+        return dict(row) if row is not None else {}
+
     async def _fetch(self, query: str, within: float, *args: object) -> list[Mapping[str, Any]]:
         if self._conn is None or self._conn.is_closed():
             self._conn = await self.connect(within)

@@ -29,6 +29,7 @@ from drwatch.agent.actions import Action, ActionError, build_actions
 from drwatch.agent.checks import Check, build_checks, run_checks
 from drwatch.agent.config import AgentConfig
 from drwatch.agent.host import HostFacts, PsutilHost
+from drwatch.agent.pgactions import database_actions
 from drwatch.agent.postgres import database
 from drwatch.agent.wire import (
     NONCE_HEADER,
@@ -317,14 +318,15 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event) -> None:
     timeout = aiohttp.ClientTimeout(total=None)
     async with aiohttp.ClientSession(timeout=timeout) as session, database(cfg.postgres) as pg:
         checks = build_checks(cfg, session, pg)
-        app = create_app(cfg, PsutilHost(cfg.mounts), checks, build_actions(cfg), secret=secret)
+        actions = build_actions(cfg, database_actions(pg))
+        app = create_app(cfg, PsutilHost(cfg.mounts), checks, actions, secret=secret)
         host, port = cfg.host_port
         async with serving(app, host, port) as bound:
             log.info(
                 "agent.started",
                 listen=f"{host}:{bound}",
                 checks=sorted(checks),
-                actions=sorted(a.name for a in cfg.actions),
+                actions=sorted(actions),
             )
             await stop.wait()
         log.info("agent.stopped")

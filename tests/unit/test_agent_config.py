@@ -40,7 +40,7 @@ def test_commented_actions_in_the_example_are_valid_too() -> None:
         for line in text.splitlines()
     ]
     cfg = agent_config.parse(tomllib.loads("\n".join(lines)))
-    assert [a.name for a in cfg.actions] == ["promote_database", "register_backend"]
+    assert [a.name for a in cfg.actions] == ["register_backend", "set_database"]
 
 
 def test_defaults_listen_on_loopback_only() -> None:
