@@ -23,8 +23,8 @@ from drwatch.agent.pgactions import Freezer, database_actions, format_conninfo, 
 from drwatch.agent.postgres import Postgres, PostgresCheck
 from drwatch.agent.wire import signed_headers
 from tests.component.test_agent_postgres import check_config, pg_config, until
-from tests.support.postgres import PASSWORD, Clusters, Server, clusters
-from tests.support.services import free_port
+from tests.support.postgres import PASSWORD, Clusters, Server, clusters, loop_filesystem
+from tests.support.services import free_port, need_binary
 
 pytestmark = pytest.mark.services
 ALL = ["promote", "follow", "freeze", "thaw"]
@@ -336,3 +336,41 @@ async def test_fsfreeze_runs_around_the_backup_and_on_auto_thaw(
     ]
     assert float(str(manual["writes_blocked_s"])) > 0
     assert facts.data["last_freeze_auto"] is True
+
+
+async def test_a_real_fsfreeze_blocks_writes_until_the_thaw(pg: Clusters) -> None:
+    """The data directory on a filesystem of its own (a loop device), frozen for real:
+    while frozen no further insert commits; after the thaw writes resume, the thaw says
+    how long they were blocked, and every acknowledged row is there."""
+    fsfreeze = need_binary("fsfreeze", "/usr/sbin", "/sbin")
+    with loop_filesystem(256) as mount:
+        if mount is None:
+            pytest.skip("mounting a loop filesystem needs root and a loop device")
+        primary = pg.primary(data=mount / "data", options={"fsync": "on"})
+        try:
+            primary.sql("CREATE TABLE writes (id int PRIMARY KEY)")
+            cfg = pg_config(
+                primary, actions=["freeze", "thaw"], fsfreeze_mount=str(mount),
+                fsfreeze_binary=fsfreeze, max_freeze="30s",
+            )  # fmt: skip
+            stop, acked = asyncio.Event(), list[int]()
+            writer = asyncio.create_task(write_acknowledged(primary, stop, acked))
+            async with Postgres(cfg) as running:
+                freezer = Freezer(running)
+                await until(lambda: _async(len(acked) > 10), "no writes before the freeze")
+                frozen = await freezer.freeze({})
+                at_freeze = len(acked)
+                await asyncio.sleep(1.0)  # a while frozen: not a duration under test
+                while_frozen = len(acked)
+                thawed = await freezer.thaw({})
+                after = len(acked)
+                await until(lambda: _async(len(acked) > after + 10), "writes did not resume")
+            stop.set()
+            await writer
+            stored = {int(x) for x in primary.sql("SELECT id FROM writes").split()}
+        finally:
+            pg.stop_all()  # before the filesystem goes
+    assert frozen["fs_frozen"] is True
+    assert while_frozen - at_freeze <= 1  # at most the commit already in flight
+    assert float(str(thawed["writes_blocked_s"])) >= 1.0
+    assert set(acked) <= stored

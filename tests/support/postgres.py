@@ -81,6 +81,7 @@ class Server:
     sockdir: Path
     log: Path
     replicas: list[Server] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)  # over SERVER_OPTIONS
 
     @property
     def dsn_socket(self) -> dict[str, object]:
@@ -88,7 +89,8 @@ class Server:
         return {"host": str(self.sockdir), "port": self.port, "user": "postgres"}
 
     def start(self) -> None:
-        opts = " ".join(f"-c {k}={v}" for k, v in SERVER_OPTIONS.items())
+        settings = {**SERVER_OPTIONS, **self.options}
+        opts = " ".join(f"-c {k}={v}" for k, v in settings.items())
         opts += f" -p {self.port} -k {self.sockdir}"
         argv = [pg_binary("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts]
         run([*argv, "-w", "-t", "60", "start"], timeout=90)
@@ -175,12 +177,23 @@ class Clusters:
             self._template = _initdb(self.root)
         return self._template
 
-    def primary(self, *, fresh: bool = False) -> Server:
+    def primary(
+        self,
+        *,
+        fresh: bool = False,
+        data: Path | None = None,
+        options: dict[str, str] | None = None,
+    ) -> Server:
+        """A started primary. `data`: where its data directory goes (a directory the
+        postgres user may create it in; e.g. a filesystem of its own); `options`: server
+        settings over the defaults (e.g. fsync on, for a benchmark)."""
         base, sock = self._new_dirs()
         source = _initdb(base) if fresh else self.template()
-        data = base / "data"
+        data = data or base / "data"
         run(["cp", "-a", str(source), str(data)])
-        server = Server(data=data, port=free_port(), sockdir=sock, log=base / "log")
+        server = Server(
+            data=data, port=free_port(), sockdir=sock, log=base / "log", options=options or {}
+        )
         self._servers.append(server)
         server.start()
         server.sql(f"ALTER USER postgres PASSWORD '{PASSWORD}'")
@@ -213,6 +226,38 @@ class Clusters:
     def close(self) -> None:
         self.stop_all()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextmanager
+def loop_filesystem(size_mb: int = 512) -> Iterator[Path | None]:
+    """A filesystem of its own, owned by postgres: an ext4 image on a loop device,
+    mounted for the block, so `fsfreeze` on it freezes nothing else on the machine.
+    None when this process may not mount one (not root, no loop devices)."""
+    if os.geteuid() != 0 or shutil.which("mkfs.ext4") is None:
+        yield None
+        return
+    root = Path(tempfile.mkdtemp(prefix="drwatch-loopfs-"))
+    root.chmod(0o755)  # the postgres user walks through it to its data directory
+    image, mount = root / "fs.img", root / "mnt"
+    mount.mkdir()
+    mounted = False
+    try:
+        subprocess.run(["truncate", "-s", f"{size_mb}M", str(image)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
+        done = subprocess.run(
+            ["mount", "-o", "loop", str(image), str(mount)], check=False, capture_output=True
+        )
+        if done.returncode != 0:
+            yield None
+            return
+        mounted = True
+        shutil.chown(mount, "postgres", "postgres")
+        yield mount
+    finally:
+        if mounted:
+            subprocess.run(["fsfreeze", "--unfreeze", str(mount)], check=False, capture_output=True)
+            subprocess.run(["umount", "-l", str(mount)], check=False)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextmanager
