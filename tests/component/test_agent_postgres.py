@@ -191,6 +191,24 @@ async def test_amcheck_sweep_finds_a_corrupt_index(pg: Clusters) -> None:
     assert result.data["amcheck"] == "corrupt"
 
 
+async def test_amcheck_sweeps_a_bounded_number_of_indexes_round_and_round(pg: Clusters) -> None:
+    """A sweep checks at most amcheck_max_indexes; the next one goes on from there, and
+    the one after the last index starts again from the first."""
+    primary = pg.primary()
+    primary.sql("CREATE EXTENSION amcheck; CREATE TABLE a (id int PRIMARY KEY)")
+    oids = primary.sql(
+        "SELECT c.oid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'btree' AND i.indisvalid "
+        "ORDER BY c.oid"
+    ).split()
+    per_sweep = len(oids) // 2 + 1
+    async with checking(pg_config(primary), amcheck_max_indexes=per_sweep) as c:
+        sweeps = [await c.sweep_now() for _ in range(3)]
+    assert [s.result for s in sweeps] == ["ok", "ok", "ok"]
+    assert [s.indexes for s in sweeps] == [per_sweep, len(oids) - per_sweep, per_sweep]
+    assert [s.next_oid for s in sweeps] == [int(oids[per_sweep - 1]), 0, int(oids[per_sweep - 1])]
+
+
 async def test_a_replica_of_another_cluster_is_critical(pg: Clusters) -> None:
     """A replica restored from a different cluster: its system identifier is not the one
     expected; pointed at our primary it cannot stream either. Both say why."""
