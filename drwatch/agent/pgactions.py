@@ -389,14 +389,17 @@ class Freezer:
 
 
 def database_actions(pg: Postgres | None) -> dict[str, Action]:
-    """The built-in database actions `[postgres] actions` enables, by name."""
+    """The built-in database actions `[postgres] actions` enables, by name. The freezer
+    exists (and the check reports `frozen`) only when freeze or thaw is enabled."""
     if pg is None:
         return {}
-    freezer = Freezer(pg)
-    every: dict[str, Action] = {
-        "promote": Promote(pg),
-        "follow": Follow(pg),
-        "freeze": freezer.freeze,
-        "thaw": freezer.thaw,
-    }
-    return {name: every[name] for name in pg.cfg.actions}
+    enabled = set(pg.cfg.actions)
+    actions: dict[str, Action] = {}
+    if "promote" in enabled:
+        actions["promote"] = Promote(pg)
+    if "follow" in enabled:
+        actions["follow"] = Follow(pg)
+    if enabled & {"freeze", "thaw"}:
+        freezer = Freezer(pg)
+        actions.update(freeze=freezer.freeze, thaw=freezer.thaw)
+    return {name: actions[name] for name in pg.cfg.actions}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from drwatch.agent import config as agent_config
-from drwatch.agent.postgres import replica_lag
+from drwatch.agent.pgactions import database_actions
+from drwatch.agent.postgres import Postgres, replica_lag
 from drwatch.errors import ConfigError
 
 
@@ -113,3 +114,11 @@ def test_replica_lag_compares_positions_not_only_the_timestamp(
 ) -> None:
     """Lag comes from WAL positions; the replay timestamp only prices a real gap."""
     assert replica_lag(row) == expected
+
+
+async def test_only_the_enabled_database_actions_exist() -> None:
+    """An action not listed under [postgres] actions is not in the registry (a 404)."""
+    cfg = agent_config.PostgresConfig.model_validate({"actions": ["promote", "thaw"]})
+    async with Postgres(cfg, password="unused") as pg:
+        assert set(database_actions(pg)) == {"promote", "thaw"}
+        assert database_actions(None) == {}
