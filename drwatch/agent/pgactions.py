@@ -55,7 +55,7 @@ class Promote:
             if not await self._in_recovery():
                 return {**await self._primary(), "previous_role": "primary", "promoted": False}
             wait_s = max(1, int(cfg.promote_timeout))
-            row = await self._pg.fetchrow(
+            row = await self._pg.fetchrow_alone(
                 "SELECT pg_promote(wait => true, wait_seconds => $1) AS done",
                 cfg.promote_timeout + cfg.connect_timeout,
                 wait_s,

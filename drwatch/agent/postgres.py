@@ -185,6 +185,19 @@ class Postgres:
         except Exception as err:
             raise DatabaseError(describe_error(err, self.cfg)) from None
 
+    async def fetchrow_alone(self, query: str, within: float, *args: object) -> Mapping[str, Any]:
+        """One row on a connection of its own, closed after: for a long statement (a
+        promotion) that must not hold the check's session."""
+        conn = await self.connect(self.cfg.connect_timeout, purpose="action")
+        try:
+            async with asyncio.timeout(within):
+                row = await conn.fetchrow(query, *args)
+        except Exception as err:
+            raise DatabaseError(describe_error(err, self.cfg)) from None
+        finally:
+            conn.terminate()
+        return dict(row) if row is not None else {}
+
     async def fetch_from(self, host: str, port: int, query: str) -> Mapping[str, Any]:
         """One row from another server (a new primary), with this agent's credentials, on a
         connection of its own that is closed after; DatabaseError with the reason."""

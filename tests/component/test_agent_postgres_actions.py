@@ -18,11 +18,12 @@ import aiohttp
 import asyncpg
 import pytest
 
+from drwatch.agent import config as agent_config
 from drwatch.agent.actions import Action, ActionError
 from drwatch.agent.pgactions import Freezer, database_actions, format_conninfo, parse_conninfo
 from drwatch.agent.postgres import Postgres, PostgresCheck
 from drwatch.agent.wire import signed_headers
-from tests.component.test_agent_postgres import check_config, pg_config, until
+from tests.component.test_agent_postgres import check_config, fake_server, pg_config, until
 from tests.support.postgres import PASSWORD, Clusters, Server, clusters, loop_filesystem
 from tests.support.services import free_port, need_binary
 
@@ -133,6 +134,25 @@ async def test_follow_refuses_what_it_must_not_follow(pg: Clusters) -> None:
     assert "another cluster" in str(to_stranger)
     assert f"port={primary.port}" in replica.sql("SHOW primary_conninfo")
     assert {bad_host.status, bad_port.status, missing.status} == {400}
+
+
+async def test_actions_on_a_hanging_database_fail_with_the_reason() -> None:
+    """A server that accepts and never answers: every action is a 503 saying so, in time."""
+    async with fake_server(None) as port:
+        cfg = agent_config.PostgresConfig.model_validate(
+            {"host": "127.0.0.1", "port": port, "connect_timeout": "300ms", "actions": ALL}
+        )
+        async with Postgres(cfg, password="x") as running:
+            actions = database_actions(running)
+            errors = [
+                await refused(actions["promote"], {}),
+                await refused(actions["follow"], {"host": "127.0.0.1", "port": "5432"}),
+                await refused(actions["freeze"], {}),
+            ]
+            thaw = await actions["thaw"]({})
+    assert [e.status for e in errors] == [503, 503, 503]
+    assert all("no answer in time" in str(e) for e in errors)
+    assert thaw["was_frozen"] is False
 
 
 def test_conninfo_round_trips_quotes_and_backslashes() -> None:
