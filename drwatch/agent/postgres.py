@@ -33,6 +33,7 @@ from drwatch.logs import get_logger
 from drwatch.units import format_duration
 
 MAX_REPLICAS = 16
+Verdict = tuple[Status, str]
 _CONNECTION_LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, ConnectionError)
 APPLICATION_NAME = "drwatch-agent"
 log = get_logger(component="agent.postgres")
@@ -248,7 +249,8 @@ SELECT pg_is_in_recovery() AS in_recovery,
        (SELECT coalesce(sum(checksum_failures), 0) FROM pg_stat_database)::bigint
            AS checksum_failures,
        (SELECT extract(epoch FROM max(checksum_last_failure)) FROM pg_stat_database)::float8
-           AS checksum_last_failure
+           AS checksum_last_failure,
+       pg_has_role('pg_read_all_stats', 'USAGE') AS sees_replication
 """
 PRIMARY_QUERY = """
 SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline,
@@ -345,6 +347,7 @@ class PostgresCheck:
         return {
             "role": "replica" if state["in_recovery"] else "primary",
             "system_identifier": str(state["system_identifier"]),
+            "sees_replication": bool(state["sees_replication"]),
         }
 
     async def _primary_facts(self) -> dict[str, Scalar]:
@@ -404,27 +407,59 @@ class PostgresCheck:
         return data
 
     def _verdict(self, data: Mapping[str, Scalar]) -> tuple[Status, str]:
-        """The worst thing first: another cluster, corruption, no stream, lag, no checksums."""
-        cfg, role = self._cfg, str(data["role"])
-        expected = cfg.expect_system_identifier
-        if expected is not None and data["system_identifier"] != expected:
-            return Status.CRITICAL, (
-                f"{role} of another cluster: system identifier {data['system_identifier']}, "
-                f"expected {expected} (restored or re-initialised?)"
-            )
-        if data["integrity"] == "corrupt":
-            return Status.CRITICAL, self._corruption(data)
-        if role == "replica" and data.get("receiver") != "streaming":
-            return Status.CRITICAL, (
-                f"replica not streaming (WAL receiver {data.get('receiver')}; "
-                f"upstream {data.get('upstream') or 'none'})"
-            )
-        lag = self._lag_verdict(data) if role == "replica" else None
-        if lag is not None:
-            return lag
-        if cfg.require_data_checksums and not data["data_checksums"]:
-            return Status.WARNING, f"{role}: data checksums are off (page corruption goes unseen)"
+        """The first rule that finds something, worst first; else ok."""
+        rules = (
+            self._other_cluster,
+            self._corrupt,
+            self._blind,
+            self._not_streaming,
+            self._lag_verdict,
+            self._no_checksums,
+        )
+        for rule in rules:
+            found = rule(data)
+            if found is not None:
+                return found
         return Status.OK, self._summary(data)
+
+    def _other_cluster(self, data: Mapping[str, Scalar]) -> Verdict | None:
+        expected = self._cfg.expect_system_identifier
+        if expected is None or data["system_identifier"] == expected:
+            return None
+        return Status.CRITICAL, (
+            f"{data['role']} of another cluster: system identifier "
+            f"{data['system_identifier']}, expected {expected} (restored or re-initialised?)"
+        )
+
+    def _corrupt(self, data: Mapping[str, Scalar]) -> Verdict | None:
+        return (Status.CRITICAL, self._corruption(data)) if data["integrity"] == "corrupt" else None
+
+    def _blind(self, data: Mapping[str, Scalar]) -> Verdict | None:
+        """Without pg_monitor the WAL receiver and the replicas read as empty."""
+        if data["sees_replication"]:
+            return None
+        user = self._pg.cfg.user
+        return Status.UNKNOWN, (
+            f"{data['role']}: user {user!r} cannot read the replication state "
+            f"(GRANT pg_monitor TO {user})"
+        )
+
+    @staticmethod
+    def _not_streaming(data: Mapping[str, Scalar]) -> Verdict | None:
+        if data["role"] != "replica" or data.get("receiver") == "streaming":
+            return None
+        return Status.CRITICAL, (
+            f"replica not streaming (WAL receiver {data.get('receiver')}; "
+            f"upstream {data.get('upstream') or 'none'})"
+        )
+
+    def _no_checksums(self, data: Mapping[str, Scalar]) -> Verdict | None:
+        if not self._cfg.require_data_checksums or data["data_checksums"]:
+            return None
+        return (
+            Status.WARNING,
+            f"{data['role']}: data checksums are off (page corruption goes unseen)",
+        )
 
     @staticmethod
     def _corruption(data: Mapping[str, Scalar]) -> str:
@@ -435,7 +470,9 @@ class PostgresCheck:
             parts.append(f"amcheck: {data.get('amcheck_detail', 'an index is corrupt')}")
         return f"{data['role']}: data corrupt: {'; '.join(parts)}"
 
-    def _lag_verdict(self, data: Mapping[str, Scalar]) -> tuple[Status, str] | None:
+    def _lag_verdict(self, data: Mapping[str, Scalar]) -> Verdict | None:
+        if data["role"] != "replica":
+            return None
         cfg = self._cfg
         lag_s, lag_bytes = float(data["lag_s"]), int(data["lag_bytes"])
         text = f"replica of {data['upstream']}, lag {lag_s:.1f}s / {lag_bytes} bytes"

@@ -21,7 +21,7 @@ from drwatch.agent import config as agent_config
 from drwatch.agent.checks import run_check
 from drwatch.agent.postgres import Postgres, PostgresCheck
 from drwatch.agent.wire import CheckResult, Status
-from tests.support.postgres import PASSWORD, Clusters, Server, clusters
+from tests.support.postgres import PASSWORD, Clusters, Server, clusters, pg_binary, run
 
 pytestmark = pytest.mark.services
 
@@ -91,6 +91,25 @@ async def test_a_pg_monitor_role_is_enough_for_the_check(pg: Clusters) -> None:
         result = await run_check("database", c, 10.0)
     assert result.status is Status.OK, result.detail
     assert result.data["system_identifier"] == primary.system_identifier()
+
+
+async def test_a_role_without_pg_monitor_is_unknown_not_a_false_alarm(pg: Clusters) -> None:
+    """Without pg_monitor a replica's WAL receiver reads as empty: the check says it
+    cannot see, naming the grant, instead of calling the replica not streaming."""
+    primary = pg.primary()
+    replica = pg.replica(primary)
+    primary.sql("CREATE ROLE nobody LOGIN")
+    replica.wait_ready()
+
+    async def role_replicated() -> bool:
+        return replica.sql("SELECT count(*) FROM pg_roles WHERE rolname = 'nobody'") == "1"
+
+    await until(role_replicated, "the role never reached the replica")
+    async with checking(pg_config(replica, user="nobody")) as c:
+        result = await run_check("database", c, 10.0)
+    assert result.status is Status.UNKNOWN
+    assert "GRANT pg_monitor TO nobody" in result.detail
+    assert result.data["role"] == "replica"
 
 
 async def write_rows(server: Server, stop: asyncio.Event, table: str = "load") -> int:
@@ -169,6 +188,21 @@ async def test_a_corrupted_page_turns_integrity_corrupt(pg: Clusters) -> None:
     assert "checksum failure" in first.detail
     assert second.data["integrity"] == "corrupt"  # it stays corrupt until someone acts
     assert second.data["checksum_failures_new"] == 0
+
+
+async def test_data_checksums_off_is_a_warning_unless_allowed(pg: Clusters) -> None:
+    """A cluster whose checksums were turned off (pg_checksums --disable) cannot see
+    page corruption: a warning that says so, unless the config allows it."""
+    primary = pg.primary()
+    primary.stop("fast")
+    run([pg_binary("pg_checksums"), "--disable", "-D", str(primary.data)])
+    primary.start()
+    warned = await check_once(primary)
+    allowed = await check_once(primary, require_data_checksums=False)
+    assert warned.status is Status.WARNING
+    assert "data checksums are off" in warned.detail
+    assert warned.data["data_checksums"] is False
+    assert allowed.status is Status.OK, allowed.detail
 
 
 async def test_amcheck_sweep_finds_a_corrupt_index(pg: Clusters) -> None:
