@@ -201,6 +201,10 @@ class GroupConfig(_Strict):
     service_url: str | None = None
     # Databases: the data class whose objectives apply.
     data_class: Name | None = None
+    # Databases: where their primary/replica roles come from: "postgres_check" (every
+    # agent runs the built-in postgres check) or "tags" (drwatch:db-role tags). The
+    # agent's check always wins over a tag; unset, `check-config` warns.
+    roles_from: Literal["postgres_check", "tags"] | None = None
     # The group's expected size; `recovered` means it is back to this many healthy.
     size: Annotated[int, Field(ge=0, le=100_000)] | None = None
 
@@ -208,6 +212,8 @@ class GroupConfig(_Strict):
     def _role_fields(self) -> Self:
         if self.role is not Role.LOAD_BALANCER and (self.elastic_ip or self.service_url):
             raise ValueError("elastic_ip and service_url belong to load_balancer groups only")
+        if self.role is not Role.DATABASE and self.roles_from is not None:
+            raise ValueError("roles_from belongs to database groups only")
         return self
 
 

@@ -139,11 +139,88 @@ class DiskFreeCheckConfig(_Strict):
         return self
 
 
+class PostgresCheckConfig(_Strict):
+    """The local PostgreSQL server (connection in `[postgres]`): role, lag, integrity.
+
+    Lag thresholds are "higher is worse"; the byte thresholds are off unless set.
+    `amcheck_interval` 0 turns the background index sweep off.
+    """
+
+    kind: Literal["postgres"]
+    name: Name
+    warning_lag: Duration = 30.0
+    critical_lag: Duration = 300.0
+    warning_lag_bytes: Annotated[int, Field(ge=0)] | None = None
+    critical_lag_bytes: Annotated[int, Field(ge=0)] | None = None
+    # The cluster this host must belong to (SELECT system_identifier FROM pg_control_system()).
+    expect_system_identifier: Annotated[str, Field(pattern=r"^[0-9]{1,20}$")] | None = None
+    require_data_checksums: bool = True
+    amcheck_interval: Duration = 3600.0
+    amcheck_max_indexes: Annotated[int, Field(ge=1, le=100_000)] = 200
+    amcheck_budget: Duration = 60.0
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        _thresholds_ordered(self.warning_lag, self.critical_lag, "lag")
+        _thresholds_ordered(self.warning_lag_bytes, self.critical_lag_bytes, "lag_bytes")
+        if self.amcheck_interval and self.amcheck_interval < 60.0:
+            raise ValueError("amcheck_interval must be 0 (off) or at least 1m")
+        if self.amcheck_budget <= 0:
+            raise ValueError("amcheck_budget must be greater than 0")
+        return self
+
+
 CheckConfig = Annotated[
-    HttpCheckConfig | TcpCheckConfig | ProcessCheckConfig | DiskFreeCheckConfig,
+    HttpCheckConfig
+    | TcpCheckConfig
+    | ProcessCheckConfig
+    | DiskFreeCheckConfig
+    | PostgresCheckConfig,
     Field(discriminator="kind"),
 ]
-CHECK_KINDS = frozenset({"http", "tcp", "process", "disk_free"})
+CHECK_KINDS = frozenset({"http", "tcp", "process", "disk_free", "postgres"})
+DATABASE_ACTIONS = ("promote", "follow", "freeze", "thaw")
+
+
+class PostgresConfig(_Strict):
+    """How the agent reaches the local PostgreSQL server, and its built-in database actions.
+
+    `host` is a socket directory (an absolute path) or an address; loopback or the socket
+    only: the agent speaks for its own host. `actions` enables built-in actions by name.
+    """
+
+    host: str = "/var/run/postgresql"
+    port: Annotated[int, Field(ge=1, le=65535)] = 5432
+    user: str = Field(default="postgres", min_length=1, max_length=63)
+    database: str = Field(default="postgres", min_length=1, max_length=63)
+    password_file: Path | None = None
+    connect_timeout: Duration = 1.0
+    actions: list[Literal["promote", "follow", "freeze", "thaw"]] = Field(default_factory=list)
+    promote_timeout: Duration = 60.0
+    follow_timeout: Duration = 30.0
+    max_freeze: Duration = 10.0
+    # Optional filesystem freeze of the data mount while frozen (the agent must be root).
+    fsfreeze_mount: Path | None = None
+    fsfreeze_binary: Path = Path("/usr/sbin/fsfreeze")
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        problems = []
+        if not (self.host.startswith("/") or self.host in {"127.0.0.1", "::1", "localhost"}):
+            problems.append(f"host must be a socket directory or loopback (got {self.host!r})")
+        for key in ("connect_timeout", "promote_timeout", "follow_timeout"):
+            if getattr(self, key) <= 0:
+                problems.append(f"{key} must be greater than 0")
+        if not 1.0 <= self.max_freeze <= 300.0:
+            problems.append(f"max_freeze ({format_duration(self.max_freeze)}) must be 1s to 5m")
+        for path in (self.fsfreeze_mount, self.fsfreeze_binary):
+            if path is not None and not path.is_absolute():
+                problems.append(f"{path} must be an absolute path")
+        if len(set(self.actions)) != len(self.actions):
+            problems.append("actions: a name is listed more than once")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
 
 class CommandActionConfig(_Strict):
@@ -195,10 +272,12 @@ class AgentConfig(_Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     checks: list[CheckConfig] = Field(default_factory=list, max_length=MAX_CHECKS)
     actions: list[CommandActionConfig] = Field(default_factory=list, max_length=MAX_ACTIONS)
+    # The local PostgreSQL server: needed by a `postgres` check and the database actions.
+    postgres: PostgresConfig | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
-        problems: list[str] = []
+        problems: list[str] = self._postgres_problems()
         if not 1.0 <= self.max_clock_skew <= 300.0:
             problems.append(
                 f"max_clock_skew ({format_duration(self.max_clock_skew)}) must be between 1s and 5m"
@@ -226,6 +305,18 @@ class AgentConfig(_Strict):
             )
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             problems.append("tls_cert_file and tls_key_file go together: set both or neither")
+        return problems
+
+    def _postgres_problems(self) -> list[str]:
+        pg_checks = [c.name for c in self.checks if isinstance(c, PostgresCheckConfig)]
+        problems = []
+        if pg_checks and self.postgres is None:
+            problems.append("checks: a postgres check needs a [postgres] section")
+        if len(pg_checks) > 1:
+            problems.append(f"checks: at most one postgres check (got {', '.join(pg_checks)})")
+        builtin = set(self.postgres.actions) if self.postgres is not None else set()
+        for clash in sorted(builtin & {a.name for a in self.actions}):
+            problems.append(f"actions: {clash!r} is also a built-in [postgres] action")
         return problems
 
     @property

@@ -35,6 +35,8 @@ from drwatch.agent.actions import Action, ActionError, build_actions
 from drwatch.agent.checks import Check, build_checks, run_checks
 from drwatch.agent.config import AgentConfig
 from drwatch.agent.host import HostFacts, PsutilHost
+from drwatch.agent.pgactions import database_actions
+from drwatch.agent.postgres import database
 from drwatch.agent.wire import (
     ANSWER_SIGNATURE_HEADER,
     NONCE_HEADER,
@@ -484,13 +486,15 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event) -> None:
             detail="protocol v1 requests are accepted (accept_v1 = true): "
             "remove it once every watcher speaks v2",
         )
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
-        checks = build_checks(cfg, session)
+    timeout = aiohttp.ClientTimeout(total=None)
+    async with aiohttp.ClientSession(timeout=timeout) as session, database(cfg.postgres) as pg:
+        checks = build_checks(cfg, session, pg)
+        actions = build_actions(cfg, database_actions(pg))
         app = create_app(
             cfg,
             PsutilHost(cfg.mounts),
             checks,
-            build_actions(cfg),
+            actions,
             secret=secret,
             instance_id=identity,
         )
@@ -501,7 +505,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event) -> None:
                 listen=f"{'https' if context else 'http'}://{host}:{bound}",
                 instance_id=identity,
                 checks=sorted(checks),
-                actions=sorted(a.name for a in cfg.actions),
+                actions=sorted(actions),
             )
             await stop.wait()
         log.info("agent.stopped")

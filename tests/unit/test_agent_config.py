@@ -41,7 +41,7 @@ def test_commented_actions_in_the_example_are_valid_too() -> None:
         for line in text.splitlines()
     ]
     cfg = agent_config.parse(tomllib.loads("\n".join(lines)))
-    assert [a.name for a in cfg.actions] == ["promote_database", "register_backend"]
+    assert [a.name for a in cfg.actions] == ["register_backend", "set_database"]
 
 
 def test_defaults_listen_on_loopback_only() -> None:
@@ -70,7 +70,7 @@ def test_every_problem_is_listed_with_its_dotted_path() -> None:
         "listen: 'nowhere' is not host:port (e.g. '127.0.0.1:9180')",
         "secret_file: required key is missing",
         "checks[0].url: required key is missing",
-        "checks[1]: kind must be one of disk_free, http, process, tcp",
+        "checks[1]: kind must be one of disk_free, http, postgres, process, tcp",
         "checks[2].port: unknown key",
         "checks[3]: critical_free_percent must not be above warning_free_percent",
         "actions[0]: argv[0] must be an absolute path (got 'rm')",

@@ -134,13 +134,17 @@ def load_balancers(snap: Snapshot, region: str) -> list[Instance]:
 
 
 def database_primary(snap: Snapshot, region: str) -> Instance | None:
-    """The region's database primary: tagged so by a recovery, else as its agent says."""
+    """The region's database primary: the live one whose agent says so (the newest, and
+    one tagged so by a recovery first, if two say so); else, with no agent saying, the
+    newest tagged primary."""
     dbs = [i for i in snap.fleet.in_region(region) if i.role is Role.DATABASE]
     live = [i for i in dbs if not i.state.is_gone]
+    reporting = [i for i in live if database_role(snap, i.id) == "primary"]
     tagged = [i for i in live if i.tag(DB_ROLE_TAG) == "primary"]
-    if tagged:
-        return max(tagged, key=lambda i: i.launched_at or 0.0)
-    return next((i for i in live if database_role(snap, i.id) == "primary"), None)
+    candidates = reporting or tagged
+    if not candidates:
+        return None
+    return max(candidates, key=lambda i: (i.tag(DB_ROLE_TAG) == "primary", i.launched_at or 0.0))
 
 
 def app_address(inst: Instance | CloudInstance, port: int | None) -> str | None:

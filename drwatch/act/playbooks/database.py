@@ -36,7 +36,6 @@ from drwatch.act.base import (
     Step,
     StepError,
     database_integrity,
-    database_role,
     done,
     is_up,
     skipped,
@@ -65,7 +64,7 @@ from drwatch.model.observation import Layer
 from drwatch.model.plan import PlaybookName
 from drwatch.model.snapshot import Snapshot
 from drwatch.providers.base import CloudInstance, SnapshotInfo, Tags, VolumeInfo
-from drwatch.roles import REPLICA_ROLES
+from drwatch.roles import role_of
 
 RUNGS = (
     "relaunch_same_zone",
@@ -122,8 +121,7 @@ def _not_the_primary(ctx: RunContext, snap: Snapshot, old: CloudInstance | Insta
     """Why the target must not be recovered as the primary, or None. Relaunching a
     replica's volume as a primary and repointing the apps at it would split the data."""
     name = old.tag("Name") or old.id
-    remembered = ctx.deps.roles.role
-    role = old.tag(DB_ROLE_TAG) or database_role(snap, old.id) or remembered(old.id)
+    role, _ = role_of(old, snap, ctx.deps.roles.known())
     live_primary = next(
         (
             i
@@ -131,11 +129,11 @@ def _not_the_primary(ctx: RunContext, snap: Snapshot, old: CloudInstance | Insta
             if i.id != old.id
             and not i.state.is_gone
             and is_up(snap, i.id, Layer.AGENT)
-            and (i.tag(DB_ROLE_TAG) or database_role(snap, i.id)) == "primary"
+            and role_of(i, snap)[0] == "primary"
         ),
         None,
     )
-    if (role or "").lower() in REPLICA_ROLES or live_primary is not None:
+    if role == "replica" or live_primary is not None:
         primary = f" (the primary is {live_primary.name})" if live_primary else ""
         return (
             f"{name} is a replica{primary}: database.recover recovers a primary; "
