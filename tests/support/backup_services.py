@@ -3,9 +3,13 @@ moto server playing the off-site provider (two processes are independent backend
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,3 +127,147 @@ def offsite_session() -> Iterator[MotoServer]:
 def offsite(offsite_session: MotoServer) -> MotoServer:
     offsite_session.reset()
     return offsite_session
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@dataclass(frozen=True)
+class PgPair:
+    """A PostgreSQL 15 primary and its streaming replica on loopback."""
+
+    primary_port: int
+    replica_port: int
+    root: Path
+
+    def psql(self, port: int, sql: str) -> str:
+        out = subprocess.run(
+            [
+                str(PG_BIN / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                "-X",
+                "-At",
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            check=True,
+            timeout=30,
+        )
+        return out.stdout.decode().strip()
+
+
+def _as_postgres(argv: list[str]) -> None:
+    subprocess.run(
+        argv,
+        user="postgres",
+        group="postgres",
+        extra_groups=[],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+
+
+@contextmanager
+def _postgres(data: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        [
+            str(PG_BIN / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-k",
+            str(data),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+        ],
+        user="postgres",
+        group="postgres",
+        extra_groups=[],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()  # smart shutdown; fast enough with no clients left
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_query(pair: PgPair, port: int, sql: str, want: str, deadline_s: float = 30.0) -> None:
+    end = time.monotonic() + deadline_s
+    last = ""
+    while time.monotonic() < end:
+        try:
+            last = pair.psql(port, sql)
+            if last == want:
+                return
+        except subprocess.CalledProcessError as err:
+            last = err.stderr.decode(errors="replace").strip()
+        time.sleep(0.1)
+    raise TimeoutError(f"port {port}: {sql!r} gave {last!r}, not {want!r}, in {deadline_s}s")
+
+
+@pytest.fixture(scope="module")
+def pg_pair() -> Iterator[PgPair]:
+    """initdb, a primary with an `orders` table of 5,000 rows, and a replica made by
+    pg_basebackup -R that has replayed them. Owned by the postgres user, as it must be."""
+    need_binary("initdb", str(PG_BIN))
+    root = Path(tempfile.mkdtemp(prefix="drwatch-pg-"))
+    shutil.chown(root, "postgres", "postgres")
+    pair = PgPair(free_port(), free_port(), root)
+    _as_postgres(
+        [
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(root / "p"),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--data-checksums",
+        ]
+    )
+    try:
+        with _postgres(root / "p", pair.primary_port):
+            _wait_query(pair, pair.primary_port, "SELECT 1", "1")
+            pair.psql(
+                pair.primary_port,
+                "CREATE TABLE orders (id serial PRIMARY KEY, note text);"
+                " INSERT INTO orders (note) SELECT md5(i::text) FROM generate_series(1, 5000) i",
+            )
+            _as_postgres(
+                [
+                    str(PG_BIN / "pg_basebackup"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(pair.primary_port),
+                    "-U",
+                    "postgres",
+                    "-D",
+                    str(root / "r"),
+                    "-R",
+                    "-X",
+                    "stream",
+                ]
+            )
+            with _postgres(root / "r", pair.replica_port):
+                _wait_query(pair, pair.replica_port, "SELECT count(*) FROM orders", "5000")
+                yield pair
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

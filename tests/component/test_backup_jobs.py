@@ -1,0 +1,211 @@
+"""Backup jobs on APScheduler, and a real pg_dump of a real PostgreSQL replica going
+through gpg to moto, restorable with the private key."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from drwatch.backup.catalogue import Entry, SqliteCatalogue
+from drwatch.backup.config import MIB, Location
+from drwatch.backup.dump import PG_BIN, PgEndpoint, replica_dump
+from drwatch.backup.errors import BackupError
+from drwatch.backup.gpg import Recipient
+from drwatch.backup.jobs import BackupScheduler, Job, first_run
+from drwatch.backup.model import State
+from drwatch.backup.pipeline import Pipeline, command_stream
+from drwatch.backup.runner import BackupRunner, Place
+from drwatch.backup.store import S3Store
+from tests.conftest import MotoServer
+from tests.support.backup_services import Keys, PgPair, decrypt, gpg_keys, pg_pair  # noqa: F401
+
+T0 = 1_796_000_000.0
+
+
+def verified(n: int, at: float, kind: str = "dump") -> Entry:
+    return Entry(f"orders-{n}", "orders", kind, "primary", at, State.VERIFIED)
+
+
+@pytest.mark.parametrize(
+    ("entries", "now", "expected"),
+    [
+        ([], T0, T0),
+        ([verified(1, T0 - 59)], T0, T0 + 1),
+        ([verified(1, T0 - 60)], T0, T0),
+        ([verified(1, T0 - 600), verified(2, T0 - 10)], T0, T0 + 50),
+        ([verified(1, T0 - 10, kind="volume_snapshot")], T0, T0),
+        ([Entry("orders-9", "orders", "dump", "primary", T0 - 10, State.CORRUPT)], T0, T0),
+    ],
+    ids=["none", "fresh", "exactly-stale", "newest-counts", "other-kind", "corrupt-ignored"],
+)
+def test_first_run_is_at_once_when_the_newest_verified_is_older_than_the_interval(
+    entries: list[Entry], now: float, expected: float
+) -> None:
+    job = Job("orders", "dump", 60.0, run=asyncio.Event().wait)
+    assert first_run(job, entries, now) == expected
+
+
+async def test_a_stale_class_runs_at_once_and_overlaps_are_skipped() -> None:
+    """`orders` has no backup: it runs as soon as the scheduler starts. Its run outlasts
+    several intervals and no second run starts meanwhile. `fresh` was verified a moment
+    ago: its first run is one interval after that backup, not now."""
+    started = asyncio.Event()
+    release = asyncio.Event()
+    runs = 0
+
+    async def slow() -> None:
+        nonlocal runs
+        runs += 1
+        started.set()
+        await release.wait()
+
+    now = time.time()
+    sched = BackupScheduler(
+        [
+            Job("orders", "dump", 0.05, run=slow),
+            Job("fresh", "dump", 3600.0, run=slow),
+        ]
+    )
+    fresh = Entry("fresh-1", "fresh", "dump", "primary", now - 10, State.VERIFIED)
+    sched.start([fresh], now)
+    try:
+        async with asyncio.timeout(10):
+            await started.wait()
+        for _ in range(10):  # ten ticks of the loop at 50 ms: scheduled runs come and go
+            await asyncio.sleep(0.05)
+        assert runs == 1
+        next_fresh = sched.next_run("backup:fresh:dump")
+        assert next_fresh is not None
+        assert abs(next_fresh - (now - 10 + 3600.0)) < 1.0
+    finally:
+        release.set()
+        sched.shutdown()
+
+
+def pg_restore(archive: Path, *args: str) -> str:
+    out = subprocess.run(
+        [str(PG_BIN / "pg_restore"), *args, str(archive)],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    return out.stdout.decode()
+
+
+@pytest.fixture
+async def primary_place(moto: MotoServer) -> AsyncIterator[Place]:
+    loc = Location(bucket="orders-primary", region="us-east-1", endpoint=moto.url)
+    async with S3Store("primary", loc) as store:
+        await store.ensure_bucket()
+        yield Place(store, "drwatch")
+
+
+@pytest.mark.services
+async def test_a_replica_dump_is_encrypted_uploaded_and_restorable(
+    pg_pair: PgPair,  # noqa: F811
+    gpg_keys: Keys,  # noqa: F811
+    primary_place: Place,
+    tmp_path: Path,
+) -> None:
+    """pg_dump of the replica streams through gpg to S3; the manifest names the cluster
+    and the replay position; the private key decrypts it into an archive that
+    pg_restore reads, with the orders table and its 5,000 rows."""
+    rcpt = await Recipient.load(
+        gpg_keys.gpg,
+        gpg_keys.good.public_file,
+        gpg_keys.good.fingerprint,
+        tmp_path / "gnupg",
+        now=T0,
+    )
+    catalogue = SqliteCatalogue(tmp_path / "state")
+    runner = BackupRunner(
+        catalogue,
+        {"primary": primary_place},
+        Pipeline(rcpt, chunk_size=5 * MIB),
+        rcpt.key_ids,
+        clock=lambda: T0,
+    )
+    source = await replica_dump(PgEndpoint("127.0.0.1", pg_pair.replica_port))
+    entries = await runner.run_stream("orders", "dump", source)
+
+    assert [(e.location, e.state) for e in entries] == [("primary", State.VERIFIED)]
+    manifest = entries[0].manifest
+    assert manifest is not None
+    system_id = pg_pair.psql(
+        pg_pair.primary_port, "SELECT system_identifier FROM pg_control_system()"
+    )
+    assert manifest.source["system_identifier"] == system_id
+    assert manifest.source["role"] == "replica"
+    assert manifest.consistent_at["lsn_before"].count("/") == 1
+    plain = b"".join(
+        [
+            decrypt(
+                gpg_keys,
+                gpg_keys.good,
+                b"".join(
+                    [
+                        b
+                        async for b in primary_place.store.read(
+                            manifest.prefix("drwatch") + c.name, MIB
+                        )
+                    ]
+                ),
+            )
+            for c in manifest.chunks
+        ]
+    )
+    assert plain.startswith(b"PGDMP")
+    archive = tmp_path / "orders.dump"
+    archive.write_bytes(plain)
+    listing = pg_restore(archive, "--list")
+    assert "TABLE DATA public orders" in listing
+    sql = pg_restore(archive, "--data-only", "--table=orders", "-f", "-")
+    copy_block = sql.split("COPY public.orders")[1].split("\\.")[0]
+    assert len(copy_block.strip().splitlines()) - 1 == 5000
+    catalogue.close()
+
+
+@pytest.mark.services
+async def test_a_dump_of_the_primary_is_refused(pg_pair: PgPair) -> None:  # noqa: F811
+    """Dumps are taken on a replica, never on the primary (it carries the load)."""
+    with pytest.raises(BackupError, match="is a primary: dumps are taken on a replica"):
+        await replica_dump(PgEndpoint("127.0.0.1", pg_pair.primary_port))
+
+
+@pytest.mark.services
+async def test_a_dump_of_a_missing_database_fails_the_run(
+    pg_pair: PgPair,  # noqa: F811
+    gpg_keys: Keys,  # noqa: F811
+    primary_place: Place,
+    tmp_path: Path,
+) -> None:
+    """pg_dump exits non-zero: the run is recorded failed with pg_dump's reason, and
+    nothing stays in the bucket."""
+    rcpt = await Recipient.load(
+        gpg_keys.gpg,
+        gpg_keys.good.public_file,
+        gpg_keys.good.fingerprint,
+        tmp_path / "gnupg",
+        now=T0,
+    )
+    catalogue = SqliteCatalogue(tmp_path / "state")
+    runner = BackupRunner(
+        catalogue, {"primary": primary_place}, Pipeline(rcpt), rcpt.key_ids, clock=lambda: T0
+    )
+    endpoint = PgEndpoint("127.0.0.1", pg_pair.replica_port)
+    source = await replica_dump(endpoint)
+    argv = [str(PG_BIN / "pg_dump"), *endpoint.conn_args(), "-Fc", "no_such_db"]
+    source = replace(source, stream=command_stream(argv))
+    entries = await runner.run_stream("orders", "dump", source)
+
+    assert entries[0].state is State.FAILED
+    assert "pg_dump failed" in entries[0].why
+    assert "no_such_db" in entries[0].why
+    assert await primary_place.store.keys("drwatch") == []
+    catalogue.close()
