@@ -99,6 +99,14 @@ class BackupRunner:
                 entries.append(await self._copy_to(name, entry, manifest))
         return entries
 
+    def failed_to_start(self, data_class: str, kind: str, why: str) -> list[Entry]:
+        """Record a run that could not even start (no source): failed everywhere."""
+        now = self._clock()
+        backup_id = new_backup_id(data_class, now, secrets.token_hex(2))
+        running = Entry(backup_id, data_class, kind, LocationName.PRIMARY, now, State.PENDING)
+        _log().error("backup.failed", backup=backup_id, data_class=data_class, error=why)
+        return self._failed_everywhere(running, why)
+
     def _failed_everywhere(self, running: Entry, why: str) -> list[Entry]:
         out = []
         for name in self._places:
