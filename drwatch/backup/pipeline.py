@@ -15,6 +15,8 @@ failed backup leaves nothing behind and counts for nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import hashlib
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
@@ -33,6 +35,8 @@ MIN_PART = 5 * MIB
 MAX_PART = 5 * 1024 * MIB
 MAX_PARTS = 10_000
 READ_BLOCK = 1 * MIB
+PIPE_BYTES = 1 * MIB
+_F_SETPIPE_SZ = 1031  # Linux fcntl
 _CLEANUP_TIMEOUT = 30.0
 
 
@@ -176,6 +180,9 @@ class Upload:
         self._store, self._key, self._part_size = store, key, part_size
         self._slots = asyncio.Semaphore(in_flight)
         self._upload_id: str | None = None
+        # Creating the upload may be cancelled halfway (the source failed meanwhile):
+        # the task lets `abort` still learn the id the store handed out, and abort it.
+        self._creating: asyncio.Future[str] | None = None
         self._parts: dict[int, str] = {}
 
     async def pump(
@@ -183,20 +190,19 @@ class Upload:
     ) -> tuple[int, str]:
         """Upload a stream to its end, part by part; (size, sha256) of the object.
         `finished` runs after the last byte and before the last part: it may still refuse."""
-        digest, size, buf = hashlib.sha256(), 0, bytearray()
+        digest, size = hashlib.sha256(), 0
+        part = _Part(self._part_size)
         try:
             async with asyncio.TaskGroup() as tg:
                 async for data in data_in:
                     digest.update(data)
                     size += len(data)
-                    buf += data
-                    while len(buf) >= self._part_size:
-                        await self._send(tg, bytes(buf[: self._part_size]))
-                        del buf[: self._part_size]
+                    for full in part.add(data):
+                        await self._send(tg, full)
                 if finished is not None:
                     await finished()
-                if buf or not self._parts:
-                    await self._send(tg, bytes(buf))
+                if part.pending or not self._parts:
+                    await self._send(tg, part.rest())
         except BaseExceptionGroup as group:
             raise first_error(group) from None
         await self._store.complete_multipart(self._key, self._require_id(), self._ordered())
@@ -204,7 +210,8 @@ class Upload:
 
     async def _send(self, tg: asyncio.TaskGroup, data: bytes) -> None:
         if self._upload_id is None:
-            self._upload_id = await self._store.create_multipart(self._key)
+            self._creating = asyncio.ensure_future(self._store.create_multipart(self._key))
+            self._upload_id = await asyncio.shield(self._creating)
         number = len(self._parts) + 1
         if number > MAX_PARTS:
             raise BackupError(f"{self._key}: more than {MAX_PARTS} parts (a planning bug)")
@@ -227,9 +234,39 @@ class Upload:
         return sorted(self._parts.items())
 
     async def abort(self) -> None:
+        if self._upload_id is None and self._creating is not None:
+            with contextlib.suppress(Exception):
+                self._upload_id = await self._creating
         if self._upload_id is not None:
             await self._store.abort_multipart(self._key, self._upload_id)
             _log().warning("backup.upload_aborted", key=self._key, store=self._store.name)
+
+
+class _Part:
+    """Pieces of output gathered into parts of exactly `size` bytes, copied once each."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._pieces: list[bytes] = []
+        self.pending = 0
+
+    def add(self, data: bytes) -> list[bytes]:
+        """The parts `data` completes (usually none)."""
+        full = []
+        while self.pending + len(data) >= self._size:
+            cut = self._size - self.pending
+            self._pieces.append(data[:cut])
+            full.append(self.rest())
+            data = data[cut:]
+        if data:
+            self._pieces.append(data)
+            self.pending += len(data)
+        return full
+
+    def rest(self) -> bytes:
+        out = b"".join(self._pieces)
+        self._pieces, self.pending = [], 0
+        return out
 
 
 class _Source:
@@ -271,7 +308,7 @@ class _Source:
 
 async def _start_gpg(argv: list[str]) -> asyncio.subprocess.Process:
     try:
-        return await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -280,6 +317,19 @@ async def _start_gpg(argv: list[str]) -> asyncio.subprocess.Process:
         )
     except OSError as err:
         raise BackupError(f"cannot start gpg ({argv[0]}): {err.strerror}") from None
+    widen_pipes(proc)
+    return proc
+
+
+def widen_pipes(proc: asyncio.subprocess.Process) -> None:
+    """1 MiB pipes to and from gpg instead of Linux's 64 KiB: a sixteenth of the wake-ups
+    and context switches per byte (measured in bench/backup.py). Best effort."""
+    for stream in (proc.stdin, proc.stdout):
+        transport = getattr(stream, "transport", None) or getattr(stream, "_transport", None)
+        pipe = transport.get_extra_info("pipe") if transport is not None else None
+        if pipe is not None:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, PIPE_BYTES)
 
 
 async def _feed(source: _Source, proc: asyncio.subprocess.Process, limit: int) -> None:

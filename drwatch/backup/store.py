@@ -84,8 +84,8 @@ class S3Store:
     async def ensure_bucket(self) -> None:
         """Create the bucket when it does not exist (the sandbox and tests)."""
         try:
-            await self._client.head_bucket(Bucket=self.bucket)
-        except ClientError:
+            await self._call("head_bucket")
+        except ObjectMissingError:
             conf = {}
             if self._location.region != "us-east-1":
                 conf = {"CreateBucketConfiguration": {"LocationConstraint": self._location.region}}
