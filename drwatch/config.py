@@ -380,7 +380,7 @@ def _cross_problems(cfg: Config) -> Iterable[str]:
                     f" exceeds timing.app.timeout ({format_duration(cfg.timing.app.timeout)})"
                 )
     if cfg.backup is not None:
-        yield from backup_problems(cfg.backup, _rpo_of(cfg), names)
+        yield from backup_problems(cfg.backup, backup_rpo_of(cfg), names)
     grace_floor = cfg.timing.provider.interval
     if cfg.policy.dead_grace < grace_floor:
         yield (
@@ -395,7 +395,7 @@ def _cross_problems(cfg: Config) -> Iterable[str]:
         )
 
 
-def _rpo_of(cfg: Config) -> dict[str, float]:
+def backup_rpo_of(cfg: Config) -> dict[str, float]:
     """Each backup class's RPO: its own under objectives.data_classes, else the overall."""
     own = cfg.objectives.data_classes
     classes = cfg.backup.classes if cfg.backup is not None else {}

@@ -35,6 +35,10 @@ MIN_PART = 5 * MIB
 MAX_PART = 5 * 1024 * MIB
 MAX_PARTS = 10_000
 READ_BLOCK = 1 * MIB
+# asyncio's StreamReader pauses its pipe at twice its limit; reading more than that at
+# once empties its buffer every time, so no read pays to shift a remainder down.
+_READER_LIMIT = READ_BLOCK
+_TAKE_ALL = 4 * READ_BLOCK
 PIPE_BYTES = 1 * MIB
 _F_SETPIPE_SZ = 1031  # Linux fcntl
 _CLEANUP_TIMEOUT = 30.0
@@ -313,7 +317,7 @@ async def _start_gpg(argv: list[str]) -> asyncio.subprocess.Process:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            limit=4 * READ_BLOCK,
+            limit=_READER_LIMIT,
         )
     except OSError as err:
         raise BackupError(f"cannot start gpg ({argv[0]}): {err.strerror}") from None
@@ -351,7 +355,7 @@ async def _feed(source: _Source, proc: asyncio.subprocess.Process, limit: int) -
 
 async def _reads(stream: asyncio.StreamReader | None) -> AsyncIterator[bytes]:
     assert stream is not None
-    while data := await stream.read(READ_BLOCK):
+    while data := await stream.read(_TAKE_ALL):
         yield data
 
 
@@ -413,7 +417,7 @@ async def _bounded(cleanup: Any) -> None:
         await cleanup
 
 
-async def command_stream(argv: list[str], *, block: int = READ_BLOCK) -> AsyncIterator[bytes]:
+async def command_stream(argv: list[str]) -> AsyncIterator[bytes]:
     """A command's standard output as a stream; a non-zero exit raises BackupError at
     the end (a dump cut short must not pass for a whole one). Closing the stream early
     kills the command."""
@@ -422,13 +426,13 @@ async def command_stream(argv: list[str], *, block: int = READ_BLOCK) -> AsyncIt
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        limit=4 * block,
+        limit=_READER_LIMIT,
     )
     assert proc.stdout is not None
     assert proc.stderr is not None
     errors = asyncio.ensure_future(proc.stderr.read())
     try:
-        while data := await proc.stdout.read(block):
+        while data := await proc.stdout.read(_TAKE_ALL):
             yield data
         code = await proc.wait()
         if code != 0:
