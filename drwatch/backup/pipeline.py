@@ -178,7 +178,12 @@ class Pipeline:
 
 class Upload:
     """One object's multipart upload, started lazily: nothing is created at the store
-    until the first part is full or gpg has finished cleanly."""
+    until the first part is full or gpg has finished cleanly.
+
+    Parts upload concurrently (at most `in_flight`). They are not cancelled when another
+    part or the stream fails: a request cut off mid-body can leave its pooled connection
+    half-written, and the next call on it (the abort, the cleanup) then hangs. So the
+    upload owns its part tasks and lets them settle before it aborts."""
 
     def __init__(self, store: ObjectStore, key: str, part_size: int, in_flight: int) -> None:
         self._store, self._key, self._part_size = store, key, part_size
@@ -188,6 +193,7 @@ class Upload:
         # the task lets `abort` still learn the id the store handed out, and abort it.
         self._creating: asyncio.Future[str] | None = None
         self._parts: dict[int, str] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def pump(
         self, data_in: AsyncIterable[bytes], finished: Callable[[], Awaitable[None]] | None = None
@@ -196,32 +202,39 @@ class Upload:
         `finished` runs after the last byte and before the last part: it may still refuse."""
         digest, size = hashlib.sha256(), 0
         part = _Part(self._part_size)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                async for data in data_in:
-                    digest.update(data)
-                    size += len(data)
-                    for full in part.add(data):
-                        await self._send(tg, full)
-                if finished is not None:
-                    await finished()
-                if part.pending or not self._parts:
-                    await self._send(tg, part.rest())
-        except BaseExceptionGroup as group:
-            raise first_error(group) from None
+        async for data in data_in:
+            digest.update(data)
+            size += len(data)
+            for full in part.add(data):
+                await self._send(full)
+        if finished is not None:
+            await finished()
+        if part.pending or not self._parts:
+            await self._send(part.rest())
+        await asyncio.gather(*self._tasks)
         await self._store.complete_multipart(self._key, self._require_id(), self._ordered())
         return size, digest.hexdigest()
 
-    async def _send(self, tg: asyncio.TaskGroup, data: bytes) -> None:
+    async def _send(self, data: bytes) -> None:
         if self._upload_id is None:
             self._creating = asyncio.ensure_future(self._store.create_multipart(self._key))
             self._upload_id = await asyncio.shield(self._creating)
         number = len(self._parts) + 1
         if number > MAX_PARTS:
             raise BackupError(f"{self._key}: more than {MAX_PARTS} parts (a planning bug)")
-        self._parts[number] = ""
         await self._slots.acquire()
-        tg.create_task(self._part(number, data))
+        self._raise_failed()
+        self._parts[number] = ""
+        task = asyncio.create_task(self._part(number, data))
+        self._tasks.add(task)
+
+    def _raise_failed(self) -> None:
+        """A part that failed ends the upload (the slot just taken is given back)."""
+        done = (t for t in self._tasks if t.done() and not t.cancelled())
+        failed = next((err for t in done if (err := t.exception()) is not None), None)
+        if failed is not None:
+            self._slots.release()
+            raise failed
 
     async def _part(self, number: int, data: bytes) -> None:
         try:
@@ -238,6 +251,12 @@ class Upload:
         return sorted(self._parts.items())
 
     async def abort(self) -> None:
+        """Let the parts in flight settle, then abort the upload (if it was created)."""
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        for task in self._tasks:
+            if not task.cancelled():
+                task.exception()  # retrieved: the error that matters is already raised
         if self._upload_id is None and self._creating is not None:
             with contextlib.suppress(Exception):
                 self._upload_id = await self._creating
