@@ -68,6 +68,7 @@ class Recipient:
             "--homedir",
             str(self.homedir),
             "--batch",
+            "--no-autostart",
             "--no-tty",
             "--quiet",
             "--trust-model",
@@ -80,9 +81,32 @@ class Recipient:
         ]
 
 
-def _prepare(public_key_file: Path, homedir: Path) -> None:
-    if not public_key_file.is_file():
-        raise BackupError(f"{public_key_file}: public key file not found")
+async def check_private_key(
+    gpg: str, private_key_file: Path, recipient: Recipient, homedir: Path
+) -> None:
+    """The watcher's private key file must hold the recipient's secret key, or the
+    automated restores it is there for would fail when they are needed."""
+    out = await _show_keys(gpg, private_key_file, homedir)
+    secret: list[str] = []
+    last = ""
+    for f in (line.split(":") for line in out.splitlines()):
+        if f[0] in ("sec", "pub", "ssb", "sub"):
+            last = f[0]
+        elif f[0] == "fpr" and last == "sec" and len(f) > 9:
+            secret.append(f[9].upper())
+            last = ""
+    if not secret:
+        raise BackupError(f"{private_key_file}: holds no private key")
+    if recipient.fingerprint not in secret:
+        raise BackupError(
+            f"{private_key_file}: holds the private key of {', '.join(secret)}, not of the "
+            f"recipient {recipient.fingerprint}"
+        )
+
+
+def _prepare(key_file: Path, homedir: Path) -> None:
+    if not key_file.is_file():
+        raise BackupError(f"{key_file}: key file not found")
     homedir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
@@ -93,6 +117,7 @@ async def _show_keys(gpg: str, public_key_file: Path, homedir: Path) -> str:
         "--homedir",
         str(homedir),
         "--batch",
+        "--no-autostart",  # showing a secret key would start a gpg-agent otherwise
         "--with-colons",
         "--fixed-list-mode",
         "--show-keys",

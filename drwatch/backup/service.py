@@ -17,7 +17,7 @@ from typing import Any
 
 from drwatch.backup.catalogue import Catalogue, Entry, SqliteCatalogue
 from drwatch.backup.config import KINDS, BackupConfig, ClassKind, DataClass
-from drwatch.backup.gpg import Recipient
+from drwatch.backup.gpg import Recipient, check_private_key
 from drwatch.backup.jobs import BackupScheduler, Job
 from drwatch.backup.metrics import BackupMetrics
 from drwatch.backup.pipeline import Pipeline
@@ -172,6 +172,10 @@ async def open_service(
         state_dir / "gnupg",
         now=clock(),
     )
+    if cfg.watcher_private_key_file is not None:
+        await check_private_key(
+            recipient.gpg, cfg.watcher_private_key_file, recipient, state_dir / "gnupg"
+        )
     async with AsyncExitStack() as stack:
         places = {}
         for name, loc in cfg.locations.configured().items():

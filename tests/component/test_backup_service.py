@@ -29,6 +29,7 @@ from tests.component.test_backup_pipeline import blocks
 from tests.conftest import MotoServer
 from tests.support.backup_services import (  # noqa: F401
     Keys,
+    export_secret,
     gpg_keys,
     offsite,
     offsite_session,
@@ -38,6 +39,7 @@ from tests.support.services import assert_promtool_clean
 pytestmark = pytest.mark.services
 
 LOCATIONS = {"primary", "standby_region", "offsite"}
+RPOS = {"orders": 900.0, "scratch": 900.0}
 
 
 def backup_config(
@@ -108,7 +110,7 @@ async def running(
     registry = CollectorRegistry()
     async with open_service(
         cfg,
-        {"orders": 900.0, "scratch": 900.0},
+        RPOS,
         tmp_path / "state",
         sources={"dump": dump_source},
         metrics=BackupMetrics(registry),
@@ -178,3 +180,28 @@ async def test_a_wrong_recipient_stops_the_start(
     with pytest.raises(BackupError, match=gpg_keys.other.fingerprint):
         async with open_service(wrong, {"orders": 900.0}, tmp_path / "state", sources={}):
             pass
+
+
+@pytest.mark.parametrize("holder", ["good", "other"])
+async def test_the_watchers_private_key_must_be_the_recipients(
+    moto: MotoServer,
+    offsite: MotoServer,  # noqa: F811
+    gpg_keys: Keys,  # noqa: F811
+    tmp_path: Path,
+    holder: str,
+) -> None:
+    """The watcher's copy of the private key is checked at start against the recipient:
+    another key is refused (restores would fail when needed); the right one starts, and
+    the check leaves no gpg-agent behind in drwatch's GNUPGHOME."""
+    key_file = export_secret(gpg_keys, getattr(gpg_keys, holder), tmp_path / "watcher.key")
+    cfg = backup_config(moto, offsite, gpg_keys, tmp_path, watcher_private_key_file=str(key_file))
+    await make_buckets(cfg)
+    state = tmp_path / "state"
+    if holder == "other":
+        with pytest.raises(BackupError, match=f"not of the recipient {gpg_keys.good.fingerprint}"):
+            async with open_service(cfg, RPOS, state, sources={}):
+                pass
+        return
+    async with open_service(cfg, RPOS, state, sources={}) as service:
+        assert service.doc(0.0)["watcher_holds_private_key"] is True
+    assert not list((state / "gnupg").glob("S.gpg-agent*"))

@@ -271,3 +271,27 @@ def pg_pair() -> Iterator[PgPair]:
                 yield pair
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def export_secret(keys: Keys, key: TestKey, path: Path) -> Path:
+    """The key's secret half in a file only its owner reads (the watcher's copy)."""
+    out = subprocess.run(
+        [
+            keys.gpg,
+            "--homedir",
+            str(key.home),
+            "--batch",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+            "--export-secret-keys",
+            key.fingerprint,
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    path.write_bytes(out)
+    path.chmod(0o600)
+    return path
