@@ -206,6 +206,27 @@ class BackupRunner:
                 changed.append(after)
         return changed
 
+    async def prune(self, doomed: list[Entry]) -> list[Entry]:
+        """Delete these backups' objects at their location and forget them; the ones
+        done. A location that fails keeps its backups until the next pass."""
+        done = []
+        for entry in doomed:
+            place = self._places.get(entry.location)
+            if place is None:
+                continue
+            prefix = object_prefix(place.root, entry.data_class, entry.kind, entry.backup_id)
+            try:
+                for key in await place.store.keys(prefix):
+                    await place.store.delete(key)
+            except BackupError as err:
+                _log().warning("backup.prune_failed", backup=entry.backup_id, error=str(err))
+                continue
+            self._catalogue.forget(entry.backup_id, entry.location)
+            done.append(entry)
+        if done:
+            _log().info("backup.pruned", count=len(done))
+        return done
+
     async def resume(self) -> list[Entry]:
         """At start: runs a crash interrupted become failed (their objects deleted), and
         every multipart upload left open under drwatch's prefixes is aborted: nothing

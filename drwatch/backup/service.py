@@ -21,6 +21,7 @@ from drwatch.backup.gpg import Recipient, check_private_key
 from drwatch.backup.jobs import BackupScheduler, Job
 from drwatch.backup.metrics import BackupMetrics
 from drwatch.backup.pipeline import Pipeline
+from drwatch.backup.retention import to_prune
 from drwatch.backup.rpo import Diagnosis, Objective, Status, compliance, findings
 from drwatch.backup.runner import BackupRunner, Place, Source
 from drwatch.backup.store import S3Store
@@ -86,11 +87,18 @@ class BackupService:
         self.refresh_metrics()
         return changed
 
+    async def prune(self, now: float) -> list[Entry]:
+        """Apply each location's retention (never the newest verified backup)."""
+        assert self.runner is not None, "a read-only service has no runner"
+        rules = {n.value: loc.retention for n, loc in self.cfg.locations.configured().items()}
+        return await self.runner.prune(to_prune(self.catalogue.entries(), rules, now))
+
     def refresh_metrics(self) -> None:
         self._metrics.update(self.catalogue.entries())
 
     def jobs(self, sources: Mapping[str, SourceFactory], clock: Clock) -> list[Job]:
-        """One job per class and kind that has a source, and the re-verification job."""
+        """One job per class and kind that has a source, and the re-verification job
+        (which applies retention after it)."""
         out = []
         for name, dc in self.cfg.classes.items():
             for kind, every in dc.intervals(self._rpo_of[name]).items():
@@ -101,6 +109,7 @@ class BackupService:
 
         async def reverify() -> None:
             await self.reverify(clock())
+            await self.prune(clock())
 
         out.append(Job("all", "reverify", every, reverify))
         return out

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from drwatch.backup.catalogue import Entry, SqliteCatalogue
-from drwatch.backup.config import MIB, Location
+from drwatch.backup.config import MIB, Location, Retention
 from drwatch.backup.gpg import Recipient
 from drwatch.backup.manifest import MANIFEST_NAME, Chunk, Manifest
 from drwatch.backup.model import State
 from drwatch.backup.pipeline import Pipeline, Target
+from drwatch.backup.retention import to_prune
 from drwatch.backup.rpo import BackupFinding, Objective, compliance, findings
 from drwatch.backup.runner import INTERRUPTED, BackupRunner, Place, Source
 from drwatch.backup.store import S3Store
@@ -338,3 +339,28 @@ async def test_copy_streams_chunks_larger_than_a_part(
 
     assert (await verify(dst.store, manifest, ROOT, rcpt.key_ids)).state is State.VERIFIED
     assert await dst.store.open_uploads(ROOT) == []
+
+
+async def test_retention_deletes_old_backups_at_one_location_only(
+    runner_parts: tuple[BackupRunner, SqliteCatalogue, Clock, Recipient],
+    places: dict[str, Place],
+) -> None:
+    """Three dumps; the primary keeps two: the oldest's objects go from the primary and
+    its row is forgotten there, while the standby and off-site copies stay."""
+    runner, catalogue, clock, _ = runner_parts
+    runs = []
+    for seed in (1, 2, 3):
+        runs.append(await runner.run_stream("orders", "dump", source(MIB, seed=seed)))
+        clock.now += 60
+    rules = {"primary": Retention(keep=2), "standby_region": Retention(), "offsite": Retention()}
+
+    done = await runner.prune(to_prune(catalogue.entries(), rules, clock.now))
+
+    oldest = runs[0][0]
+    assert [(e.backup_id, e.location) for e in done] == [(oldest.backup_id, "primary")]
+    assert oldest.manifest is not None
+    prefix = oldest.manifest.prefix(ROOT)
+    assert await places["primary"].store.keys(prefix) == []
+    assert len(await places["offsite"].store.keys(prefix)) == 2  # chunk and manifest
+    assert catalogue.get(oldest.backup_id, "primary") is None
+    assert catalogue.get(oldest.backup_id, "offsite") is not None

@@ -7,10 +7,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drwatch.backup.catalogue import Entry
-from drwatch.backup.config import GIB, MIB
+from drwatch.backup.config import GIB, MIB, Retention
 from drwatch.backup.model import State
 from drwatch.backup.openpgp import inspect
 from drwatch.backup.pipeline import MAX_PART, MAX_PARTS, MIN_PART, ciphertext_bound, plan
+from drwatch.backup.retention import to_prune
 from drwatch.backup.rpo import BackupFinding, Objective, compliance, findings
 
 KEY = "A87423D59F674AB3"
@@ -168,3 +169,30 @@ def test_the_breach_message_names_class_location_and_age() -> None:
     assert diag[0].message == "orders at primary: newest verified 15m old, RPO 10m"
     assert diag[0].age == 900.0
     assert diag[1].message == "orders at offsite: no verified backup, RPO 10m"
+
+
+def test_retention_keeps_the_newest_and_never_the_last_verified() -> None:
+    """keep=2, max_age=1h at the primary: the third-newest goes; the newest verified
+    stays even when it is old and beyond `keep` (newer ones are all corrupt); pending
+    runs are never touched; another location has its own rule."""
+    rules = {"primary": Retention(keep=2, max_age=3600.0), "offsite": Retention(keep=5)}
+    entries = [
+        entry(1, T0, State.VERIFIED),
+        entry(2, T0 + 100, State.VERIFIED),
+        entry(3, T0 + 200, State.CORRUPT),
+        entry(4, T0 + 300, State.CORRUPT),
+        entry(5, T0 + 400, State.PENDING),
+        entry(1, T0, State.VERIFIED, "offsite"),
+        entry(2, T0 + 100, State.VERIFIED, "offsite"),
+    ]
+    pruned = to_prune(entries, rules, T0 + 500)
+    assert [(e.backup_id, e.location) for e in pruned] == [
+        ("orders-0001", "primary"),
+        ("orders-0003", "primary"),
+    ]
+    later = to_prune(entries, rules, T0 + 7200)  # max_age passed: all but the anchor
+    assert [(e.backup_id, e.location) for e in later] == [
+        ("orders-0001", "primary"),
+        ("orders-0003", "primary"),
+        ("orders-0004", "primary"),
+    ]
