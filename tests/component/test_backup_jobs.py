@@ -19,11 +19,20 @@ from drwatch.backup.errors import BackupError
 from drwatch.backup.gpg import Recipient
 from drwatch.backup.jobs import BackupScheduler, Job, first_run
 from drwatch.backup.model import State
-from drwatch.backup.pipeline import Pipeline, command_stream
+from drwatch.backup.pipeline import Pipeline, Target, command_stream
+from drwatch.backup.restore import Decryptor, into_command, plaintext
 from drwatch.backup.runner import BackupRunner, Place
 from drwatch.backup.store import S3Store
+from tests.component.test_backup_pipeline import blocks
 from tests.conftest import MotoServer
-from tests.support.backup_services import Keys, PgPair, decrypt, gpg_keys, pg_pair  # noqa: F401
+from tests.support.backup_services import (  # noqa: F401
+    Keys,
+    PgPair,
+    decrypt,
+    export_secret,
+    gpg_keys,
+    pg_pair,
+)
 
 T0 = 1_796_000_000.0
 
@@ -209,3 +218,77 @@ async def test_a_dump_of_a_missing_database_fails_the_run(
     assert "no_such_db" in entries[0].why
     assert await primary_place.store.keys("drwatch") == []
     catalogue.close()
+
+
+@pytest.mark.services
+async def test_the_newest_verified_dump_restores_into_a_scratch_database(
+    pg_pair: PgPair,  # noqa: F811
+    gpg_keys: Keys,  # noqa: F811
+    primary_place: Place,
+    tmp_path: Path,
+) -> None:
+    """The proof: a replica's dump, uploaded and verified, is fetched, checked, decrypted
+    with the private key and streamed into pg_restore (never written to disk), and the
+    scratch database holds the 5,000 orders."""
+    rcpt = await Recipient.load(
+        gpg_keys.gpg,
+        gpg_keys.good.public_file,
+        gpg_keys.good.fingerprint,
+        tmp_path / "gnupg",
+        now=T0,
+    )
+    catalogue = SqliteCatalogue(tmp_path / "state")
+    runner = BackupRunner(
+        catalogue,
+        {"primary": primary_place},
+        Pipeline(rcpt, chunk_size=5 * MIB),
+        rcpt.key_ids,
+        clock=lambda: T0,
+    )
+    await runner.run_stream(
+        "orders", "dump", await replica_dump(PgEndpoint("127.0.0.1", pg_pair.replica_port))
+    )
+    newest = next(e for e in catalogue.entries() if e.state is State.VERIFIED)
+    assert newest.manifest is not None
+    pg_pair.psql(pg_pair.primary_port, "DROP DATABASE IF EXISTS scratch")
+    pg_pair.psql(pg_pair.primary_port, "CREATE DATABASE scratch")
+    key = export_secret(gpg_keys, gpg_keys.good, tmp_path / "backup.key")
+    restore = [
+        str(PG_BIN / "pg_restore"),
+        *PgEndpoint("127.0.0.1", pg_pair.primary_port, database="scratch").conn_args(),
+        "--exit-on-error",
+        "-d",
+        "scratch",
+    ]
+
+    async with Decryptor(gpg_keys.gpg, key) as decryptor:
+        stream = plaintext(primary_place.store, newest.manifest, "drwatch", decryptor)
+        await into_command(stream, restore)
+
+    count = pg_pair.psql(pg_pair.primary_port, "SELECT count(*) FROM orders", db="scratch")
+    assert count == "5000"
+    catalogue.close()
+
+
+@pytest.mark.services
+async def test_a_restore_refuses_a_chunk_that_differs_from_its_manifest(
+    gpg_keys: Keys,  # noqa: F811
+    primary_place: Place,
+    tmp_path: Path,
+) -> None:
+    """A manifest whose checksum does not match the object: the restore fails, saying so."""
+    rcpt = await Recipient.load(
+        gpg_keys.gpg,
+        gpg_keys.good.public_file,
+        gpg_keys.good.fingerprint,
+        tmp_path / "gnupg",
+        now=T0,
+    )
+    target = Target("orders", "dump", "drwatch", {}, {})
+    manifest = await Pipeline(rcpt).run(blocks(MIB), primary_place.store, target, now=T0)
+    lying = replace(manifest, chunks=(replace(manifest.chunks[0], sha256="0" * 64),))
+    key = export_secret(gpg_keys, gpg_keys.good, tmp_path / "backup.key")
+    async with Decryptor(gpg_keys.gpg, key) as decryptor:
+        with pytest.raises(BackupError, match="SHA-256 differs from the manifest"):
+            async for _ in plaintext(primary_place.store, lying, "drwatch", decryptor):
+                pass

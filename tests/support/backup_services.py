@@ -140,7 +140,7 @@ class PgPair:
     replica_port: int
     root: Path
 
-    def psql(self, port: int, sql: str) -> str:
+    def psql(self, port: int, sql: str, db: str = "postgres") -> str:
         out = subprocess.run(
             [
                 str(PG_BIN / "psql"),
@@ -152,6 +152,8 @@ class PgPair:
                 "postgres",
                 "-X",
                 "-At",
+                "-d",
+                db,
                 "-c",
                 sql,
             ],
