@@ -7,7 +7,7 @@ the four kinds, the three locations.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -29,6 +29,12 @@ class BackupMetrics:
             _LABELS,
             registry=r,
         )
+        self.rpo = Gauge(
+            "drwatch_backup_rpo_seconds",
+            "Each backed-up data class's RPO (for the DrwatchBackupRpoBreached rule).",
+            ["data_class"],
+            registry=r,
+        )
         self.size = Gauge(
             "drwatch_backup_size_bytes",
             "Size of the newest verified backup's ciphertext, per class, kind and location.",
@@ -48,6 +54,10 @@ class BackupMetrics:
             buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600),
             registry=r,
         )
+
+    def set_rpo(self, rpo_of: Mapping[str, float]) -> None:
+        for data_class, seconds in rpo_of.items():
+            self.rpo.labels(data_class).set(seconds)
 
     def record_run(self, entries: Iterable[Entry], seconds: float) -> None:
         kinds = set()

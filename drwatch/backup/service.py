@@ -93,6 +93,9 @@ class BackupService:
         rules = {n.value: loc.retention for n, loc in self.cfg.locations.configured().items()}
         return await self.runner.prune(to_prune(self.catalogue.entries(), rules, now))
 
+    def export_rpo(self) -> None:
+        self._metrics.set_rpo({o.data_class: o.rpo for o in self.objectives()})
+
     def refresh_metrics(self) -> None:
         self._metrics.update(self.catalogue.entries())
 
@@ -199,6 +202,7 @@ async def open_service(
         )
         await runner.resume()
         service.refresh_metrics()
+        service.export_rpo()
         scheduler = BackupScheduler(service.jobs(sources, clock))
         scheduler.start(catalogue.entries(), clock())
         stack.callback(scheduler.shutdown)

@@ -158,6 +158,13 @@ async def test_a_class_with_no_backup_runs_at_once_and_shows_everywhere(
         if sample.labels["data_class"] == "orders" and sample.labels["kind"] == "dump"
     }
     assert gauge == dict.fromkeys(LOCATIONS, created)
+    rpo = {
+        sample.labels["data_class"]: sample.value
+        for family in text_string_to_metric_families(exposition.decode())
+        if family.name == "drwatch_backup_rpo_seconds"
+        for sample in family.samples
+    }
+    assert rpo == {"orders": 900.0}  # scratch is transient: no RPO to keep
     assert_promtool_clean(exposition)
 
 
