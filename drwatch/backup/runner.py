@@ -181,14 +181,14 @@ class BackupRunner:
         return entry
 
     async def reverify(self, older_than: float) -> list[Entry]:
-        """Check again every verified or pending backup last checked before `older_than`;
-        the entries whose state changed."""
+        """Check again, when last checked before `older_than`, the backups the RPO rests
+        on (the newest verified per class, kind and location) and any left pending; the
+        entries whose state changed. Reading every retained backup each time would
+        download them all every pass; when the newest turns bad, the next older one is
+        the newest verified and is checked on the next pass."""
         changed = []
-        for entry in self._catalogue.entries():
-            stale = entry.checked_at is None or entry.checked_at < older_than
-            if entry.manifest is None or entry.location not in self._places or not stale:
-                continue
-            if entry.state not in (State.VERIFIED, State.PENDING):
+        for entry in _due(self._catalogue.entries(), older_than):
+            if entry.manifest is None or entry.location not in self._places:
                 continue
             after = await self._verified(entry, entry.manifest, entry.location)
             if after.state is State.PENDING and entry.state is State.VERIFIED:
@@ -241,6 +241,21 @@ class BackupRunner:
             except BackupError as err:
                 _log().warning("backup.resume_failed", location=name, error=str(err))
         return interrupted
+
+
+def _due(entries: list[Entry], older_than: float) -> list[Entry]:
+    newest: dict[tuple[str, str, str], Entry] = {}
+    pending = []
+    for e in entries:  # newest first
+        if e.state is State.PENDING:
+            pending.append(e)
+        elif e.state is State.VERIFIED:
+            newest.setdefault((e.data_class, e.kind, e.location), e)
+    return [
+        e
+        for e in [*newest.values(), *pending]
+        if e.checked_at is None or e.checked_at < older_than
+    ]
 
 
 async def _clean(place: Place, stale: list[Entry]) -> None:

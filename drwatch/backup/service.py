@@ -52,17 +52,26 @@ class BackupService:
         self._since = since
         self._metrics = metrics or BackupMetrics(None)
 
-    def objectives(self) -> list[Objective]:
-        """Classes that are backed up, each at every configured location."""
+    def objectives(self, entries: list[Entry] | None = None) -> list[Objective]:
+        """Classes that are backed up, each at every configured location. A class is
+        watched since its oldest catalogue entry when that is older than this start:
+        a restart does not reset the clock of a class whose backups never verified."""
+        known = self.catalogue.entries() if entries is None else entries
+        first: dict[str, float] = {}
+        for e in known:
+            first[e.data_class] = min(first.get(e.data_class, e.created_at), e.created_at)
         locations = tuple(self.cfg.locations.configured())
         return [
-            Objective(name, self._rpo_of[name], locations, self._since)
+            Objective(
+                name, self._rpo_of[name], locations, min(self._since, first.get(name, self._since))
+            )
             for name, dc in self.cfg.classes.items()
             if dc.kind in (ClassKind.PERSISTENT, ClassKind.CONFIGURATION)
         ]
 
     def statuses(self, now: float) -> list[Status]:
-        return compliance(self.catalogue.entries(), self.objectives(), now, self.cfg.failing_after)
+        entries = self.catalogue.entries()
+        return compliance(entries, self.objectives(entries), now, self.cfg.failing_after)
 
     def findings(self, now: float) -> list[Diagnosis]:
         return findings(self.statuses(now))

@@ -364,3 +364,32 @@ async def test_retention_deletes_old_backups_at_one_location_only(
     assert len(await places["offsite"].store.keys(prefix)) == 2  # chunk and manifest
     assert catalogue.get(oldest.backup_id, "primary") is None
     assert catalogue.get(oldest.backup_id, "offsite") is not None
+
+
+async def test_reverification_reads_the_backup_the_rpo_rests_on(
+    runner_parts: tuple[BackupRunner, SqliteCatalogue, Clock, Recipient],
+    places: dict[str, Place],
+) -> None:
+    """Only the newest verified backup per location is read again each pass (not every
+    retained one); once it turns corrupt, the next older one is checked next pass."""
+    runner, catalogue, clock, _ = runner_parts
+    older = (await runner.run_stream("orders", "dump", source(MIB, seed=1)))[0]
+    clock.now += 60
+    newer = (await runner.run_stream("orders", "dump", source(MIB, seed=2)))[0]
+    for entry in (older, newer):
+        assert entry.manifest is not None
+        chunk = entry.manifest.prefix(ROOT) + entry.manifest.chunks[0].name
+        await flip_byte(places["primary"], chunk)
+
+    clock.now += 3600
+    first = await runner.reverify(older_than=clock.now)
+    clock.now += 3600
+    second = await runner.reverify(older_than=clock.now)
+
+    assert [(e.backup_id, e.location, e.state) for e in first] == [
+        (newer.backup_id, "primary", State.CORRUPT)
+    ]
+    assert [(e.backup_id, e.location, e.state) for e in second] == [
+        (older.backup_id, "primary", State.CORRUPT)
+    ]
+    assert catalogue.get(newer.backup_id, "offsite").state is State.VERIFIED  # type: ignore[union-attr]
