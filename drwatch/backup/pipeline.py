@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import secrets
@@ -103,8 +104,12 @@ class Pipeline:
         compression: str = "none",
         chunk_size: int = 1024 * MIB,
         uploads_in_flight: int = 2,
+        stall_timeout: float = 300.0,
     ) -> None:
         self._recipient = recipient
+        # A source that yields nothing for this long fails the run (a hung dump must
+        # not hold the job forever: later runs would be skipped as overlaps).
+        self._stall_timeout = stall_timeout
         self._compression = compression
         self._chunk_size = chunk_size
         self._in_flight = uploads_in_flight
@@ -136,7 +141,7 @@ class Pipeline:
             consistent_at=target.consistent_at,
         )
         prefix = draft.prefix(target.root)
-        source = _Source(stream)
+        source = _Source(stream, self._stall_timeout)
         chunks: list[Chunk] = []
         try:
             while not chunks or not await source.at_end():
@@ -295,8 +300,9 @@ class _Part:
 class _Source:
     """The plaintext stream, handed out in pieces no longer than asked for."""
 
-    def __init__(self, stream: AsyncIterable[bytes]) -> None:
+    def __init__(self, stream: AsyncIterable[bytes], stall_timeout: float) -> None:
         self._stream = stream
+        self._stall_timeout = stall_timeout
         self._it = aiter(stream)
         self._carry = b""
         self.taken = 0
@@ -307,7 +313,7 @@ class _Source:
         self._carry = b""
         while not data:
             try:
-                data = await anext(self._it)
+                data = await self._next()
             except StopAsyncIteration:
                 return b""
         if len(data) > limit:
@@ -318,10 +324,19 @@ class _Source:
     async def at_end(self) -> bool:
         if not self._carry:
             try:
-                self._carry = await anext(self._it)
+                self._carry = await self._next()
             except StopAsyncIteration:
                 return True
         return False
+
+    async def _next(self) -> bytes:
+        try:
+            async with asyncio.timeout(self._stall_timeout):
+                return await anext(self._it)
+        except TimeoutError:
+            raise BackupError(
+                f"the source produced nothing for {self._stall_timeout:g}s (stalled)"
+            ) from None
 
     async def aclose(self) -> None:
         close = getattr(self._stream, "aclose", None)
@@ -404,13 +419,7 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 def _finished(draft: Manifest, chunks: list[Chunk], plain_bytes: int) -> Manifest:
-    return Manifest(
-        **{
-            **draft.__dict__,
-            "chunks": tuple(chunks),
-            "plain_bytes": plain_bytes,
-        }
-    )
+    return dataclasses.replace(draft, chunks=tuple(chunks), plain_bytes=plain_bytes)
 
 
 async def _delete_all(store: ObjectStore, keys: list[str]) -> None:

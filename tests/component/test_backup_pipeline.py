@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import shutil
 from collections.abc import AsyncIterator
@@ -71,6 +72,14 @@ async def recipient(keys: Keys, tmp_path: Path, which: str = "good") -> Recipien
 
 async def fetch(store: S3Store, key: str) -> bytes:
     return b"".join([b async for b in store.read(key, MIB)])
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 class FailingStore:
@@ -235,3 +244,23 @@ async def test_an_empty_stream_is_one_small_encrypted_object(
     assert len(manifest.chunks) == 1
     body = await fetch(store, manifest.prefix(ROOT) + manifest.chunks[0].name)
     assert decrypt(gpg_keys, gpg_keys.good, body) == b""
+
+
+async def test_a_stalled_source_fails_the_run_and_is_stopped(
+    gpg_keys: Keys,  # noqa: F811
+    store: S3Store,
+    tmp_path: Path,
+) -> None:
+    """A dump that writes a little and then hangs: after the stall timeout the run fails
+    with that reason, the command is killed, and nothing stays in the bucket."""
+    sh = shutil.which("sh")
+    assert sh is not None
+    pid_file = tmp_path / "pid"
+    argv = [sh, "-c", f"echo $$ > {pid_file}; head -c 1000 /dev/urandom; exec sleep 600"]
+    pipe = Pipeline(await recipient(gpg_keys, tmp_path), stall_timeout=0.5)
+    with pytest.raises(BackupError, match=r"produced nothing for 0\.5s"):
+        await pipe.run(command_stream(argv), store, target(), now=NOW)
+    pid = int(pid_file.read_text())
+    assert gone(pid), "the stalled command was killed and reaped"
+    assert await store.keys(ROOT) == []
+    assert await store.open_uploads(ROOT) == []
