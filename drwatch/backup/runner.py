@@ -252,9 +252,7 @@ def _due(entries: list[Entry], older_than: float) -> list[Entry]:
         elif e.state is State.VERIFIED:
             newest.setdefault((e.data_class, e.kind, e.location), e)
     return [
-        e
-        for e in [*newest.values(), *pending]
-        if e.checked_at is None or e.checked_at < older_than
+        e for e in [*newest.values(), *pending] if e.checked_at is None or e.checked_at < older_than
     ]
 
 
