@@ -89,7 +89,7 @@ class BackupRunner:
                 backup_id=backup_id,
                 expected_size=source.expected_size,
             )
-        except BackupError as err:
+        except (BackupError, OSError) as err:  # OSError: a command that cannot start
             _log().error("backup.failed", backup=backup_id, data_class=data_class, error=str(err))
             return self._failed_everywhere(running, str(err))
         entry = self._check(await self._verified(running, manifest, LocationName.PRIMARY))

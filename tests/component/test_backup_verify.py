@@ -16,7 +16,7 @@ from drwatch.backup.config import MIB, Location, Retention
 from drwatch.backup.gpg import Recipient
 from drwatch.backup.manifest import MANIFEST_NAME, Chunk, Manifest
 from drwatch.backup.model import State
-from drwatch.backup.pipeline import Pipeline, Target
+from drwatch.backup.pipeline import Pipeline, Target, command_stream
 from drwatch.backup.retention import to_prune
 from drwatch.backup.rpo import BackupFinding, Objective, compliance, findings
 from drwatch.backup.runner import INTERRUPTED, BackupRunner, Place, Source
@@ -393,3 +393,15 @@ async def test_reverification_reads_the_backup_the_rpo_rests_on(
         (older.backup_id, "primary", State.CORRUPT)
     ]
     assert catalogue.get(newer.backup_id, "offsite").state is State.VERIFIED  # type: ignore[union-attr]
+
+
+async def test_a_source_command_that_cannot_start_is_a_failed_run(
+    runner_parts: tuple[BackupRunner, SqliteCatalogue, Clock, Recipient],
+) -> None:
+    """pg_dump missing on this host: the run is recorded failed everywhere, with why."""
+    runner, catalogue, _, _ = runner_parts
+    broken = Source(command_stream(["/nonexistent/pg_dump"]), {}, {})
+    entries = await runner.run_stream("orders", "dump", broken)
+    assert {e.state for e in entries} == {State.FAILED}
+    assert "/nonexistent/pg_dump" in entries[0].why
+    assert {e.location for e in catalogue.entries()} == set(LOCATIONS)
