@@ -106,6 +106,9 @@ class ApiClient:
     async def incident(self, incident_id: str) -> Any:
         return await self._call("GET", f"/api/v1/incidents/{_segment(incident_id)}")
 
+    async def backups(self) -> Any:
+        return await self._call("GET", "/api/v1/backups")
+
     async def approve(self, incident_id: str) -> Any:
         return await self._call(
             "POST", f"/api/v1/incidents/{_segment(incident_id)}/approve", self._body

@@ -1,7 +1,7 @@
 """Operator commands against a running daemon's API.
 
 `drwatch status`, `drwatch incidents [ID]`, `drwatch approve ID`, `drwatch pause`,
-`drwatch resume`. Each takes `--api URL`, `--token-file PATH` and `--json` (print
+`drwatch resume`, `drwatch backups`. Each takes `--api URL`, `--token-file PATH` and `--json` (print
 the API's JSON as-is). Exit codes: 0 ok; 1 the daemon could not be reached or failed;
 2 bad input: a missing or wrong token, an unknown incident, a refused request.
 """
@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from drwatch.backup.render import render_backups
 from drwatch.client import (
     AUTH_FILE_ENV,
     DEFAULT_API,
@@ -74,6 +75,10 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_command(lambda c, _a: c.pause(), _done("paused")))
     p = sub.add_parser("resume", parents=[common], help="allow playbooks to start again")
     p.set_defaults(func=_command(lambda c, _a: c.resume(), _done("resumed")))
+    p = sub.add_parser(
+        "backups", parents=[common], help="backups per data class and location, and the RPO"
+    )
+    p.set_defaults(func=_command(lambda c, _a: c.backups(), render_backups))
 
 
 async def _incidents(client: ApiClient, args: argparse.Namespace) -> Any:

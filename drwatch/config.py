@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from drwatch.backup.config import BackupConfig
+from drwatch.backup.config import cross_problems as backup_problems
 from drwatch.model.fleet import Role
 from drwatch.tomlconfig import read_toml, validate
 from drwatch.units import format_duration, parse_duration
@@ -478,6 +480,8 @@ class Config(_Strict):
     alerts: AlertsConfig = AlertsConfig()
     # Several watchers on etcd (docs/cluster.md); None: one watcher on SQLite.
     cluster: ClusterConfig | None = None
+    # Backups by data class (drwatch/backup/config.py); none configured: no backups.
+    backup: BackupConfig | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
@@ -509,6 +513,8 @@ def _cross_problems(cfg: Config) -> Iterable[str]:
                     f"groups[{i}].checks[{j}].max_latency ({format_duration(check.max_latency)})"
                     f" exceeds timing.app.timeout ({format_duration(cfg.timing.app.timeout)})"
                 )
+    if cfg.backup is not None:
+        yield from backup_problems(cfg.backup, backup_rpo_of(cfg), names)
     grace_floor = cfg.timing.provider.interval
     if cfg.policy.dead_grace < grace_floor:
         yield (
@@ -521,6 +527,13 @@ def _cross_problems(cfg: Config) -> Iterable[str]:
             f"watcher.api_token_file: required when watcher.listen ({cfg.watcher.listen}) "
             "is not a loopback address"
         )
+
+
+def backup_rpo_of(cfg: Config) -> dict[str, float]:
+    """Each backup class's RPO: its own under objectives.data_classes, else the overall."""
+    own = cfg.objectives.data_classes
+    classes = cfg.backup.classes if cfg.backup is not None else {}
+    return {n: own[n].rpo if n in own else cfg.objectives.rpo for n in classes}
 
 
 def _is_loopback(host_port: str) -> bool:

@@ -24,6 +24,7 @@ from drwatch import __version__, logs
 from drwatch.act.wiring import build_runner
 from drwatch.alerts.alerter import Alerter
 from drwatch.alerts.model import AlertInput, alert_for_incident, watcher_impaired_alert
+from drwatch.backup.wiring import start_backups
 from drwatch.config import Config
 from drwatch.cycle import Cycle, SummaryLog, TickReport, WatcherState
 from drwatch.errors import ConfigError
@@ -44,6 +45,7 @@ from drwatch.roles import RoleMemory
 from drwatch.secretfile import read_secret
 from drwatch.statelock import state_dir_lock
 from drwatch.web import api, status
+from drwatch.web import backups as backups_web
 from drwatch.web.hostcheck import AllowedHosts, host_check
 from drwatch.web.metrics import Metrics
 
@@ -172,6 +174,7 @@ class Daemon:
         self.alerter = await self.stack.enter_async_context(
             Alerter.from_config(cfg.alerts, self.metrics)
         )
+        self.backups = await start_backups(cfg, self.stack, self.metrics.registry)
         await self._serve_web()
 
     def _kill_switch(self) -> bool:
@@ -187,6 +190,8 @@ class Daemon:
         api.add_routes(app, self.api_state)
         self.metrics.add_routes(app)
         status.add_routes(app)
+        if self.backups is not None:
+            backups_web.add_routes(app, self.backups)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self.stack.push_async_callback(runner.cleanup)
@@ -330,7 +335,12 @@ async def _run_locked(cfg: Config, secret: bytes, token: bytes | None) -> int:
     log.info("daemon.start", version=__version__, state_dir=str(cfg.watcher.state_dir))
     async with AsyncExitStack() as stack:
         daemon = Daemon(cfg, stack, secret, token)
-        await daemon.build()
+        try:
+            await daemon.build()
+        except ConfigError as err:  # a problem only the start shows (a backup key, ...)
+            for problem in err.problems:
+                print(f"drwatch: {problem}", file=sys.stderr)
+            return EXIT_CONFIG
         await daemon.run(stop)
     log.info("daemon.stop")
     return EXIT_OK

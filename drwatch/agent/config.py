@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from drwatch.agent import keycheck
+from drwatch.errors import ConfigError
 from drwatch.tomlconfig import read_toml, validate
 from drwatch.units import format_duration, parse_duration
 
@@ -327,6 +329,9 @@ class AgentConfig(_Strict):
 
 def parse(data: dict[str, Any]) -> AgentConfig:
     """Validate an agent config given as a dict (already parsed TOML)."""
+    key_problems = keycheck.check(data)
+    if key_problems:
+        raise ConfigError(key_problems)
     return validate(
         AgentConfig,
         data,

@@ -132,6 +132,17 @@ def add_routes(app: web.Application, state: ApiState) -> None:
     app.router.add_post("/api/v1/resume", _guard(resume, mutating=True))
 
 
+def add_read_route(
+    app: web.Application, path: str, handler: Callable[[web.Request], Awaitable[web.Response]]
+) -> None:
+    """A read-only route of another component, behind the same token rule as these."""
+
+    async def wrapped(request: web.Request, _state: ApiState) -> web.Response:
+        return await handler(request)
+
+    app.router.add_get(path, _guard(wrapped, mutating=False))
+
+
 # -- auth ------------------------------------------------------------------------------------
 
 Handler = Callable[[web.Request, ApiState], Awaitable[web.Response]]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from drwatch.backup.metrics import BackupMetrics
 from drwatch.web.metrics import Metrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -16,7 +17,9 @@ _SUFFIXES = ("_bucket", "_count", "_sum", "_created")
 
 
 def _exported() -> set[str]:
-    text = Metrics(process_metrics=False).exposition().decode()
+    metrics = Metrics(process_metrics=False)
+    BackupMetrics(metrics.registry)  # registered by the daemon when [backup] is configured
+    text = metrics.exposition().decode()
     names = set(re.findall(r"^# TYPE (\S+)", text, re.M))
     # Counters are typed under their base name; samples carry the _total suffix.
     return names | {n + "_total" for n in names} | {n + "_info" for n in names}

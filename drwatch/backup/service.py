@@ -1,0 +1,218 @@
+"""Backups as the daemon holds them: built from `[backup]`, scheduled, and reported.
+
+`open_service` is the composition step (the daemon's root calls it): it checks the
+recipient key (a missing gpg or a wrong key stops the start, with the reason), opens a
+store per location, resumes interrupted runs, and starts one job per class and kind
+that has a source, plus the re-verification job. `BackupService.doc(now)` is what
+`GET /api/v1/backups` returns, and `findings(now)` what the status shows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from drwatch.backup.catalogue import Catalogue, Entry, SqliteCatalogue
+from drwatch.backup.config import KINDS, BackupConfig, ClassKind, DataClass
+from drwatch.backup.gpg import Recipient, check_private_key
+from drwatch.backup.jobs import BackupScheduler, Job
+from drwatch.backup.metrics import BackupMetrics
+from drwatch.backup.pipeline import Pipeline
+from drwatch.backup.retention import to_prune
+from drwatch.backup.rpo import Diagnosis, Objective, Status, compliance, findings
+from drwatch.backup.runner import BackupRunner, Place, Source
+from drwatch.backup.store import S3Store
+
+# Makes the plaintext stream for one run of a class (a dump, an archive).
+SourceFactory = Callable[[str, DataClass], Awaitable[Source]]
+Clock = Callable[[], float]
+RECENT = 200
+
+
+class BackupService:
+    """The catalogue, the RPO of every class at every location, and the runs."""
+
+    def __init__(
+        self,
+        cfg: BackupConfig,
+        rpo_of: Mapping[str, float],
+        catalogue: Catalogue,
+        *,
+        since: float,
+        runner: BackupRunner | None = None,
+        metrics: BackupMetrics | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._rpo_of = dict(rpo_of)
+        self.catalogue = catalogue
+        self.runner = runner
+        self._since = since
+        self._metrics = metrics or BackupMetrics(None)
+
+    def objectives(self, entries: list[Entry] | None = None) -> list[Objective]:
+        """Classes that are backed up, each at every configured location. A class is
+        watched since its oldest catalogue entry when that is older than this start:
+        a restart does not reset the clock of a class whose backups never verified."""
+        known = self.catalogue.entries() if entries is None else entries
+        first: dict[str, float] = {}
+        for e in known:
+            first[e.data_class] = min(first.get(e.data_class, e.created_at), e.created_at)
+        locations = tuple(self.cfg.locations.configured())
+        return [
+            Objective(
+                name, self._rpo_of[name], locations, min(self._since, first.get(name, self._since))
+            )
+            for name, dc in self.cfg.classes.items()
+            if dc.kind in (ClassKind.PERSISTENT, ClassKind.CONFIGURATION)
+        ]
+
+    def statuses(self, now: float) -> list[Status]:
+        entries = self.catalogue.entries()
+        return compliance(entries, self.objectives(entries), now, self.cfg.failing_after)
+
+    def findings(self, now: float) -> list[Diagnosis]:
+        return findings(self.statuses(now))
+
+    async def run(self, data_class: str, kind: str, make: SourceFactory) -> list[Entry]:
+        """One run of a class and kind, start to end, then the metrics."""
+        assert self.runner is not None, "a read-only service has no runner"
+        started = time.monotonic()
+        try:
+            source = await make(data_class, self.cfg.classes[data_class])
+        except Exception as err:
+            entries = self.runner.failed_to_start(data_class, kind, f"no source: {err}")
+        else:
+            entries = await self.runner.run_stream(data_class, kind, source)
+        self._metrics.record_run(entries, time.monotonic() - started)
+        self.refresh_metrics()
+        return entries
+
+    async def reverify(self, now: float) -> list[Entry]:
+        assert self.runner is not None, "a read-only service has no runner"
+        changed = await self.runner.reverify(older_than=now - self.cfg.reverify_every)
+        self.refresh_metrics()
+        return changed
+
+    async def prune(self, now: float) -> list[Entry]:
+        """Apply each location's retention (never the newest verified backup)."""
+        assert self.runner is not None, "a read-only service has no runner"
+        rules = {n.value: loc.retention for n, loc in self.cfg.locations.configured().items()}
+        return await self.runner.prune(to_prune(self.catalogue.entries(), rules, now))
+
+    def export_rpo(self) -> None:
+        self._metrics.set_rpo({o.data_class: o.rpo for o in self.objectives()})
+
+    def refresh_metrics(self) -> None:
+        self._metrics.update(self.catalogue.entries())
+
+    def jobs(self, sources: Mapping[str, SourceFactory], clock: Clock) -> list[Job]:
+        """One job per class and kind that has a source, and the re-verification job
+        (which applies retention after it)."""
+        out = []
+        for name, dc in self.cfg.classes.items():
+            for kind, every in dc.intervals(self._rpo_of[name]).items():
+                make = sources.get(kind)
+                if make is not None:
+                    out.append(Job(name, kind, every, _bind(self, name, kind, make)))
+        every = self.cfg.reverify_every
+
+        async def reverify() -> None:
+            await self.reverify(clock())
+            await self.prune(clock())
+
+        out.append(Job("all", "reverify", every, reverify))
+        return out
+
+    def doc(self, now: float) -> dict[str, Any]:
+        """GET /api/v1/backups: each class's RPO status per location, recent backups, findings."""
+        statuses = self.statuses(now)
+        by_class: dict[str, list[Status]] = {}
+        for s in statuses:
+            by_class.setdefault(s.data_class, []).append(s)
+        classes = [
+            {
+                "data_class": name,
+                "class_kind": dc.kind.value,
+                "kinds": [k.value for k in KINDS[dc.kind]],
+                "groups": dc.groups,
+                "rpo_s": self._rpo_of[name],
+                "backed_up": dc.kind is not ClassKind.TRANSIENT,
+                "locations": [s.to_dict() for s in by_class.get(name, [])],
+            }
+            for name, dc in self.cfg.classes.items()
+        ]
+        return {
+            "now": now,
+            "recipient_fingerprint": self.cfg.recipient.fingerprint if self.cfg.recipient else None,
+            "custody": self.cfg.custody,
+            "watcher_holds_private_key": self.cfg.watcher_private_key_file is not None,
+            "classes": classes,
+            "findings": [
+                {
+                    "finding": d.finding.value,
+                    "data_class": d.data_class,
+                    "location": d.location,
+                    "age_s": d.age,
+                    "message": d.message,
+                }
+                for d in findings(statuses)
+            ],
+            "backups": [e.to_dict() for e in self.catalogue.entries()[:RECENT]],
+        }
+
+
+def _bind(
+    service: BackupService, data_class: str, kind: str, make: SourceFactory
+) -> Callable[[], Awaitable[object]]:
+    async def run() -> object:
+        return await service.run(data_class, kind, make)
+
+    return run
+
+
+@asynccontextmanager
+async def open_service(
+    cfg: BackupConfig,
+    rpo_of: Mapping[str, float],
+    state_dir: Path,
+    *,
+    sources: Mapping[str, SourceFactory],
+    metrics: BackupMetrics | None = None,
+    clock: Clock = time.time,
+) -> AsyncIterator[BackupService]:
+    """The running service (see the module doc); its jobs stop when the block ends."""
+    if cfg.recipient is None:
+        raise ValueError("backups need backup.recipient (check-config says so too)")
+    recipient = await Recipient.load(
+        cfg.gpg_binary,
+        cfg.recipient.public_key_file,
+        cfg.recipient.fingerprint,
+        state_dir / "gnupg",
+        now=clock(),
+    )
+    if cfg.watcher_private_key_file is not None:
+        await check_private_key(
+            recipient.gpg, cfg.watcher_private_key_file, recipient, state_dir / "gnupg"
+        )
+    async with AsyncExitStack() as stack:
+        places = {}
+        for name, loc in cfg.locations.configured().items():
+            store = await stack.enter_async_context(S3Store(name, loc))
+            places[name.value] = Place(store, loc.prefix)
+        catalogue = SqliteCatalogue(state_dir)
+        stack.callback(catalogue.close)
+        pipeline = Pipeline(recipient, compression=cfg.compression, chunk_size=cfg.chunk_size)
+        runner = BackupRunner(catalogue, places, pipeline, recipient.key_ids, clock)
+        service = BackupService(
+            cfg, rpo_of, catalogue, since=clock(), runner=runner, metrics=metrics
+        )
+        await runner.resume()
+        service.refresh_metrics()
+        service.export_rpo()
+        scheduler = BackupScheduler(service.jobs(sources, clock))
+        scheduler.start(catalogue.entries(), clock())
+        stack.callback(scheduler.shutdown)
+        yield service
