@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "drwatch.agent.cli",
     "drwatch.client_cli",
     "drwatch.sandbox.cli",
+    "drwatch.plan.cli",
 )
 
 

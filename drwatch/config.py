@@ -79,6 +79,9 @@ class WatcherConfig(_Strict):
     api_read_requires_token: bool = False
 
 
+DrillKind = Literal["sandbox", "live", "restore_test"]
+
+
 class Objective(_Strict):
     rpo: Duration
     rto: Duration
@@ -90,10 +93,17 @@ class ObjectivesConfig(_Strict):
     rpo: Duration = 900.0
     rto: Duration = 600.0
     data_classes: dict[Name, Objective] = Field(default_factory=dict)
+    # Test the plan at least twice a year: each kind in drill_kinds needs a passing drill
+    # (drwatch drills) at most this long ago, or DrwatchDrillOverdue fires and
+    # `drwatch plan --check` fails.
+    drill_interval: Duration = 182 * 86400.0
+    drill_kinds: tuple[DrillKind, ...] = ("sandbox",)
 
     @model_validator(mode="after")
     def _classes_within_overall(self) -> Self:
         problems = []
+        if self.drill_interval <= 0:
+            problems.append("drill_interval must be greater than 0")
         for name, obj in self.data_classes.items():
             if obj.rpo > self.rpo:
                 problems.append(
@@ -296,6 +306,60 @@ class PolicyConfig(_Strict):
     boot_grace: Duration = 300.0
 
 
+class Contact(_Strict):
+    """A person or a rota the plan names: who they are and how to reach them."""
+
+    name: str = Field(min_length=1)
+    role: str = ""
+    email: str = ""
+    phone: str = ""
+    # When to call them: "business hours", "24/7 (on-call rota)".
+    hours: str = ""
+
+
+class PlanConfig(_Strict):
+    """What only people know and `drwatch plan` prints: who owns the service, who approves
+    what drwatch will not do alone, and whom to call, in order."""
+
+    title: str = "Disaster-recovery plan"
+    # The service in one or two plain sentences, for readers who do not run it.
+    service: str = ""
+    owners: list[Contact] = Field(default_factory=list)
+    # Who may approve the playbooks that wait for approval (policy.approval_required).
+    approvers: list[Contact] = Field(default_factory=list)
+    # In the order to call them.
+    escalation: list[Contact] = Field(default_factory=list)
+
+
+class TrendsConfig(_Strict):
+    """Early warning from the agents' recent samples (disk time-until-full, sustained
+    CPU and memory pressure). Warnings only: they never open an incident or act."""
+
+    # How much recent history the fit and the pressure windows look at.
+    window: Duration = 1800.0
+    # Fewer samples than this (or spanning under half the window) give no estimate.
+    min_samples: Annotated[int, Field(ge=3, le=10_000)] = 10
+    # disk_full_soon when a disk is estimated full within this.
+    disk_full_horizon: Duration = 86400.0
+    # cpu_pressure / memory_pressure when usage stays at or above these for `sustain`.
+    cpu_percent: Annotated[float, Field(gt=0, le=100)] = 90.0
+    memory_percent: Annotated[float, Field(gt=0, le=100)] = 90.0
+    sustain: Duration = 600.0
+    # Samples kept per instance (bounds memory whatever the agent interval).
+    max_samples: Annotated[int, Field(ge=10, le=100_000)] = 720
+
+    @model_validator(mode="after")
+    def _sane(self) -> Self:
+        if self.window <= 0 or self.sustain <= 0 or self.disk_full_horizon <= 0:
+            raise ValueError("window, sustain and disk_full_horizon must be greater than 0")
+        if self.sustain > self.window:
+            raise ValueError(
+                f"sustain ({format_duration(self.sustain)}) cannot exceed window "
+                f"({format_duration(self.window)}): older samples are forgotten"
+            )
+        return self
+
+
 def _check_http_url(value: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise ValueError(f"{value!r} is not an http:// or https:// URL")
@@ -344,6 +408,8 @@ class Config(_Strict):
     groups: list[GroupConfig] = Field(min_length=1)
     canaries: list[Canary] = Field(default_factory=list)
     alerts: AlertsConfig = AlertsConfig()
+    plan: PlanConfig = PlanConfig()
+    trends: TrendsConfig = TrendsConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:

@@ -24,10 +24,12 @@ from drwatch import __version__, logs
 from drwatch.act.wiring import build_runner
 from drwatch.alerts.alerter import Alerter
 from drwatch.alerts.model import AlertInput, alert_for_incident, watcher_impaired_alert
+from drwatch.assess.trends import assess_trends
 from drwatch.config import Config
 from drwatch.cycle import Cycle, SummaryLog, TickReport, WatcherState
 from drwatch.errors import ConfigError
 from drwatch.incidents import IncidentStore
+from drwatch.ledger import DrillLedger
 from drwatch.model import Fleet, Observation, Snapshot
 from drwatch.notify import Notifier, notifier_from_env, watchdog_interval
 from drwatch.observe.agent import AgentClient, AgentObserver
@@ -35,6 +37,7 @@ from drwatch.observe.app import AppObserver
 from drwatch.observe.canary import CanaryObserver
 from drwatch.observe.discovery import discover
 from drwatch.observe.provider import ProviderObserver
+from drwatch.observe.samples import SampleHistory
 from drwatch.observe.scheduler import CheckJob, CheckScheduler
 from drwatch.observe.store import HealthStore, hysteresis_from
 from drwatch.probes.http import HttpProbe, new_session
@@ -42,11 +45,13 @@ from drwatch.probes.tcp import TcpProbe
 from drwatch.providers.aws import AwsProvider
 from drwatch.roles import RoleMemory
 from drwatch.secretfile import read_secret
-from drwatch.web import api, status
+from drwatch.web import api, outlook, status
 from drwatch.web.metrics import Metrics
 
 EXIT_OK, EXIT_CONFIG = 0, 2
 TICK_INTERVAL_S = 1.0
+# Trends move over minutes: fit them (and read the drill ledger) this often, not every tick.
+OUTLOOK_INTERVAL_S = 5.0
 CHECK_CONCURRENCY = 256
 
 
@@ -124,6 +129,7 @@ class Daemon:
         self.notifier: Notifier = notifier_from_env()
         self.summary_log = SummaryLog()
         self.impaired_since: float | None = None
+        self.outlook_at = 0.0
 
     async def build(self) -> None:
         cfg = self.cfg
@@ -167,6 +173,12 @@ class Daemon:
             controls=self.cycle,
             read_requires_token=cfg.watcher.api_read_requires_token,
         )
+        self.samples = SampleHistory(cfg.trends.window, cfg.trends.max_samples)
+        self.ledger = DrillLedger(cfg.watcher.state_dir)
+        self.stack.callback(self.ledger.close)
+        self.outlook = outlook.OutlookState(
+            self.ledger, cfg.objectives.drill_interval, cfg.objectives.drill_kinds
+        )
         self.alerter = await self.stack.enter_async_context(
             Alerter.from_config(cfg.alerts, self.metrics)
         )
@@ -178,11 +190,13 @@ class Daemon:
 
     def record(self, obs: Observation) -> None:
         self.store.record(obs)
+        self.samples.record(obs)
         self.metrics.record_check(obs, obs.latency_s)
 
     async def _serve_web(self) -> None:
         app = web.Application()
         api.add_routes(app, self.api_state)
+        outlook.add_routes(app, self.outlook)
         self.metrics.add_routes(app)
         status.add_routes(app)
         runner = web.AppRunner(app, access_log=None)
@@ -260,6 +274,7 @@ class Daemon:
             self.notifier.status(report.summary)
         self.metrics.update_from_snapshot(snapshot)
         self.metrics.update_from_report(report)
+        self.refresh_outlook(now)
         lag = self.scheduler.lag_stats()
         self.metrics.set_scheduler_lag(lag.p99, lag.max)
         # Runs of open incidents, and of those this tick closed: the tick that ends an
@@ -272,6 +287,23 @@ class Daemon:
                 self.metrics.record_run(progress)
         self.alerter.update(self._alerts(report, now), now)
         return report
+
+    def refresh_outlook(self, now: float) -> None:
+        """Early warnings from the agents' recent samples, and the drill ledger, beside the
+        cycle (warnings only: they open no incident). Metrics are set on every tick, since
+        update_from_report resets the warning counts it does not own."""
+        if now - self.outlook_at >= OUTLOOK_INTERVAL_S:
+            self.outlook_at = now
+            self.samples.prune(self.watch.fleet)
+            self.outlook.trends = assess_trends(
+                self.watch.fleet, self.samples.view(now), now, self.cfg.trends
+            )
+            self.metrics.update_drills(
+                self.ledger.latest(),
+                self.cfg.objectives.drill_interval,
+                self.cfg.objectives.drill_kinds,
+            )
+        self.metrics.update_trends(self.outlook.trends)
 
     def _alerts(self, report: TickReport, now: float) -> list[AlertInput]:
         alerts = [alert_for_incident(inc) for inc in report.open_incidents]

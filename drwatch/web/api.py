@@ -112,6 +112,9 @@ class LiveApiState:
 
 
 STATE_KEY: web.AppKey[ApiState] = web.AppKey("drwatch_api_state", ApiState)
+# Other parts of the API (drwatch.web.outlook) add to the status document through these.
+StatusHook = Callable[[JSON, Snapshot | None], None]
+STATUS_HOOKS: web.AppKey[list[StatusHook]] = web.AppKey("drwatch_status_hooks", list)
 
 
 def add_routes(app: web.Application, state: ApiState) -> None:
@@ -127,6 +130,11 @@ def add_routes(app: web.Application, state: ApiState) -> None:
 # -- auth ------------------------------------------------------------------------------------
 
 Handler = Callable[[web.Request, ApiState], Awaitable[web.Response]]
+
+
+def guard_read(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A read endpoint added elsewhere, under the same token rule as these."""
+    return _guard(handler, mutating=False)
 
 
 def _guard(handler: Handler, *, mutating: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -166,7 +174,10 @@ def _error(status: int, message: str) -> web.Response:
 
 
 async def status(request: web.Request, state: ApiState) -> web.Response:
-    return web.json_response(status_doc(state))
+    doc = status_doc(state)
+    for hook in request.app.get(STATUS_HOOKS, ()):
+        hook(doc, state.latest_snapshot())
+    return web.json_response(doc)
 
 
 async def incidents(request: web.Request, state: ApiState) -> web.Response:
@@ -373,6 +384,7 @@ def finding_doc(d: Diagnosis, names: Mapping[str, str]) -> JSON:
         "targets": [names.get(t, t) for t in d.targets],
         "target_ids": list(d.targets),
         "evidence": d.evidence,
+        "facts": dict(d.facts),
         **_times(since=d.since),
     }
 
