@@ -149,13 +149,15 @@ def _about(
 
 
 def human(seconds: float) -> str:
-    """`3 h 20 min`, `12 min`, `40 s`: an estimate reads better rounded."""
+    """`3 h 20 min`, `12 min`, `2 min 50 s`, `40 s`: an estimate reads better rounded."""
     if seconds >= 86400:
         return f"{seconds / 86400:.1f} days"
     if seconds >= 3600:
         return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
-    if seconds >= 60:
+    if seconds >= 600:
         return f"{int(seconds // 60)} min"
+    if seconds >= 60:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
     return f"{max(0, int(seconds))} s"
 
 
