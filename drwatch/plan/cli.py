@@ -266,3 +266,73 @@ def cmd_record(args: argparse.Namespace) -> int:
     rec = record_report(cfg.watcher.state_dir, report, args.kind, args.by)
     print(f"recorded {rec.id}: {rec.kind} {rec.scenario} {rec.result}")
     return EXIT_OK
+
+
+# -- drwatch drill --live ------------------------------------------------------------------
+
+
+def cmd_live_drill(args: argparse.Namespace) -> int:
+    """Validate, ask the daemon, refuse with every reason or run; record in the ledger."""
+    from drwatch.plan import live  # noqa: PLC0415
+    from drwatch.sandbox.verdict import summary  # noqa: PLC0415
+    from drwatch.tomlconfig import read_toml  # noqa: PLC0415
+
+    if args.config is None:
+        print("drwatch drill --live: --config PATH is required", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    cfg = load_or_report(args.config)
+    if cfg is None:
+        return EXIT_BAD_INPUT
+    try:
+        scenario = live.parse_live(read_toml(args.scenario))
+        token = read_token(args.token_file)
+    except ConfigError as err:
+        print(f"{args.scenario}: {len(err.problems)} problem(s):", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    api = args.api or f"http://{cfg.watcher.listen}"
+    by = args.by or _user() if args.approve else ""
+    report = asyncio.run(_live(cfg, scenario, api, token, by))
+    if report is None:
+        return EXIT_FAILED
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(summary(report))
+    rec = record_report(cfg.watcher.state_dir, report, "live", by=by)
+    print(f"recorded in the drill ledger as {rec.id}")
+    return EXIT_OK if report["passed"] else EXIT_FAILED
+
+
+def _user() -> str:
+    import getpass  # noqa: PLC0415
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "operator"
+
+
+async def _live(cfg: Config, scenario: Any, api: str, token: str | None, by: str) -> Any:
+    import aiohttp  # noqa: PLC0415
+
+    from drwatch.plan import live  # noqa: PLC0415
+    from drwatch.providers.aws import AwsProvider  # noqa: PLC0415
+
+    try:
+        status = await ApiClient(api, token).status()
+    except DrwatchError as err:
+        print(f"drwatch drill --live: refused: the daemon did not answer ({err})", file=sys.stderr)
+        return None
+    reasons = live.refusals(cfg, scenario, status, by)
+    if reasons:
+        print("drwatch drill --live: refused, nothing was touched:", file=sys.stderr)
+        for reason in reasons:
+            print(f"  - {reason}", file=sys.stderr)
+        return None
+    print(f"live drill {scenario.name!r} approved by {by}: starting", file=sys.stderr)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with AwsProvider(cfg.provider) as provider, aiohttp.ClientSession(headers=headers) as s:
+        return await live.run_live(
+            cfg, scenario, api_url=api, provider=provider, session=s, status=status
+        )

@@ -84,8 +84,23 @@ def register(sub: Any) -> None:
         description="Exit 0: every expectation met; 1: not met; 2: bad input.",
     )
     d.add_argument("scenario", type=Path, metavar="SCENARIO.toml")
-    d.add_argument("--sandbox", action="store_true", required=True, help="run in the sandbox")
+    where = d.add_mutually_exclusive_group(required=True)
+    where.add_argument("--sandbox", action="store_true", help="run in a fresh sandbox")
+    where.add_argument(
+        "--live",
+        action="store_true",
+        help="run against the real fleet (docs/drills.md: opt-in, guarded; needs --config, "
+        "--approve)",
+    )
     d.add_argument("--report", type=Path, required=True, metavar="REPORT.json")
+    d.add_argument(
+        "--api", metavar="URL", help="--live: the running daemon (default: watcher.listen)"
+    )
+    d.add_argument(
+        "--token-file", type=Path, metavar="PATH", help="--live: the API token, if reads need one"
+    )
+    d.add_argument("--approve", action="store_true", help="--live: yes, stop real servers")
+    d.add_argument("--by", default="", metavar="NAME", help="--live: who approves (for the record)")
     d.add_argument("--topology", type=Path, metavar="FILE")
     d.add_argument("--state-dir", type=Path, metavar="DIR", help="default: a temporary dir")
     d.add_argument(
@@ -258,6 +273,14 @@ def _who() -> str:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
+    if args.live:
+        from drwatch.plan.cli import cmd_live_drill  # noqa: PLC0415 - only for live drills
+
+        return cmd_live_drill(args)
+    return _sandbox_drill(args)
+
+
+def _sandbox_drill(args: argparse.Namespace) -> int:
     topo = _topology(args.topology)
     if topo is None:
         return EXIT_BAD_INPUT
