@@ -40,6 +40,7 @@ from drwatch.observe.provider import ProviderObserver
 from drwatch.observe.samples import SampleHistory
 from drwatch.observe.scheduler import CheckJob, CheckScheduler
 from drwatch.observe.store import HealthStore, hysteresis_from
+from drwatch.observe.volumes import VolumeWatch
 from drwatch.probes.http import HttpProbe, new_session
 from drwatch.probes.tcp import TcpProbe
 from drwatch.providers.aws import AwsProvider
@@ -174,6 +175,9 @@ class Daemon:
             read_requires_token=cfg.watcher.api_read_requires_token,
         )
         self.samples = SampleHistory(cfg.trends.window, cfg.trends.max_samples)
+        self.volumes = VolumeWatch(
+            self.provider, cfg.provider.regions, timeout=cfg.timing.provider.timeout
+        )
         self.ledger = DrillLedger(cfg.watcher.state_dir)
         self.stack.callback(self.ledger.close)
         self.outlook = outlook.OutlookState(
@@ -216,6 +220,7 @@ class Daemon:
                 tg.create_task(self._discovery_loop(), name="discovery"),
                 tg.create_task(self._provider_loop(), name="provider"),
                 tg.create_task(self._tick_loop(), name="tick"),
+                tg.create_task(self._volume_loop(), name="volumes"),
             ]
             await self._ready()
             await stop.wait()
@@ -249,6 +254,16 @@ class Daemon:
                 self.record(obs)
             backoff = max(self.provider_observer.next_poll_delay(r) for r in regions)
             await asyncio.sleep(max(self.cfg.timing.provider.interval, backoff))
+
+    async def _volume_loop(self) -> None:
+        """Volume health from the provider, as often as discovery."""
+        await self.watch.discovered.wait()
+        while True:
+            try:
+                await self.volumes.poll()
+            except Exception:
+                _log().exception("volumes.failed")
+            await asyncio.sleep(self.cfg.provider.discovery_interval)
 
     async def _tick_loop(self) -> None:
         await self.watch.discovered.wait()
@@ -296,7 +311,11 @@ class Daemon:
             self.outlook_at = now
             self.samples.prune(self.watch.fleet)
             self.outlook.trends = assess_trends(
-                self.watch.fleet, self.samples.view(now), now, self.cfg.trends
+                self.watch.fleet,
+                self.samples.view(now),
+                now,
+                self.cfg.trends,
+                volumes=self.volumes.current(),
             )
             self.metrics.update_drills(
                 self.ledger.latest(),

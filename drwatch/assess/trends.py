@@ -23,7 +23,7 @@ from drwatch.config import TrendsConfig
 from drwatch.model.findings import Diagnosis, Finding, scope_key
 from drwatch.model.fleet import Instance
 from drwatch.model.plan import Scope
-from drwatch.model.samples import History, Sample
+from drwatch.model.samples import History, Sample, VolumeState
 
 # A fit must cover at least this share of the window to say anything.
 MIN_SPAN_SHARE = 1 / 3
@@ -194,11 +194,43 @@ def _pressure_diagnosis(inst: Instance, p: Pressure, now: float, cfg: TrendsConf
     return _about(inst, finding, evidence, now - p.lasted_s, (("lasted_s", f"{p.lasted_s:.0f}"),))
 
 
+BAD_VOLUME_STATES = frozenset({"error"})
+BAD_VOLUME_STATUSES = frozenset({"impaired", "warning"})
+
+
+def assess_volumes(
+    instances: Iterable[Instance], volumes: Iterable[VolumeState], now: float
+) -> list[Diagnosis]:
+    """volume_impaired for each failed or impaired volume attached to a watched instance."""
+    by_id = {i.id: i for i in instances}
+    out = []
+    for v in volumes:
+        inst = by_id.get(v.attached_to or "")
+        if inst is None or not (v.state in BAD_VOLUME_STATES or v.status in BAD_VOLUME_STATUSES):
+            continue
+        said = ", ".join(
+            p for p in (f"state {v.state}", f"status {v.status}" if v.status else "") if p
+        )
+        facts = (("volume", v.id), ("state", v.state), ("status", v.status))
+        out.append(
+            _about(
+                inst, Finding.VOLUME_IMPAIRED, f"volume {v.id}: provider says {said}", None, facts
+            )
+        )
+    return out
+
+
 def assess_trends(
-    instances: Iterable[Instance], history: History, now: float, cfg: TrendsConfig
+    instances: Iterable[Instance],
+    history: History,
+    now: float,
+    cfg: TrendsConfig,
+    volumes: Iterable[VolumeState] = (),
 ) -> TrendReport:
-    """Every instance's disk fits and pressure runs, and the warnings they make."""
-    diagnoses: list[Diagnosis] = []
+    """Every instance's disk fits and pressure runs, the provider's word on its volumes,
+    and the warnings they make."""
+    instances = tuple(instances)
+    diagnoses: list[Diagnosis] = assess_volumes(instances, volumes, now)
     disks: list[DiskTrend] = []
     pressure: list[Pressure] = []
     for inst in instances:

@@ -59,6 +59,7 @@ class Finding(StrEnum):
     DISK_FULL_SOON = "disk_full_soon"
     CPU_PRESSURE = "cpu_pressure"
     MEMORY_PRESSURE = "memory_pressure"
+    VOLUME_IMPAIRED = "volume_impaired"
 
     @property
     def description(self) -> str:
@@ -172,6 +173,12 @@ _DESCRIPTIONS: dict[Finding, tuple[str, Severity, Scope]] = {
     ),
     Finding.CPU_PRESSURE: (
         "CPU use has stayed at or above trends.cpu_percent for trends.sustain or longer",
+        Severity.WARNING,
+        _I,
+    ),
+    Finding.VOLUME_IMPAIRED: (
+        "the provider reports a volume of the instance failed (state error) or its I/O "
+        "impaired (volume status)",
         Severity.WARNING,
         _I,
     ),

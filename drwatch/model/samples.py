@@ -33,5 +33,18 @@ class Sample:
         return next((d for d in self.disks if d.mount == mount), None)
 
 
+@dataclass(frozen=True, slots=True)
+class VolumeState:
+    """A volume as the provider reports it: `state` from DescribeVolumes (`error` is a
+    failed volume), `status` from DescribeVolumeStatus (`ok`, `impaired`, `warning`,
+    `insufficient-data`; empty when the provider did not say)."""
+
+    id: str
+    region: str
+    state: str
+    attached_to: str | None = None
+    status: str = ""
+
+
 # instance id -> its samples, oldest first
 History = Mapping[str, tuple[Sample, ...]]

@@ -83,7 +83,12 @@ class ReportLike(Protocol):
 
 DEFAULT_DRILL_INTERVAL_S = 182 * 86400.0
 # Found beside the cycle (drwatch.assess.trends), counted by update_trends.
-TREND_FINDINGS = (Finding.DISK_FULL_SOON, Finding.CPU_PRESSURE, Finding.MEMORY_PRESSURE)
+TREND_FINDINGS = (
+    Finding.DISK_FULL_SOON,
+    Finding.CPU_PRESSURE,
+    Finding.MEMORY_PRESSURE,
+    Finding.VOLUME_IMPAIRED,
+)
 # Every finding that is a warning, exported at 0 from start-up so alert rules see it.
 _WARNING_FINDINGS = tuple(f for f in Finding if f.severity is Severity.WARNING)
 _CYCLE_WARNINGS = tuple(f for f in _WARNING_FINDINGS if f not in TREND_FINDINGS)
