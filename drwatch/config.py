@@ -317,6 +317,33 @@ class Contact(_Strict):
     hours: str = ""
 
 
+class LiveDrillSchedule(_Strict):
+    """A live drill the daemon runs by itself (docs/drills.md). `approved_by` is the
+    standing approval, recorded with every run; the guards still refuse at run time."""
+
+    scenario: Path
+    # Either a crontab line ("0 10 1 3,9 *": 10:00 UTC on 1 March and 1 September) ...
+    cron: str | None = None
+    # ... or an interval from the daemon's start ("182d").
+    every: Duration | None = None
+    approved_by: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> Self:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("give exactly one of cron or every")
+        if self.every is not None and self.every < 1:
+            raise ValueError("every must be at least 1s")
+        if self.cron is not None:
+            from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415 - only here
+
+            try:
+                CronTrigger.from_crontab(self.cron, timezone="UTC")
+            except ValueError as err:
+                raise ValueError(f"cron {self.cron!r}: {err}") from None
+        return self
+
+
 class PlanConfig(_Strict):
     """What only people know and `drwatch plan` prints: who owns the service, who approves
     what drwatch will not do alone, and whom to call, in order."""
@@ -329,6 +356,8 @@ class PlanConfig(_Strict):
     approvers: list[Contact] = Field(default_factory=list)
     # In the order to call them.
     escalation: list[Contact] = Field(default_factory=list)
+    # Live drills on a schedule, run by the daemon (opt-in: none by default).
+    live_drills: list[LiveDrillSchedule] = Field(default_factory=list)
 
 
 class TrendsConfig(_Strict):
@@ -448,11 +477,28 @@ def _cross_problems(cfg: Config) -> Iterable[str]:
             f"timing.provider.interval ({format_duration(grace_floor)}): otherwise the provider "
             "cannot corroborate before an instance is called dead"
         )
+    yield from _live_drill_problems(cfg)
     if not _is_loopback(cfg.watcher.listen) and cfg.watcher.api_token_file is None:
         yield (
             f"watcher.api_token_file: required when watcher.listen ({cfg.watcher.listen}) "
             "is not a loopback address"
         )
+
+
+def _live_drill_problems(cfg: Config) -> Iterable[str]:
+    """Each scheduled live drill's scenario must read and use only live verbs now, not
+    on the day it runs."""
+    if not cfg.plan.live_drills:
+        return
+    from drwatch.errors import ConfigError  # noqa: PLC0415
+    from drwatch.plan.live import parse_live  # noqa: PLC0415 - it imports this module
+
+    for i, spec in enumerate(cfg.plan.live_drills):
+        try:
+            parse_live(read_toml(spec.scenario))
+        except ConfigError as err:
+            for problem in err.problems:
+                yield f"plan.live_drills[{i}].scenario ({spec.scenario}): {problem}"
 
 
 def _is_loopback(host_port: str) -> bool:

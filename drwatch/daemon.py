@@ -18,6 +18,7 @@ from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from drwatch import __version__, logs
@@ -41,6 +42,7 @@ from drwatch.observe.samples import SampleHistory
 from drwatch.observe.scheduler import CheckJob, CheckScheduler
 from drwatch.observe.store import HealthStore, hysteresis_from
 from drwatch.observe.volumes import VolumeWatch
+from drwatch.plan.schedule import LiveDrillScheduler, run_scheduled
 from drwatch.probes.http import HttpProbe, new_session
 from drwatch.probes.tcp import TcpProbe
 from drwatch.providers.aws import AwsProvider
@@ -183,6 +185,7 @@ class Daemon:
         self.outlook = outlook.OutlookState(
             self.ledger, cfg.objectives.drill_interval, cfg.objectives.drill_kinds
         )
+        self.live_drills = LiveDrillScheduler(list(cfg.plan.live_drills), self._live_drill)
         self.alerter = await self.stack.enter_async_context(
             Alerter.from_config(cfg.alerts, self.metrics)
         )
@@ -223,8 +226,10 @@ class Daemon:
                 tg.create_task(self._volume_loop(), name="volumes"),
             ]
             await self._ready()
+            self.live_drills.start()
             await stop.wait()
             self.notifier.stopping()
+            self.live_drills.shutdown()
             for task in loops:
                 task.cancel()
 
@@ -302,6 +307,30 @@ class Daemon:
                 self.metrics.record_run(progress)
         self.alerter.update(self._alerts(report, now), now)
         return report
+
+    def status_doc(self) -> dict[str, Any]:
+        """The status document as GET /api/v1/status serves it (for scheduled drills)."""
+        doc = api.status_doc(self.api_state)
+        names = {i.id: i.name for i in self.watch.fleet}
+        outlook.extend_status(doc, self.outlook, names)
+        return doc
+
+    async def _live_drill(self, spec: Any) -> None:
+        """A scheduled live drill (drwatch.plan.schedule): guarded, measured, recorded."""
+        token = self.token.decode() if self.token else None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            async with aiohttp.ClientSession(headers=headers) as session:
+                await run_scheduled(
+                    self.cfg,
+                    spec,
+                    status=self.status_doc,
+                    api_url=f"http://{self.cfg.watcher.listen}",
+                    provider=self.provider,
+                    session=session,
+                )
+        except Exception:  # the daemon survives a drill that breaks
+            _log().exception("live_drill.failed", scenario=str(spec.scenario))
 
     def refresh_outlook(self, now: float) -> None:
         """Early warnings from the agents' recent samples, and the drill ledger, beside the

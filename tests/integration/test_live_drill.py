@@ -107,3 +107,42 @@ async def test_live_drill_is_guarded_then_measures_a_real_replacement(tmp_path: 
             (rec,) = ledger.recent()
         assert (rec.kind, rec.result, rec.by) == ("live", "passed", "t")
         assert rec.recovery_s == inc["recovery_s"]
+
+
+@pytest.mark.timeout(400)
+async def test_a_scheduled_live_drill_runs_in_the_daemon_and_is_recorded(tmp_path: Path) -> None:
+    """`[[plan.live_drills]]` with `every`: the daemon runs the guarded drill by itself on
+    APScheduler, with the schedule's standing approval, and records it in its ledger."""
+    need_binary("moto_server", str(Path(sys.executable).parent))
+    scenario = tmp_path / "live.toml"
+    scenario.write_text(SCENARIO)
+    async with Sandbox(default_topology(), tmp_path / "sb") as sb:
+        api = DaemonApi(sb.api_url, sb.session())
+        config = sb.state_dir / CONFIG_FILE
+        with config.open("a") as f:
+            f.write(
+                f"\n[[plan.live_drills]]\nscenario = {json.dumps(str(scenario))}\n"
+                'every = "40s"\napproved_by = "the schedule test"\n'
+            )
+        await sb.watcher.stop()
+        await sb.watcher.start()
+        await wait_findings(api, want=False, deadline_s=90)
+        ledger_dir = sb.state_dir / DAEMON_DIR
+        async with asyncio.timeout(200):
+            while True:
+                if (ledger_dir / "drills.sqlite3").exists():
+                    with DrillLedger(ledger_dir) as ledger:
+                        recent = ledger.recent()
+                    # A run that fired while the fleet was still settling is recorded
+                    # as refused (with its reasons); wait for one that ran.
+                    ran = [r for r in recent if r.ended_at > r.started_at]
+                    if ran:
+                        break
+                await asyncio.sleep(2)
+        for refused in (r for r in recent if r not in ran):
+            assert refused.violations[0].startswith("refused: "), refused
+        first = ran[-1]
+        assert (first.kind, first.by) == ("live", "the schedule test")
+        assert first.result == "passed", first.violations
+        assert first.recovery_s is not None
+        assert first.report["events"][0]["result"].startswith("stopped app-3")

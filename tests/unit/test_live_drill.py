@@ -141,3 +141,47 @@ def test_sandbox_faults_are_not_live_verbs() -> None:
 @pytest.mark.parametrize("name", ["replace-app-server.toml", "failover-lb.toml"])
 def test_shipped_live_scenarios_parse(name: str) -> None:
     parse_live(tomllib.loads((ROOT / "config" / "drills" / "live" / name).read_text()))
+
+
+def schedule_cfg(tmp_path: Path, scenario_text: str, **spec: Any) -> Any:
+    path = tmp_path / "s.toml"
+    path.write_text(scenario_text)
+    data = tomllib.loads((ROOT / "config" / "drwatch.example.toml").read_text())
+    data["watcher"]["state_dir"] = str(tmp_path / "state")
+    data["plan"]["live_drills"] = [{"scenario": str(path), "approved_by": "sam", **spec}]
+    return config_mod.parse(data)
+
+
+LIVE_TOML = (
+    'name = "x"\nduration = "1m"\n[[event]]\nat = "1s"\ndo = "replace-instance"\ntarget = "app-3"\n'
+)
+
+
+def test_a_schedule_needs_one_of_cron_or_every_and_a_live_scenario(tmp_path: Path) -> None:
+    assert schedule_cfg(tmp_path, LIVE_TOML, cron="0 10 1 3,9 *").plan.live_drills[0].cron
+    for spec in ({}, {"cron": "0 10 * * *", "every": "1d"}, {"cron": "bogus"}):
+        with pytest.raises(ConfigError) as info:
+            schedule_cfg(tmp_path, LIVE_TOML, **spec)
+        assert info.value.problems[0].startswith("plan.live_drills[0]")
+    sandbox_only = LIVE_TOML.replace("replace-instance", "zone-outage")
+    with pytest.raises(ConfigError) as info:
+        schedule_cfg(tmp_path, sandbox_only, every="182d")
+    assert "is not a live drill verb" in info.value.problems[0]
+
+
+async def test_a_refused_scheduled_run_is_recorded_with_its_reasons(tmp_path: Path) -> None:
+    """Refused runs are failed drills in the ledger, so a schedule that never gets to run
+    reads as overdue, not as silence; nothing is touched (no provider given)."""
+    from drwatch.ledger import DrillLedger
+    from drwatch.plan.schedule import run_scheduled
+
+    cfg = schedule_cfg(tmp_path, LIVE_TOML, every="182d")
+    st = status(findings=[{"finding": "capacity_disk", "evidence": "app-1: disk / 97%"}])
+    report = await run_scheduled(
+        cfg, cfg.plan.live_drills[0], status=lambda: st, api_url="", provider=None, session=None
+    )
+    assert report["passed"] is False
+    with DrillLedger(tmp_path / "state") as ledger:
+        (rec,) = ledger.recent()
+    assert (rec.kind, rec.result, rec.by) == ("live", "failed", "sam")
+    assert rec.violations == ("refused: finding open: capacity_disk: app-1: disk / 97%",)
