@@ -79,6 +79,8 @@ th, td { border: 1px solid var(--line); padding: .35rem .5rem; text-align: left;
          vertical-align: top; }
 th { background: #f1f3f5; }
 thead { display: table-header-group; }
+.wide { overflow-x: auto; margin: .5rem 0 1rem; }
+.wide table { margin: 0; }
 tr { break-inside: avoid; }
 .note { border-left: 4px solid; padding: .45rem .7rem; margin: .5rem 0;
         border-radius: 0 .3rem .3rem 0; }
@@ -88,7 +90,8 @@ tr { break-inside: avoid; }
 .note.ok { border-color: var(--ok); background: var(--okbg); }
 code { font: .9em ui-monospace, SFMono-Regular, Menlo, monospace; background: #f1f3f5;
        padding: 0 .2rem; border-radius: .2rem; }
-@media (max-width: 40rem) { nav ol { columns: 1; } table { font-size: .8rem; } }
+@media (max-width: 40rem) { nav ol { columns: 1; } table { font-size: .8rem; }
+  td { overflow-wrap: anywhere; } body { padding: 1rem .8rem 3rem; } }
 @media print {
   @page { margin: 16mm 14mm; }
   body { max-width: none; padding: 0; font-size: 10.5pt; }
@@ -97,6 +100,7 @@ code { font: .9em ui-monospace, SFMono-Regular, Menlo, monospace; background: #f
   h3 { break-after: avoid; }
   section { break-inside: auto; }
   .note, table { break-inside: avoid; }
+  .wide { overflow: visible; }
   a { color: inherit; text-decoration: none; }
 }
 """
@@ -129,7 +133,9 @@ def _html_table(t: Table) -> str:
     rows = "".join(
         "<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in t.rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    # A wide table scrolls inside its box on a phone instead of pushing the page wider.
+    return f'<div class="wide">{table}</div>'
 
 
 def _html_section(s: Section) -> str:
