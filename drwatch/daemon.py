@@ -132,7 +132,6 @@ class Daemon:
         self.notifier: Notifier = notifier_from_env()
         self.summary_log = SummaryLog()
         self.impaired_since: float | None = None
-        self.outlook_at = 0.0
 
     async def build(self) -> None:
         cfg = self.cfg
@@ -224,6 +223,7 @@ class Daemon:
                 tg.create_task(self._provider_loop(), name="provider"),
                 tg.create_task(self._tick_loop(), name="tick"),
                 tg.create_task(self._volume_loop(), name="volumes"),
+                tg.create_task(self._outlook_loop(), name="outlook"),
             ]
             await self._ready()
             self.live_drills.start()
@@ -294,7 +294,8 @@ class Daemon:
             self.notifier.status(report.summary)
         self.metrics.update_from_snapshot(snapshot)
         self.metrics.update_from_report(report)
-        self.refresh_outlook(now)
+        # Set on every tick: update_from_report resets the warning counts it does not own.
+        self.metrics.update_trends(self.outlook.trends)
         lag = self.scheduler.lag_stats()
         self.metrics.set_scheduler_lag(lag.p99, lag.max)
         # Runs of open incidents, and of those this tick closed: the tick that ends an
@@ -332,26 +333,34 @@ class Daemon:
         except Exception:  # the daemon survives a drill that breaks
             _log().exception("live_drill.failed", scenario=str(spec.scenario))
 
-    def refresh_outlook(self, now: float) -> None:
-        """Early warnings from the agents' recent samples, and the drill ledger, beside the
-        cycle (warnings only: they open no incident). Metrics are set on every tick, since
-        update_from_report resets the warning counts it does not own."""
-        if now - self.outlook_at >= OUTLOOK_INTERVAL_S:
-            self.outlook_at = now
-            self.samples.prune(self.watch.fleet)
-            self.outlook.trends = assess_trends(
-                self.watch.fleet,
-                self.samples.view(now),
-                now,
-                self.cfg.trends,
-                volumes=self.volumes.current(),
-            )
-            self.metrics.update_drills(
-                self.ledger.latest(),
-                self.cfg.objectives.drill_interval,
-                self.cfg.objectives.drill_kinds,
-            )
-        self.metrics.update_trends(self.outlook.trends)
+    async def refresh_outlook(self, now: float) -> None:
+        """Early warnings from the agents' recent samples and the provider's volumes,
+        beside the cycle (warnings only: they open no incident), and the drill ledger.
+        The fits run in a worker thread over frozen copies: at 10,000 instances a pass
+        takes about a second of CPU, which must not stall the event loop."""
+        self.samples.prune(self.watch.fleet)
+        self.outlook.trends = await asyncio.to_thread(
+            assess_trends,
+            self.watch.fleet,
+            self.samples.view(now),
+            now,
+            self.cfg.trends,
+            volumes=self.volumes.current(),
+        )
+        self.metrics.update_drills(
+            self.ledger.latest(),
+            self.cfg.objectives.drill_interval,
+            self.cfg.objectives.drill_kinds,
+        )
+
+    async def _outlook_loop(self) -> None:
+        await self.watch.discovered.wait()
+        while True:
+            try:
+                await self.refresh_outlook(time.time())
+            except Exception:
+                _log().exception("outlook.failed")
+            await asyncio.sleep(OUTLOOK_INTERVAL_S)
 
     def _alerts(self, report: TickReport, now: float) -> list[AlertInput]:
         alerts = [alert_for_incident(inc) for inc in report.open_incidents]

@@ -27,6 +27,9 @@ from drwatch.model.samples import History, Sample, VolumeState
 
 # A fit must cover at least this share of the window to say anything.
 MIN_SPAN_SHARE = 1 / 3
+# The fit reads at most this many samples, evenly spread over the window (the first and
+# the newest always): a pass over 10,000 instances must not stall the event loop.
+MAX_FIT_POINTS = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +82,23 @@ def median_slope_fit(points: Sequence[tuple[float, float]]) -> tuple[float, floa
     return slope, intercept
 
 
+def _spread(samples: Sequence[Sample], most: int) -> Sequence[Sample]:
+    """At most `most` samples, evenly spaced by position, keeping the first and the last."""
+    n = len(samples)
+    if n <= most:
+        return samples
+    step = (n - 1) / (most - 1)
+    return [samples[round(i * step)] for i in range(most)]
+
+
 def disk_trend(
     inst: Instance, samples: Sequence[Sample], mount: str, now: float, cfg: TrendsConfig
 ) -> DiskTrend | None:
     """The fit for one disk, or None when the samples cannot support one."""
-    rows = [(s.at, d) for s in samples if (d := s.disk(mount)) is not None]
-    if len(rows) < cfg.min_samples:
+    if len(samples) < cfg.min_samples:
+        return None
+    rows = [(s.at, d) for s in _spread(samples, MAX_FIT_POINTS) if (d := s.disk(mount))]
+    if len(rows) < min(cfg.min_samples, MAX_FIT_POINTS):
         return None
     span = rows[-1][0] - rows[0][0]
     if span < cfg.window * MIN_SPAN_SHARE:
@@ -105,7 +119,7 @@ def disk_trend(
         used_percent=newest.used_percent,
         rate_bytes_per_s=slope,
         eta_s=eta,
-        samples=len(rows),
+        samples=len(samples),
         span_s=span,
     )
 
@@ -237,7 +251,8 @@ def assess_trends(
         samples = history.get(inst.id, ())
         if not samples:
             continue
-        for mount in sorted({d.mount for s in samples for d in s.disks}):
+        # The disks the newest sample reports: one that went away has nothing to warn of.
+        for mount in sorted(d.mount for d in samples[-1].disks):
             t = disk_trend(inst, samples, mount, now, cfg)
             if t is None:
                 continue

@@ -30,7 +30,10 @@ class Sample:
     disks: tuple[DiskSample, ...] = ()
 
     def disk(self, mount: str) -> DiskSample | None:
-        return next((d for d in self.disks if d.mount == mount), None)
+        for d in self.disks:  # a loop, not next(genexpr): this runs per sample per pass
+            if d.mount == mount:
+                return d
+        return None
 
 
 @dataclass(frozen=True, slots=True)
