@@ -189,3 +189,10 @@ async def test_plan_check_on_a_sandbox_fails_without_a_drill_and_passes_after_on
         assert second.returncode == 0, second.stderr
         assert "every part is met" in second.stderr
         assert "quick baseline" in (config.parent / "plan.md").read_text()
+        listed = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "drwatch.cli", "drills", "--api", sb.api_url],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert listed.returncode == 0, listed.stderr
+        assert "sandbox      passed  quick baseline" in listed.stdout
