@@ -137,11 +137,16 @@ def _objectives(cfg: Config) -> Section:
     return Section("objectives", "Objectives", tuple(blocks))
 
 
-def _contact_rows(people: Sequence[Contact]) -> tuple[tuple[str, ...], ...]:
-    return tuple((c.name, c.role, c.email, c.phone, c.hours) for c in people)
-
-
 _CONTACT_HEADERS = ("name", "role", "email", "phone", "when")
+
+
+def _contact_table(people: Sequence[Contact]) -> Table:
+    """Only the columns someone filled in (a name is always there)."""
+    rows = [(c.name, c.role, c.email, c.phone, c.hours) for c in people]
+    keep = [i for i in range(len(_CONTACT_HEADERS)) if i == 0 or any(r[i] for r in rows)]
+    return Table(
+        tuple(_CONTACT_HEADERS[i] for i in keep), tuple(tuple(r[i] for i in keep) for r in rows)
+    )
 
 
 def _contacts(cfg: Config) -> Section:
@@ -162,7 +167,7 @@ def _contacts(cfg: Config) -> Section:
     ):
         blocks.append(Sub(title))
         if people:
-            blocks.append(Table(_CONTACT_HEADERS, _contact_rows(people)))
+            blocks.append(_contact_table(people))
         else:
             blocks.append(Note("unmet", missing))
     return Section("contacts", "Owners and escalation", tuple(blocks))

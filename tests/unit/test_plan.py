@@ -78,6 +78,8 @@ def test_config_only_plan_says_what_is_missing_instead_of_failing(tmp_path: Path
     assert "launch_replacement → wait_healthy → register_backend" in text
     assert "waits for `drwatch approve ID` from Sam Okafor" in text
     assert "| On-call SRE | first responder |" in text
+    # Columns nobody filled in are left out: no one on the escalation list has an email.
+    assert "| name | role | phone | when |\n|---|---|---|---|\n| On-call SRE |" in text
 
 
 def test_no_drill_recorded_is_unmet_and_a_recent_pass_meets_it(tmp_path: Path) -> None:
