@@ -65,12 +65,25 @@ def summarise(cfg: config_mod.Config) -> str:
     return "\n".join(lines)
 
 
+def warnings(cfg: config_mod.Config) -> list[str]:
+    """Valid, but probably not what the operator wants: said, never refused."""
+    return [
+        f"groups[{n}] ({g.name}): database roles come from neither a postgres check nor "
+        'role tags (set roles_from = "postgres_check" or "tags"); a database whose '
+        "role is unknown is recovered as the primary only with approval"
+        for n, g in enumerate(cfg.groups)
+        if g.role.value == "database" and g.roles_from is None
+    ]
+
+
 def check_config(args: argparse.Namespace) -> int:
     cfg = load_or_report(args.path)
     if cfg is None:
         return EXIT_BAD_INPUT
     print(f"{args.path}: ok")
     print(summarise(cfg))
+    for warning in warnings(cfg):
+        print(f"warning: {warning}")
     return EXIT_OK
 
 

@@ -57,7 +57,8 @@ HostPort = Annotated[str, AfterValidator(_check_host_port)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # nan and inf are valid TOML floats; no setting of drwatch means either.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class LogFormat(StrEnum):
@@ -77,6 +78,10 @@ class WatcherConfig(_Strict):
     api_token_file: Path | None = None
     # Read endpoints are open on loopback by default; set true to require the token too.
     api_read_requires_token: bool = False
+    # Names (besides listen's host, localhost, IP addresses and alerts.external_url's
+    # host) that the web app answers to in the Host header; others get 421, so a
+    # DNS-rebinding page cannot read the API from an operator's browser.
+    allowed_hosts: list[str] = Field(default_factory=list)
 
 
 DrillKind = Literal["sandbox", "live", "restore_test"]
@@ -206,13 +211,19 @@ class GroupConfig(_Strict):
     service_url: str | None = None
     # Databases: the data class whose objectives apply.
     data_class: Name | None = None
+    # Databases: where their primary/replica roles come from: "postgres_check" (every
+    # agent runs the built-in postgres check) or "tags" (drwatch:db-role tags). The
+    # agent's check always wins over a tag; unset, `check-config` warns.
+    roles_from: Literal["postgres_check", "tags"] | None = None
     # The group's expected size; `recovered` means it is back to this many healthy.
-    size: Annotated[int, Field(ge=0)] | None = None
+    size: Annotated[int, Field(ge=0, le=100_000)] | None = None
 
     @model_validator(mode="after")
     def _role_fields(self) -> Self:
         if self.role is not Role.LOAD_BALANCER and (self.elastic_ip or self.service_url):
             raise ValueError("elastic_ip and service_url belong to load_balancer groups only")
+        if self.role is not Role.DATABASE and self.roles_from is not None:
+            raise ValueError("roles_from belongs to database groups only")
         return self
 
 
@@ -256,10 +267,25 @@ class AgentClientConfig(_Strict):
     port: Port = 9180
     scheme: Literal["http", "https"] = "http"
     secret_file: Path
-    # Which of the instance's addresses to use. An instance tag `drwatch:agent-addr`
-    # (host:port) overrides it: the sandbox uses that for loopback agents.
+    # Which of the instance's addresses to use.
     address: Literal["private_ip", "public_ip"] = "private_ip"
     max_response_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
+    # Honour an instance tag `drwatch:agent-addr` (host:port) over the address above. Off by
+    # default: whoever can tag an instance could point the watcher elsewhere (the sandbox
+    # turns it on for its loopback agents).
+    allow_address_tag: bool = False
+    # secret_file holds a master secret and each agent has its own, derived from it and
+    # its instance id (`drwatch agent-secret`): one leaked host secret opens one host.
+    per_host_secrets: bool = False
+    # scheme = "https": verify the agents' certificates against this CA bundle (PEM)
+    # instead of the system's trust store.
+    tls_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_needs_https(self) -> Self:
+        if self.tls_ca_file is not None and self.scheme != "https":
+            raise ValueError('tls_ca_file is set but scheme is not "https"')
+        return self
 
 
 class Canary(_Strict):
@@ -285,7 +311,7 @@ class PolicyConfig(_Strict):
     paused: bool = False
     warmup: Duration = 30.0
     cooldown: Duration = 600.0
-    max_concurrent: Annotated[int, Field(ge=0)] = 2
+    max_concurrent: Annotated[int, Field(ge=0, le=1000)] = 2
     # Never replace more than this share of a group within blast_window.
     blast_radius: Share = 0.5
     blast_window: Duration = 1800.0
@@ -427,6 +453,112 @@ class AlertsConfig(_Strict):
         return self
 
 
+class EtcdTls(_Strict):
+    """TLS to etcd: the CA that signed its server certificates, and a client pair if etcd
+    asks for one (`--client-cert-auth`)."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> Self:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: give both or neither")
+        return self
+
+
+class ClusterConfig(_Strict):
+    """Several watchers sharing etcd: one leader acts, every watcher observes.
+
+    Left out, drwatch is one watcher on SQLite. Timing rules (checked below, with the
+    numbers in the message): a leader keeps its lease alive every `keepalive_interval`,
+    each etcd call may take `request_timeout`, and the leader stops acting once no
+    keepalive was confirmed for `lease_ttl - safety_margin`, before etcd expires the lease.
+    """
+
+    # This watcher's name among the watchers: unique, stable across restarts.
+    name: Name
+    # etcd client endpoints (host:port), all members of one etcd cluster.
+    endpoints: list[HostPort] = Field(min_length=1)
+    # Every key drwatch writes lives under /<namespace>/ (several fleets may share etcd).
+    namespace: Name = "drwatch"
+    tls: EtcdTls | None = None
+    # etcd authentication (`etcdctl user add`): the user, and a file holding its password.
+    username: str | None = None
+    password_file: Path | None = None
+    # etcd grants whole seconds, and refuses leases shorter than about 2 s.
+    lease_ttl: Duration = 10.0
+    # Default: a third of the lease TTL.
+    keepalive_interval: Duration | None = None
+    request_timeout: Duration = 1.0
+    # The leader stops acting this long before its lease could expire at etcd: covers
+    # clock rate drift and the side effect already under way when the lease is lost.
+    safety_margin: Duration = 2.0
+    # How many watchers are deployed, and how many fresh views must agree before a
+    # target or zone is down by silence alone (default: a majority of watchers).
+    watchers: Annotated[int, Field(ge=1, le=15)] = 3
+    vantage_quorum: Annotated[int, Field(ge=1, le=15)] | None = None
+
+    @property
+    def keepalive_every(self) -> float:
+        return self.keepalive_interval if self.keepalive_interval else self.lease_ttl / 3
+
+    @property
+    def quorum(self) -> int:
+        return self.vantage_quorum if self.vantage_quorum else self.watchers // 2 + 1
+
+    @property
+    def acting_window(self) -> float:
+        """How long after a keepalive was sent the leader may still act on it."""
+        return self.lease_ttl - self.safety_margin
+
+    @model_validator(mode="after")
+    def _timing(self) -> Self:
+        problems = list(_cluster_problems(self))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _cluster_problems(c: ClusterConfig) -> Iterable[str]:
+    if (c.username is None) != (c.password_file is None):
+        yield "username and password_file go together: give both or neither"
+    if c.keepalive_interval is not None and c.keepalive_interval <= 0:
+        yield "keepalive_interval must be greater than 0"
+    if not c.lease_ttl.is_integer() or not 2 <= c.lease_ttl <= 300:
+        yield (
+            f"lease_ttl ({format_duration(c.lease_ttl)}) must be whole seconds from 2s to 5m: "
+            "etcd grants leases in whole seconds"
+        )
+        return
+    if c.request_timeout <= 0 or c.safety_margin <= 0:
+        yield "request_timeout and safety_margin must be greater than 0"
+        return
+    if c.safety_margin >= c.lease_ttl / 2:
+        yield (
+            f"safety_margin ({format_duration(c.safety_margin)}) must be under half of "
+            f"lease_ttl ({format_duration(c.lease_ttl)})"
+        )
+        return
+    # One lost keepalive must not depose a healthy leader: the next one, sent an interval
+    # later and answered within the request timeout, must land inside the acting window.
+    need = 2 * c.keepalive_every + c.request_timeout
+    if need > c.acting_window:
+        yield (
+            f"2 x keepalive_interval ({format_duration(c.keepalive_every)}) + request_timeout "
+            f"({format_duration(c.request_timeout)}) = {format_duration(need)} must fit within "
+            f"lease_ttl - safety_margin ({format_duration(c.lease_ttl)} - "
+            f"{format_duration(c.safety_margin)} = {format_duration(c.acting_window)}): "
+            "otherwise one lost keepalive stops a healthy leader"
+        )
+    if c.vantage_quorum is not None and c.vantage_quorum > c.watchers:
+        yield (
+            f"vantage_quorum ({c.vantage_quorum}) cannot exceed watchers ({c.watchers}): "
+            "no silence would ever count"
+        )
+
+
 class Config(_Strict):
     watcher: WatcherConfig = WatcherConfig()
     objectives: ObjectivesConfig = ObjectivesConfig()
@@ -439,6 +571,8 @@ class Config(_Strict):
     alerts: AlertsConfig = AlertsConfig()
     plan: PlanConfig = PlanConfig()
     trends: TrendsConfig = TrendsConfig()
+    # Several watchers on etcd (docs/cluster.md); None: one watcher on SQLite.
+    cluster: ClusterConfig | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:

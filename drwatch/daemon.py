@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack, ExitStack, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from drwatch.incidents import IncidentStore
 from drwatch.ledger import DrillLedger
 from drwatch.model import Fleet, Observation, Snapshot
 from drwatch.notify import Notifier, notifier_from_env, watchdog_interval
-from drwatch.observe.agent import AgentClient, AgentObserver
+from drwatch.observe.agent import AgentClient, AgentObserver, client_tls_context
 from drwatch.observe.app import AppObserver
 from drwatch.observe.canary import CanaryObserver
 from drwatch.observe.discovery import discover
@@ -48,7 +48,9 @@ from drwatch.probes.tcp import TcpProbe
 from drwatch.providers.aws import AwsProvider
 from drwatch.roles import RoleMemory
 from drwatch.secretfile import read_secret
+from drwatch.statelock import state_dir_lock
 from drwatch.web import api, outlook, status
+from drwatch.web.hostcheck import AllowedHosts, host_check
 from drwatch.web.metrics import Metrics
 
 EXIT_OK, EXIT_CONFIG = 0, 2
@@ -200,7 +202,7 @@ class Daemon:
         self.metrics.record_check(obs, obs.latency_s)
 
     async def _serve_web(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[host_check(AllowedHosts.from_config(self.cfg))])
         api.add_routes(app, self.api_state)
         outlook.add_routes(app, self.outlook)
         self.metrics.add_routes(app)
@@ -393,15 +395,23 @@ def _secrets(cfg: Config) -> tuple[bytes, bytes | None]:
 async def run_daemon(cfg: Config) -> int:
     """Run until SIGTERM/SIGINT; then cancel every task and return the exit code."""
     logs.configure(cfg.watcher.log_format.value, cfg.watcher.log_level)
+    with ExitStack() as held:
+        try:
+            secret, token = _secrets(cfg)
+            client_tls_context(cfg.agent)  # a CA file that does not load is a config error
+            cfg.watcher.state_dir.mkdir(parents=True, exist_ok=True)
+            # One daemon per state directory, held until this function returns.
+            held.enter_context(state_dir_lock(cfg.watcher.state_dir))
+        except (ConfigError, OSError) as err:
+            problems = err.problems if isinstance(err, ConfigError) else [str(err)]
+            for problem in problems:
+                print(f"drwatch: {problem}", file=sys.stderr)
+            return EXIT_CONFIG
+        return await _run_locked(cfg, secret, token)
+
+
+async def _run_locked(cfg: Config, secret: bytes, token: bytes | None) -> int:
     log = _log().bind(watcher=cfg.watcher.name)
-    try:
-        secret, token = _secrets(cfg)
-        cfg.watcher.state_dir.mkdir(parents=True, exist_ok=True)
-    except (ConfigError, OSError) as err:
-        problems = err.problems if isinstance(err, ConfigError) else [str(err)]
-        for problem in problems:
-            print(f"drwatch: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

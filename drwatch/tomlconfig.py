@@ -73,14 +73,37 @@ def validate(
         raise ConfigError(problems(err, tags=tags, messages=messages)) from None
 
 
+# Configs, topologies and drill scenarios are a few kilobytes; a megabyte is a wrong file.
+MAX_FILE_BYTES = 1024 * 1024
+
+
 def read_toml(path: Path) -> dict[str, Any]:
-    """The file's TOML as a dict, or ConfigError (with the line, for a parse error)."""
+    """The file's TOML as a dict, or ConfigError: a file that cannot be read, is larger
+    than MAX_FILE_BYTES, is not UTF-8 (with the line and byte of the first bad byte) or
+    is not TOML (with tomllib's line and column)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as err:
-        raise ConfigError([f"{path}: cannot read: {err.strerror}"]) from None
+        raise ConfigError([f"{path}: cannot read: {err.strerror or err}"]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError([f"{path}: larger than {MAX_FILE_BYTES // 1024} KiB: not a config file"])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError([f"{path}: not UTF-8: {_position(raw, err.start)}"]) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         # tomllib's message ends with "(at line L, column C)".
         raise ConfigError([f"{path}: not valid TOML: {err}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{path}: not valid TOML: arrays or tables nested too deeply"]) from None
+    except ValueError as err:  # e.g. an integer past Python's 4300-digit conversion limit
+        raise ConfigError([f"{path}: not valid TOML: {str(err)[:200]}"]) from None
+
+
+def _position(raw: bytes, offset: int) -> str:
+    line = raw.count(b"\n", 0, offset) + 1
+    column = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
+    return f"byte {raw[offset]:#04x} at line {line}, column {column} (byte offset {offset})"

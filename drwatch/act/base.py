@@ -95,6 +95,9 @@ class ActSettings:
     snapshot_timeout: float = 600.0  # a snapshot completes
     action_timeout: float = 30.0  # one agent action
     service_timeout: float = 60.0  # the service answers through the load balancer
+    # How long a resource EC2 has just created may stay missing from describe calls. A
+    # resumed create without a client token looks this long before making it again.
+    describe_lag: float = 30.0
     instance_type: str = "t3.micro"
     data_device: str = "/dev/sdf"
 

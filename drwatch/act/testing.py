@@ -17,14 +17,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from drwatch.act.base import GROUP_TAG, JSON, ROLE_TAG, ActSettings, Deps, GroupInfo
+from drwatch.act.base import GROUP_TAG, JSON, ROLE_TAG, ActSettings, Deps, GroupInfo, Playbook
 from drwatch.act.journal import Journal
 from drwatch.act.playbooks import all_playbooks
 from drwatch.act.runner import Runner
 from drwatch.errors import DrwatchError
 from drwatch.model.fleet import Fleet, Instance, InstanceState, Role
 from drwatch.model.observation import Health, Layer, TargetHealth
-from drwatch.model.plan import Plan, RunOutcome, RunProgress
+from drwatch.model.plan import Plan, PlaybookName, RunOutcome, RunProgress
 from drwatch.model.snapshot import HealthKey, Snapshot
 from drwatch.providers.base import AddressInfo, CloudInstance, Provider, Tags, VolumeInfo
 from drwatch.providers.fake import FakeProvider
@@ -289,12 +289,13 @@ async def run_plan(
     kill_switch: Callable[[], bool] = lambda: False,
     resume: bool = False,
     within: float = 30.0,
+    playbooks: dict[PlaybookName, Playbook] | None = None,
 ) -> RunProgress | None:
-    """One "process lifetime": open the journal, submit (or resume), wait, close."""
+    """One "process lifetime": open the journal, submit (or resume), wait, close.
+    `playbooks` replaces the registry (a test's own playbook around one helper)."""
     journal = Journal(journal_path)
-    runner = Runner(
-        journal, all_playbooks(), deps, owner, kill_switch, crash_hook=hook or CrashAt()
-    )
+    books = playbooks if playbooks is not None else all_playbooks()
+    runner = Runner(journal, books, deps, owner, kill_switch, crash_hook=hook or CrashAt())
     try:
         if resume:
             await runner.resume()
@@ -310,21 +311,30 @@ Setup = Callable[[], tuple[World, Deps, Plan]]
 Verify = Callable[[World, str], Awaitable[None]]
 
 
-async def crash_at_every_point(tmp_path: Path, setup: Setup, verify: Verify) -> list[str]:
+async def crash_at_every_point(
+    tmp_path: Path,
+    setup: Setup,
+    verify: Verify,
+    *,
+    playbooks: dict[PlaybookName, Playbook] | None = None,
+) -> list[str]:
     """Run the plan once to learn its crash points; then, for each point, a fresh world:
     run until the crash there, resume with a new runner on the same journal, and `verify`
     the world (with the point's name for the message). Returns the points exercised."""
     world, deps, plan = setup()
     clean = CrashAt()
-    progress = await run_plan(tmp_path / "clean.db", deps, plan, owner="w1", hook=clean)
+    books = playbooks
+    progress = await run_plan(
+        tmp_path / "clean.db", deps, plan, owner="w1", hook=clean, playbooks=books
+    )
     _expect_outcome(progress, RunOutcome.SUCCEEDED, "clean run")
     await verify(world, "clean run")
     for n, point in enumerate(clean.points, start=1):
         world, deps, plan = setup()
         journal = tmp_path / f"crash-{n}.db"
-        first = await run_plan(journal, deps, plan, owner="w1", hook=CrashAt(n))
+        first = await run_plan(journal, deps, plan, owner="w1", hook=CrashAt(n), playbooks=books)
         _expect_outcome(first, RunOutcome.RUNNING, f"crashed at {point}")
-        second = await run_plan(journal, deps, plan, owner="w2", resume=True)
+        second = await run_plan(journal, deps, plan, owner="w2", resume=True, playbooks=books)
         _expect_outcome(second, RunOutcome.SUCCEEDED, f"resumed after {point}")
         await verify(world, point)
     return clean.points
@@ -348,6 +358,7 @@ FAST_SETTINGS = ActSettings(
     snapshot_timeout=5,
     action_timeout=5,
     service_timeout=5,
+    describe_lag=1.0,
 )
 
 

@@ -9,9 +9,12 @@ parameters, which reach the command as environment variables.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+import tempfile
 from collections.abc import Mapping
-from typing import Protocol
+from typing import IO, Protocol
 
 from drwatch.agent.config import AgentConfig, CommandActionConfig
 from drwatch.errors import DrwatchError
@@ -56,31 +59,54 @@ class CommandAction:
     async def __call__(self, params: dict[str, str]) -> dict[str, object]:
         check_params(params, self._allowed)
         env = {**os.environ, **{ENV_PREFIX + k.upper(): v for k, v in params.items()}}
+        # Output goes to a file, not a pipe: a child the command leaves behind holding a
+        # pipe open would keep the action (and the agent's action lock) waiting for EOF.
+        with tempfile.TemporaryFile() as out:
+            returncode = await self._run(env, out)
+            text = _tail(out)
+        if returncode != 0:
+            raise ActionError(f"{self._cfg.name}: exit status {returncode}: {text[-500:]}")
+        return {"exit_status": 0, "output": text}
+
+    async def _run(self, env: dict[str, str], out: IO[bytes]) -> int:
         proc = await asyncio.create_subprocess_exec(
             *self._cfg.argv,
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
+            stdout=out,
             stderr=asyncio.subprocess.STDOUT,
             env=env,
+            start_new_session=True,  # its own process group: a timeout kills all of it
         )
         try:
             async with asyncio.timeout(self._cfg.timeout):
-                output, _ = await proc.communicate()
+                return await proc.wait()
         except TimeoutError:
             raise ActionError(
                 f"{self._cfg.name}: timed out after {format_duration(self._cfg.timeout)}"
             ) from None
         finally:
-            # Timed out or cancelled (the agent is stopping): leave no child behind.
+            # Timed out or cancelled (the agent is stopping): the command and everything
+            # it started go, so nothing it spawned outlives the action.
             if proc.returncode is None:
-                proc.kill()
+                _kill_group(proc.pid)
                 await proc.wait()
-        text = output[-MAX_OUTPUT:].decode("utf-8", "replace")
-        if proc.returncode != 0:
-            raise ActionError(f"{self._cfg.name}: exit status {proc.returncode}: {text[-500:]}")
-        return {"exit_status": 0, "output": text}
 
 
-def build_actions(cfg: AgentConfig) -> dict[str, Action]:
-    """The registry of the actions the config allows, by name."""
-    return {a.name: CommandAction(a) for a in cfg.actions}
+def _tail(out: IO[bytes]) -> str:
+    """The last MAX_OUTPUT bytes the command wrote, as text."""
+    size = out.seek(0, os.SEEK_END)
+    out.seek(max(0, size - MAX_OUTPUT))
+    return out.read().decode("utf-8", "replace")
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def build_actions(
+    cfg: AgentConfig, builtin: Mapping[str, Action] | None = None
+) -> dict[str, Action]:
+    """The registry of the actions the config allows, by name: the command actions, and
+    the `builtin` ones (the database actions `[postgres] actions` enables)."""
+    return {**(builtin or {}), **{a.name: CommandAction(a) for a in cfg.actions}}

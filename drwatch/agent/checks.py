@@ -21,9 +21,11 @@ from drwatch.agent.config import (
     CheckConfig,
     DiskFreeCheckConfig,
     HttpCheckConfig,
+    PostgresCheckConfig,
     ProcessCheckConfig,
     TcpCheckConfig,
 )
+from drwatch.agent.postgres import Postgres, PostgresCheck
 from drwatch.agent.wire import CheckResult, Status
 from drwatch.units import format_duration
 
@@ -144,7 +146,9 @@ class DiskFreeCheck:
         return CheckResult(cfg.name, self.kind, status, detail, data)
 
 
-def build_check(cfg: CheckConfig, session: aiohttp.ClientSession) -> Check:
+def build_check(
+    cfg: CheckConfig, session: aiohttp.ClientSession, pg: Postgres | None, timeout: float
+) -> Check:
     match cfg:
         case HttpCheckConfig():
             return HttpCheck(cfg, session)
@@ -154,11 +158,20 @@ def build_check(cfg: CheckConfig, session: aiohttp.ClientSession) -> Check:
             return ProcessCheck(cfg)
         case DiskFreeCheckConfig():
             return DiskFreeCheck(cfg)
+        case PostgresCheckConfig():
+            if pg is None:  # the config's validation already refuses this
+                raise ValueError(f"check {cfg.name}: a postgres check needs [postgres]")
+            check = PostgresCheck(cfg, pg, timeout)
+            check.start()
+            return check
 
 
-def build_checks(cfg: AgentConfig, session: aiohttp.ClientSession) -> dict[str, Check]:
-    """The registry of the checks the config names, in config order."""
-    return {c.name: build_check(c, session) for c in cfg.checks}
+def build_checks(
+    cfg: AgentConfig, session: aiohttp.ClientSession, pg: Postgres | None = None
+) -> dict[str, Check]:
+    """The registry of the checks the config names, in config order. A `postgres` check
+    runs on `pg` (the agent's `Postgres`, running) and starts its amcheck sweep."""
+    return {c.name: build_check(c, session, pg, cfg.check_timeout) for c in cfg.checks}
 
 
 async def run_check(name: str, check: Check, timeout_s: float) -> CheckResult:

@@ -27,6 +27,8 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _PARAM = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# As `drwatch.agent.wire.valid_target`: it goes into the signed canonical string.
+_INSTANCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAX_CHECKS = 64
 MAX_ACTIONS = 32
 
@@ -53,7 +55,16 @@ def _check_param(value: str) -> str:
     return value
 
 
+def _check_instance_id(value: str) -> str:
+    if not _INSTANCE_ID.match(value):
+        raise ValueError(
+            f"{value[:64]!r} is not an instance id: 1-128 of letters, digits, '.', '_', ':', '-'"
+        )
+    return value
+
+
 Name = Annotated[str, AfterValidator(_check_name)]
+InstanceId = Annotated[str, AfterValidator(_check_instance_id)]
 HostPort = Annotated[str, AfterValidator(_check_host_port)]
 ParamName = Annotated[str, AfterValidator(_check_param)]
 
@@ -128,11 +139,88 @@ class DiskFreeCheckConfig(_Strict):
         return self
 
 
+class PostgresCheckConfig(_Strict):
+    """The local PostgreSQL server (connection in `[postgres]`): role, lag, integrity.
+
+    Lag thresholds are "higher is worse"; the byte thresholds are off unless set.
+    `amcheck_interval` 0 turns the background index sweep off.
+    """
+
+    kind: Literal["postgres"]
+    name: Name
+    warning_lag: Duration = 30.0
+    critical_lag: Duration = 300.0
+    warning_lag_bytes: Annotated[int, Field(ge=0)] | None = None
+    critical_lag_bytes: Annotated[int, Field(ge=0)] | None = None
+    # The cluster this host must belong to (SELECT system_identifier FROM pg_control_system()).
+    expect_system_identifier: Annotated[str, Field(pattern=r"^[0-9]{1,20}$")] | None = None
+    require_data_checksums: bool = True
+    amcheck_interval: Duration = 3600.0
+    amcheck_max_indexes: Annotated[int, Field(ge=1, le=100_000)] = 200
+    amcheck_budget: Duration = 60.0
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        _thresholds_ordered(self.warning_lag, self.critical_lag, "lag")
+        _thresholds_ordered(self.warning_lag_bytes, self.critical_lag_bytes, "lag_bytes")
+        if self.amcheck_interval and self.amcheck_interval < 60.0:
+            raise ValueError("amcheck_interval must be 0 (off) or at least 1m")
+        if self.amcheck_budget <= 0:
+            raise ValueError("amcheck_budget must be greater than 0")
+        return self
+
+
 CheckConfig = Annotated[
-    HttpCheckConfig | TcpCheckConfig | ProcessCheckConfig | DiskFreeCheckConfig,
+    HttpCheckConfig
+    | TcpCheckConfig
+    | ProcessCheckConfig
+    | DiskFreeCheckConfig
+    | PostgresCheckConfig,
     Field(discriminator="kind"),
 ]
-CHECK_KINDS = frozenset({"http", "tcp", "process", "disk_free"})
+CHECK_KINDS = frozenset({"http", "tcp", "process", "disk_free", "postgres"})
+DATABASE_ACTIONS = ("promote", "follow", "freeze", "thaw")
+
+
+class PostgresConfig(_Strict):
+    """How the agent reaches the local PostgreSQL server, and its built-in database actions.
+
+    `host` is a socket directory (an absolute path) or an address; loopback or the socket
+    only: the agent speaks for its own host. `actions` enables built-in actions by name.
+    """
+
+    host: str = "/var/run/postgresql"
+    port: Annotated[int, Field(ge=1, le=65535)] = 5432
+    user: str = Field(default="postgres", min_length=1, max_length=63)
+    database: str = Field(default="postgres", min_length=1, max_length=63)
+    password_file: Path | None = None
+    connect_timeout: Duration = 1.0
+    actions: list[Literal["promote", "follow", "freeze", "thaw"]] = Field(default_factory=list)
+    promote_timeout: Duration = 60.0
+    follow_timeout: Duration = 30.0
+    max_freeze: Duration = 10.0
+    # Optional filesystem freeze of the data mount while frozen (the agent must be root).
+    fsfreeze_mount: Path | None = None
+    fsfreeze_binary: Path = Path("/usr/sbin/fsfreeze")
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        problems = []
+        if not (self.host.startswith("/") or self.host in {"127.0.0.1", "::1", "localhost"}):
+            problems.append(f"host must be a socket directory or loopback (got {self.host!r})")
+        for key in ("connect_timeout", "promote_timeout", "follow_timeout"):
+            if getattr(self, key) <= 0:
+                problems.append(f"{key} must be greater than 0")
+        if not 1.0 <= self.max_freeze <= 300.0:
+            problems.append(f"max_freeze ({format_duration(self.max_freeze)}) must be 1s to 5m")
+        for path in (self.fsfreeze_mount, self.fsfreeze_binary):
+            if path is not None and not path.is_absolute():
+                problems.append(f"{path} must be an absolute path")
+        if len(set(self.actions)) != len(self.actions):
+            problems.append("actions: a name is listed more than once")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
 
 class CommandActionConfig(_Strict):
@@ -162,6 +250,16 @@ class AgentConfig(_Strict):
     # Loopback by default: set the host's private address to let the watcher in.
     listen: HostPort = "127.0.0.1:9180"
     secret_file: Path
+    # Who this agent is (exactly one of the two): requests signed for another instance
+    # are refused. cloud-init writes the id to /var/lib/cloud/data/instance-id.
+    instance_id: InstanceId | None = None
+    instance_id_file: Path | None = None
+    # HTTPS: the certificate (chain) and its private key, both or neither (docs/agent.md).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Also accept protocol v1 requests (no target, unsigned answers): only while a
+    # watcher older than v2 is being upgraded. Logged at start and on every v1 request.
+    accept_v1: bool = False
     # A request whose timestamp is further than this from the agent's clock is refused.
     max_clock_skew: Duration = 30.0
     max_request_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 64 * 1024
@@ -174,16 +272,19 @@ class AgentConfig(_Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     checks: list[CheckConfig] = Field(default_factory=list, max_length=MAX_CHECKS)
     actions: list[CommandActionConfig] = Field(default_factory=list, max_length=MAX_ACTIONS)
+    # The local PostgreSQL server: needed by a `postgres` check and the database actions.
+    postgres: PostgresConfig | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
-        problems: list[str] = []
+        problems: list[str] = self._postgres_problems()
         if not 1.0 <= self.max_clock_skew <= 300.0:
             problems.append(
                 f"max_clock_skew ({format_duration(self.max_clock_skew)}) must be between 1s and 5m"
             )
         if self.check_timeout <= 0:
             problems.append("check_timeout must be greater than 0")
+        problems += self._transport_problems()
         for what, names in (
             ("checks", [c.name for c in self.checks]),
             ("actions", [a.name for a in self.actions]),
@@ -193,6 +294,30 @@ class AgentConfig(_Strict):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _transport_problems(self) -> list[str]:
+        problems = []
+        if (self.instance_id is None) == (self.instance_id_file is None):
+            problems.append(
+                "set exactly one of instance_id and instance_id_file: the agent refuses "
+                "requests signed for another instance, so it must know its own id "
+                '(e.g. instance_id_file = "/var/lib/cloud/data/instance-id")'
+            )
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            problems.append("tls_cert_file and tls_key_file go together: set both or neither")
+        return problems
+
+    def _postgres_problems(self) -> list[str]:
+        pg_checks = [c.name for c in self.checks if isinstance(c, PostgresCheckConfig)]
+        problems = []
+        if pg_checks and self.postgres is None:
+            problems.append("checks: a postgres check needs a [postgres] section")
+        if len(pg_checks) > 1:
+            problems.append(f"checks: at most one postgres check (got {', '.join(pg_checks)})")
+        builtin = set(self.postgres.actions) if self.postgres is not None else set()
+        for clash in sorted(builtin & {a.name for a in self.actions}):
+            problems.append(f"actions: {clash!r} is also a built-in [postgres] action")
+        return problems
 
     @property
     def host_port(self) -> tuple[str, int]:

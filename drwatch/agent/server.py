@@ -1,11 +1,15 @@
 """The agent's HTTP service: signed requests only, facts and allow-listed actions.
 
+Requests must be signed for this agent's instance id (protocol v2, `drwatch.agent.wire`),
+fresh, never seen before, and not older than the agent's own start; every answer to
+such a request is signed and bound to its nonce.
+
 Seams for the sandbox (which runs many agents in one process over simulated hosts):
 
-- `create_app(cfg, host, checks, actions, secret=...)` builds the aiohttp application
-  from a `HostFacts`, a check registry and an action registry;
-- `serving(app, host, port)` runs it on loopback until the `async with` block ends and
-  yields the bound port (pass port 0 for any free port);
+- `create_app(cfg, host, checks, actions, secret=..., instance_id=...)` builds the aiohttp
+  application from a `HostFacts`, a check registry and an action registry;
+- `serving(app, host, port, ssl_context=None)` runs it until the `async with` block ends
+  and yields the bound port (pass port 0 for any free port);
 - `run_agent(cfg, stop)` is what `drwatch agent` runs: the real host, the configured
   checks and actions, until `stop` is set.
 """
@@ -16,10 +20,12 @@ import asyncio
 import math
 import re
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -29,20 +35,28 @@ from drwatch.agent.actions import Action, ActionError, build_actions
 from drwatch.agent.checks import Check, build_checks, run_checks
 from drwatch.agent.config import AgentConfig
 from drwatch.agent.host import HostFacts, PsutilHost
+from drwatch.agent.pgactions import database_actions
+from drwatch.agent.postgres import database
 from drwatch.agent.wire import (
+    ANSWER_SIGNATURE_HEADER,
     NONCE_HEADER,
+    PROTOCOL,
     SCHEMA,
     SIGNATURE_HEADER,
+    TARGET_HEADER,
     TIMESTAMP_HEADER,
+    VERSION_HEADER,
     Facts,
     decode_action_request,
     encode_facts,
     encode_json,
     sign,
+    sign_answer,
     signature_matches,
+    valid_target,
     worst,
 )
-from drwatch.errors import WireError
+from drwatch.errors import ConfigError, WireError
 from drwatch.logs import get_logger
 from drwatch.secretfile import read_secret
 from drwatch.units import format_duration
@@ -80,17 +94,61 @@ class ReplayCache:
         return True
 
 
-class Verifier:
-    """Checks one request's signature, timestamp and freshness; says why it refuses."""
+@dataclass(frozen=True, slots=True)
+class _Signed:
+    """A request's auth headers; `target` is None for protocol v1."""
 
-    def __init__(self, secret: bytes, max_skew: float, clock: Clock) -> None:
+    target: str | None
+    timestamp: str
+    nonce: str
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One request's authentication: `reason` is empty when it passed."""
+
+    reason: str
+    nonce: str = ""
+    v1: bool = False
+
+
+class Verifier:
+    """Checks one request's target, signature, timestamp and freshness; says why it refuses.
+
+    A request timestamped before `started_at` is refused even when it is fresh and was
+    never seen here: the replay cache lives in memory, so without this a restart would
+    reopen the window for every request signed in the last `max_skew`.
+    """
+
+    def __init__(
+        self,
+        secret: bytes,
+        max_skew: float,
+        clock: Clock,
+        *,
+        identity: str,
+        started_at: float,
+        accept_v1: bool = False,
+    ) -> None:
         self._secret = secret
         self._max_skew = max_skew
         self._clock = clock
+        self._identity = identity
+        self._started_at = started_at
+        self._accept_v1 = accept_v1
         self._seen = ReplayCache(max_skew)
 
-    def refusal(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> str:
-        """Empty when the request is authentic and fresh; otherwise the reason (for logs only)."""
+    def check(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Verdict:
+        """The verdict on one request (the reason is for logs only, never for the caller)."""
+        signed = self._parse(headers)
+        if isinstance(signed, str):
+            return Verdict(signed)
+        reason = self._judge(signed, method, path, body)
+        return Verdict(reason, signed.nonce, v1=signed.target is None)
+
+    def _parse(self, headers: Mapping[str, str]) -> _Signed | str:
+        """The auth headers, or why they cannot be checked at all."""
         timestamp = headers.get(TIMESTAMP_HEADER, "")
         nonce = headers.get(NONCE_HEADER, "")
         given = headers.get(SIGNATURE_HEADER, "")
@@ -98,33 +156,63 @@ class Verifier:
             return "missing auth headers"
         if not (_NONCE.match(nonce) and _SIGNATURE.match(given)):
             return "malformed auth headers"
+        target, problem = self._target(headers)
+        return problem or _Signed(target, timestamp, nonce, given)
+
+    def _judge(self, signed: _Signed, method: str, path: str, body: bytes) -> str:
         now = self._clock()
-        skew = _skew(timestamp, now)
-        if skew > self._max_skew:
+        sent = _sent_at(signed.timestamp)
+        if abs(now - sent) > self._max_skew:
             return f"timestamp outside +/-{format_duration(self._max_skew)}"
         expected = sign(
-            self._secret, method=method, path=path, timestamp=timestamp, nonce=nonce, body=body
+            self._secret,
+            method=method,
+            path=path,
+            timestamp=signed.timestamp,
+            nonce=signed.nonce,
+            body=body,
+            target=signed.target,
         )
-        if not signature_matches(expected, given):
+        if not signature_matches(expected, signed.signature):
             return "bad signature"
-        if not self._seen.first_time(given, now):
+        if sent < self._started_at:
+            return "timestamp before the agent started (a replay across a restart?)"
+        if not self._seen.first_time(signed.signature, now):
             return "replayed signature"
         return ""
 
+    def _target(self, headers: Mapping[str, str]) -> tuple[str | None, str]:
+        """(the signed target or None for v1, a refusal reason or "")."""
+        version = headers.get(VERSION_HEADER)
+        if version is None:
+            if self._accept_v1:
+                return None, ""
+            return None, "protocol v1 request (set accept_v1 = true only while upgrading)"
+        if version != PROTOCOL:
+            return None, "unknown protocol version"
+        target = headers.get(TARGET_HEADER, "")
+        if not valid_target(target):
+            return None, "malformed auth headers"
+        if target != self._identity:
+            return None, "signed for another agent"
+        return target, ""
 
-def _skew(timestamp: str, now: float) -> float:
+
+def _sent_at(timestamp: str) -> float:
+    """The request's timestamp; -inf (outside any window) when it is not a finite number."""
     try:
         sent = float(timestamp)
     except ValueError:
-        return math.inf
-    return abs(now - sent) if math.isfinite(sent) else math.inf
+        return -math.inf
+    return sent if math.isfinite(sent) else -math.inf
 
 
 class RefusalLog:
-    """Logs a refusal reason when it first appears, then at most once a minute with a count."""
+    """Logs a reason when it first appears, then at most once a minute with a count."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, event: str = "agent.request_refused") -> None:
         self._clock = clock
+        self._event = event
         self._last: dict[str, tuple[float, int]] = {}
 
     def note(self, reason: str, remote: str | None) -> None:
@@ -134,7 +222,7 @@ class RefusalLog:
             self._last[reason] = (last_at, suppressed + 1)
             return
         self._last[reason] = (now, 0)
-        log.warning("agent.request_refused", reason=reason, remote=remote, repeats=suppressed)
+        log.warning(self._event, reason=reason, remote=remote, repeats=suppressed)
 
 
 class FactsCollector:
@@ -155,9 +243,14 @@ class FactsCollector:
         self._clock = clock
 
     async def collect(self) -> Facts:
-        async with asyncio.TaskGroup() as tg:
-            host_task = tg.create_task(self._host_facts())
-            checks_task = tg.create_task(run_checks(self._checks, self._timeout))
+        """The facts; TimeoutError when the host's own numbers miss the deadline."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                host_task = tg.create_task(self._host_facts())
+                checks_task = tg.create_task(run_checks(self._checks, self._timeout))
+        except* TimeoutError:
+            # The task group wraps it; the handler answers a bare timeout with a 503.
+            raise TimeoutError from None
         facts, checks = host_task.result(), checks_task.result()
         status = worst([c.status for c in checks.values()])
         return Facts(
@@ -204,14 +297,15 @@ class AgentService:
         cfg: AgentConfig,
         collector: FactsCollector,
         actions: Mapping[str, Action],
-        verifier: Verifier,
+        auth: AnswerSigner,
         clock: Clock,
     ) -> None:
         self._cfg = cfg
         self._collector = collector
         self._actions = actions
-        self._verifier = verifier
+        self._auth = auth
         self._refusals = RefusalLog(clock)
+        self._v1_requests = RefusalLog(clock, "agent.v1_request_accepted")
         # One action at a time: side effects on one host must not interleave.
         self._action_lock = asyncio.Lock()
 
@@ -224,11 +318,17 @@ class AgentService:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return web.Response(status=413)
-        reason = self._verifier.refusal(request.method, request.raw_path, request.headers, body)
-        if reason:
-            self._refusals.note(reason, request.remote)
+        verdict = self._auth.verifier.check(request.method, request.raw_path, request.headers, body)
+        if verdict.reason:
+            self._refusals.note(verdict.reason, request.remote)
             return web.Response(status=401)  # no detail: a prober learns nothing
-        return await handler(request)
+        if verdict.v1:
+            self._v1_requests.note("protocol v1 request accepted (accept_v1)", request.remote)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:  # no such route, method not allowed
+            response = _error(exc.reason, exc.status)
+        return self._auth.sign(response, verdict.nonce)
 
     async def facts(self, _request: web.Request) -> web.Response:
         try:
@@ -270,6 +370,26 @@ class AgentService:
         return web.Response(body=body, content_type="application/json")
 
 
+class AnswerSigner:
+    """The agent's key and identity: verifies requests, signs the answers to them."""
+
+    def __init__(self, secret: bytes, identity: str, verifier: Verifier) -> None:
+        self._secret = secret
+        self._identity = identity
+        self.verifier = verifier
+
+    def sign(self, response: web.StreamResponse, nonce: str) -> web.StreamResponse:
+        body = response.body if isinstance(response, web.Response) else None
+        if not isinstance(body, bytes):
+            # Every handler here answers with bytes; anything else cannot be signed.
+            body = encode_json({"schema": SCHEMA, "error": "answer could not be signed"})
+            response = web.Response(body=body, status=500, content_type="application/json")
+        response.headers[ANSWER_SIGNATURE_HEADER] = sign_answer(
+            self._secret, target=self._identity, nonce=nonce, status=response.status, body=body
+        )
+        return response
+
+
 def create_app(
     cfg: AgentConfig,
     host: HostFacts,
@@ -279,16 +399,28 @@ def create_app(
     secret: bytes | None = None,
     clock: Clock = time.time,
     hostname: str | None = None,
+    instance_id: str | None = None,
 ) -> web.Application:
     """The agent's aiohttp application.
 
-    `secret` defaults to the contents of cfg.secret_file; `hostname` to this machine's.
+    `secret` defaults to the contents of cfg.secret_file; `hostname` to this machine's;
+    `instance_id` to cfg.instance_id or the contents of cfg.instance_id_file. The agent
+    refuses requests timestamped before this call (its start).
     """
     key = read_secret(cfg.secret_file) if secret is None else secret
-    verifier = Verifier(key, cfg.max_clock_skew, clock)
+    identity = instance_id or read_instance_id(cfg)
+    started_at = clock()
+    verifier = Verifier(
+        key,
+        cfg.max_clock_skew,
+        clock,
+        identity=identity,
+        started_at=started_at,
+        accept_v1=cfg.accept_v1,
+    )
     name = hostname or socket.gethostname()
     collector = FactsCollector(host, checks, cfg.check_timeout, clock, name)
-    service = AgentService(cfg, collector, actions, verifier, clock)
+    service = AgentService(cfg, collector, actions, AnswerSigner(key, identity, verifier), clock)
     # The middleware enforces the limit first; this bounds chunked bodies too.
     app = web.Application(middlewares=[service.authenticate], client_max_size=cfg.max_request_bytes)
     app.router.add_get("/v1/facts", service.facts)
@@ -296,13 +428,46 @@ def create_app(
     return app
 
 
+def read_instance_id(cfg: AgentConfig) -> str:
+    """The agent's own instance id: from the config, or from cfg.instance_id_file."""
+    if cfg.instance_id is not None:
+        return cfg.instance_id
+    path = cfg.instance_id_file
+    if path is None:  # the config's validation requires one of the two
+        raise ConfigError(["instance_id: set instance_id or instance_id_file"])
+    try:
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+    except OSError as err:
+        raise ConfigError([f"instance_id_file: {path}: cannot read: {err.strerror}"]) from None
+    if not valid_target(text):
+        raise ConfigError([f"instance_id_file: {path}: {text[:64]!r} is not an instance id"])
+    return text
+
+
+def tls_context(cfg: AgentConfig) -> ssl.SSLContext | None:
+    """The server-side TLS context from cfg.tls_cert_file/tls_key_file; None for plain HTTP."""
+    if cfg.tls_cert_file is None or cfg.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file)
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(
+            [f"tls_cert_file/tls_key_file: cannot load {cfg.tls_cert_file}: {err}"]
+        ) from None
+    return context
+
+
 @asynccontextmanager
-async def serving(app: web.Application, host: str, port: int) -> AsyncIterator[int]:
-    """Serve `app` on host:port for the duration of the block; yields the bound port."""
+async def serving(
+    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[int]:
+    """Serve `app` on host:port (HTTPS with `ssl_context`) for the block; yields the port."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         bound: int = runner.addresses[0][1]
         yield bound
@@ -313,16 +478,34 @@ async def serving(app: web.Application, host: str, port: int) -> AsyncIterator[i
 async def run_agent(cfg: AgentConfig, stop: asyncio.Event) -> None:
     """Run the real agent (psutil host, configured checks and actions) until `stop` is set."""
     secret = read_secret(cfg.secret_file)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
-        checks = build_checks(cfg, session)
-        app = create_app(cfg, PsutilHost(cfg.mounts), checks, build_actions(cfg), secret=secret)
+    identity = read_instance_id(cfg)
+    context = tls_context(cfg)
+    if cfg.accept_v1:
+        log.warning(
+            "agent.accepting_v1",
+            detail="protocol v1 requests are accepted (accept_v1 = true): "
+            "remove it once every watcher speaks v2",
+        )
+    timeout = aiohttp.ClientTimeout(total=None)
+    async with aiohttp.ClientSession(timeout=timeout) as session, database(cfg.postgres) as pg:
+        checks = build_checks(cfg, session, pg)
+        actions = build_actions(cfg, database_actions(pg))
+        app = create_app(
+            cfg,
+            PsutilHost(cfg.mounts),
+            checks,
+            actions,
+            secret=secret,
+            instance_id=identity,
+        )
         host, port = cfg.host_port
-        async with serving(app, host, port) as bound:
+        async with serving(app, host, port, context) as bound:
             log.info(
                 "agent.started",
-                listen=f"{host}:{bound}",
+                listen=f"{'https' if context else 'http'}://{host}:{bound}",
+                instance_id=identity,
                 checks=sorted(checks),
-                actions=sorted(a.name for a in cfg.actions),
+                actions=sorted(actions),
             )
             await stop.wait()
         log.info("agent.stopped")

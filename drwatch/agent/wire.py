@@ -1,26 +1,48 @@
-"""The agent wire: request signing, the facts schema, and its strict decoder.
+"""The agent wire: request and answer signing, the facts schema, and its strict decoder.
 
 Both sides import this module: the agent (server) and the daemon's client
 (`drwatch.observe.agent`). It imports nothing from the daemon side.
 
-Signing
--------
-Every request carries three headers:
+Signing, protocol v2
+--------------------
+Every request carries five headers:
 
+- `X-Drwatch-Version`: `2`
+- `X-Drwatch-Target`: the instance id of the agent the request is meant for
 - `X-Drwatch-Timestamp`: the sender's clock, epoch seconds as decimal text (`1764130000.123456`)
 - `X-Drwatch-Nonce`: 16 to 64 hex digits, fresh per request
-- `X-Drwatch-Signature`: lower-case hex HMAC-SHA256, keyed with the shared secret, over
-  the canonical string, which is these six lines joined by `\\n` (no trailing newline):
+- `X-Drwatch-Signature`: lower-case hex HMAC-SHA256, keyed with the agent's secret, over
+  the canonical string, which is these seven lines joined by `\\n` (no trailing newline):
 
-      drwatch-agent-v1
+      drwatch-agent-v2
+      <X-Drwatch-Target, exactly as sent>
       <METHOD, upper case>
       <path as sent, percent-encoded, with its query string if any>
       <X-Drwatch-Timestamp, exactly as sent>
       <X-Drwatch-Nonce, exactly as sent>
       <lower-case hex SHA-256 of the request body (of b"" when there is none)>
 
-The nonce is there so that two honest requests in the same clock tick never share
-a signature: the agent refuses a signature it has already seen (a replay).
+Naming the target means a request signed for one agent is refused by every other
+agent, even one that shares the secret. The nonce makes two honest requests in the
+same clock tick differ: the agent refuses a signature it has already seen (a replay).
+
+Every answer the agent gives to an authenticated request carries
+`X-Drwatch-Answer-Signature`: the hex HMAC-SHA256, with the same key, over
+
+      drwatch-agent-v2-answer
+      <the request's X-Drwatch-Target>
+      <the request's X-Drwatch-Nonce>
+      <HTTP status code, decimal>
+      <lower-case hex SHA-256 of the answer body>
+
+so the daemon accepts only an answer made by a holder of the key, for the request it
+sent, with the status and body it reads. Refusals (401, 413) are not signed.
+
+The key is either one secret shared by every agent, or a per-host secret derived from
+a master secret that only the watcher holds: `derive_host_secret(master, instance_id)`.
+
+Protocol v1 (no target, unsigned answers; its first line is `drwatch-agent-v1` and the
+target line is absent) is accepted only by an agent configured with `accept_v1 = true`.
 """
 
 from __future__ import annotations
@@ -29,6 +51,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,12 +61,22 @@ from typing import Any
 from drwatch.errors import WireError
 
 SCHEMA = "drwatch.agent/v1"
-SIGNING_VERSION = "drwatch-agent-v1"
+SIGNING_VERSION = "drwatch-agent-v2"
+SIGNING_VERSION_V1 = "drwatch-agent-v1"
+ANSWER_SIGNING_VERSION = "drwatch-agent-v2-answer"
+HOST_SECRET_LABEL = b"drwatch-agent-host-secret-v2\n"
+PROTOCOL = "2"
+VERSION_HEADER = "X-Drwatch-Version"
+TARGET_HEADER = "X-Drwatch-Target"
 TIMESTAMP_HEADER = "X-Drwatch-Timestamp"
 NONCE_HEADER = "X-Drwatch-Nonce"
 SIGNATURE_HEADER = "X-Drwatch-Signature"
+ANSWER_SIGNATURE_HEADER = "X-Drwatch-Answer-Signature"
 FACTS_PATH = "/v1/facts"
 ACTIONS_PATH = "/v1/actions/{name}"
+# An instance id or host name: no spaces or newlines, so the canonical lines stay lines.
+_TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 Scalar = str | int | float | bool
 
@@ -51,37 +84,109 @@ Scalar = str | int | float | bool
 # --- signing -------------------------------------------------------------------------------
 
 
-def canonical_string(method: str, path: str, timestamp: str, nonce: str, body: bytes) -> bytes:
-    """The exact bytes that are signed (see the module docstring)."""
+def valid_target(target: str) -> bool:
+    """True when `target` can name an agent: 1-128 of [A-Za-z0-9._:-], no leading symbol."""
+    return bool(_TARGET.match(target))
+
+
+def canonical_string(
+    method: str, path: str, timestamp: str, nonce: str, body: bytes, *, target: str | None
+) -> bytes:
+    """The exact bytes that are signed (see the module docstring); `target=None` is v1."""
     digest = hashlib.sha256(body).hexdigest()
-    lines = (SIGNING_VERSION, method.upper(), path, timestamp, nonce, digest)
+    head = (SIGNING_VERSION_V1,) if target is None else (SIGNING_VERSION, target)
+    lines = (*head, method.upper(), path, timestamp, nonce, digest)
     return "\n".join(lines).encode("utf-8")
 
 
-def sign(secret: bytes, *, method: str, path: str, timestamp: str, nonce: str, body: bytes) -> str:
-    """The hex HMAC-SHA256 signature of one request."""
-    message = canonical_string(method, path, timestamp, nonce, body)
+def sign(
+    secret: bytes,
+    *,
+    method: str,
+    path: str,
+    timestamp: str,
+    nonce: str,
+    body: bytes,
+    target: str | None,
+) -> str:
+    """The hex HMAC-SHA256 signature of one request (`target=None`: protocol v1)."""
+    message = canonical_string(method, path, timestamp, nonce, body, target=target)
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
 def signed_headers(
-    secret: bytes, method: str, path: str, body: bytes, *, now: float
+    secret: bytes, method: str, path: str, body: bytes, *, now: float, target: str
 ) -> dict[str, str]:
-    """The three auth headers for a request sent at `now` (epoch seconds)."""
+    """The v2 auth headers for a request to the agent `target`, sent at `now` (epoch s)."""
+    if not valid_target(target):
+        raise WireError(f"cannot sign for target {target[:64]!r}: not an instance id")
     timestamp = f"{now:.6f}"
     nonce = secrets.token_hex(16)
+    signature = sign(
+        secret,
+        method=method,
+        path=path,
+        timestamp=timestamp,
+        nonce=nonce,
+        body=body,
+        target=target,
+    )
     return {
+        VERSION_HEADER: PROTOCOL,
+        TARGET_HEADER: target,
         TIMESTAMP_HEADER: timestamp,
         NONCE_HEADER: nonce,
-        SIGNATURE_HEADER: sign(
-            secret, method=method, path=path, timestamp=timestamp, nonce=nonce, body=body
-        ),
+        SIGNATURE_HEADER: signature,
     }
+
+
+def signed_headers_v1(
+    secret: bytes, method: str, path: str, body: bytes, *, now: float
+) -> dict[str, str]:
+    """Protocol v1 headers, as a watcher older than v2 sends them (tests, upgrades)."""
+    timestamp = f"{now:.6f}"
+    nonce = secrets.token_hex(16)
+    signature = sign(
+        secret, method=method, path=path, timestamp=timestamp, nonce=nonce, body=body, target=None
+    )
+    return {TIMESTAMP_HEADER: timestamp, NONCE_HEADER: nonce, SIGNATURE_HEADER: signature}
 
 
 def signature_matches(expected: str, given: str) -> bool:
     """Constant-time comparison, so timing does not reveal how much of a guess was right."""
     return hmac.compare_digest(expected.encode("ascii"), given.encode("ascii", "replace"))
+
+
+def sign_answer(secret: bytes, *, target: str, nonce: str, status: int, body: bytes) -> str:
+    """The hex HMAC-SHA256 over an answer, bound to the request's target and nonce."""
+    digest = hashlib.sha256(body).hexdigest()
+    lines = (ANSWER_SIGNING_VERSION, target, nonce, str(status), digest)
+    return hmac.new(secret, "\n".join(lines).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def answer_refusal(
+    secret: bytes, *, target: str, nonce: str, status: int, body: bytes, given: str | None
+) -> str:
+    """Empty when `given` signs this answer to this request; otherwise why not."""
+    if not given:
+        return "answer not signed (an agent older than protocol v2, or not the agent)"
+    if not _HEX64.match(given):
+        return "answer signature malformed"
+    expected = sign_answer(secret, target=target, nonce=nonce, status=status, body=body)
+    if not signature_matches(expected, given):
+        return "answer signature does not match (another key, request or body)"
+    return ""
+
+
+def derive_host_secret(master: bytes, instance_id: str) -> bytes:
+    """One host's secret: HMAC-SHA256(master, label + instance id), as 64 hex characters.
+
+    A host holds only its own; a leaked host secret opens that host and no other.
+    """
+    if not valid_target(instance_id):
+        raise WireError(f"cannot derive a secret for {instance_id[:64]!r}: not an instance id")
+    mac = hmac.new(master, HOST_SECRET_LABEL + instance_id.encode("ascii"), hashlib.sha256)
+    return mac.hexdigest().encode("ascii")
 
 
 # --- the facts payload ---------------------------------------------------------------------
@@ -209,8 +314,18 @@ def _no_constants(name: str) -> Any:
     raise WireError(f"{name} is not a JSON number")
 
 
+# An answer nests at most facts -> checks -> check -> data -> value; an action's result a
+# little more. Anything deeper is not an agent talking.
+MAX_DEPTH = 16
+# Keys per object (checks, disks, a check's data): a host has a few dozen at most.
+MAX_KEYS = 512
+# Integers are byte counts and the like: beyond 2**63 is not a real value (and a 4,000-digit
+# one would overflow every float conversion downstream).
+MAX_INT = 2**63 - 1
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """A JSON object from bytes, or WireError saying why not."""
+    """A JSON object from bytes, or WireError saying why not (never anything else)."""
     try:
         value = json.loads(raw, parse_constant=_no_constants)
     except WireError:
@@ -218,10 +333,36 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     except RecursionError:
         raise WireError("JSON nested too deeply") from None
     except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, oversized ints
-        raise WireError(f"not JSON: {err}") from None
+        raise WireError(f"not JSON: {str(err)[:200]}") from None
     if not isinstance(value, dict):
         raise WireError(f"expected a JSON object, got {type(value).__name__}")
+    _check_shape(value)
     return value
+
+
+def _check_shape(value: Any) -> None:
+    """Refuse nesting deeper than MAX_DEPTH, objects with more than MAX_KEYS keys and
+    integers outside +-MAX_INT, anywhere in the document, naming where (iteratively:
+    no recursion, whatever the depth)."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while stack:
+        item, depth, where = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                raise WireError(f"{where or 'JSON'}: nested deeper than {MAX_DEPTH} levels")
+            if len(item) > MAX_KEYS:
+                raise WireError(f"{where or 'JSON'}: more than {MAX_KEYS} entries")
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            stack.extend((v, depth + 1, _child(where, k)) for k, v in pairs)
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > MAX_INT:
+            raise WireError(f"{where}: number out of range ({len(str(abs(item)))} digits)")
+
+
+def _child(where: str, key: object) -> str:
+    if isinstance(key, int):
+        return f"{where}[{key}]"
+    shown = str(key)[:40]
+    return f"{where}.{shown}" if where else shown
 
 
 def _get(obj: Mapping[str, Any], key: str, where: str) -> Any:
@@ -239,19 +380,34 @@ def _str(obj: Mapping[str, Any], key: str, where: str) -> str:
     return value
 
 
-def _num(obj: Mapping[str, Any], key: str, where: str) -> float:
+def _num(
+    obj: Mapping[str, Any], key: str, where: str, low: float = 0.0, high: float = 1e15
+) -> float:
+    """A finite number within [low, high]; the defaults fit durations and counters."""
     value = _get(obj, key, where)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise WireError(f"{where}.{key}: expected a number, got {type(value).__name__}")
-    if not math.isfinite(value):
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        raise WireError(f"{where}.{key}: number out of range")
+    number = float(value)
+    if not math.isfinite(number):
         raise WireError(f"{where}.{key}: expected a finite number")
-    return float(value)
+    if not low <= number <= high:
+        raise WireError(f"{where}.{key}: {number:g} is outside {low:g}..{high:g}")
+    return number
+
+
+def _percent(obj: Mapping[str, Any], key: str, where: str) -> float:
+    return _num(obj, key, where, 0.0, 100.0)
 
 
 def _int(obj: Mapping[str, Any], key: str, where: str) -> int:
+    """A non-negative integer that fits in 63 bits (byte counts)."""
     value = _get(obj, key, where)
     if isinstance(value, bool) or not isinstance(value, int):
         raise WireError(f"{where}.{key}: expected an integer, got {type(value).__name__}")
+    if not 0 <= value <= MAX_INT:
+        raise WireError(f"{where}.{key}: integer out of range 0..2**63-1")
     return value
 
 
@@ -266,7 +422,11 @@ def _status(obj: Mapping[str, Any], key: str, where: str) -> Status:
 
 
 def _scalar(value: Any, where: str) -> Scalar:
-    if isinstance(value, bool | str | int):
+    if isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        if abs(value) > MAX_INT:
+            raise WireError(f"{where}: integer out of range")
         return value
     if isinstance(value, float) and math.isfinite(value):
         return value
@@ -300,7 +460,7 @@ def _decode_disk(obj: Any, where: str) -> DiskUsage:
         mount=_str(obj, "mount", where),
         total_bytes=_int(obj, "total_bytes", where),
         free_bytes=_int(obj, "free_bytes", where),
-        used_percent=_num(obj, "used_percent", where),
+        used_percent=_percent(obj, "used_percent", where),
     )
 
 
@@ -308,7 +468,7 @@ def _decode_memory(obj: Any, where: str) -> Memory:
     return Memory(
         total_bytes=_int(obj, "total_bytes", where),
         available_bytes=_int(obj, "available_bytes", where),
-        used_percent=_num(obj, "used_percent", where),
+        used_percent=_percent(obj, "used_percent", where),
     )
 
 
@@ -331,7 +491,7 @@ def decode_facts(raw: bytes) -> Facts:
         collected_at=_num(obj, "collected_at", "facts"),
         status=_status(obj, "status", "facts"),
         uptime_s=_num(obj, "uptime_s", "facts"),
-        cpu_percent=_num(obj, "cpu_percent", "facts"),
+        cpu_percent=_percent(obj, "cpu_percent", "facts"),
         load=_decode_load(_get(obj, "load", "facts"), "facts.load"),
         memory=_decode_memory(_get(obj, "memory", "facts"), "facts.memory"),
         disks=_keyed(obj, "disks", "facts", _decode_disk),

@@ -60,9 +60,14 @@ def gate_warmup(g: GateInput) -> str | None:
 
 
 def gate_approval(g: GateInput) -> str | None:
-    if g.incident.scope.value not in g.policy.approval_required or g.incident.approved_at:
+    """The policy's scopes, or a plan that asks for approval itself (an unknown role)."""
+    if g.incident.approved_at:
         return None
-    return f"{APPROVAL_PREFIX} for {g.incident.scope.value} scope: drwatch approve {g.incident.id}"
+    if g.incident.scope.value in g.policy.approval_required:
+        scope = g.incident.scope.value
+        return f"{APPROVAL_PREFIX} for {scope} scope: drwatch approve {g.incident.id}"
+    why = "; ".join(p.approval for p in g.plans if p.approval)
+    return f"{APPROVAL_PREFIX}: {why}: drwatch approve {g.incident.id}" if why else None
 
 
 def _same_target(a: Incident, b: Incident) -> bool:

@@ -4,6 +4,9 @@ app_server -> app_server.replace; load_balancer -> load_balancer.failover_eip wh
 another LB of its group answers (the playbook moves the Elastic IP there if the lost
 one held it, then rebuilds a standby), else load_balancer.replace; database primary
 -> database.recover (a replica has no playbook yet); region -> region.failover.
+A database's role comes from its agent's check (now, else as last reported), its tag
+only as a fallback; a database whose role nobody knows is recovered as the primary
+only with an operator's approval (the plan says why).
 A zone incident gets one plan per affected group, each avoiding the zone, load
 balancers first, then databases, then app servers.
 """
@@ -13,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from drwatch.assess.views import RulesConfig, is_retired, view
-from drwatch.model.fleet import DB_ROLE_TAG, Instance, Role
+from drwatch.model.fleet import Instance, Role
 from drwatch.model.incident import Incident
 from drwatch.model.observation import Layer
 from drwatch.model.plan import Plan, PlaybookName, Scope
 from drwatch.model.snapshot import Snapshot
-from drwatch.roles import REPLICA_ROLES, reported_role
+from drwatch.roles import reported_role, role_of
 
 ACTIONABLE_SCOPES = frozenset({Scope.INSTANCE, Scope.ZONE, Scope.REGION})
 
@@ -40,9 +43,10 @@ def plans_for(
     by_group = _targets_by_group(incident, snapshot, retired)
     plans = []
     for group, members in sorted(by_group.items(), key=_order):
-        playbook = _playbook(members, snapshot, cfg, retired, known_roles or {})
-        if playbook is None:
+        chosen = _playbook(members, snapshot, cfg, retired, known_roles or {})
+        if chosen is None:
             continue
+        playbook, approval = chosen
         avoid = (incident.zone,) if incident.scope is Scope.ZONE else ()
         plans.append(
             Plan(
@@ -54,6 +58,7 @@ def plans_for(
                 targets=tuple(sorted(i.id for i in members)),
                 avoid_zones=avoid,
                 reason=f"{incident.finding}: {incident.evidence}",
+                approval=approval,
             )
         )
     return tuple(plans)
@@ -116,17 +121,41 @@ def _playbook(
     cfg: RulesConfig,
     retired: frozenset[str],
     known_roles: Mapping[str, str],
-) -> PlaybookName | None:
+) -> tuple[PlaybookName, str] | None:
+    """The playbook, and why it needs approval ("" when it does not); None: no playbook."""
     role = members[0].role
     if role is Role.APP_SERVER:
-        return PlaybookName.APP_REPLACE
+        return PlaybookName.APP_REPLACE, ""
     if role is Role.LOAD_BALANCER:
         if _healthy_peer(members, snapshot, cfg, retired):
-            return PlaybookName.LB_FAILOVER_EIP
-        return PlaybookName.LB_REPLACE
-    if any(is_primary(i, snapshot, known_roles) for i in members):
-        return PlaybookName.DB_RECOVER
-    return None
+            return PlaybookName.LB_FAILOVER_EIP, ""
+        return PlaybookName.LB_REPLACE, ""
+    return _database_playbook(members, snapshot, known_roles)
+
+
+def _database_playbook(
+    members: list[Instance], snapshot: Snapshot, known_roles: Mapping[str, str]
+) -> tuple[PlaybookName, str] | None:
+    """database.recover for a lost primary; for a database of unknown role too, unless a
+    peer reports being the primary, but then only with approval: recovering a replica
+    as the primary would split the data."""
+    roles = {i.id: role_of(i, snapshot, known_roles)[0] for i in members}
+    if "primary" in roles.values():
+        return PlaybookName.DB_RECOVER, ""
+    unknown = [i for i in members if not roles[i.id]]
+    if not unknown or _peer_reports_primary(members, snapshot):
+        return None
+    names = ", ".join(i.name or i.id for i in unknown)
+    return PlaybookName.DB_RECOVER, (
+        f"the database role of {names} is unknown (no postgres check reported it, no "
+        f"drwatch:db-role tag): recovering it as the primary needs an operator"
+    )
+
+
+def _peer_reports_primary(members: list[Instance], snapshot: Snapshot) -> bool:
+    lost = {i.id for i in members}
+    peers = (p for p in snapshot.fleet.in_group(members[0].group) if p.id not in lost)
+    return any(reported_role(snapshot, p.id) == "primary" for p in peers)
 
 
 def _healthy_peer(
@@ -148,14 +177,6 @@ def _healthy_peer(
 def is_primary(
     instance: Instance, snapshot: Snapshot, known_roles: Mapping[str, str] | None = None
 ) -> bool:
-    """Is this database the primary? Its role tag says; else its agent's database check
-    now; else the role it last reported; else (nothing ever heard) it is the primary
-    unless another member of its group reports being the primary."""
-    tagged = (instance.tag(DB_ROLE_TAG) or "").lower()
-    if tagged:
-        return tagged not in REPLICA_ROLES
-    own = reported_role(snapshot, instance.id) or (known_roles or {}).get(instance.id, "")
-    if own:
-        return own not in REPLICA_ROLES
-    peers = (p for p in snapshot.fleet.in_group(instance.group) if p.id != instance.id)
-    return not any(reported_role(snapshot, p.id) == "primary" for p in peers)
+    """Is this database known to be the primary? Its agent's check now, else the role it
+    last reported, else its role tag (see `drwatch.roles.role_of`). Unknown is not."""
+    return role_of(instance, snapshot, known_roles)[0] == "primary"

@@ -41,6 +41,9 @@ class Plan:
     targets: tuple[str, ...]
     avoid_zones: tuple[str, ...] = ()
     reason: str = ""
+    # Why this plan needs an operator's approval whatever the policy says ("" when it
+    # does not): e.g. a database whose role nobody knows would be recovered as a primary.
+    approval: str = ""
 
 
 class StepStatus(StrEnum):

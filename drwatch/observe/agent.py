@@ -7,6 +7,11 @@ answer: UNKNOWN with the reason (we failed to see the agent; it may be fine).
 Reachable: UP, and `detail` holds the facts as the wire's plain dict (keys in
 docs/agent.md), so assess reads disks, memory and the database check from there.
 
+Requests are signed for the instance they go to (protocol v2), with the shared secret
+or that instance's own secret (`agent.per_host_secrets`); an answer counts only when
+the agent signed it for our request's nonce. An unsigned or mismatched answer is
+UNKNOWN with the reason, and an action answered that way is an error.
+
 `AgentObserver.jobs_for(fleet)` gives the scheduler one AGENT job per instance.
 `AgentClient.action(...)` is for playbooks; it raises `AgentActionError`, whose
 `retryable` says whether the action certainly did not happen (safe to retry).
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,17 +31,21 @@ import aiohttp
 
 from drwatch.agent.wire import (
     ACTIONS_PATH,
+    ANSWER_SIGNATURE_HEADER,
     FACTS_PATH,
+    NONCE_HEADER,
     Facts,
+    answer_refusal,
     decode_action_result,
     decode_error,
     decode_facts,
+    derive_host_secret,
     encode_action_request,
     facts_to_dict,
     signed_headers,
 )
 from drwatch.config import AgentClientConfig, LayerTiming
-from drwatch.errors import DrwatchError, WireError
+from drwatch.errors import ConfigError, DrwatchError, WireError
 from drwatch.logs import get_logger
 from drwatch.model.fleet import Fleet, Instance
 from drwatch.model.observation import Health, Layer, Observation
@@ -46,6 +56,8 @@ from drwatch.probes.tcp import connect_failure
 AGENT_ADDR_TAG = "drwatch:agent-addr"
 # Playbooks put their own deadline around an action; this one bounds callers that do not.
 DEFAULT_ACTION_TIMEOUT_S = 30.0
+# Refusals are not signed (the agent does not sign for a request it could not verify).
+UNSIGNED_STATUSES = frozenset({401, 413})
 _ACTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
@@ -75,6 +87,10 @@ class _AnswerTooLargeError(Exception):
     """The agent's answer exceeded max_response_bytes (internal to this module)."""
 
 
+class _UnverifiedAnswerError(Exception):
+    """The answer was not signed by the agent for our request (internal to this module)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Answer:
     status: int
@@ -82,8 +98,9 @@ class _Answer:
 
 
 def agent_address(instance: Instance, cfg: AgentClientConfig) -> tuple[str, int] | None:
-    """(host, port) of the instance's agent: the `drwatch:agent-addr` tag, else its ip."""
-    override = instance.tag(AGENT_ADDR_TAG)
+    """(host, port) of the instance's agent: its configured ip and port, or the
+    `drwatch:agent-addr` tag when the config allows that tag."""
+    override = instance.tag(AGENT_ADDR_TAG) if cfg.allow_address_tag else None
     if override:
         host, _, port = override.rpartition(":")
         if host and port.isdigit():
@@ -92,11 +109,32 @@ def agent_address(instance: Instance, cfg: AgentClientConfig) -> tuple[str, int]
     return (ip, cfg.port) if ip else None
 
 
+def client_tls_context(cfg: AgentClientConfig) -> ssl.SSLContext | None:
+    """The context that verifies agents' certificates (scheme https); None for http.
+
+    Raises ConfigError when the CA file cannot be loaded."""
+    if cfg.scheme != "https":
+        return None
+    try:
+        context = ssl.create_default_context(
+            cafile=str(cfg.tls_ca_file) if cfg.tls_ca_file else None
+        )
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError([f"agent.tls_ca_file: cannot load {cfg.tls_ca_file}: {err}"]) from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 def _failure(health: Health, reason: str) -> tuple[Health, str, Facts | None]:
     return health, reason, None
 
 
 def _client_error(err: aiohttp.ClientError) -> tuple[Health, str, Facts | None]:
+    if isinstance(err, aiohttp.ClientConnectorCertificateError):
+        # Someone answered, but not with a certificate we trust: that is not "down".
+        return _failure(Health.UNKNOWN, f"tls: {err.certificate_error}")
+    if isinstance(err, aiohttp.ClientSSLError):
+        return _failure(Health.UNKNOWN, f"tls: {err}")
     if isinstance(err, aiohttp.ClientConnectorError):
         result = connect_failure(err.os_error)
         return _failure(result.health, result.reason)
@@ -133,11 +171,15 @@ class AgentClient:
         session: aiohttp.ClientSession,
         *,
         clock: Clock = time.time,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """`secret` is the shared secret, or the master one with `cfg.per_host_secrets`.
+        `ssl_context` defaults to `client_tls_context(cfg)`."""
         self._cfg = cfg
         self._secret = secret
         self._session = session
         self._clock = clock
+        self._ssl = ssl_context if ssl_context is not None else client_tls_context(cfg)
         self._last_ok: dict[str, float] = {}
         self._last_health: dict[str, Health] = {}
 
@@ -166,18 +208,33 @@ class AgentClient:
             return _failure(Health.UNKNOWN, "no address: no ip and no agent-addr tag")
         try:
             async with asyncio.timeout(timeout_s):
-                answer = await self._request("GET", FACTS_PATH, addr, b"")
-        except TimeoutError:
-            return _failure(Health.UNKNOWN, f"timeout after {seconds(timeout_s)}")
-        except aiohttp.ClientError as err:
-            return _client_error(err)
-        except _AnswerTooLargeError:
-            return _failure(
-                Health.UNKNOWN, f"answer larger than {self._cfg.max_response_bytes} bytes"
-            )
-        except OSError as err:
-            return _failure(connect_failure(err).health, connect_failure(err).reason)
+                answer = await self._request("GET", FACTS_PATH, instance, addr, b"")
+        except (
+            OSError,  # TimeoutError and aiohttp's connection errors among them
+            aiohttp.ClientError,
+            _AnswerTooLargeError,
+            _UnverifiedAnswerError,
+            WireError,
+        ) as err:
+            return self._poll_failure(err, timeout_s)
         return _judge(answer)
+
+    def _poll_failure(self, err: Exception, timeout_s: float) -> tuple[Health, str, Facts | None]:
+        """A poll that did not get a usable answer, as the observation's health and reason."""
+        if isinstance(err, TimeoutError):
+            return _failure(Health.UNKNOWN, f"timeout after {seconds(timeout_s)}")
+        if isinstance(err, aiohttp.ClientError):
+            return _client_error(err)
+        if isinstance(err, OSError):
+            failure = connect_failure(err)
+            return _failure(failure.health, failure.reason)
+        if isinstance(err, _AnswerTooLargeError):
+            reason = f"answer larger than {self._cfg.max_response_bytes} bytes"
+        elif isinstance(err, _UnverifiedAnswerError):
+            reason = f"answer refused: {err}"
+        else:
+            reason = str(err)
+        return _failure(Health.UNKNOWN, reason)
 
     def _note(self, instance: Instance, health: Health, reason: str) -> None:
         """Log when an agent's reachability changes, not on every poll."""
@@ -213,16 +270,23 @@ class AgentClient:
         path = ACTIONS_PATH.format(name=name)
         _log().info("agent.action_sent", instance=instance.id, action=name, params=sorted(params))
         answer = await self._send_action(
-            where, path, addr, encode_action_request(params), timeout_s
+            where, path, instance, addr, encode_action_request(params), timeout_s=timeout_s
         )
         return _action_result(where, answer)
 
     async def _send_action(
-        self, where: str, path: str, addr: tuple[str, int], body: bytes, timeout_s: float
+        self,
+        where: str,
+        path: str,
+        instance: Instance,
+        addr: tuple[str, int],
+        body: bytes,
+        *,
+        timeout_s: float,
     ) -> _Answer:
         try:
             async with asyncio.timeout(timeout_s):
-                return await self._request("POST", path, addr, body)
+                return await self._request("POST", path, instance, addr, body)
         except TimeoutError:
             raise AgentActionError(
                 f"{where}: no answer within {seconds(timeout_s)}; it may have run"
@@ -235,15 +299,28 @@ class AgentClient:
             raise AgentActionError(f"{where}: {type(err).__name__}; it may have run") from None
         except _AnswerTooLargeError:
             raise AgentActionError(f"{where}: answer too large") from None
+        except _UnverifiedAnswerError as err:
+            raise AgentActionError(f"{where}: answer refused: {err}; it may have run") from None
+        except WireError as err:
+            raise AgentActionError(f"{where}: {err}", retryable=True) from None
 
-    async def _request(self, method: str, path: str, addr: tuple[str, int], body: bytes) -> _Answer:
+    def _key(self, instance: Instance) -> bytes:
+        """The secret shared with this instance's agent (one HMAC: not worth a cache)."""
+        if not self._cfg.per_host_secrets:
+            return self._secret
+        return derive_host_secret(self._secret, instance.id)
+
+    async def _request(
+        self, method: str, path: str, instance: Instance, addr: tuple[str, int], body: bytes
+    ) -> _Answer:
         host, port = addr
         shown = f"[{host}]" if ":" in host else host
         url = f"{self._cfg.scheme}://{shown}:{port}{path}"
-        headers: dict[str, str] = signed_headers(
-            self._secret, method, path, body, now=self._clock()
-        )
+        key = self._key(instance)
+        headers = signed_headers(key, method, path, body, now=self._clock(), target=instance.id)
         kwargs: dict[str, Any] = {"headers": headers, "allow_redirects": False}
+        if self._ssl is not None:
+            kwargs["ssl"] = self._ssl
         if body:
             kwargs["data"] = body
             headers["Content-Type"] = "application/json"
@@ -251,7 +328,20 @@ class AgentClient:
             cap = self._cfg.max_response_bytes
             if resp.content_length is not None and resp.content_length > cap:
                 raise _AnswerTooLargeError
-            return _Answer(resp.status, await _read_capped(resp.content, cap))
+            answer = _Answer(resp.status, await _read_capped(resp.content, cap))
+            given = resp.headers.get(ANSWER_SIGNATURE_HEADER)
+        if answer.status not in UNSIGNED_STATUSES:
+            refusal = answer_refusal(
+                key,
+                target=instance.id,
+                nonce=headers[NONCE_HEADER],
+                status=answer.status,
+                body=answer.body,
+                given=given,
+            )
+            if refusal:
+                raise _UnverifiedAnswerError(refusal)
+        return answer
 
 
 async def _read_capped(stream: aiohttp.StreamReader, cap: int) -> bytes:

@@ -310,9 +310,23 @@ class AwsProvider:
         return snapshot_id
 
     async def create_volume(
-        self, region: str, zone: str, snapshot_id: str, tags: Tags, size_gib: int | None = None
+        self,
+        region: str,
+        zone: str,
+        snapshot_id: str,
+        tags: Tags,
+        size_gib: int | None = None,
+        *,
+        client_token: str | None = None,
     ) -> str:
+        if client_token is not None:
+            existing = await self._volume_made_with(region, client_token)
+            if existing is not None:
+                return existing
+            tags = (*tags, (IDEMPOTENCY_TAG, client_token))
         params: dict[str, Any] = {"AvailabilityZone": zone, "SnapshotId": snapshot_id}
+        if client_token is not None:
+            params["ClientToken"] = client_token
         if size_gib is not None:
             params["Size"] = size_gib
         if tags:
@@ -320,6 +334,37 @@ class AwsProvider:
         raw = await self._call(region, "create_volume", **params)
         volume_id: str = raw["VolumeId"]
         return volume_id
+
+    async def copy_image(
+        self, region: str, source_region: str, image_id: str, name: str, client_token: str
+    ) -> str:
+        raw = await self._call(
+            region,
+            "copy_image",
+            SourceRegion=source_region,
+            SourceImageId=image_id,
+            Name=name,
+            ClientToken=client_token,
+        )
+        new_id: str = raw["ImageId"]
+        return new_id
+
+    async def copy_snapshot(
+        self, region: str, source_region: str, snapshot_id: str, tags: Tags
+    ) -> str:
+        params: dict[str, Any] = {"SourceRegion": source_region, "SourceSnapshotId": snapshot_id}
+        if tags:
+            params["TagSpecifications"] = [{"ResourceType": "snapshot", "Tags": _aws_tags(tags)}]
+        raw = await self._call(region, "copy_snapshot", **params)
+        new_id: str = raw["SnapshotId"]
+        return new_id
+
+    async def _volume_made_with(self, region: str, client_token: str) -> str | None:
+        """A volume tagged with the token (moto ignores ClientToken; AWS honours it)."""
+        filters = [{"Name": f"tag:{IDEMPOTENCY_TAG}", "Values": [client_token]}]
+        raw = await self._call(region, "describe_volumes", Filters=filters)
+        found: list[str] = [v["VolumeId"] for v in raw.get("Volumes", [])]
+        return found[0] if found else None
 
     async def attach_volume(
         self, region: str, volume_id: str, instance_id: str, device: str

@@ -101,7 +101,12 @@ class ImageInfo:
 @dataclass(frozen=True, slots=True)
 class LaunchSpec:
     """What a playbook asks for. `client_token` makes the launch idempotent at the provider:
-    a retried launch with the same token returns the same instance, never a second one."""
+    a retried launch with the same token returns the same instance, never a second one.
+
+    One logical launch uses one token in every zone it tries: EC2 binds a token to the
+    instance it made, and a retry with the same token in another zone returns that
+    instance (only a change of parameters other than the zone is refused, with
+    `IdempotentParameterMismatch`). A refused attempt binds nothing."""
 
     region: str
     zone: str
@@ -147,11 +152,31 @@ class Compute(Protocol):
     async def associate_address(self, region: str, allocation_id: str, instance_id: str) -> None:
         """Move an Elastic IP to `instance_id` (reassociating it if held elsewhere)."""
 
-    async def create_snapshot(self, region: str, volume_id: str, tags: Tags) -> str: ...
+    async def create_snapshot(self, region: str, volume_id: str, tags: Tags) -> str:
+        """EC2 takes no client token here: callers make it once by tag and journal
+        (`drwatch.act.playbooks.common.create_once`)."""
 
     async def create_volume(
-        self, region: str, zone: str, snapshot_id: str, tags: Tags, size_gib: int | None = None
-    ) -> str: ...
+        self,
+        region: str,
+        zone: str,
+        snapshot_id: str,
+        tags: Tags,
+        size_gib: int | None = None,
+        *,
+        client_token: str | None = None,
+    ) -> str:
+        """A volume from a snapshot. Idempotent per `client_token` when one is given."""
+
+    async def copy_image(
+        self, region: str, source_region: str, image_id: str, name: str, client_token: str
+    ) -> str:
+        """Copy an image into `region`; returns the new image's id. Idempotent per token."""
+
+    async def copy_snapshot(
+        self, region: str, source_region: str, snapshot_id: str, tags: Tags
+    ) -> str:
+        """Copy a snapshot into `region`. No client token at EC2: tag and journal it."""
 
     async def attach_volume(
         self, region: str, volume_id: str, instance_id: str, device: str

@@ -4,7 +4,10 @@ It behaves like AWS where moto does not:
 
 - attaching a volume that is not `available` raises `ProviderError(code="IncorrectState")`;
   attaching across zones raises `ProviderError(code="InvalidVolume.ZoneMismatch")`;
-- `run_instance` is idempotent per `client_token`: the same token returns the same id;
+- `run_instance` is idempotent per `client_token`: the same token returns the same id, in
+  any zone (EC2 allows the zone to differ); the same token with another image, type or
+  user data raises `IdempotentParameterMismatch`. A refused launch binds no token.
+  `create_volume` and `copy_image` are idempotent per token likewise;
 - a launch needs a known image in the region (`InvalidAMIID.NotFound`) and a known zone;
   it fails with `InsufficientInstanceCapacity` in a zone named by `fail_launches_in` or
   whose state is not `available` (a zone outage);
@@ -20,6 +23,12 @@ Faults: `fail_launches_in(zone)`, `api_down(region)` (unreachable), `api_fault(r
 error)` (any `ProviderError`, e.g. `ProviderTimeoutError`), `throttle(region, n)` (the next
 `n` calls in the region raise `ProviderThrottledError`), `set_zone_state`, `set_state`,
 `impair`. `heal()` clears every fault.
+
+Describe lag (EC2 is eventually consistent: a resource just created may be missing from
+describe calls for a while): after `lag_describes(n)`, everything a Compute call creates
+is absent from the next `n` listings of its kind (instances, volumes, snapshots,
+images), or until `reveal()`. Client tokens still find it, as at EC2, which is the
+point: a resumed run that trusts describe alone doubles the effect.
 """
 
 from __future__ import annotations
@@ -56,9 +65,14 @@ class _Region:
     snapshots: dict[str, SnapshotInfo] = field(default_factory=dict)
     addresses: dict[str, AddressInfo] = field(default_factory=dict)
     images: dict[str, ImageInfo] = field(default_factory=dict)
-    tokens: dict[str, str] = field(default_factory=dict)
+    # client token -> (resource id, the parameters it was made with, zone excluded)
+    tokens: dict[str, tuple[str, tuple[object, ...]]] = field(default_factory=dict)
     fault: ProviderError | None = None
     throttled: int = 0
+
+
+def _rid(item: CloudInstance | VolumeInfo | SnapshotInfo | AddressInfo | ImageInfo) -> str:
+    return item.allocation_id if isinstance(item, AddressInfo) else item.id
 
 
 def _merge(old: Tags, new: Tags) -> Tags:
@@ -94,7 +108,13 @@ class FakeProvider:
         self._clock = clock
         self._ids = itertools.count(1)
         self._failing_zones: set[str] = set()
+        self._lag = 0
+        self._hidden: dict[str, int] = {}  # resource id -> listings it is still missing from
         self.calls: list[Call] = []
+        # Calls (also in `calls`) that made nothing: launches refused for capacity, and
+        # retries whose client token returned what an earlier call made.
+        self.refused: list[Call] = []
+        self.replayed: list[Call] = []
 
     # -- test helpers: counting, faults, seeding ----------------------------------------
 
@@ -115,6 +135,16 @@ class FakeProvider:
     def throttle(self, region: str, n: int) -> None:
         """The next `n` calls in `region` raise ProviderThrottledError."""
         self._region(region).throttled = n
+
+    def lag_describes(self, listings: int) -> None:
+        """From now on, what Compute creates is missing from the next `listings` listings
+        of its kind."""
+        self._lag = listings
+
+    def reveal(self) -> None:
+        """The describe lag is over: everything created shows, and new things at once."""
+        self._lag = 0
+        self._hidden.clear()
 
     def heal(self) -> None:
         """Clear every fault knob (API faults, throttling, failing launches)."""
@@ -250,41 +280,43 @@ class FakeProvider:
         self._enter(region)
 
     async def instances(self, region: str) -> list[CloudInstance]:
-        return list(self._enter(region).instances.values())
+        return self._shown(self._enter(region).instances.values())
 
     async def zones(self, region: str) -> list[ZoneInfo]:
         zones = self._enter(region).zones
         return [ZoneInfo(name=z, region=region, state=s) for z, s in zones.items()]
 
     async def volumes(self, region: str) -> list[VolumeInfo]:
-        return list(self._enter(region).volumes.values())
+        return self._shown(self._enter(region).volumes.values())
 
     async def snapshots(self, region: str) -> list[SnapshotInfo]:
-        return list(self._enter(region).snapshots.values())
+        return self._shown(self._enter(region).snapshots.values())
 
     async def addresses(self, region: str) -> list[AddressInfo]:
         return list(self._enter(region).addresses.values())
 
     async def images(self, region: str) -> list[ImageInfo]:
-        return list(self._enter(region).images.values())
+        return self._shown(self._enter(region).images.values())
 
     # -- Compute ------------------------------------------------------------------------
 
     async def run_instance(self, spec: LaunchSpec) -> str:
         self.calls.append(("run_instance", spec.region, spec.zone, spec.client_token))
         r = self._enter(spec.region)
-        if spec.client_token in r.tokens:
-            return r.tokens[spec.client_token]
+        same = (spec.image_id, spec.instance_type, spec.user_data)
+        known = self._by_token(r, spec.client_token, same)
+        if known is not None:
+            return known
         self._check_zone(spec.region, spec.zone)
         if spec.image_id not in r.images:
             raise ProviderError(f"{spec.image_id} does not exist", code="InvalidAMIID.NotFound")
         if spec.zone in self._failing_zones or r.zones[spec.zone] != "available":
+            self.refused.append(self.calls[-1])
             raise ProviderError(
                 f"no capacity in {spec.zone}", code="InsufficientInstanceCapacity", retryable=True
             )
         inst = self.add_instance(spec.region, spec.zone, tags=spec.tags, image_id=spec.image_id)
-        r.tokens[spec.client_token] = inst.id
-        return inst.id
+        return self._made(r, inst.id, spec.client_token, same)
 
     async def stop_instance(self, region: str, instance_id: str) -> None:
         self.calls.append(("stop_instance", region, instance_id))
@@ -319,14 +351,25 @@ class FakeProvider:
 
     async def create_snapshot(self, region: str, volume_id: str, tags: Tags) -> str:
         self.calls.append(("create_snapshot", region, volume_id))
-        self._volume(self._enter(region), volume_id)
-        return self.add_snapshot(region, volume_id, tags=tags).id
+        r = self._enter(region)
+        self._volume(r, volume_id)
+        return self._made(r, self.add_snapshot(region, volume_id, tags=tags).id)
 
     async def create_volume(
-        self, region: str, zone: str, snapshot_id: str, tags: Tags, size_gib: int | None = None
+        self,
+        region: str,
+        zone: str,
+        snapshot_id: str,
+        tags: Tags,
+        size_gib: int | None = None,
+        *,
+        client_token: str | None = None,
     ) -> str:
         self.calls.append(("create_volume", region, zone, snapshot_id))
         r = self._enter(region)
+        known = self._by_token(r, client_token, (snapshot_id, size_gib))
+        if known is not None:
+            return known
         snap = r.snapshots.get(snapshot_id)
         if snap is None:
             raise ProviderError(f"{snapshot_id} does not exist", code="InvalidSnapshot.NotFound")
@@ -334,7 +377,32 @@ class FakeProvider:
             raise ProviderError(f"{snapshot_id} is {snap.state}", code="IncorrectState")
         source = r.volumes.get(snap.volume_id or "")
         size = size_gib or (source.size_gib if source else 8)
-        return self.add_volume(region, zone, size_gib=size, tags=tags, snapshot_id=snapshot_id).id
+        vol = self.add_volume(region, zone, size_gib=size, tags=tags, snapshot_id=snapshot_id)
+        return self._made(r, vol.id, client_token, (snapshot_id, size_gib))
+
+    async def copy_image(
+        self, region: str, source_region: str, image_id: str, name: str, client_token: str
+    ) -> str:
+        self.calls.append(("copy_image", region, source_region, image_id))
+        r = self._enter(region)
+        known = self._by_token(r, client_token, (source_region, image_id, name))
+        if known is not None:
+            return known
+        source = self._enter(source_region).images.get(image_id)
+        if source is None:
+            raise ProviderError(f"{image_id} does not exist", code="InvalidAMIID.NotFound")
+        image = self.add_image(region, name, tags=source.tags)
+        return self._made(r, image.id, client_token, (source_region, image_id, name))
+
+    async def copy_snapshot(
+        self, region: str, source_region: str, snapshot_id: str, tags: Tags
+    ) -> str:
+        self.calls.append(("copy_snapshot", region, source_region, snapshot_id))
+        r = self._enter(region)
+        source = self._enter(source_region).snapshots.get(snapshot_id)
+        if source is None:
+            raise ProviderError(f"{snapshot_id} does not exist", code="InvalidSnapshot.NotFound")
+        return self._made(r, self.add_snapshot(region, None, tags=tags).id)
 
     async def attach_volume(
         self, region: str, volume_id: str, instance_id: str, device: str
@@ -366,6 +434,40 @@ class FakeProvider:
             raise ProviderError(f"{resource_id} does not exist", code="InvalidID")
 
     # -- internals ------------------------------------------------------------------------
+
+    def _by_token(self, r: _Region, token: str | None, same: tuple[object, ...]) -> str | None:
+        """What an earlier call with this token made; a mismatch of parameters is refused."""
+        if token is None or token not in r.tokens:
+            return None
+        made, params = r.tokens[token]
+        self.replayed.append(self.calls[-1])
+        if params != same:
+            raise ProviderError(
+                f"client token {token} was used with other parameters",
+                code="IdempotentParameterMismatch",
+            )
+        return made
+
+    def _made(
+        self, r: _Region, resource_id: str, token: str | None = None, same: tuple[object, ...] = ()
+    ) -> str:
+        if token is not None:
+            r.tokens[token] = (resource_id, same)
+        if self._lag > 0:
+            self._hidden[resource_id] = self._lag
+        return resource_id
+
+    def _shown(self, items: Iterable[_Tagged]) -> list[_Tagged]:
+        shown = []
+        for item in items:
+            rid = _rid(item)
+            if rid not in self._hidden:
+                shown.append(item)
+            elif self._hidden[rid] <= 1:
+                del self._hidden[rid]  # missing from this listing, present in the next
+            else:
+                self._hidden[rid] -= 1
+        return shown
 
     def _region(self, region: str) -> _Region:
         r = self._regions.get(region)

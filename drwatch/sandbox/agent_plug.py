@@ -2,7 +2,9 @@
 
 `agent_factory(secret, secret_file)` returns the function a `SimHost` calls to build its
 agent: the real `drwatch.agent.server.create_app` over the host as `HostFacts`, with the
-host's simulated checks (`database` on database hosts) and allow-listed actions.
+host's simulated checks (`database` on database hosts) and allow-listed actions. Each
+agent speaks protocol v2 as its instance, with its own secret derived from the sandbox's
+master secret (the daemon's config says `per_host_secrets = true`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from drwatch.agent.actions import Action, ActionError
 from drwatch.agent.checks import Check
 from drwatch.agent.config import AgentConfig
 from drwatch.agent.server import create_app
-from drwatch.agent.wire import CheckResult
+from drwatch.agent.wire import CheckResult, derive_host_secret
 from drwatch.model.fleet import Role
 from drwatch.sandbox.hosts import ACTIONS, SimHost
 
@@ -51,13 +53,19 @@ class HostAction:
 
 
 def agent_factory(secret: bytes, secret_file: Path) -> Callable[[SimHost], web.Application]:
-    cfg = AgentConfig(secret_file=secret_file, check_timeout=CHECK_TIMEOUT_S)
+    """`secret` is the master secret in `secret_file`; each host's agent gets its own."""
 
     def build(host: SimHost) -> web.Application:
+        cfg = AgentConfig(
+            secret_file=secret_file, check_timeout=CHECK_TIMEOUT_S, instance_id=host.instance_id
+        )
         checks: dict[str, Check] = {}
         if host.role is Role.DATABASE:
             checks["database"] = DatabaseCheck(host)
         actions: dict[str, Action] = {name: HostAction(host, name) for name in ACTIONS}
-        return create_app(cfg, host, checks, actions, secret=secret, hostname=host.name)
+        key = derive_host_secret(secret, host.instance_id)
+        return create_app(
+            cfg, host, checks, actions, secret=key, hostname=host.name, instance_id=host.instance_id
+        )
 
     return build

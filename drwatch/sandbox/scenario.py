@@ -25,6 +25,8 @@ def _duration(value: object) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(_duration)]
+# A drill is a timeline of minutes; a day is already a soak, and more is a typo.
+MAX_DRILL_S = 86400.0
 Param = str | int | float
 
 Outcome = Literal["recovered", "failed", "blocked", "awaiting_approval", "detected_only", "cleared"]
@@ -32,7 +34,7 @@ ExpectScope = Literal["instance", "zone", "region", "provider_api"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Objectives(_Strict):
@@ -103,7 +105,7 @@ class Scenario(_Strict):
     expect: list[Expect] = Field(default_factory=list)
     expect_finding: list[ExpectFinding] = Field(default_factory=list)
     expect_no_playbooks: bool = False
-    max_incidents: Annotated[int, Field(ge=0)] | None = None
+    max_incidents: Annotated[int, Field(ge=0, le=10_000)] | None = None
 
     def timeline(self) -> list[Event]:
         return sorted(self.event, key=lambda e: e.at)
@@ -151,6 +153,8 @@ def _semantic_problems(sc: Scenario, topo: Topology) -> list[str]:
     problems = []
     if sc.duration <= 0:
         problems.append("duration: must be greater than 0")
+    if sc.duration > MAX_DRILL_S:
+        problems.append(f"duration: a drill lasts at most 24h (got {sc.duration:g}s)")
     for i, ev in enumerate(sc.event):
         problems += _event_problems(i, ev, sc, topo)
     for i, ex in enumerate(sc.expect):

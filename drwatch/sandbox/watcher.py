@@ -75,6 +75,10 @@ def render_config(topo: Topology, where: WorldAddresses) -> str:
         "",
         "[agent]",
         f"secret_file = {_q(str(where.secret_file))}",
+        # The master secret: each simulated agent has its own, derived from it.
+        "per_host_secrets = true",
+        # Every simulated agent listens on its own loopback port, named by this tag.
+        "allow_address_tag = true",
         "",
         *_timing(),
         *_policy(),

@@ -62,13 +62,35 @@ def _ephemeral_low() -> int:
 _handed_out: set[int] = set()
 
 
+# Several sandboxes on one machine (drills run side by side in the test suite) each get
+# their own slice of ports through this variable, "LOW-HIGH": a port drawn in one
+# process is otherwise invisible to another until its host boots and binds it.
+PORTS_ENV = "DRWATCH_SANDBOX_PORTS"
+
+
+def port_range() -> tuple[int, int]:
+    """The inclusive range free_port() draws from: $DRWATCH_SANDBOX_PORTS, else the
+    20,000 ports just below the ephemeral range."""
+    spec = os.environ.get(PORTS_ENV, "").strip()
+    if not spec:
+        high = _ephemeral_low() - 1
+        return max(1024, high - 20_000), high
+    low_s, sep, high_s = spec.partition("-")
+    try:
+        low, high = int(low_s), int(high_s)
+    except ValueError:
+        low, high = 0, -1
+    if not sep or not 1024 <= low < high <= 65535:
+        raise SandboxError(f"{PORTS_ENV}={spec!r}: expected LOW-HIGH within 1024-65535")
+    return low, high
+
+
 def free_port() -> int:
     """A free loopback port BELOW the ephemeral range, never one this process already
     handed out. Simulated hosts close their ports when silenced and bind them again when
     healed; a port from the ephemeral range could meanwhile be taken by any outgoing
     connection (the daemon's checks make many)."""
-    high = _ephemeral_low() - 1
-    low = max(1024, high - 20_000)
+    low, high = port_range()
     rng = random.SystemRandom()
     for _ in range(500):
         port = rng.randint(low, high)

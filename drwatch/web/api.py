@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from drwatch.cycle import (
     IncidentNotFoundError,
@@ -34,6 +35,11 @@ from drwatch.model.snapshot import Snapshot
 
 JSON = dict[str, Any]
 MAX_BODY = 4096
+# The longest query any endpoint takes is `open=true&limit=1000`: 512 bytes is generous.
+MAX_QUERY = 512
+# Incident ids look like `inc-20261126T140501-3f9a`; anything else cannot name one.
+_INCIDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$")
+_TRUE, _FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
 UNCONFIGURED = (
     "mutating endpoints are disabled because no API token is configured: put a token of at "
     "least 16 bytes in a file (chmod 600) and name it in watcher.api_token_file"
@@ -120,7 +126,9 @@ STATUS_HOOKS: web.AppKey[list[StatusHook]] = web.AppKey("drwatch_status_hooks", 
 def add_routes(app: web.Application, state: ApiState) -> None:
     app[STATE_KEY] = state
     app.router.add_get("/api/v1/status", _guard(status, mutating=False))
-    app.router.add_get("/api/v1/incidents", _guard(incidents, mutating=False))
+    app.router.add_get(
+        "/api/v1/incidents", _guard(incidents, mutating=False, query=("open", "limit"))
+    )
     app.router.add_get("/api/v1/incidents/{id}", _guard(incident, mutating=False))
     app.router.add_post("/api/v1/incidents/{id}/approve", _guard(approve, mutating=True))
     app.router.add_post("/api/v1/pause", _guard(pause, mutating=True))
@@ -132,20 +140,45 @@ def add_routes(app: web.Application, state: ApiState) -> None:
 Handler = Callable[[web.Request, ApiState], Awaitable[web.Response]]
 
 
-def guard_read(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """A read endpoint added elsewhere, under the same token rule as these."""
-    return _guard(handler, mutating=False)
+def guard_read(
+    handler: Handler, query: tuple[str, ...] = ()
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A read endpoint added elsewhere, under the same token and query rules as these."""
+    return _guard(handler, mutating=False, query=query)
 
 
-def _guard(handler: Handler, *, mutating: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+def _guard(
+    handler: Handler, *, mutating: bool, query: tuple[str, ...] = ()
+) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def guarded(request: web.Request) -> web.Response:
         state = request.app[STATE_KEY]
         refusal = _refuse(request, state, mutating=mutating)
         if refusal is not None:
             return refusal
+        problem = _query_problem(request, query)
+        if problem:
+            return _error(400, problem)
         return await handler(request, state)
 
     return guarded
+
+
+def _query_problem(request: web.Request, allowed: tuple[str, ...]) -> str:
+    """Refuse a query string that is long, names a parameter twice, or names one the
+    endpoint does not take (a typo such as `?opne=1` would otherwise be silently ignored)."""
+    if len(request.query_string) > MAX_QUERY:
+        return f"query string over {MAX_QUERY} bytes"
+    keys = [k for k, _ in request.query.items()]
+    unknown = sorted({k[:32] for k in keys if k not in allowed})
+    if unknown:
+        takes = f"takes only {', '.join(allowed)}" if allowed else "takes no query parameters"
+        return f"unknown query parameter(s) {', '.join(unknown)}: this endpoint {takes}"
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        return f"query parameter(s) given more than once: {', '.join(repeated)}"
+    if "id" in request.match_info and not _INCIDENT_ID.match(request.match_info["id"]):
+        return "not an incident id (like inc-20261126T140501-3f9a)"
+    return ""
 
 
 def _refuse(request: web.Request, state: ApiState, *, mutating: bool) -> web.Response | None:
@@ -181,11 +214,15 @@ async def status(request: web.Request, state: ApiState) -> web.Response:
 
 
 async def incidents(request: web.Request, state: ApiState) -> web.Response:
-    open_only = request.query.get("open", "") in ("1", "true", "yes")
-    try:
-        limit = min(1000, max(1, int(request.query.get("limit", "200"))))
-    except ValueError:
-        return _error(400, "limit must be a whole number")
+    open_text = request.query.get("open", "").lower()
+    if open_text not in _TRUE + _FALSE:
+        return _error(400, "open must be 1, true, yes, 0, false or no")
+    open_only = open_text in _TRUE
+    limit_text = request.query.get("limit", "200")
+    digits = limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 4
+    if not (digits and 1 <= int(limit_text) <= 1000):
+        return _error(400, "limit must be a whole number from 1 to 1000")
+    limit = int(limit_text)
     found = state.incidents.recent(open_only=open_only, limit=limit)
     return web.json_response({"incidents": [incident_doc(i) for i in found], "count": len(found)})
 
@@ -241,17 +278,37 @@ async def resume(request: web.Request, state: ApiState) -> web.Response:
 
 async def _body(request: web.Request) -> JSON | web.Response:
     """An empty body, or a JSON object with an optional `by` (who, for the record)."""
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return _error(413, f"request body over {MAX_BODY} bytes")
+    raw = await _read_capped(request.content, MAX_BODY)
+    if raw is None:
         return _error(413, f"request body over {MAX_BODY} bytes")
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except ValueError:
+        body = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, NaN, nested too deeply
         return _error(400, "request body is not JSON")
     problem = _body_problem(body)
     return _error(400, problem) if problem else body
+
+
+async def _read_capped(stream: StreamReader, cap: int) -> bytes | None:
+    """The whole body, or None past `cap` bytes. One read() may return only the first
+    chunk that arrived, so read until the end (or one byte past the cap)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= cap:
+        chunk = await stream.read(cap + 1 - size)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+    return None
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _body_problem(body: object) -> str:
@@ -260,6 +317,8 @@ def _body_problem(body: object) -> str:
     by = body.get("by")
     if by is not None and (not isinstance(by, str) or not 0 < len(by) <= 64):
         return '"by" must be text of 1 to 64 characters'
+    if by is not None and not by.isprintable():
+        return '"by" must be printable text (it goes into logs and the journal)'
     return ""
 
 

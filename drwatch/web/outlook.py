@@ -42,7 +42,7 @@ def add_routes(app: web.Application, state: OutlookState) -> None:
     """/api/v1/drills (under the read-token rule of the other read endpoints), and the
     drills and trends parts of /api/v1/status."""
     app[OUTLOOK_KEY] = state
-    app.router.add_get("/api/v1/drills", guard_read(drills))
+    app.router.add_get("/api/v1/drills", guard_read(drills, query=("limit", "full")))
     hooks = app.get(STATUS_HOOKS)
     if hooks is None:
         hooks = app[STATUS_HOOKS] = []

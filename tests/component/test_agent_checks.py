@@ -15,11 +15,13 @@ from drwatch.agent import config as agent_config
 from drwatch.agent.checks import build_checks, run_check, run_checks
 from drwatch.agent.server import serving
 from drwatch.agent.wire import CheckResult, Status
-from tests.support.services import free_port
+from tests.support.services import refused_port
 
 
 def checks_cfg(*checks: dict[str, object]) -> agent_config.AgentConfig:
-    return agent_config.parse({"secret_file": "/unused", "checks": list(checks)})
+    return agent_config.parse(
+        {"secret_file": "/unused", "instance_id": "i-1", "checks": list(checks)}
+    )
 
 
 @pytest.fixture
@@ -73,11 +75,12 @@ async def test_tcp_check_connects_or_is_critical(
     session: aiohttp.ClientSession, health_port: int
 ) -> None:
     """An open port is ok; a closed one is critical."""
-    cfg = checks_cfg(
-        {"kind": "tcp", "name": "open", "address": f"127.0.0.1:{health_port}"},
-        {"kind": "tcp", "name": "closed", "address": f"127.0.0.1:{free_port()}"},
-    )
-    results = await run_all(cfg, session)
+    with refused_port() as closed:
+        cfg = checks_cfg(
+            {"kind": "tcp", "name": "open", "address": f"127.0.0.1:{health_port}"},
+            {"kind": "tcp", "name": "closed", "address": f"127.0.0.1:{closed}"},
+        )
+        results = await run_all(cfg, session)
     assert results["open"].status is Status.OK
     assert results["closed"].status is Status.CRITICAL
     assert results["closed"].detail.startswith("connect to 127.0.0.1:")

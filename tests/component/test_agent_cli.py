@@ -36,9 +36,12 @@ async def test_agent_process_serves_facts_and_stops_cleanly(tmp_path: Path) -> N
     secret.write_text(SECRET)
     secret.chmod(0o600)
     port = free_port()
+    id_file = tmp_path / "instance-id"  # as cloud-init writes it
+    id_file.write_text("i-1\n")
     cfg = tmp_path / "agent.toml"
     cfg.write_text(
         f'listen = "127.0.0.1:{port}"\nsecret_file = "{secret}"\nlog_format = "json"\n'
+        f'instance_id_file = "{id_file}"\n'
         f'[[checks]]\nkind = "disk_free"\nname = "tmp"\npath = "{tmp_path}"\n'
     )
     proc = await asyncio.create_subprocess_exec(
@@ -51,7 +54,7 @@ async def test_agent_process_serves_facts_and_stops_cleanly(tmp_path: Path) -> N
             "i-1", "app-1", "us-east-1", "us-east-1a", Role.APP_SERVER, "app",
             tags=(("drwatch:agent-addr", f"127.0.0.1:{port}"),),
         )  # fmt: skip
-        client_cfg = AgentClientConfig(secret_file=secret)
+        client_cfg = AgentClientConfig(secret_file=secret, allow_address_tag=True)
         async with aiohttp.ClientSession() as session:
             client = AgentClient(client_cfg, SECRET.encode(), session)
             assert await poll_until_up(client, instance, deadline_s=20.0) is Health.UP

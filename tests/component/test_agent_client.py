@@ -16,7 +16,16 @@ from aiohttp import web
 from drwatch import logs
 from drwatch.act.base import AgentActions
 from drwatch.agent.server import create_app, serving
-from drwatch.agent.wire import CheckResult, Status, encode_facts
+from drwatch.agent.wire import (
+    ANSWER_SIGNATURE_HEADER,
+    NONCE_HEADER,
+    TARGET_HEADER,
+    CheckResult,
+    Status,
+    derive_host_secret,
+    encode_facts,
+    sign_answer,
+)
 from drwatch.config import AgentClientConfig, LayerTiming
 from drwatch.model.fleet import Fleet, Instance, Role
 from drwatch.model.observation import Health, Layer
@@ -31,11 +40,20 @@ from tests.component.test_agent_server import (
 )
 from tests.support.services import free_port
 
+# Imported here, not in a handler: a first import inside a request (hypothesis is heavy)
+# once took longer than the 2 s poll deadline on a loaded machine.
+from tests.unit.test_agent_wire import sample_facts
+
 CAP = 4096
 
 
 def client_cfg(**overrides: object) -> AgentClientConfig:
-    data: dict[str, object] = {"secret_file": "/unused", "max_response_bytes": CAP, **overrides}
+    data: dict[str, object] = {
+        "secret_file": "/unused",
+        "max_response_bytes": CAP,
+        "allow_address_tag": True,
+        **overrides,
+    }
     return AgentClientConfig.model_validate(data)
 
 
@@ -78,13 +96,40 @@ def serve(stack: AsyncExitStack) -> Serve:
     return start
 
 
-def real_agent(**checks: FixedCheck) -> web.Application:
+def real_agent(instance_id: str = "i-0db2", **checks: FixedCheck) -> web.Application:
     actions = {"promote": RecordingAction()}
-    return create_app(agent_cfg(), FakeHost(), checks, actions, secret=SECRET, hostname="db-2")
+    return create_app(
+        agent_cfg(instance_id=instance_id),
+        FakeHost(),
+        checks,
+        actions,
+        secret=SECRET,
+        hostname="db-2",
+        instance_id=instance_id,
+    )
 
 
-def misbehaving(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.Application:
-    app = web.Application()
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def sign_answers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Signs whatever the handler answers, as a holder of the key would."""
+    response = await handler(request)
+    if isinstance(response, web.Response) and isinstance(response.body, bytes):
+        response.headers[ANSWER_SIGNATURE_HEADER] = sign_answer(
+            SECRET,
+            target=request.headers[TARGET_HEADER],
+            nonce=request.headers[NONCE_HEADER],
+            status=response.status,
+            body=response.body,
+        )
+    return response
+
+
+def misbehaving(handler: Handler, *, signed: bool = True) -> web.Application:
+    """An "agent" that holds the key (its answers are signed) but answers `handler`'s way."""
+    app = web.Application(middlewares=[sign_answers] if signed else [])
     app.router.add_get("/v1/facts", handler)
     app.router.add_post("/v1/actions/{name}", handler)
     return app
@@ -164,8 +209,6 @@ async def server_error(_request: web.Request) -> web.StreamResponse:
 
 
 def encode_facts_sample() -> bytes:
-    from tests.unit.test_agent_wire import sample_facts
-
     return encode_facts(sample_facts())
 
 
@@ -205,7 +248,7 @@ async def test_slow_agent_is_unknown_and_the_client_keeps_going(
         return web.Response()
 
     slow_port = await serve(misbehaving(slow))
-    good_port = await serve(real_agent())
+    good_port = await serve(real_agent("i-good"))
     obs = await client.check(instance_at(slow_port), timeout_s=0.2)
     assert (obs.health, obs.reason) == (Health.UNKNOWN, "timeout after 0.2s")
     hung.set()
@@ -223,7 +266,7 @@ async def test_ok_at_remembers_the_last_success(client: AgentClient, serve: Serv
 
 
 def test_address_comes_from_the_tag_else_the_configured_ip() -> None:
-    """The agent-addr tag wins; otherwise private or public ip with the configured port."""
+    """The agent-addr tag wins when allowed; otherwise private or public ip with the port."""
     plain = Instance(
         "i-1", "app-1", "us-east-1", "us-east-1a", Role.APP_SERVER, "app",
         private_ip="10.0.0.5", public_ip="54.1.2.3",
@@ -326,3 +369,118 @@ async def test_observer_makes_one_agent_job_per_instance(client: AgentClient, se
     assert (job.layer, job.target, job.interval, job.timeout) == (Layer.AGENT, "i-0db2", 5.0, 2.0)
     assert (await job.run()).health is Health.UP
     assert (await jobs["agent:i-dead"].run()).health is Health.DOWN
+
+
+# --- protocol v2 from the daemon's side -------------------------------------------------
+
+
+async def good_facts(_request: web.Request) -> web.StreamResponse:
+    return web.Response(body=encode_facts_sample(), content_type="application/json")
+
+
+async def test_address_tag_is_ignored_unless_the_config_allows_it(
+    stack: AsyncExitStack, serve: Serve
+) -> None:
+    """A `drwatch:agent-addr` tag pointing at another server does not redirect the poll
+    by default: the agent at the instance's own address answers, the tag's server hears
+    nothing. With allow_address_tag the tag is followed."""
+    heard: list[str] = []
+
+    async def elsewhere(request: web.Request) -> web.StreamResponse:
+        heard.append(request.path)
+        return await good_facts(request)
+
+    real_port = await serve(real_agent())
+    other_port = await serve(misbehaving(elsewhere))
+    session = await stack.enter_async_context(aiohttp.ClientSession())
+    tagged = instance_at(other_port, private_ip="127.0.0.1")
+    strict = AgentClient(client_cfg(allow_address_tag=False, port=real_port), SECRET, session)
+    obs = await strict.check(tagged, timeout_s=2.0)
+    assert (obs.health, heard) == (Health.UP, [])
+    assert agent_address(tagged, client_cfg(allow_address_tag=False)) == ("127.0.0.1", 9180)
+    following = AgentClient(client_cfg(allow_address_tag=True, port=real_port), SECRET, session)
+    await following.check(tagged, timeout_s=2.0)
+    assert heard == ["/v1/facts"]
+
+
+async def test_redirect_to_another_agent_is_unknown(client: AgentClient, serve: Serve) -> None:
+    """A request for i-0db2 that lands on the agent of i-other (same shared secret) is
+    refused there: UNKNOWN, never that other host's facts."""
+    other = await serve(real_agent("i-other"))
+    obs = await client.check(instance_at(other), timeout_s=2.0)
+    assert (obs.health, obs.reason, obs.detail) == (
+        Health.UNKNOWN,
+        "agent refused our signature",
+        {},
+    )
+
+
+async def test_unsigned_answer_is_unknown_with_the_reason(
+    client: AgentClient, serve: Serve
+) -> None:
+    """Well-formed facts that the agent did not sign (an impostor, a v1 agent) are not
+    believed: UNKNOWN, saying the answer was not signed."""
+    port = await serve(misbehaving(good_facts, signed=False))
+    obs = await client.check(instance_at(port), timeout_s=2.0)
+    assert obs.health is Health.UNKNOWN
+    assert obs.reason.startswith("answer refused: answer not signed")
+    assert obs.detail == {}
+
+
+async def test_answer_signed_for_another_request_is_unknown(
+    client: AgentClient, serve: Serve
+) -> None:
+    """A signed answer replayed to a later request (its nonce differs) does not match."""
+    recorded: list[tuple[bytes, str]] = []
+
+    async def replaying(request: web.Request) -> web.StreamResponse:
+        if not recorded:
+            body = encode_facts_sample()
+            nonce = request.headers[NONCE_HEADER]
+            sig = sign_answer(SECRET, target="i-0db2", nonce=nonce, status=200, body=body)
+            recorded.append((body, sig))
+        body, sig = recorded[0]
+        return web.Response(
+            body=body, content_type="application/json", headers={ANSWER_SIGNATURE_HEADER: sig}
+        )
+
+    port = await serve(misbehaving(replaying, signed=False))
+    first = await client.check(instance_at(port), timeout_s=2.0)
+    second = await client.check(instance_at(port), timeout_s=2.0)
+    assert first.health is Health.UP
+    assert second.health is Health.UNKNOWN
+    assert second.reason.startswith("answer refused: answer signature does not match")
+
+
+async def test_unsigned_action_answer_is_an_error_that_may_have_run(
+    client: AgentClient, serve: Serve
+) -> None:
+    """An action whose answer is unsigned is not taken as done, nor as safely not done."""
+
+    async def claims_success(_request: web.Request) -> web.StreamResponse:
+        return web.json_response({"schema": "drwatch.agent/v1", "result": {"promoted": True}})
+
+    port = await serve(misbehaving(claims_success, signed=False))
+    with pytest.raises(AgentActionError, match=r"answer not signed.*it may have run") as caught:
+        await client.action(instance_at(port), "promote", {}, timeout_s=2.0)
+    assert not caught.value.retryable
+
+
+async def test_per_host_secrets_open_one_host_each(stack: AsyncExitStack, serve: Serve) -> None:
+    """With per_host_secrets the client derives each agent's key from the master secret;
+    an agent holding its own derived key answers, and the master itself opens nothing."""
+    master = b"master-secret-0123456789abcdef"
+    own = derive_host_secret(master, "i-0db2")
+    app = create_app(
+        agent_cfg(), FakeHost(), {}, {}, secret=own, hostname="db-2", instance_id="i-0db2"
+    )
+    port = await serve(app)
+    session = await stack.enter_async_context(aiohttp.ClientSession())
+    per_host = AgentClient(client_cfg(per_host_secrets=True), master, session)
+    assert (await per_host.check(instance_at(port), timeout_s=2.0)).health is Health.UP
+    shared = AgentClient(client_cfg(), master, session)
+    refused = await shared.check(instance_at(port), timeout_s=2.0)
+    assert (refused.health, refused.reason) == (Health.UNKNOWN, "agent refused our signature")
+    # Another host's secret, leaked, does not open this one.
+    leaked = AgentClient(client_cfg(), derive_host_secret(master, "i-other"), session)
+    assert (await leaked.check(instance_at(port), timeout_s=2.0)).health is Health.UNKNOWN

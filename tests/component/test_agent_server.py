@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -21,17 +22,22 @@ from drwatch.agent.actions import Action, ActionError, CommandAction
 from drwatch.agent.checks import Check
 from drwatch.agent.server import create_app, serving
 from drwatch.agent.wire import (
+    ANSWER_SIGNATURE_HEADER,
+    NONCE_HEADER,
     SIGNATURE_HEADER,
     CheckResult,
     DiskUsage,
     Load,
     Memory,
     Status,
+    answer_refusal,
     decode_facts,
     signed_headers,
+    signed_headers_v1,
 )
 
 SECRET = b"test-secret-0123456789abcdef"
+AGENT_ID = "i-0db2"
 
 
 class FakeHost:
@@ -85,7 +91,12 @@ class RecordingAction:
 
 
 def agent_cfg(**overrides: object) -> agent_config.AgentConfig:
-    data: dict[str, object] = {"secret_file": "/unused", "check_timeout": "300ms", **overrides}
+    data: dict[str, object] = {
+        "secret_file": "/unused",
+        "check_timeout": "300ms",
+        "instance_id": AGENT_ID,
+        **overrides,
+    }
     return agent_config.parse(data)
 
 
@@ -101,6 +112,7 @@ class Agent:
     url: str
     port: int
     session: aiohttp.ClientSession
+    instance_id: str = AGENT_ID
 
     async def send(
         self,
@@ -111,10 +123,13 @@ class Agent:
         secret: bytes = SECRET,
         now: float | None = None,
         headers: dict[str, str] | None = None,
+        target: str | None = None,
     ) -> tuple[int, bytes]:
         sent_at = time.time() if now is None else now
-        merged = {**signed_headers(secret, method, path, body, now=sent_at), **(headers or {})}
-        return await self.raw(method, path, body, merged)
+        signed = signed_headers(
+            secret, method, path, body, now=sent_at, target=target or self.instance_id
+        )
+        return await self.raw(method, path, body, {**signed, **(headers or {})})
 
     async def raw(
         self, method: str, path: str, body: bytes, headers: dict[str, str]
@@ -139,14 +154,17 @@ async def start_agent() -> AsyncIterator[StartAgent]:
             checks: dict[str, Check] | None = None,
             actions: dict[str, Action] | None = None,
             cfg: agent_config.AgentConfig | None = None,
+            host: FakeHost | None = None,
+            clock: Callable[[], float] = time.time,
         ) -> Agent:
             app = create_app(
                 cfg or agent_cfg(),
-                FakeHost(),
+                host or FakeHost(),
                 checks or {},
                 actions or {},
                 secret=SECRET,
                 hostname="db-2",
+                clock=clock,
             )
             port = await stack.enter_async_context(serving(app, "127.0.0.1", 0))
             return Agent(f"http://127.0.0.1:{port}", port, session)
@@ -184,6 +202,32 @@ async def test_overall_status_is_the_worst_check(start_agent: StartAgent) -> Non
     assert facts.checks["slow"].detail == "timeout after 300ms"
 
 
+class HungMountHost(FakeHost):
+    """statvfs on a hung mount: reading the disks blocks until the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def disks(self) -> list[DiskUsage]:
+        self.release.wait(30)
+        return super().disks()
+
+
+async def test_host_facts_past_the_deadline_are_a_clear_503(start_agent: StartAgent) -> None:
+    """Host facts that do not arrive within the check timeout (a hung mount) answer 503
+    with the reason, not a 500 with a traceback (the timeout used to escape wrapped in
+    the collector's task group; found by the chaos soak on a loaded machine)."""
+    host = HungMountHost()
+    agent = await start_agent(host=host)
+    try:
+        status, body = await agent.send("GET", "/v1/facts")
+    finally:
+        host.release.set()
+    assert status == 503
+    assert json.loads(body)["error"] == "host facts did not arrive within 300ms"
+
+
 async def test_unsigned_request_is_401_without_detail(start_agent: StartAgent) -> None:
     """No auth headers: 401 with an empty body, for known and unknown paths alike."""
     agent = await start_agent()
@@ -200,7 +244,7 @@ async def test_wrong_secret_is_401(start_agent: StartAgent) -> None:
 async def test_tampered_signature_is_401(start_agent: StartAgent) -> None:
     """A signature that differs in one digit is refused."""
     agent = await start_agent()
-    headers = signed_headers(SECRET, "GET", "/v1/facts", b"", now=time.time())
+    headers = signed_headers(SECRET, "GET", "/v1/facts", b"", now=time.time(), target=AGENT_ID)
     last = headers[SIGNATURE_HEADER][-1]
     headers[SIGNATURE_HEADER] = headers[SIGNATURE_HEADER][:-1] + ("0" if last != "0" else "1")
     assert await agent.raw("GET", "/v1/facts", b"", headers) == (401, b"")
@@ -214,17 +258,28 @@ async def test_stale_or_future_timestamp_is_401(start_agent: StartAgent, offset_
     assert (status, body) == (401, b"")
 
 
+@dataclass
+class FakeClock:
+    now: float
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_timestamp_within_the_window_is_accepted(start_agent: StartAgent) -> None:
-    """A request signed 20s ago (clock skew within the window) still gets facts."""
-    agent = await start_agent()
-    status, _ = await agent.send("GET", "/v1/facts", now=time.time() - 20.0)
+    """A request signed 20s ago (clock skew within the window) still gets facts from an
+    agent that started before that."""
+    clock = FakeClock(time.time() - 100.0)
+    agent = await start_agent(clock=clock)
+    clock.now += 100.0
+    status, _ = await agent.send("GET", "/v1/facts", now=clock.now - 20.0)
     assert status == 200
 
 
 async def test_replayed_request_is_401(start_agent: StartAgent) -> None:
     """The same signed request sent twice: the first is served, the replay refused."""
     agent = await start_agent()
-    headers = signed_headers(SECRET, "GET", "/v1/facts", b"", now=time.time())
+    headers = signed_headers(SECRET, "GET", "/v1/facts", b"", now=time.time(), target=AGENT_ID)
     first = await agent.raw("GET", "/v1/facts", b"", headers)
     second = await agent.raw("GET", "/v1/facts", b"", headers)
     assert first[0] == 200
@@ -234,7 +289,7 @@ async def test_replayed_request_is_401(start_agent: StartAgent) -> None:
 async def test_signature_covers_the_path(start_agent: StartAgent) -> None:
     """A signature made for one path does not open another."""
     agent = await start_agent(actions={"promote": RecordingAction()})
-    headers = signed_headers(SECRET, "GET", "/v1/facts", b"", now=time.time())
+    headers = signed_headers(SECRET, "GET", "/v1/facts", b"", now=time.time(), target=AGENT_ID)
     assert await agent.raw("POST", "/v1/actions/promote", b"", headers) == (401, b"")
 
 
@@ -243,7 +298,9 @@ async def test_signature_covers_the_body(start_agent: StartAgent) -> None:
     action = RecordingAction()
     agent = await start_agent(actions={"promote": action})
     body = b'{"params": {"target": "a"}}'
-    headers = signed_headers(SECRET, "POST", "/v1/actions/promote", body, now=time.time())
+    headers = signed_headers(
+        SECRET, "POST", "/v1/actions/promote", body, now=time.time(), target=AGENT_ID
+    )
     tampered = b'{"params": {"target": "b"}}'
     assert await agent.raw("POST", "/v1/actions/promote", tampered, headers) == (401, b"")
     assert action.calls == []
@@ -361,7 +418,7 @@ async def test_agent_logs_never_carry_the_secret(start_agent: StartAgent) -> Non
     agent_log.configure("json", "debug", stream=out)
     try:
         agent = await start_agent(actions={"promote": RecordingAction()})
-        headers = signed_headers(SECRET, "GET", "/v1/facts", b"", now=time.time())
+        headers = signed_headers(SECRET, "GET", "/v1/facts", b"", now=time.time(), target=AGENT_ID)
         await agent.raw("GET", "/v1/facts", b"", headers)
         await agent.raw("GET", "/v1/facts", b"", headers)  # replay: logged as refused
         await agent.send("POST", "/v1/actions/promote", b'{"params": {"target": "db-2"}}')
@@ -374,3 +431,91 @@ async def test_agent_logs_never_carry_the_secret(start_agent: StartAgent) -> Non
     assert SECRET.decode() not in text
     assert headers[SIGNATURE_HEADER] not in text
     assert "db-2" not in text  # param values are not logged either, only their names
+
+
+# --- protocol v2: the target, the agent's start, signed answers, v1 behind a setting ------
+
+
+async def test_request_signed_for_one_agent_is_refused_by_another(start_agent: StartAgent) -> None:
+    """A promote signed for i-a and replayed to i-b (same shared secret) is refused there,
+    and the action does not run on i-b."""
+    on_a, on_b = RecordingAction(), RecordingAction()
+    agent_a = await start_agent(actions={"promote": on_a}, cfg=agent_cfg(instance_id="i-a"))
+    agent_b = await start_agent(actions={"promote": on_b}, cfg=agent_cfg(instance_id="i-b"))
+    path, body = "/v1/actions/promote", b'{"params": {"target": "db-2"}}'
+    headers = signed_headers(SECRET, "POST", path, body, now=time.time(), target="i-a")
+    assert (await agent_a.raw("POST", path, body, headers))[0] == 200
+    assert await agent_b.raw("POST", path, body, headers) == (401, b"")
+    assert (len(on_a.calls), on_b.calls) == (1, [])
+
+
+async def test_request_signed_before_a_restart_is_refused_after_it(
+    start_agent: StartAgent,
+) -> None:
+    """The replay cache is in memory; a request signed before the agent (re)started is
+    refused by the new process anyway, though it is well within the clock-skew window."""
+    action = RecordingAction()
+    path, body = "/v1/actions/promote", b'{"params": {"target": "db-2"}}'
+    before = await start_agent(actions={"promote": action})
+    headers = signed_headers(SECRET, "POST", path, body, now=time.time(), target=AGENT_ID)
+    assert (await before.raw("POST", path, body, headers))[0] == 200
+    after = await start_agent(actions={"promote": action})  # a fresh process: empty cache
+    assert await after.raw("POST", path, body, headers) == (401, b"")
+    assert len(action.calls) == 1
+
+
+async def test_answers_are_signed_for_the_requests_nonce(start_agent: StartAgent) -> None:
+    """Facts, action results and errors all carry a signature over the target, the
+    request's nonce, the status and the body; refusals carry none."""
+    agent = await start_agent(actions={"promote": RecordingAction()})
+    for method, path, body in (
+        ("GET", "/v1/facts", b""),
+        ("POST", "/v1/actions/promote", b"{}"),
+        ("POST", "/v1/actions/nope", b"{}"),
+        ("GET", "/no/such/route", b""),
+    ):
+        headers = signed_headers(SECRET, method, path, body, now=time.time(), target=AGENT_ID)
+        async with agent.session.request(
+            method, agent.url + path, data=body, headers=headers
+        ) as resp:
+            answer = await resp.read()
+            given = resp.headers.get(ANSWER_SIGNATURE_HEADER)
+            refusal = answer_refusal(
+                SECRET,
+                target=AGENT_ID,
+                nonce=headers[NONCE_HEADER],
+                status=resp.status,
+                body=answer,
+                given=given,
+            )
+            assert refusal == "", (path, resp.status, refusal)
+    async with agent.session.get(agent.url + "/v1/facts") as resp:
+        assert resp.status == 401
+        assert ANSWER_SIGNATURE_HEADER not in resp.headers
+
+
+async def test_v1_requests_are_refused_unless_accept_v1(start_agent: StartAgent) -> None:
+    """A v1 request (no target) is a 401 by default; with accept_v1 it is served, and
+    every v1 request is logged as such."""
+    strict = await start_agent()
+    path = "/v1/facts"
+    v1 = signed_headers_v1(SECRET, "GET", path, b"", now=time.time())
+    assert await strict.raw("GET", path, b"", v1) == (401, b"")
+    out = io.StringIO()
+    saved = structlog.get_config()
+    agent_log.configure("json", "debug", stream=out)
+    try:
+        upgrading = await start_agent(cfg=agent_cfg(accept_v1=True))
+        fresh = signed_headers_v1(SECRET, "GET", path, b"", now=time.time())
+        status, _ = await upgrading.raw("GET", path, b"", fresh)
+    finally:
+        structlog.configure(**saved)
+    assert status == 200
+    assert "agent.v1_request_accepted" in out.getvalue()
+
+
+async def test_unknown_protocol_version_is_401(start_agent: StartAgent) -> None:
+    """A version the agent does not speak is refused, not guessed at."""
+    agent = await start_agent()
+    status, _ = await agent.send("GET", "/v1/facts", headers={"X-Drwatch-Version": "3"})
+    assert status == 401

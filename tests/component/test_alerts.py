@@ -15,7 +15,7 @@ from aiohttp import web
 from drwatch.alerts import Alerter, AlertInput, AlertmanagerSink, Sink, WebhookSink
 from drwatch.config import AlertsConfig
 from drwatch.web.metrics import Metrics
-from tests.support.services import free_port
+from tests.support.services import start_site
 
 NOW = 1_800_000_000.0
 
@@ -26,8 +26,7 @@ class FakeReceiver:
     def __init__(self) -> None:
         self.bodies: list[Any] = []
         self.mode = "ok"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = 0  # bound in start()
         self._runner: web.AppRunner | None = None
         self._released = asyncio.Event()
 
@@ -44,7 +43,12 @@ class FakeReceiver:
         app.router.add_post("/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self.port = await start_site(self._runner)
+
+    @property
+    def url(self) -> str:
+        assert self.port, "start() the receiver first"
+        return f"http://127.0.0.1:{self.port}"
 
     async def stop(self) -> None:
         assert self._runner is not None

@@ -26,7 +26,7 @@ from drwatch.model.observation import Health, Layer
 from drwatch.observe.app import AppObserver
 from drwatch.observe.canary import CanaryObserver
 from drwatch.probes import HttpConditions, HttpProbe, TcpProbe, new_session
-from tests.support.services import free_port
+from tests.support.services import refused_port, start_site
 
 TIMING = LayerTiming(interval=5.0, timeout=2.0)
 
@@ -92,9 +92,7 @@ async def _serve(
 ) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(app, shutdown_timeout=0.5)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ssl_context).start()
-    return runner, port
+    return runner, await start_site(runner, ssl_context)
 
 
 @pytest.fixture
@@ -192,7 +190,8 @@ async def test_outer_deadline_first_is_the_outer_timeout(target: Target, probe: 
 
 async def test_refused_is_down(probe: HttpProbe) -> None:
     """A refused connection is DOWN: the host answered that nothing listens."""
-    got = await probe.check(f"http://127.0.0.1:{free_port()}/", HttpConditions(), 2.0)
+    with refused_port() as port:
+        got = await probe.check(f"http://127.0.0.1:{port}/", HttpConditions(), 2.0)
     assert (got.health, got.reason) == (Health.DOWN, "connection refused")
 
 
@@ -260,7 +259,8 @@ async def test_tcp_probe(target: Target) -> None:
     """A listening port is UP; a closed one is DOWN (refused)."""
     tcp = TcpProbe()
     assert (await tcp.check("127.0.0.1", target.port, 2.0)).health is Health.UP
-    closed = await tcp.check("127.0.0.1", free_port(), 2.0)
+    with refused_port() as port:
+        closed = await tcp.check("127.0.0.1", port, 2.0)
     assert (closed.health, closed.reason) == (Health.DOWN, "connection refused")
 
 
@@ -339,13 +339,14 @@ async def test_service_job_per_load_balancer(target: Target, probe: HttpProbe) -
 async def test_canaries(target: Target, probe: HttpProbe) -> None:
     """A URL canary is UP on any answer (even a 500: the path works); a TCP canary that is
     refused is DOWN."""
-    canaries = [
-        Canary(name="web", url=target.url("/fail")),
-        Canary(name="dns", tcp=f"127.0.0.1:{free_port()}"),
-    ]
-    jobs = CanaryObserver(canaries, TIMING, probe, TcpProbe()).jobs_for(Fleet())
-    web_obs = await jobs["canary:web"].run()
-    tcp_obs = await jobs["canary:dns"].run()
+    with refused_port() as port:
+        canaries = [
+            Canary(name="web", url=target.url("/fail")),
+            Canary(name="dns", tcp=f"127.0.0.1:{port}"),
+        ]
+        jobs = CanaryObserver(canaries, TIMING, probe, TcpProbe()).jobs_for(Fleet())
+        web_obs = await jobs["canary:web"].run()
+        tcp_obs = await jobs["canary:dns"].run()
     assert (web_obs.layer, web_obs.health) == (Layer.CANARY, Health.UP)
     assert (tcp_obs.target, tcp_obs.health) == ("dns", Health.DOWN)
 
@@ -354,9 +355,10 @@ async def test_app_observer_tcp_check(target: Target, probe: HttpProbe) -> None:
     """A tcp check is UP when the port accepts and DOWN (refused) when nothing listens."""
     group = _group([AppCheck(name="port", kind=CheckKind.TCP, port=1)])
     observer = AppObserver([group], TIMING, probe, TcpProbe())
-    fleet = Fleet((_instance("i-1", target.port), _instance("i-2", free_port())))
-    jobs = observer.jobs_for(fleet)
-    up = await jobs["app:i-1"].run()
-    down = await jobs["app:i-2"].run()
+    with refused_port() as port:
+        fleet = Fleet((_instance("i-1", target.port), _instance("i-2", port)))
+        jobs = observer.jobs_for(fleet)
+        up = await jobs["app:i-1"].run()
+        down = await jobs["app:i-2"].run()
     assert up.health is Health.UP
     assert (down.health, down.reason) == (Health.DOWN, "connection refused")

@@ -19,15 +19,14 @@ from aiohttp import web
 
 from drwatch.cli import main
 from tests.support.operator_world import DB_INC, TOKEN, ZONE_INC, build_app
-from tests.support.services import free_port
+from tests.support.services import refused_port, start_site
 
 
 class ThreadedApi:
     """Serves `build_app(state_dir)` on loopback from a thread with its own loop."""
 
     def __init__(self, state_dir: Path, token: str | None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = 0  # bound when the thread serves
         self._state_dir, self._token = state_dir, token
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -38,10 +37,15 @@ class ThreadedApi:
         self._stop = asyncio.Event()
         runner = web.AppRunner(build_app(self._state_dir, token=self._token))
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        self.port = await start_site(runner)
         self._ready.set()
         await self._stop.wait()
         await runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        assert self.port, "enter the ThreadedApi first"
+        return f"http://127.0.0.1:{self.port}"
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.url + path, timeout=5) as resp:
@@ -221,8 +225,9 @@ def test_daemon_without_token_explains(
 
 def test_daemon_not_running(capsys: pytest.CaptureFixture[str]) -> None:
     """Nothing listening: exit 1 with 'connection refused' and a hint to start the daemon."""
-    url = f"http://127.0.0.1:{free_port()}"
-    code, _, err = _cli(capsys, "status", "--api", url)
+    with refused_port() as port:
+        url = f"http://127.0.0.1:{port}"
+        code, _, err = _cli(capsys, "status", "--api", url)
     assert code == 1
     assert f"cannot reach drwatch at {url}: connection refused" in err
     assert "is `drwatch run` running" in err

@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from drwatch.act.base import Deps
-from drwatch.act.testing import APP_PORT, REGION, CrashAt, World, new_world, run_plan
+from drwatch.act.testing import (
+    APP_PORT,
+    REGION,
+    CrashAt,
+    World,
+    crash_at_every_point,
+    new_world,
+    run_plan,
+)
 from drwatch.model.fleet import InstanceState
 from drwatch.model.plan import Plan, PlaybookName, RunOutcome
 
@@ -118,6 +126,27 @@ async def test_survives_a_crash_at_every_point(tmp_path: Path) -> None:
         await assert_app3_replaced(world, point)
 
 
+async def test_survives_a_crash_at_every_point_with_describe_lag(tmp_path: Path) -> None:
+    """Crash anywhere while describe lags behind what the provider made: the resumed run
+    cannot see the replacement, asks again with the same token, and gets it back."""
+
+    def setup() -> tuple[World, Deps, Plan]:
+        world, deps = make_world()
+        world.hosts.down.add(world.id("app-3"))
+        world.provider.lag_describes(8)
+        return world, deps, replace_plan(world, "app-3")
+
+    async def verify(world: World, point: str) -> None:
+        fake = world.provider
+        made = fake.count("run_instance") - sum(1 for c in fake.replayed if c[0] == "run_instance")
+        assert made == 1, point
+        (new,) = await world.launched()
+        assert new.zone == "us-east-1b", point
+        assert (await world.instance("app-3")).state is InstanceState.STOPPED, point
+
+    await crash_at_every_point(tmp_path, setup, verify)
+
+
 async def test_paused_kill_switch_touches_nothing(tmp_path: Path) -> None:
     """The kill switch on at the first side effect: the run fails saying so, and neither
     the provider nor any agent was asked to change anything."""
@@ -131,3 +160,35 @@ async def test_paused_kill_switch_touches_nothing(tmp_path: Path) -> None:
     assert "kill switch" in progress.detail
     assert world.provider.calls == []
     assert world.hosts.actions == []
+
+
+async def test_launch_moved_to_another_zone_then_resumed_under_describe_lag_is_one_instance(
+    tmp_path: Path,
+) -> None:
+    """The double launch found by hand: us-east-1b refuses, the launch lands in another
+    zone, drwatch dies before journaling it done; on resume us-east-1b has capacity again
+    and describe does not show the new instance yet. One token for the logical launch
+    makes the retry in us-east-1b return the instance already made: one instance."""
+    world, deps = make_world()
+    world.hosts.down.add(world.id("app-3"))
+    world.provider.fail_launches_in("us-east-1b")
+    world.provider.lag_describes(20)
+    plan = replace_plan(world, "app-3")
+    journal = tmp_path / "j.db"
+    crash = CrashAt(at=f"launch_replacement/launch:{world.id('app-3')}:applied")
+    first = await run_plan(journal, deps, plan, owner="w1", hook=crash)
+    assert first is not None
+    assert first.outcome is RunOutcome.RUNNING
+    assert len(await world.launched()) == 0  # made, but describe does not show it yet
+
+    world.provider.heal()  # capacity is back in us-east-1b
+    second = await run_plan(journal, deps, plan, owner="w2", resume=True)
+    assert second is not None
+    assert second.outcome is RunOutcome.SUCCEEDED, second.detail
+    (new,) = await world.launched()
+    assert new.zone != "us-east-1b"
+    tokens = {c[3] for c in world.provider.calls if c[0] == "run_instance"}
+    assert len(tokens) == 1  # every attempt, in every zone, carried the same token
+    attempts = [c[2] for c in world.provider.calls if c[0] == "run_instance"]
+    assert attempts[0] == "us-east-1b"
+    assert "us-east-1b" in attempts[2:]  # the resumed run asked us-east-1b again

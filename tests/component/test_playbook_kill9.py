@@ -38,7 +38,9 @@ args = json.loads(sys.argv[1])
 
 class Kill9(CrashAt):
     def __call__(self, point: str) -> None:
-        if point.startswith("launch_replacement/") and point.endswith(":applied"):
+        # The launch itself, not the journaled attempt before it (`...#try0:applied`).
+        if point.startswith("launch_replacement/") and point.endswith(":applied") \
+                and "#" not in point:
             os.kill(os.getpid(), signal.SIGKILL)
 
 async def main() -> None:

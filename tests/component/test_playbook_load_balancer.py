@@ -112,3 +112,23 @@ async def test_replace_survives_a_crash_at_every_point(tmp_path: Path) -> None:
         assert await eip_holder(world) == new.id, point
 
     await crash_at_every_point(tmp_path, lb_replace_setup, verify)
+
+
+def lb_replace_lagging() -> tuple[World, Deps, Plan]:
+    world, deps, plan = lb_replace_setup()
+    world.provider.lag_describes(8)
+    return world, deps, plan
+
+
+async def test_replace_survives_a_crash_at_every_point_with_describe_lag(tmp_path: Path) -> None:
+    """As above, with the new LB missing from describe for a while after its launch: the
+    resumed launch is answered from its client token, never made twice."""
+
+    async def verify(world: World, point: str) -> None:
+        fake = world.provider
+        made = fake.count("run_instance") - sum(1 for c in fake.replayed if c[0] == "run_instance")
+        assert made == 1, point
+        (new,) = await world.launched()
+        assert await eip_holder(world) == new.id, point
+
+    await crash_at_every_point(tmp_path, lb_replace_lagging, verify)

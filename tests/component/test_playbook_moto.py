@@ -62,11 +62,12 @@ async def test_app_replace_crash_after_launch_makes_one_instance(
     await cloud.provider.stop_instance(US, cloud.id("app-3"))
     plan = Plan("inc-m1", PlaybookName.APP_REPLACE, US, "us-east-1b", "app", (cloud.id("app-3"),))
     journal = tmp_path / "j.db"
-    crash = CrashAt(at=":applied")
+    crash = CrashAt(at=f"/launch:{cloud.id('app-3')}:applied")  # the launch, not its attempt
     first = await run_plan(journal, cloud.deps, plan, owner="w1", hook=crash)
     assert first is not None
     assert first.outcome is RunOutcome.RUNNING
     assert crash.points[-1].startswith("launch_replacement/launch:")
+    assert len(await cloud.made_by_runs()) == 1
     second = await run_plan(journal, cloud.deps, plan, owner="w2", resume=True)
     assert second is not None
     assert second.outcome is RunOutcome.SUCCEEDED, second.detail

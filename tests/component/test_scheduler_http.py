@@ -15,7 +15,7 @@ from drwatch.observe.app import AppObserver
 from drwatch.observe.scheduler import CheckScheduler
 from drwatch.observe.store import HealthStore
 from drwatch.probes import HttpProbe, TcpProbe, new_session
-from tests.support.services import free_port
+from tests.support.services import start_site
 
 
 async def _until(cond: Callable[[], bool], deadline_s: float = 20.0) -> None:
@@ -61,8 +61,7 @@ async def test_hanging_target_delays_no_other_and_goes_unknown() -> None:
         app.router.add_get("/health", handler)
         runner = web.AppRunner(app, shutdown_timeout=0.2)
         await runner.setup()
-        ports[name] = free_port()
-        await web.TCPSite(runner, "127.0.0.1", ports[name]).start()
+        ports[name] = await start_site(runner)
         runners.append(runner)
 
     timing = LayerTiming(interval=0.25, timeout=0.2, rise=2, fall=2)

@@ -119,10 +119,13 @@ async def test_killed_moto_reads_unreachable_then_recovers() -> None:
     url = f"http://127.0.0.1:{port}"
     argv = [binary, "-H", "127.0.0.1", "-p", str(port)]
     env = {"MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}
-    async with AwsProvider(config(url), connect_timeout=1.0, read_timeout=5.0) as aws:
+    # Generous timeouts: a fresh moto's first EC2 call takes about a second idle and several
+    # on a loaded machine (a CI run timed out connecting after 1 s); the killed moto
+    # refuses connections at once, so "down" does not wait on them.
+    async with AwsProvider(config(url), connect_timeout=10.0, read_timeout=30.0) as aws:
         observer = ProviderObserver(aws, [US, EU], timeout=8.0)
         with process(argv, env=env) as first:
-            await asyncio.to_thread(wait_http, f"{url}/moto-api/")
+            await asyncio.to_thread(wait_http, f"{url}/moto-api/", proc=first)
             iid = await aws.run_instance(spec(US, "us-east-1a", "app-1", "app"))
             fleet = (await discover(aws, config(url), GROUPS, now=1.0)).fleet
             up = await observer.poll(US, fleet, now=2.0)
@@ -139,8 +142,8 @@ async def test_killed_moto_reads_unreachable_then_recovers() -> None:
         stale = await discover(aws, config(url), GROUPS, now=4.0, previous=fleet)
         assert stale.fleet.get(iid) is not None
         assert US in stale.errors
-        with process(argv, env=env):
-            await asyncio.to_thread(wait_http, f"{url}/moto-api/")
+        with process(argv, env=env) as second:
+            await asyncio.to_thread(wait_http, f"{url}/moto-api/", proc=second)
             back = await _poll_until(observer, fleet, Health.UP)
     # The restarted moto starts empty: the old instance is gone, and the observer says so.
     assert by_target(back, Layer.PROVIDER)[iid].reason == "not found at provider"

@@ -153,3 +153,19 @@ async def test_unknown_instance_is_a_provider_error_with_its_code(aws: AwsProvid
         await aws.stop_instance(US, "i-0123456789abcdef0")
     assert err.value.code == "InvalidInstanceID.NotFound"
     assert not err.value.retryable
+
+
+async def test_create_volume_and_copy_image_are_idempotent_per_token(aws: AwsProvider) -> None:
+    """A retried CreateVolume with the same token returns the same volume (by its token
+    tag where moto ignores ClientToken). CopyImage passes botocore's validation with its
+    token and reaches the endpoint (which knows no such image here)."""
+    a = await aws.run_instance(launch("us-east-1a", "t-v", "db-1"))
+    (root,) = next(i for i in await aws.instances(US) if i.id == a).volumes
+    snap = await aws.create_snapshot(US, root, ())
+    first = await aws.create_volume(US, "us-east-1a", snap, (), client_token="vol-tok-1")
+    again = await aws.create_volume(US, "us-east-1a", snap, (), client_token="vol-tok-1")
+    assert first == again
+    assert sum(1 for v in await aws.volumes(US) if v.snapshot_id == snap) == 1
+    with pytest.raises(ProviderError) as missing:
+        await aws.copy_image(US, US, "ami-00000000000000000", "db-copy", "img-tok-1")
+    assert missing.value.code == "InvalidAMIID.NotFound"

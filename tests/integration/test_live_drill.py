@@ -10,11 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from drwatch.ledger import DrillLedger
 from drwatch.sandbox import control
-from drwatch.sandbox.daemon_api import DaemonApi
 from drwatch.sandbox.faults import Fault
 from drwatch.sandbox.topology import default_topology
 from drwatch.sandbox.world import CONFIG_FILE, DAEMON_DIR, Sandbox
@@ -41,15 +41,27 @@ within = "45s"
 """
 
 
-async def findings(api: DaemonApi) -> list[str]:
-    return [f.finding for f in await api.findings() or []]
+async def settled(sb: Sandbox, want_findings: bool) -> bool:
+    """The daemon is past its warm-up, every instance healthy, and it reports findings
+    (want_findings) or none."""
+    try:
+        async with sb.session().get(f"{sb.api_url}/api/v1/status") as resp:
+            if resp.status != 200:
+                return False
+            doc = await resp.json()
+    except aiohttp.ClientError:  # the daemon is not listening yet
+        return False
+    return (
+        doc["watcher"]["state"] == "ok"
+        and doc["all_healthy"] is True
+        and bool(doc["findings"]) is want_findings
+    )
 
 
-async def wait_findings(api: DaemonApi, want: bool, deadline_s: float = 60.0) -> None:
-    """Until the daemon reports findings (want) or none (not want)."""
+async def wait_findings(sb: Sandbox, want: bool, deadline_s: float = 60.0) -> None:
     async with asyncio.timeout(deadline_s):
         while True:
-            if bool(await findings(api)) is want and await api.healthy() is not None:
+            if await settled(sb, want):
                 return
             await asyncio.sleep(0.5)
 
@@ -72,8 +84,7 @@ async def test_live_drill_is_guarded_then_measures_a_real_replacement(tmp_path: 
     report = tmp_path / "report.json"
     async with Sandbox(default_topology(), tmp_path / "sb") as sb:
         chaos = control.attach(sb)
-        api = DaemonApi(sb.api_url, sb.session())
-        await wait_findings(api, want=False, deadline_s=90)
+        await wait_findings(sb, want=False, deadline_s=90)
         config = sb.state_dir / CONFIG_FILE
 
         # No approval: refused, nothing touched.
@@ -85,13 +96,13 @@ async def test_live_drill_is_guarded_then_measures_a_real_replacement(tmp_path: 
 
         # A finding open (a disk at 97%): refused, naming it.
         await chaos.do(Fault("fill-disk", "app-1", {"percent": 97.0}))
-        await wait_findings(api, want=True)
+        await wait_findings(sb, want=True)
         proc = await asyncio.to_thread(live, config, scenario, report, "--approve", "--by", "t")
         assert proc.returncode == 1
         assert "finding open: capacity_disk: app-1: disk / 97%" in proc.stderr
         assert not report.exists()
         await chaos.do(Fault("heal", "app-1"))
-        await wait_findings(api, want=False)
+        await wait_findings(sb, want=False)
 
         # Approved, healthy: app-3 is stopped through the provider and drwatch replaces it.
         proc = await asyncio.to_thread(live, config, scenario, report, "--approve", "--by", "t")
@@ -117,7 +128,6 @@ async def test_a_scheduled_live_drill_runs_in_the_daemon_and_is_recorded(tmp_pat
     scenario = tmp_path / "live.toml"
     scenario.write_text(SCENARIO)
     async with Sandbox(default_topology(), tmp_path / "sb") as sb:
-        api = DaemonApi(sb.api_url, sb.session())
         config = sb.state_dir / CONFIG_FILE
         with config.open("a") as f:
             f.write(
@@ -126,7 +136,7 @@ async def test_a_scheduled_live_drill_runs_in_the_daemon_and_is_recorded(tmp_pat
             )
         await sb.watcher.stop()
         await sb.watcher.start()
-        await wait_findings(api, want=False, deadline_s=90)
+        await wait_findings(sb, want=False, deadline_s=90)
         ledger_dir = sb.state_dir / DAEMON_DIR
         async with asyncio.timeout(200):
             while True:

@@ -321,8 +321,8 @@ def _prometheus(binary: str, work: Path, target: str) -> Iterator[str]:
         f"--storage.tsdb.path={work / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}",
     ]
-    with process(argv):
-        wait_http(f"http://127.0.0.1:{port}/-/ready", 30.0)
+    with process(argv) as proc:
+        wait_http(f"http://127.0.0.1:{port}/-/ready", 30.0, proc=proc)
         yield f"http://127.0.0.1:{port}/api/v1"
 
 

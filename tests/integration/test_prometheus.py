@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -87,11 +88,19 @@ def _get(url: str) -> Any:
 
 
 async def _until(url: str, check: Any, deadline: float = 30.0) -> Any:
+    """Poll the API until `check` holds on its data; the last data at the deadline. An
+    error answer (a 503 while a rule group is still loading) is polled past, not fatal."""
     end = time.monotonic() + deadline
+    data: Any = None
     while True:
-        data = await asyncio.to_thread(_get, url)
-        if check(data) or time.monotonic() > end:
-            return data
+        try:
+            data = await asyncio.to_thread(_get, url)
+        except urllib.error.URLError as err:  # HTTPError included
+            if time.monotonic() > end:
+                raise AssertionError(f"{url}: {err} until the deadline") from None
+        else:
+            if check(data) or time.monotonic() > end:
+                return data
         await asyncio.sleep(0.2)
 
 
@@ -108,9 +117,9 @@ async def test_prometheus_scrapes_drwatch_and_loads_rules(
         f"--storage.tsdb.path={tmp_path / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}",
     ]
-    with process(argv):
+    with process(argv) as proc:
         api = f"http://127.0.0.1:{port}/api/v1"
-        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/-/ready", 30.0)
+        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/-/ready", 30.0, proc=proc)
 
         def target_up(data: Any) -> bool:
             return any(t["health"] == "up" for t in data["activeTargets"])

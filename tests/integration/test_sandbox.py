@@ -75,8 +75,12 @@ class World:
     async def facts(self, name: str, wait: float = 1.0) -> dict[str, Any] | str:
         """The agent's signed facts, or refused / timeout."""
         path = wire.FACTS_PATH
-        headers = wire.signed_headers(self.sb.secret, "GET", path, b"", now=time.time())
-        url = f"http://{self.host(name).agent_addr}{path}"
+        host = self.host(name)
+        key = wire.derive_host_secret(self.sb.secret, host.instance_id)
+        headers = wire.signed_headers(
+            key, "GET", path, b"", now=time.time(), target=host.instance_id
+        )
+        url = f"http://{host.agent_addr}{path}"
         try:
             async with self.session.get(
                 url, headers=headers, timeout=aiohttp.ClientTimeout(total=wait)
@@ -91,9 +95,13 @@ class World:
     async def action(self, name: str, action: str, params: dict[str, str]) -> dict[str, object]:
         path = wire.ACTIONS_PATH.format(name=action)
         body = wire.encode_action_request(params)
-        headers = wire.signed_headers(self.sb.secret, "POST", path, body, now=time.time())
+        host = self.host(name)
+        key = wire.derive_host_secret(self.sb.secret, host.instance_id)
+        headers = wire.signed_headers(
+            key, "POST", path, body, now=time.time(), target=host.instance_id
+        )
         async with self.session.post(
-            f"http://{self.host(name).agent_addr}{path}", data=body, headers=headers
+            f"http://{host.agent_addr}{path}", data=body, headers=headers
         ) as r:
             assert r.status == 200, await r.text()
             return wire.decode_action_result(await r.read())

@@ -41,9 +41,9 @@ def alertmanager(binary: str, work: Path) -> Iterator[str]:
         # No gossip: each replica stands alone, as drwatch must reach each one.
         "--cluster.listen-address=",
     ]
-    with process(argv):
+    with process(argv) as proc:
         url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/-/ready")
+        wait_http(f"{url}/-/ready", proc=proc)
         yield url
 
 

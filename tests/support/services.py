@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 REQUIRE = os.environ.get("DRWATCH_REQUIRE_SERVICES") == "1"
 
@@ -38,10 +40,32 @@ def need_binary(name: str, *extra_dirs: str) -> str:
 
 
 def free_port() -> int:
+    """A port free right now. Only for a server in another process that must be told its
+    port up front: anything may take the port before that server binds it. In-process
+    servers bind port 0 instead (`start_site`), and a port that must refuse connections
+    comes from `refused_port`."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+async def start_site(runner: web.AppRunner, ssl_context: ssl.SSLContext | None = None) -> int:
+    """Serve a set-up runner on a loopback port the kernel picks while binding it, and
+    return that port (a port drawn first and bound later can be taken in between)."""
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context).start()
+    port: int = runner.addresses[-1][1]
+    return port
+
+
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections for as long as the block runs: bound, so
+    nothing else can take it, but not listening (a freed port may be reused meanwhile)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        yield port
 
 
 def assert_promtool_clean(exposition: bytes) -> None:
@@ -60,19 +84,28 @@ def assert_promtool_clean(exposition: bytes) -> None:
     assert err == "", err
 
 
-def wait_http(url: str, deadline_s: float = 20.0) -> None:
+def wait_http(
+    url: str, deadline_s: float = 20.0, *, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Poll `url` until it answers 2xx, or fail after the deadline.
 
     Only a success counts as ready: Prometheus and Alertmanager answer 503 on
     `/-/ready` while they are still loading, and an API call made then fails too
     (a CI run once flaked on exactly that when any HTTP answer counted).
+
+    With `proc` (the server, started on a port drawn with `free_port`), the answer must
+    come while that process still runs: when something else took the port first, our
+    server dies on bind and the 2xx would be the other one's (another test session's
+    moto_server, say), so that fails at once instead of testing the wrong server.
     """
     end = time.monotonic() + deadline_s
     last = "no answer"
     while True:
+        _still_running(proc, url)
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
                 if 200 <= resp.status < 300:
+                    _still_running(proc, url)
                     return
                 last = f"HTTP {resp.status}"
         except urllib.error.HTTPError as exc:
@@ -82,6 +115,14 @@ def wait_http(url: str, deadline_s: float = 20.0) -> None:
         if time.monotonic() > end:
             raise TimeoutError(f"{url} was not ready within {deadline_s}s (last: {last})")
         time.sleep(0.05)
+
+
+def _still_running(proc: subprocess.Popen[bytes] | None, url: str) -> None:
+    if proc is not None and proc.poll() is not None:
+        raise RuntimeError(
+            f"{proc.args!r} exited with {proc.returncode} before {url} was ready "
+            "(was its port taken by another process?)"
+        )
 
 
 @contextmanager

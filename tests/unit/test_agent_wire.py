@@ -49,11 +49,13 @@ def sample_facts() -> Facts:
 
 
 def test_signature_is_hmac_over_the_documented_canonical_string() -> None:
-    """The signature is HMAC-SHA256 over six newline-joined lines, as docs/agent.md says."""
+    """The v2 signature is HMAC-SHA256 over seven newline-joined lines, the target's
+    instance id second, as docs/agent.md says."""
     body = b'{"params":{}}'
     canonical = "\n".join(
         [
-            "drwatch-agent-v1",
+            "drwatch-agent-v2",
+            "i-0abc123",
             "POST",
             "/v1/actions/promote",
             "1764130000.000000",
@@ -69,16 +71,83 @@ def test_signature_is_hmac_over_the_documented_canonical_string() -> None:
         timestamp="1764130000.000000",
         nonce="00ff" * 8,
         body=body,
+        target="i-0abc123",
     )
     assert got == expected
 
 
+def test_v1_signature_is_the_old_six_lines() -> None:
+    """Protocol v1 (accepted only behind accept_v1) keeps its canonical string."""
+    canonical = "\n".join(
+        [
+            "drwatch-agent-v1",
+            "GET",
+            "/v1/facts",
+            "1.000000",
+            "00ff" * 8,
+            hashlib.sha256().hexdigest(),
+        ]
+    ).encode()
+    got = wire.sign(
+        SECRET, method="GET", path="/v1/facts", timestamp="1.000000", nonce="00ff" * 8,
+        body=b"", target=None,
+    )  # fmt: skip
+    assert got == hmac.new(SECRET, canonical, hashlib.sha256).hexdigest()
+
+
+def test_signature_names_the_target() -> None:
+    """The same request signed for two agents gives two signatures: neither opens the other."""
+    common = {"method": "GET", "path": "/v1/facts", "timestamp": "1.0", "nonce": "00" * 8}
+    for_a = wire.sign(SECRET, body=b"", target="i-a", **common)
+    for_b = wire.sign(SECRET, body=b"", target="i-b", **common)
+    assert for_a != for_b
+
+
 def test_signed_headers_use_a_fresh_nonce_per_request() -> None:
     """Two requests signed in the same instant still differ, so neither looks like a replay."""
-    first = wire.signed_headers(SECRET, "GET", "/v1/facts", b"", now=1.0)
-    second = wire.signed_headers(SECRET, "GET", "/v1/facts", b"", now=1.0)
+    first = wire.signed_headers(SECRET, "GET", "/v1/facts", b"", now=1.0, target="i-1")
+    second = wire.signed_headers(SECRET, "GET", "/v1/facts", b"", now=1.0, target="i-1")
     assert first[wire.TIMESTAMP_HEADER] == second[wire.TIMESTAMP_HEADER] == "1.000000"
     assert first[wire.SIGNATURE_HEADER] != second[wire.SIGNATURE_HEADER]
+    assert (first[wire.VERSION_HEADER], first[wire.TARGET_HEADER]) == ("2", "i-1")
+
+
+@pytest.mark.parametrize("target", ["", "i-1\nGET", "i 1", "-i", "x" * 129])
+def test_a_target_that_could_break_the_canonical_lines_is_refused(target: str) -> None:
+    """No newline, space or empty target can be signed for."""
+    with pytest.raises(WireError, match="not an instance id"):
+        wire.signed_headers(SECRET, "GET", "/v1/facts", b"", now=1.0, target=target)
+
+
+def test_answer_signature_is_hmac_over_the_documented_lines() -> None:
+    """The answer's signature binds the target, the request's nonce, the status and body."""
+    body = b'{"schema":"drwatch.agent/v1"}'
+    lines = ["drwatch-agent-v2-answer", "i-1", "ab" * 16, "200", hashlib.sha256(body).hexdigest()]
+    expected = hmac.new(SECRET, "\n".join(lines).encode(), hashlib.sha256).hexdigest()
+    assert wire.sign_answer(SECRET, target="i-1", nonce="ab" * 16, status=200, body=body) == (
+        expected
+    )
+
+
+def test_answer_refusal_says_why() -> None:
+    """Unsigned, malformed, or signed for another nonce, status or body: each is named."""
+    good = wire.sign_answer(SECRET, target="i-1", nonce="ab" * 16, status=200, body=b"{}")
+    args: dict[str, Any] = {"target": "i-1", "nonce": "ab" * 16, "status": 200, "body": b"{}"}
+    assert wire.answer_refusal(SECRET, given=good, **args) == ""
+    assert "not signed" in wire.answer_refusal(SECRET, given=None, **args)
+    assert "malformed" in wire.answer_refusal(SECRET, given="zz", **args)
+    for change in ({"nonce": "cd" * 16}, {"status": 500}, {"body": b"[]"}, {"target": "i-2"}):
+        assert "does not match" in wire.answer_refusal(SECRET, given=good, **{**args, **change})
+    assert "does not match" in wire.answer_refusal(b"another-key-0123456789", given=good, **args)
+
+
+def test_host_secrets_are_derived_per_instance() -> None:
+    """HMAC-SHA256(master, label + instance id) as hex: stable, and different per host."""
+    label = b"drwatch-agent-host-secret-v2\n"
+    expected = hmac.new(SECRET, label + b"i-1", hashlib.sha256).hexdigest().encode()
+    assert wire.derive_host_secret(SECRET, "i-1") == expected
+    assert wire.derive_host_secret(SECRET, "i-2") != expected
+    assert wire.derive_host_secret(b"another-master-0123456789", "i-1") != expected
 
 
 def test_facts_round_trip_through_bytes() -> None:
@@ -178,7 +247,12 @@ def test_arbitrary_json_inside_a_valid_envelope_only_raises_wire_error(value: ob
 
 
 FINITE = st.floats(allow_nan=False, allow_infinity=False)
-SCALAR = st.booleans() | st.integers() | FINITE | st.text(max_size=20)
+# What a real host reports: non-negative amounts, percentages within 0..100, byte counts
+# within 63 bits. Outside these the decoder refuses the answer (see test_agent_answers).
+AMOUNT = st.floats(min_value=0, max_value=1e15)
+PERCENT = st.floats(min_value=0, max_value=100)
+BYTES = st.integers(min_value=0, max_value=2**63 - 1)
+SCALAR = st.booleans() | st.integers(1 - 2**63, 2**63 - 1) | FINITE | st.text(max_size=20)
 CHECKS = st.dictionaries(
     st.text(min_size=1, max_size=12),
     st.builds(
@@ -194,15 +268,15 @@ CHECKS = st.dictionaries(
 FACTS = st.builds(
     Facts,
     hostname=st.text(max_size=20),
-    collected_at=FINITE,
+    collected_at=AMOUNT,
     status=st.sampled_from(list(Status)),
-    uptime_s=FINITE,
-    cpu_percent=FINITE,
-    load=st.builds(Load, FINITE, FINITE, FINITE),
-    memory=st.builds(Memory, st.integers(), st.integers(), FINITE),
+    uptime_s=AMOUNT,
+    cpu_percent=PERCENT,
+    load=st.builds(Load, AMOUNT, AMOUNT, AMOUNT),
+    memory=st.builds(Memory, BYTES, BYTES, PERCENT),
     disks=st.dictionaries(
         st.text(max_size=12),
-        st.builds(DiskUsage, st.text(max_size=12), st.integers(), st.integers(), FINITE),
+        st.builds(DiskUsage, st.text(max_size=12), BYTES, BYTES, PERCENT),
         max_size=3,
     ),
     checks=CHECKS,

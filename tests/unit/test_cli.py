@@ -31,6 +31,21 @@ def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert "groups: 3" in out
 
 
+def test_check_config_warns_about_a_database_group_without_a_role_source(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The example says where its database roles come from: no warning. Without
+    roles_from, the db group is named in a warning, and the file is still valid."""
+    assert main(["check-config", str(EXAMPLE)]) == 0
+    assert "warning" not in capsys.readouterr().out
+    path = tmp_path / "c.toml"
+    path.write_text(EXAMPLE.read_text().replace('roles_from = "postgres_check"\n', ""))
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: groups[" in out
+    assert "(db): database roles come from neither a postgres check nor role tags" in out
+
+
 def test_check_config_lists_every_problem(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -73,3 +88,28 @@ def test_console_script_help() -> None:
     ).stdout
     assert "check-config" in out
     assert "run" in out
+
+
+@pytest.mark.parametrize(
+    ("content", "wanted"),
+    [
+        (b"[policy]\ncooldown = nan\n", "policy.cooldown"),
+        (b"[watcher]\nname = '\xff'\n", "not UTF-8: byte 0xff at line 2, column 9"),
+    ],
+)
+def test_check_config_bad_input_exits_2_without_traceback(
+    tmp_path: Path, content: bytes, wanted: str
+) -> None:
+    """As a user runs it: exit 2, the position or path in the message, no traceback."""
+    path = tmp_path / "c.toml"
+    path.write_bytes(content)
+    proc = subprocess.run(
+        [sys.executable, "-m", "drwatch.cli", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert wanted in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -158,3 +158,86 @@ def test_example_documents_every_key() -> None:
         if "=" in stripped and not stripped.startswith(("#", "[")):
             above = [ln.strip() for ln in lines[max(0, idx - 6) : idx]]
             assert any(a.startswith("#") for a in above), f"undocumented key: {stripped}"
+
+
+BASE_TOML = """
+[provider]
+regions = ["us-east-1"]
+[agent]
+secret_file = "/etc/drwatch/agent-secret"
+[[groups]]
+name = "app"
+role = "app_server"
+select = { tags = { "drwatch:group" = "app" } }
+"""
+
+
+def load_problems(tmp_path: Path, text: str | bytes) -> list[str]:
+    path = tmp_path / "drwatch.toml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    return err.value.problems
+
+
+@pytest.mark.parametrize(
+    ("setting", "path"),
+    [
+        ("[policy]\ncooldown = nan", "policy.cooldown"),
+        ("[policy]\nwarmup = nan", "policy.warmup"),
+        ("[policy]\nwarmup = inf", "policy.warmup"),
+        ("[policy]\ncooldown = '999999999999999999999d'", "policy.cooldown"),
+        ("[policy]\nblast_radius = nan", "policy.blast_radius"),
+        ("[policy]\ndisk_warn_percent = nan", "policy.disk_warn_percent"),
+        ("[policy]\nmax_concurrent = 99999999999999999999", "policy.max_concurrent"),
+        ("[timing.agent]\ninterval = nan\ntimeout = '1s'", "timing.agent.interval"),
+        ("[objectives]\nrpo = -inf", "objectives.rpo"),
+    ],
+)
+def test_non_finite_and_absurd_numbers_are_refused_by_path(
+    tmp_path: Path, setting: str, path: str
+) -> None:
+    """`cooldown = nan` and `warmup = nan` used to pass (nan disabled the warm-up gate and
+    later crashed the tick); every number must be finite and in range, named by path."""
+    problems = load_problems(tmp_path, BASE_TOML + setting + "\n")
+    assert any(p.startswith(f"{path}: ") for p in problems), problems
+
+
+def test_non_utf8_file_is_a_clear_error_with_its_position(tmp_path: Path) -> None:
+    """A config that is not UTF-8 names the line and byte, instead of a traceback."""
+    text = BASE_TOML.encode() + b"[watcher]\nname = 'caf\xe9'\n"
+    (problem,) = load_problems(tmp_path, text)
+    line = BASE_TOML.count("\n") + 2
+    assert "not UTF-8" in problem
+    assert f"line {line}, column 12" in problem
+    assert "0xe9" in problem
+
+
+def test_oversized_file_is_refused_before_parsing(tmp_path: Path) -> None:
+    """More than a megabyte is not a config file: refused, not parsed."""
+    text = BASE_TOML + "#" + "x" * (1024 * 1024) + "\n"
+    (problem,) = load_problems(tmp_path, text)
+    assert "larger than 1024 KiB" in problem
+
+
+def test_deeply_nested_toml_is_a_clear_error(tmp_path: Path) -> None:
+    """An array nested past the parser's recursion limit is a ConfigError, not a crash."""
+    text = BASE_TOML + "x = " + "[" * 5000 + "]" * 5000 + "\n"
+    (problem,) = load_problems(tmp_path, text)
+    assert "nested too deeply" in problem
+
+
+def test_integer_past_the_conversion_limit_is_a_clear_error(tmp_path: Path) -> None:
+    """A 5,000-digit integer is past Python's int conversion limit: a ConfigError."""
+    (problem,) = load_problems(tmp_path, BASE_TOML + "[policy]\nmax_concurrent = " + "9" * 5000)
+    assert "not valid TOML" in problem
+
+
+def test_unreadable_path_is_a_clear_error(tmp_path: Path) -> None:
+    """A directory given as the config is named as unreadable."""
+    with pytest.raises(ConfigError) as err:
+        config.load(tmp_path)
+    assert "cannot read" in err.value.problems[0]

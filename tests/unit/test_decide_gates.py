@@ -235,7 +235,8 @@ def test_database_role_from_the_agents_database_check() -> None:
 
 def test_a_lost_database_is_a_replica_when_a_peer_reports_primary() -> None:
     """A lost database without a tag reports nothing; a peer reporting primary makes it
-    a replica (no playbook); with no such peer it is taken as the primary."""
+    a replica (no playbook); with no such peer it may be the primary, but its role is
+    unknown: the plan to recover it as one waits for an operator's approval."""
     world = World.healthy()
     world.fleet = type(world.fleet)(
         tuple(replace(i, tags=()) if i.role.value == "database" else i for i in world.fleet)
@@ -248,3 +249,51 @@ def test_a_lost_database_is_a_replica_when_a_peer_reports_primary() -> None:
     world.layer("db-1", Layer.AGENT, Health.UP, detail={})
     (p,) = plans_for(db2, world.snapshot(), RULES)
     assert p.playbook is PlaybookName.DB_RECOVER
+    assert p.approval.startswith("the database role of db-2 is unknown")
+
+
+def _postgres_facts(role: str) -> dict[str, object]:
+    return {"checks": {"pg": {"kind": "postgres", "data": {"role": role}}}}
+
+
+def test_the_postgres_check_outranks_the_role_tag() -> None:
+    """db-1 is tagged primary but its agent's postgres check says replica (a failover
+    happened since the tag was written): losing it plans nothing; db-2, tagged replica
+    but reporting primary, is recovered as the primary without asking."""
+    world = World.healthy()
+    world.layer("db-1", Layer.AGENT, Health.UP, detail=_postgres_facts("replica"))
+    world.layer("db-2", Layer.AGENT, Health.UP, detail=_postgres_facts("primary"))
+    db1 = incident(target_ids=(iid("db-1"),), roles=("database",), groups=("db",))
+    db2 = incident(target_ids=(iid("db-2"),), roles=("database",), groups=("db",))
+    assert plans_for(db1, world.snapshot(), RULES) == ()
+    (p,) = plans_for(db2, world.snapshot(), RULES)
+    assert (p.playbook, p.approval) == (PlaybookName.DB_RECOVER, "")
+
+
+def test_a_remembered_role_outranks_the_tag_for_a_silent_host() -> None:
+    """A dead host reports nothing: the role its agent last reported decides, not a tag."""
+    world = World.healthy()
+    world.stop("db-1")
+    db1 = incident(target_ids=(iid("db-1"),), roles=("database",), groups=("db",))
+    assert plans_for(db1, world.snapshot(), RULES, known_roles={iid("db-1"): "replica"}) == ()
+    (p,) = plans_for(db1, world.snapshot(), RULES)  # nothing remembered: the tag says primary
+    assert p.playbook is PlaybookName.DB_RECOVER
+
+
+def test_an_unknown_role_waits_for_approval_and_acts_once_approved() -> None:
+    """No check, no tag, never heard: the decision is awaiting approval, with the reason
+    and the command; once approved, it acts."""
+    world = World.healthy()
+    world.fleet = type(world.fleet)(
+        tuple(replace(i, tags=()) if i.role.value == "database" else i for i in world.fleet)
+    )
+    world.stop("db-1")
+    db1 = incident(target_ids=(iid("db-1"),), roles=("database",), groups=("db",))
+    plans = plans_for(db1, world.snapshot(), RULES)
+    waiting = decide(gi(incident=db1, plans=plans, group_sizes={"db": 3}))
+    assert waiting.outcome is IncidentOutcome.AWAITING_APPROVAL
+    (reason,) = waiting.reasons
+    assert reason.startswith("approval required: the database role of db-1 is unknown")
+    assert reason.endswith("drwatch approve inc-1")
+    approved = replace(db1, approved_at=T)
+    assert decide(gi(incident=approved, plans=plans, group_sizes={"db": 3})).act

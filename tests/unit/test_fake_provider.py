@@ -199,3 +199,61 @@ async def test_unknown_region_is_unreachable() -> None:
     """A region the fake does not simulate has no endpoint: the call is unreachable."""
     with pytest.raises(ProviderUnreachableError):
         await FakeProvider().instances("ap-south-1")
+
+
+async def test_one_token_in_another_zone_returns_the_first_instance() -> None:
+    """EC2 lets a retry with the same token name another zone and answers with what the
+    token made; a refused launch binds nothing; other changed parameters are refused."""
+    fake = FakeProvider()
+    fake.fail_launches_in("us-east-1b")
+    s = spec(fake, zone="us-east-1b")
+    with pytest.raises(ProviderError):
+        await fake.run_instance(s)
+    made = await fake.run_instance(spec_in(s, "us-east-1a"))
+    fake.heal()
+    assert await fake.run_instance(s) == made
+    assert [i.id for i in await fake.instances(REGION)] == [made]
+    assert (len(fake.refused), len(fake.replayed)) == (1, 1)
+    with pytest.raises(ProviderError) as mismatch:
+        await fake.run_instance(spec_in(s, "us-east-1a", user_data="X=1\n"))
+    assert mismatch.value.code == "IdempotentParameterMismatch"
+
+
+def spec_in(s: LaunchSpec, zone: str, **changes: str) -> LaunchSpec:
+    return LaunchSpec(
+        region=s.region,
+        zone=zone,
+        image_id=s.image_id,
+        client_token=s.client_token,
+        tags=s.tags,
+        user_data=changes.get("user_data", s.user_data),
+    )
+
+
+async def test_describe_lag_hides_new_resources_for_a_number_of_listings() -> None:
+    """What is created while describe lags is missing from the next n listings of its
+    kind, then shows; the client token finds it all along."""
+    fake = FakeProvider()
+    vol = fake.add_volume(REGION, "us-east-1a")
+    snap = fake.add_snapshot(REGION, vol.id)
+    fake.lag_describes(2)
+    new_vol = await fake.create_volume(REGION, "us-east-1a", snap.id, (), client_token="v-1")
+    assert new_vol not in {v.id for v in await fake.volumes(REGION)}
+    assert (
+        await fake.create_volume(REGION, "us-east-1b", snap.id, (), client_token="v-1") == new_vol
+    )
+    assert new_vol not in {v.id for v in await fake.volumes(REGION)}
+    assert new_vol in {v.id for v in await fake.volumes(REGION)}
+
+
+async def test_copies_of_images_are_idempotent_per_token_and_snapshots_are_not() -> None:
+    """CopyImage takes a client token; CopySnapshot does not (EC2 has none for it)."""
+    fake = FakeProvider(["us-east-1", "eu-west-1"])
+    image = fake.add_image("us-east-1", "app")
+    first = await fake.copy_image("eu-west-1", "us-east-1", image.id, "app", "c-1")
+    assert await fake.copy_image("eu-west-1", "us-east-1", image.id, "app", "c-1") == first
+    assert len(await fake.images("eu-west-1")) == 1
+    snap = fake.add_snapshot("us-east-1", None)
+    a = await fake.copy_snapshot("eu-west-1", "us-east-1", snap.id, ())
+    b = await fake.copy_snapshot("eu-west-1", "us-east-1", snap.id, ())
+    assert a != b

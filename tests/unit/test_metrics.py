@@ -28,7 +28,7 @@ from drwatch.model import (
 )
 from drwatch.model.findings import Diagnosis, Finding
 from drwatch.web.metrics import Metrics, check_buckets
-from tests.support.services import assert_promtool_clean, free_port
+from tests.support.services import assert_promtool_clean, start_site
 
 FLEET = Fleet(
     instances=(
@@ -178,8 +178,7 @@ async def test_metrics_route_serves_the_registry() -> None:
     _fed().add_routes(app)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    port = await start_site(runner)
     try:
         async with (
             aiohttp.ClientSession() as session,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from drwatch.sandbox import world
+from drwatch.sandbox.cloud import SandboxError
 
 
 def test_free_port_never_hands_out_a_port_twice() -> None:
@@ -20,3 +23,17 @@ def test_free_port_is_below_the_ephemeral_range_and_bindable() -> None:
     assert 1024 <= port < world._ephemeral_low()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_free_port_keeps_to_the_slice_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sandboxes side by side each draw from their own slice (DRWATCH_SANDBOX_PORTS)."""
+    monkeypatch.setenv(world.PORTS_ENV, "30000-30199")
+    ports = {world.free_port() for _ in range(50)}
+    assert all(30000 <= p <= 30199 for p in ports), sorted(ports)
+
+
+@pytest.mark.parametrize("spec", ["30000", "x-y", "3000-2000", "80-9000", "30000-70000"])
+def test_a_bad_port_slice_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, spec: str) -> None:
+    monkeypatch.setenv(world.PORTS_ENV, spec)
+    with pytest.raises(SandboxError, match="DRWATCH_SANDBOX_PORTS"):
+        world.free_port()

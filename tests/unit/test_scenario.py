@@ -236,3 +236,63 @@ def test_expect_finding_is_checked_whole() -> None:
 def test_expect_finding_needs_its_finding() -> None:
     (problem,) = _problems(_base(expect_finding=[{"targets": ["app-1"]}]))
     assert problem == "expect_finding[0].finding: required field is missing"
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ({"duration": float("nan")}, "duration"),
+        ({"duration": "999999999999999999999d"}, "duration"),
+        ({"duration": "2d"}, "duration"),
+        ({"max_incidents": 10**30}, "max_incidents"),
+        ({"objectives": {"rto": float("inf")}}, "objectives.rto"),
+    ],
+)
+def test_non_finite_and_absurd_numbers_are_refused(change: dict[str, Any], where: str) -> None:
+    """Every time and count in a scenario is finite and in a sane range, named by path."""
+    problems = _problems(_base(**change))
+    assert any(p.startswith(f"{where}: ") for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("event", "where"),
+    [
+        ({"at": float("nan")}, "event[0].at"),
+        ({"do": "slow-app", "delay": float("nan")}, "event[0]"),
+        ({"do": "fill-disk", "percent": float("nan")}, "event[0]"),
+        ({"do": "flap-app", "period": "99999999999999999999999d"}, "event[0]"),
+    ],
+)
+def test_non_finite_event_values_are_refused(event: dict[str, Any], where: str) -> None:
+    """nan in an event's time or parameter is named, never passed to the fault injector."""
+    data = _base()
+    data["event"][0] = {**data["event"][0], **event}
+    problems = _problems(data)
+    assert any(p.startswith(where) for p in problems), problems
+
+
+def test_drill_command_exits_2_on_a_non_utf8_scenario(tmp_path: Path) -> None:
+    """A scenario that is not UTF-8: exit 2, the line and byte named, no traceback."""
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b'name = "caf\xe9"\nduration = "10s"\n')
+    report = tmp_path / "r.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "drwatch.cli",
+            "drill",
+            str(bad),
+            "--sandbox",
+            "--report",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "not UTF-8: byte 0xe9 at line 1, column 12" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not report.exists()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import http.server
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
-from tests.support.services import wait_http
+from tests.support.services import process, wait_http
 
 
 @contextmanager
@@ -49,3 +50,15 @@ def test_wait_http_gives_up_on_a_server_that_never_gets_ready() -> None:
     """A server stuck on 503 fails the wait with the last status in the message."""
     with _server([503]) as (url, _), pytest.raises(TimeoutError, match="HTTP 503"):
         wait_http(url, deadline_s=0.3)
+
+
+def test_wait_http_refuses_an_answer_when_its_server_died() -> None:
+    """Our server died (its port was taken); the 2xx on that port is someone else's: the
+    wait fails naming the exit instead of handing the test the wrong server."""
+    with (
+        _server([200]) as (url, _),
+        process([sys.executable, "-c", "raise SystemExit(3)"]) as dead,
+    ):
+        dead.wait(timeout=10)
+        with pytest.raises(RuntimeError, match="exited with 3"):
+            wait_http(url, deadline_s=5.0, proc=dead)

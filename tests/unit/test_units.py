@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from drwatch.units import format_duration, parse_duration
+from drwatch.units import MAX_DURATION_S, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(
@@ -29,3 +29,30 @@ def test_parse_duration_rejects(bad: object) -> None:
 def test_format_duration(seconds: float, text: str) -> None:
     """The shortest exact form is used in messages."""
     assert format_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        float("nan"),
+        float("inf"),
+        float("-inf"),
+        10**4000,
+        "999999999999999999999d",
+        "3651d",
+        "9" * 4000 + "s",
+        "1e9s",
+    ],
+)
+def test_parse_duration_refuses_non_finite_and_absurd(bad: object) -> None:
+    """nan, infinities, 4,000-digit numbers and durations beyond ten years are refused
+    with a ValueError (never an OverflowError, never a silent nan)."""
+    with pytest.raises(ValueError, match="duration") as err:
+        parse_duration(bad)
+    assert len(str(err.value)) < 200
+
+
+def test_parse_duration_upper_bound_is_inclusive() -> None:
+    """Ten years is the longest duration accepted."""
+    assert parse_duration("3650d") == MAX_DURATION_S
+    assert parse_duration(MAX_DURATION_S) == MAX_DURATION_S

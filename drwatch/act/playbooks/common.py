@@ -7,7 +7,7 @@ Each helper that makes a side effect does it through `ctx.effect` with a world-s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from drwatch.act.base import (
     COPIED_TAGS,
@@ -134,13 +134,17 @@ def load_balancers(snap: Snapshot, region: str) -> list[Instance]:
 
 
 def database_primary(snap: Snapshot, region: str) -> Instance | None:
-    """The region's database primary: tagged so by a recovery, else as its agent says."""
+    """The region's database primary: the live one whose agent says so (the newest, and
+    one tagged so by a recovery first, if two say so); else, with no agent saying, the
+    newest tagged primary."""
     dbs = [i for i in snap.fleet.in_region(region) if i.role is Role.DATABASE]
     live = [i for i in dbs if not i.state.is_gone]
+    reporting = [i for i in live if database_role(snap, i.id) == "primary"]
     tagged = [i for i in live if i.tag(DB_ROLE_TAG) == "primary"]
-    if tagged:
-        return max(tagged, key=lambda i: i.launched_at or 0.0)
-    return next((i for i in live if database_role(snap, i.id) == "primary"), None)
+    candidates = reporting or tagged
+    if not candidates:
+        return None
+    return max(candidates, key=lambda i: (i.tag(DB_ROLE_TAG) == "primary", i.launched_at or 0.0))
 
 
 def app_address(inst: Instance | CloudInstance, port: int | None) -> str | None:
@@ -158,9 +162,15 @@ def app_address(inst: Instance | CloudInstance, port: int | None) -> str | None:
 async def launch(ctx: RunContext, key: str, params: JSON) -> JSON:
     """Launch one instance, trying `params["zones"]` in order; idempotent per run/step/key.
 
+    One client token serves every zone: it names the logical launch, not the attempt,
+    so a retry in any zone after a crash gets back the instance an earlier attempt made
+    (EC2 returns it even when describe does not show it yet) instead of a second one.
+    Each attempt is journaled (`<key>#try<n>`: zone and token) before it is made.
+
     Returns `{"instance_id", "zone", "refused": {zone: reason}}`. Raises StepError with
     every zone's refusal when none accepts.
     """
+    token = ctx.token(key)
 
     async def check(p: JSON) -> JSON | None:
         inst = await made_by(ctx, key)
@@ -168,12 +178,13 @@ async def launch(ctx: RunContext, key: str, params: JSON) -> JSON:
 
     async def apply(p: JSON) -> JSON:
         refused: dict[str, str] = {}
-        for zone in p["zones"]:
+        for n, zone in enumerate(p["zones"]):
+            await ctx.memo(f"{key}#try{n}", {"zone": zone, "client_token": token})
             spec = LaunchSpec(
                 region=ctx.plan.region,
                 zone=zone,
                 image_id=p["image_id"],
-                client_token=ctx.token(f"{key}-{zone}"),
+                client_token=token,
                 instance_type=ctx.deps.settings.instance_type,
                 user_data=p["user_data"],
                 tags=(*sorted(p["tags"].items()), *ctx.tags(key)),
@@ -185,10 +196,105 @@ async def launch(ctx: RunContext, key: str, params: JSON) -> JSON:
                     raise
                 refused[zone] = f"{err.code}: {err}"
                 continue
-            return {"instance_id": new_id, "zone": zone, "refused": refused}
+            where = await _zone_of(ctx, new_id, zone)
+            return {"instance_id": new_id, "zone": where, "refused": refused}
         raise StepError(f"no zone accepted the launch: {_refusals(refused, p['zones'])}")
 
     return await ctx.effect(key, params, check=check, apply=apply)
+
+
+async def _zone_of(ctx: RunContext, instance_id: str, asked: str) -> str:
+    """Where the instance is: a retried token returns an earlier attempt's instance, which
+    may sit in another zone than this attempt asked for. While describe lags behind the
+    launch, the zone asked for stands (callers that need certainty use wait_running)."""
+    inst = await cloud_instance(ctx, instance_id)
+    return inst.zone if inst is not None else asked
+
+
+async def create_once(
+    ctx: RunContext,
+    key: str,
+    params: JSON,
+    *,
+    find: Callable[[JSON], Awaitable[JSON | None]],
+    create: Callable[[JSON], Awaitable[JSON]],
+) -> JSON:
+    """A create call the provider cannot make idempotent (CreateSnapshot, CopySnapshot take
+    no client token): tag and journal. `find` looks for the resource by this run's tags.
+
+    Before the call, `<key>#sent` is journaled. A resumed attempt that finds it, but not
+    the resource, may be looking at a describe that lags: it keeps looking for up to
+    `settings.describe_lag` before it creates again."""
+
+    async def apply(p: JSON) -> JSON:
+        if await ctx.recorded(f"{key}#sent") is not None:
+            found = await _settled(ctx, key, lambda: find(p))
+            if found is not None:
+                return found
+        await ctx.memo(f"{key}#sent", {"key": key})
+        return await create(p)
+
+    return await ctx.effect(key, params, check=find, apply=apply)
+
+
+async def copy_image_once(
+    ctx: RunContext, key: str, region: str, *, source_region: str, image_id: str, name: str
+) -> str:
+    """Copy an image into `region` once: found by its name there, made with a client token
+    (so a retry whose describe lags gets the same copy back)."""
+
+    async def check(p: JSON) -> JSON | None:
+        images = await ctx.deps.provider.images(p["region"])
+        found = next((i.id for i in images if i.name == p["name"]), None)
+        return {"image_id": found} if found else None
+
+    async def apply(p: JSON) -> JSON:
+        new_id = await ctx.deps.provider.copy_image(
+            p["region"], p["source_region"], p["image_id"], p["name"], ctx.token(key)
+        )
+        return {"image_id": new_id}
+
+    params = {"region": region, "source_region": source_region, "image_id": image_id}
+    result = await ctx.effect(key, {**params, "name": name}, check=check, apply=apply)
+    copied: str = result["image_id"]
+    return copied
+
+
+async def copy_snapshot_once(
+    ctx: RunContext, key: str, region: str, *, source_region: str, snapshot_id: str
+) -> str:
+    """Copy a snapshot into `region` once. CopySnapshot takes no client token: the copy
+    is tagged with this run's step and journaled (`create_once`)."""
+
+    async def find(p: JSON) -> JSON | None:
+        wanted = dict(ctx.tags(key))
+        for snap in await ctx.deps.provider.snapshots(p["region"]):
+            if all(dict(snap.tags).get(k) == v for k, v in wanted.items()):
+                return {"snapshot_id": snap.id}
+        return None
+
+    async def create(p: JSON) -> JSON:
+        new_id = await ctx.deps.provider.copy_snapshot(
+            p["region"], p["source_region"], p["snapshot_id"], ctx.tags(key)
+        )
+        return {"snapshot_id": new_id}
+
+    params = {"region": region, "source_region": source_region, "snapshot_id": snapshot_id}
+    result = await create_once(ctx, key, params, find=find, create=create)
+    copied: str = result["snapshot_id"]
+    return copied
+
+
+async def _settled(
+    ctx: RunContext, key: str, find: Callable[[], Awaitable[JSON | None]]
+) -> JSON | None:
+    """What `find` sees within the describe lag, or None when it never shows."""
+    try:
+        return await ctx.wait_for(
+            f"{key} from an earlier attempt to show", find, ctx.deps.settings.describe_lag
+        )
+    except StepError:
+        return None
 
 
 def _refusals(refused: Mapping[str, str], zones: Sequence[str]) -> str:

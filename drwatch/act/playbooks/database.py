@@ -23,6 +23,8 @@ skipped with the reason; the next rung runs. Once a rung has a primary, the rest
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from drwatch.act.base import (
     GROUP_TAG,
     JSON,
@@ -34,7 +36,6 @@ from drwatch.act.base import (
     Step,
     StepError,
     database_integrity,
-    database_role,
     done,
     is_up,
     skipped,
@@ -43,6 +44,7 @@ from drwatch.act.playbooks.common import (
     attach,
     cloud_instance,
     copied_tags,
+    create_once,
     detach,
     group_info,
     healthy_zones,
@@ -61,8 +63,8 @@ from drwatch.model.fleet import DB_ROLE_TAG, Instance, Role
 from drwatch.model.observation import Layer
 from drwatch.model.plan import PlaybookName
 from drwatch.model.snapshot import Snapshot
-from drwatch.providers.base import CloudInstance, VolumeInfo
-from drwatch.roles import REPLICA_ROLES
+from drwatch.providers.base import CloudInstance, SnapshotInfo, Tags, VolumeInfo
+from drwatch.roles import role_of
 
 RUNGS = (
     "relaunch_same_zone",
@@ -119,8 +121,7 @@ def _not_the_primary(ctx: RunContext, snap: Snapshot, old: CloudInstance | Insta
     """Why the target must not be recovered as the primary, or None. Relaunching a
     replica's volume as a primary and repointing the apps at it would split the data."""
     name = old.tag("Name") or old.id
-    remembered = ctx.deps.roles.role
-    role = old.tag(DB_ROLE_TAG) or database_role(snap, old.id) or remembered(old.id)
+    role, _ = role_of(old, snap, ctx.deps.roles.known())
     live_primary = next(
         (
             i
@@ -128,11 +129,11 @@ def _not_the_primary(ctx: RunContext, snap: Snapshot, old: CloudInstance | Insta
             if i.id != old.id
             and not i.state.is_gone
             and is_up(snap, i.id, Layer.AGENT)
-            and (i.tag(DB_ROLE_TAG) or database_role(snap, i.id)) == "primary"
+            and role_of(i, snap)[0] == "primary"
         ),
         None,
     )
-    if (role or "").lower() in REPLICA_ROLES or live_primary is not None:
+    if role == "replica" or live_primary is not None:
         primary = f" (the primary is {live_primary.name})" if live_primary else ""
         return (
             f"{name} is a replica{primary}: database.recover recovers a primary; "
@@ -257,16 +258,20 @@ async def _restore_snapshot(ctx: RunContext, snapshot_id: str) -> CloudInstance 
 
 
 async def _volume_from(ctx: RunContext, key: str, snapshot_id: str, zone: str) -> str:
+    """A volume from the snapshot, made once: found by this run's tags, and created with a
+    client token, so a retry whose describe lags gets the same volume back."""
+
     async def check(p: JSON) -> JSON | None:
-        tags = dict(ctx.tags(key))
-        for v in await ctx.deps.provider.volumes(ctx.plan.region):
-            if all(dict(v.tags).get(k) == val for k, val in tags.items()):
-                return {"volume_id": v.id}
-        return None
+        found = _tagged(await ctx.deps.provider.volumes(ctx.plan.region), ctx.tags(key))
+        return {"volume_id": found} if found else None
 
     async def apply(p: JSON) -> JSON:
         vol_id = await ctx.deps.provider.create_volume(
-            ctx.plan.region, p["zone"], p["snapshot_id"], ctx.tags(key)
+            ctx.plan.region,
+            p["zone"],
+            p["snapshot_id"],
+            ctx.tags(key),
+            client_token=ctx.token(key),
         )
         return {"volume_id": vol_id}
 
@@ -275,6 +280,15 @@ async def _volume_from(ctx: RunContext, key: str, snapshot_id: str, zone: str) -
     vol_id: str = result["volume_id"]
     await _wait_volume_available(ctx, vol_id)
     return vol_id
+
+
+def _tagged(resources: Sequence[VolumeInfo | SnapshotInfo], tags: Tags) -> str | None:
+    wanted = dict(tags)
+    for r in resources:
+        if all(dict(r.tags).get(k) == v for k, v in wanted.items()):
+            found: str = r.id
+            return found
+    return None
 
 
 async def _wait_volume_available(ctx: RunContext, vol_id: str) -> None:
@@ -378,20 +392,20 @@ async def restore_volume_elsewhere(ctx: RunContext) -> Outcome:
 
 
 async def _snapshot(ctx: RunContext, key: str, volume_id: str) -> str:
-    async def check(p: JSON) -> JSON | None:
-        tags = dict(ctx.tags(key))
-        for s in await ctx.deps.provider.snapshots(ctx.plan.region):
-            if all(dict(s.tags).get(k) == val for k, val in tags.items()):
-                return {"snapshot_id": s.id}
-        return None
+    """A snapshot of the volume, made once. CreateSnapshot takes no client token: it is
+    found by this run's tags and journaled (`create_once`)."""
 
-    async def apply(p: JSON) -> JSON:
+    async def find(p: JSON) -> JSON | None:
+        found = _tagged(await ctx.deps.provider.snapshots(ctx.plan.region), ctx.tags(key))
+        return {"snapshot_id": found} if found else None
+
+    async def create(p: JSON) -> JSON:
         snap_id = await ctx.deps.provider.create_snapshot(
             ctx.plan.region, p["volume_id"], ctx.tags(key)
         )
         return {"snapshot_id": snap_id}
 
-    result = await ctx.effect(key, {"volume_id": volume_id}, check=check, apply=apply)
+    result = await create_once(ctx, key, {"volume_id": volume_id}, find=find, create=create)
     snap_id: str = result["snapshot_id"]
 
     async def completed() -> bool | None:
