@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "drwatch.client_cli",
     "drwatch.sandbox.cli",
     "drwatch.backup.commands",
+    "drwatch.plan.cli",
 )
 
 

@@ -100,6 +100,9 @@ class ApiClient:
     async def status(self) -> Any:
         return await self._call("GET", "/api/v1/status")
 
+    async def drills(self, limit: int = 1000) -> Any:
+        return await self._call("GET", f"/api/v1/drills?limit={int(limit)}")
+
     async def incidents(self) -> Any:
         return await self._call("GET", "/api/v1/incidents")
 

@@ -86,6 +86,9 @@ class WatcherConfig(_Strict):
     allowed_hosts: list[str] = Field(default_factory=list)
 
 
+DrillKind = Literal["sandbox", "live", "restore_test"]
+
+
 class Objective(_Strict):
     rpo: Duration
     rto: Duration
@@ -97,10 +100,17 @@ class ObjectivesConfig(_Strict):
     rpo: Duration = 900.0
     rto: Duration = 600.0
     data_classes: dict[Name, Objective] = Field(default_factory=dict)
+    # Test the plan at least twice a year: each kind in drill_kinds needs a passing drill
+    # (drwatch drills) at most this long ago, or DrwatchDrillOverdue fires and
+    # `drwatch plan --check` fails.
+    drill_interval: Duration = 182 * 86400.0
+    drill_kinds: tuple[DrillKind, ...] = ("sandbox",)
 
     @model_validator(mode="after")
     def _classes_within_overall(self) -> Self:
         problems = []
+        if self.drill_interval <= 0:
+            problems.append("drill_interval must be greater than 0")
         for name, obj in self.data_classes.items():
             if obj.rpo > self.rpo:
                 problems.append(
@@ -324,6 +334,89 @@ class PolicyConfig(_Strict):
     boot_grace: Duration = 300.0
 
 
+class Contact(_Strict):
+    """A person or a rota the plan names: who they are and how to reach them."""
+
+    name: str = Field(min_length=1)
+    role: str = ""
+    email: str = ""
+    phone: str = ""
+    # When to call them: "business hours", "24/7 (on-call rota)".
+    hours: str = ""
+
+
+class LiveDrillSchedule(_Strict):
+    """A live drill the daemon runs by itself (docs/drills.md). `approved_by` is the
+    standing approval, recorded with every run; the guards still refuse at run time."""
+
+    scenario: Path
+    # Either a crontab line ("0 10 1 3,9 *": 10:00 UTC on 1 March and 1 September) ...
+    cron: str | None = None
+    # ... or an interval from the daemon's start ("182d").
+    every: Duration | None = None
+    approved_by: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> Self:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("give exactly one of cron or every")
+        if self.every is not None and self.every < 1:
+            raise ValueError("every must be at least 1s")
+        if self.cron is not None:
+            from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415 - only here
+
+            try:
+                CronTrigger.from_crontab(self.cron, timezone="UTC")
+            except ValueError as err:
+                raise ValueError(f"cron {self.cron!r}: {err}") from None
+        return self
+
+
+class PlanConfig(_Strict):
+    """What only people know and `drwatch plan` prints: who owns the service, who approves
+    what drwatch will not do alone, and whom to call, in order."""
+
+    title: str = "Disaster-recovery plan"
+    # The service in one or two plain sentences, for readers who do not run it.
+    service: str = ""
+    owners: list[Contact] = Field(default_factory=list)
+    # Who may approve the playbooks that wait for approval (policy.approval_required).
+    approvers: list[Contact] = Field(default_factory=list)
+    # In the order to call them.
+    escalation: list[Contact] = Field(default_factory=list)
+    # Live drills on a schedule, run by the daemon (opt-in: none by default).
+    live_drills: list[LiveDrillSchedule] = Field(default_factory=list)
+
+
+class TrendsConfig(_Strict):
+    """Early warning from the agents' recent samples (disk time-until-full, sustained
+    CPU and memory pressure). Warnings only: they never open an incident or act."""
+
+    # How much recent history the fit and the pressure windows look at.
+    window: Duration = 1800.0
+    # Fewer samples than this (or spanning under half the window) give no estimate.
+    min_samples: Annotated[int, Field(ge=3, le=10_000)] = 10
+    # disk_full_soon when a disk is estimated full within this.
+    disk_full_horizon: Duration = 86400.0
+    # cpu_pressure / memory_pressure when usage stays at or above these for `sustain`.
+    cpu_percent: Annotated[float, Field(gt=0, le=100)] = 90.0
+    memory_percent: Annotated[float, Field(gt=0, le=100)] = 90.0
+    sustain: Duration = 600.0
+    # Samples kept per instance (bounds memory whatever the agent interval).
+    max_samples: Annotated[int, Field(ge=10, le=100_000)] = 720
+
+    @model_validator(mode="after")
+    def _sane(self) -> Self:
+        if self.window <= 0 or self.sustain <= 0 or self.disk_full_horizon <= 0:
+            raise ValueError("window, sustain and disk_full_horizon must be greater than 0")
+        if self.sustain > self.window:
+            raise ValueError(
+                f"sustain ({format_duration(self.sustain)}) cannot exceed window "
+                f"({format_duration(self.window)}): older samples are forgotten"
+            )
+        return self
+
+
 def _check_http_url(value: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise ValueError(f"{value!r} is not an http:// or https:// URL")
@@ -478,6 +571,8 @@ class Config(_Strict):
     groups: list[GroupConfig] = Field(min_length=1)
     canaries: list[Canary] = Field(default_factory=list)
     alerts: AlertsConfig = AlertsConfig()
+    plan: PlanConfig = PlanConfig()
+    trends: TrendsConfig = TrendsConfig()
     # Several watchers on etcd (docs/cluster.md); None: one watcher on SQLite.
     cluster: ClusterConfig | None = None
     # Backups by data class (drwatch/backup/config.py); none configured: no backups.
@@ -522,6 +617,7 @@ def _cross_problems(cfg: Config) -> Iterable[str]:
             f"timing.provider.interval ({format_duration(grace_floor)}): otherwise the provider "
             "cannot corroborate before an instance is called dead"
         )
+    yield from _live_drill_problems(cfg)
     if not _is_loopback(cfg.watcher.listen) and cfg.watcher.api_token_file is None:
         yield (
             f"watcher.api_token_file: required when watcher.listen ({cfg.watcher.listen}) "
@@ -534,6 +630,22 @@ def backup_rpo_of(cfg: Config) -> dict[str, float]:
     own = cfg.objectives.data_classes
     classes = cfg.backup.classes if cfg.backup is not None else {}
     return {n: own[n].rpo if n in own else cfg.objectives.rpo for n in classes}
+
+
+def _live_drill_problems(cfg: Config) -> Iterable[str]:
+    """Each scheduled live drill's scenario must read and use only live verbs now, not
+    on the day it runs."""
+    if not cfg.plan.live_drills:
+        return
+    from drwatch.errors import ConfigError  # noqa: PLC0415
+    from drwatch.plan.live import parse_live  # noqa: PLC0415 - it imports this module
+
+    for i, spec in enumerate(cfg.plan.live_drills):
+        try:
+            parse_live(read_toml(spec.scenario))
+        except ConfigError as err:
+            for problem in err.problems:
+                yield f"plan.live_drills[{i}].scenario ({spec.scenario}): {problem}"
 
 
 def _is_loopback(host_port: str) -> bool:

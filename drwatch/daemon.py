@@ -18,6 +18,7 @@ from contextlib import AsyncExitStack, ExitStack, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from drwatch import __version__, logs
@@ -25,10 +26,12 @@ from drwatch.act.wiring import build_runner
 from drwatch.alerts.alerter import Alerter
 from drwatch.alerts.model import AlertInput, alert_for_incident, watcher_impaired_alert
 from drwatch.backup.wiring import start_backups
+from drwatch.assess.trends import assess_trends
 from drwatch.config import Config
 from drwatch.cycle import Cycle, SummaryLog, TickReport, WatcherState
 from drwatch.errors import ConfigError
 from drwatch.incidents import IncidentStore
+from drwatch.ledger import DrillLedger
 from drwatch.model import Fleet, Observation, Snapshot
 from drwatch.notify import Notifier, notifier_from_env, watchdog_interval
 from drwatch.observe.agent import AgentClient, AgentObserver, client_tls_context
@@ -36,21 +39,26 @@ from drwatch.observe.app import AppObserver
 from drwatch.observe.canary import CanaryObserver
 from drwatch.observe.discovery import discover
 from drwatch.observe.provider import ProviderObserver
+from drwatch.observe.samples import SampleHistory
 from drwatch.observe.scheduler import CheckJob, CheckScheduler
 from drwatch.observe.store import HealthStore, hysteresis_from
+from drwatch.observe.volumes import VolumeWatch
+from drwatch.plan.schedule import LiveDrillScheduler, run_scheduled
 from drwatch.probes.http import HttpProbe, new_session
 from drwatch.probes.tcp import TcpProbe
 from drwatch.providers.aws import AwsProvider
 from drwatch.roles import RoleMemory
 from drwatch.secretfile import read_secret
 from drwatch.statelock import state_dir_lock
-from drwatch.web import api, status
+from drwatch.web import api, outlook, status
 from drwatch.web import backups as backups_web
 from drwatch.web.hostcheck import AllowedHosts, host_check
 from drwatch.web.metrics import Metrics
 
 EXIT_OK, EXIT_CONFIG = 0, 2
 TICK_INTERVAL_S = 1.0
+# Trends move over minutes: fit them (and read the drill ledger) this often, not every tick.
+OUTLOOK_INTERVAL_S = 5.0
 CHECK_CONCURRENCY = 256
 
 
@@ -171,6 +179,16 @@ class Daemon:
             controls=self.cycle,
             read_requires_token=cfg.watcher.api_read_requires_token,
         )
+        self.samples = SampleHistory(cfg.trends.window, cfg.trends.max_samples)
+        self.volumes = VolumeWatch(
+            self.provider, cfg.provider.regions, timeout=cfg.timing.provider.timeout
+        )
+        self.ledger = DrillLedger(cfg.watcher.state_dir)
+        self.stack.callback(self.ledger.close)
+        self.outlook = outlook.OutlookState(
+            self.ledger, cfg.objectives.drill_interval, cfg.objectives.drill_kinds
+        )
+        self.live_drills = LiveDrillScheduler(list(cfg.plan.live_drills), self._live_drill)
         self.alerter = await self.stack.enter_async_context(
             Alerter.from_config(cfg.alerts, self.metrics)
         )
@@ -183,11 +201,13 @@ class Daemon:
 
     def record(self, obs: Observation) -> None:
         self.store.record(obs)
+        self.samples.record(obs)
         self.metrics.record_check(obs, obs.latency_s)
 
     async def _serve_web(self) -> None:
         app = web.Application(middlewares=[host_check(AllowedHosts.from_config(self.cfg))])
         api.add_routes(app, self.api_state)
+        outlook.add_routes(app, self.outlook)
         self.metrics.add_routes(app)
         status.add_routes(app)
         if self.backups is not None:
@@ -209,10 +229,14 @@ class Daemon:
                 tg.create_task(self._discovery_loop(), name="discovery"),
                 tg.create_task(self._provider_loop(), name="provider"),
                 tg.create_task(self._tick_loop(), name="tick"),
+                tg.create_task(self._volume_loop(), name="volumes"),
+                tg.create_task(self._outlook_loop(), name="outlook"),
             ]
             await self._ready()
+            self.live_drills.start()
             await stop.wait()
             self.notifier.stopping()
+            self.live_drills.shutdown()
             for task in loops:
                 task.cancel()
 
@@ -243,6 +267,16 @@ class Daemon:
             backoff = max(self.provider_observer.next_poll_delay(r) for r in regions)
             await asyncio.sleep(max(self.cfg.timing.provider.interval, backoff))
 
+    async def _volume_loop(self) -> None:
+        """Volume health from the provider, as often as discovery."""
+        await self.watch.discovered.wait()
+        while True:
+            try:
+                await self.volumes.poll()
+            except Exception:
+                _log().exception("volumes.failed")
+            await asyncio.sleep(self.cfg.provider.discovery_interval)
+
     async def _tick_loop(self) -> None:
         await self.watch.discovered.wait()
         watchdog = watchdog_interval()
@@ -267,6 +301,8 @@ class Daemon:
             self.notifier.status(report.summary)
         self.metrics.update_from_snapshot(snapshot)
         self.metrics.update_from_report(report)
+        # Set on every tick: update_from_report resets the warning counts it does not own.
+        self.metrics.update_trends(self.outlook.trends)
         lag = self.scheduler.lag_stats()
         self.metrics.set_scheduler_lag(lag.p99, lag.max)
         # Runs of open incidents, and of those this tick closed: the tick that ends an
@@ -279,6 +315,59 @@ class Daemon:
                 self.metrics.record_run(progress)
         self.alerter.update(self._alerts(report, now), now)
         return report
+
+    def status_doc(self) -> dict[str, Any]:
+        """The status document as GET /api/v1/status serves it (for scheduled drills)."""
+        doc = api.status_doc(self.api_state)
+        names = {i.id: i.name for i in self.watch.fleet}
+        outlook.extend_status(doc, self.outlook, names)
+        return doc
+
+    async def _live_drill(self, spec: Any) -> None:
+        """A scheduled live drill (drwatch.plan.schedule): guarded, measured, recorded."""
+        token = self.token.decode() if self.token else None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            async with aiohttp.ClientSession(headers=headers) as session:
+                await run_scheduled(
+                    self.cfg,
+                    spec,
+                    status=self.status_doc,
+                    api_url=f"http://{self.cfg.watcher.listen}",
+                    provider=self.provider,
+                    session=session,
+                )
+        except Exception:  # the daemon survives a drill that breaks
+            _log().exception("live_drill.failed", scenario=str(spec.scenario))
+
+    async def refresh_outlook(self, now: float) -> None:
+        """Early warnings from the agents' recent samples and the provider's volumes,
+        beside the cycle (warnings only: they open no incident), and the drill ledger.
+        The fits run in a worker thread over frozen copies: at 10,000 instances a pass
+        takes about a second of CPU, which must not stall the event loop."""
+        self.samples.prune(self.watch.fleet)
+        self.outlook.trends = await asyncio.to_thread(
+            assess_trends,
+            self.watch.fleet,
+            self.samples.view(now),
+            now,
+            self.cfg.trends,
+            volumes=self.volumes.current(),
+        )
+        self.metrics.update_drills(
+            self.ledger.latest(),
+            self.cfg.objectives.drill_interval,
+            self.cfg.objectives.drill_kinds,
+        )
+
+    async def _outlook_loop(self) -> None:
+        await self.watch.discovered.wait()
+        while True:
+            try:
+                await self.refresh_outlook(time.time())
+            except Exception:
+                _log().exception("outlook.failed")
+            await asyncio.sleep(OUTLOOK_INTERVAL_S)
 
     def _alerts(self, report: TickReport, now: float) -> list[AlertInput]:
         alerts = [alert_for_incident(inc) for inc in report.open_incidents]

@@ -55,6 +55,11 @@ class Finding(StrEnum):
     PROVIDER_API_DOWN = "provider_api_down"
     CANARY_FAILING = "canary_failing"
     WATCHER_IMPAIRED = "watcher_impaired"
+    # Early warning from the agents' recent samples (drwatch.assess.trends).
+    DISK_FULL_SOON = "disk_full_soon"
+    CPU_PRESSURE = "cpu_pressure"
+    MEMORY_PRESSURE = "memory_pressure"
+    VOLUME_IMPAIRED = "volume_impaired"
 
     @property
     def description(self) -> str:
@@ -160,6 +165,27 @@ _DESCRIPTIONS: dict[Finding, tuple[str, Severity, Scope]] = {
         "every canary fails (or nothing answers at all): drwatch's own network is impaired",
         Severity.WATCHER,
         Scope.WATCHER,
+    ),
+    Finding.DISK_FULL_SOON: (
+        "a disk's recent growth, fitted robustly, fills it within trends.disk_full_horizon",
+        Severity.WARNING,
+        _I,
+    ),
+    Finding.CPU_PRESSURE: (
+        "CPU use has stayed at or above trends.cpu_percent for trends.sustain or longer",
+        Severity.WARNING,
+        _I,
+    ),
+    Finding.VOLUME_IMPAIRED: (
+        "the provider reports a volume of the instance failed (state error) or its I/O "
+        "impaired (volume status)",
+        Severity.WARNING,
+        _I,
+    ),
+    Finding.MEMORY_PRESSURE: (
+        "memory use has stayed at or above trends.memory_percent for trends.sustain or longer",
+        Severity.WARNING,
+        _I,
     ),
 }
 

@@ -229,6 +229,17 @@ class AwsProvider:
         raw = await self._pages(region, "describe_volumes", "Volumes")
         return [_volume(region, v) for v in raw]
 
+    async def volume_statuses(self, region: str) -> dict[str, str]:
+        """Volume id -> its I/O status (`ok`, `impaired`, `warning`, `insufficient-data`),
+        from DescribeVolumeStatus. Read by drwatch.observe.volumes (not in the Protocol:
+        a provider without it is asked only for volume states)."""
+        raw = await self._pages(region, "describe_volume_status", "VolumeStatuses")
+        return {
+            str(v["VolumeId"]): str((v.get("VolumeStatus") or {}).get("Status", ""))
+            for v in raw
+            if "VolumeId" in v
+        }
+
     async def snapshots(self, region: str) -> list[SnapshotInfo]:
         raw = await self._pages(region, "describe_snapshots", "Snapshots", OwnerIds=["self"])
         return [_snapshot(region, s) for s in raw]

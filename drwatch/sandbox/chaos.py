@@ -167,6 +167,16 @@ async def _fill_disk(ch: Chaos, fault: Fault, iid: str) -> Undo:
     return undo
 
 
+async def _grow_disk(ch: Chaos, fault: Fault, iid: str) -> Undo:
+    host = ch.host(iid)
+    host.faults.disk_growth = (time.time(), host.disk_percent(), fault.param("rate"))
+
+    async def undo() -> None:
+        host.faults.disk_growth = None
+
+    return undo
+
+
 async def _zone_outage(ch: Chaos, _f: Fault, zone: str) -> Undo:
     front = ch.sb.front.faults
     ch.sb.outages.zones.add(zone)
@@ -268,5 +278,6 @@ _APPLY: dict[str, Applier] = {
     "corrupt-volume": _corrupt_volume,
     "corrupt-snapshot": _corrupt_snapshot,
     "kill-watcher": _kill_watcher,
+    "grow-disk": _grow_disk,
 }
 assert set(_APPLY) == set(VERBS), "every fault verb has an applier"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import shutil
 import signal
@@ -22,9 +23,11 @@ from typing import Any, TypeVar
 import aiohttp
 from pydantic import ValidationError
 
+from drwatch import config as config_mod
 from drwatch import logs
 from drwatch.config import AlertsConfig
 from drwatch.errors import ConfigError
+from drwatch.ledger import record_report
 from drwatch.sandbox import control
 from drwatch.sandbox.cloud import SandboxError
 from drwatch.sandbox.daemon_api import DaemonApi
@@ -67,6 +70,7 @@ def register(sub: Any) -> None:
     f.add_argument("--delay", help="slow-app, kill-watcher: e.g. 2s")
     f.add_argument("--period", help="flap-app: e.g. 2s")
     f.add_argument("--percent", type=float, help="fill-disk: 0-100")
+    f.add_argument("--rate", type=float, help="grow-disk: percent per minute")
     f.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR")
     f.set_defaults(func=cmd_fault)
     h = actions.add_parser("heal", help="undo every fault on a target")
@@ -80,10 +84,31 @@ def register(sub: Any) -> None:
         description="Exit 0: every expectation met; 1: not met; 2: bad input.",
     )
     d.add_argument("scenario", type=Path, metavar="SCENARIO.toml")
-    d.add_argument("--sandbox", action="store_true", required=True, help="run in the sandbox")
+    where = d.add_mutually_exclusive_group(required=True)
+    where.add_argument("--sandbox", action="store_true", help="run in a fresh sandbox")
+    where.add_argument(
+        "--live",
+        action="store_true",
+        help="run against the real fleet (docs/drills.md: opt-in, guarded; needs --config, "
+        "--approve)",
+    )
     d.add_argument("--report", type=Path, required=True, metavar="REPORT.json")
+    d.add_argument(
+        "--api", metavar="URL", help="--live: the running daemon (default: watcher.listen)"
+    )
+    d.add_argument(
+        "--token-file", type=Path, metavar="PATH", help="--live: the API token, if reads need one"
+    )
+    d.add_argument("--approve", action="store_true", help="--live: yes, stop real servers")
+    d.add_argument("--by", default="", metavar="NAME", help="--live: who approves (for the record)")
     d.add_argument("--topology", type=Path, metavar="FILE")
     d.add_argument("--state-dir", type=Path, metavar="DIR", help="default: a temporary dir")
+    d.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="record the drill in this config's drill ledger (its watcher.state_dir)",
+    )
     d.set_defaults(func=cmd_drill)
 
 
@@ -215,7 +240,7 @@ def _send(args: argparse.Namespace, body: dict[str, Any]) -> int:
 
 def cmd_fault(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"do": args.verb, "target": args.target}
-    for key in ("delay", "period", "percent"):
+    for key in ("delay", "period", "percent", "rate"):
         if getattr(args, key) is not None:
             body[key] = getattr(args, key)
     return _send(args, body)
@@ -228,9 +253,39 @@ def cmd_heal(args: argparse.Namespace) -> int:
 # --- drwatch drill ------------------------------------------------------------------------------
 
 
+def _ledger_dir(config: Path | None) -> Path | None:
+    """The drill ledger's directory: the config's watcher.state_dir (None: no config, or a
+    config with problems, already reported)."""
+    if config is None:
+        return None
+    try:
+        return config_mod.load(config).watcher.state_dir
+    except ConfigError as err:
+        _problems(str(config), err)
+        return None
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
+
+
 def cmd_drill(args: argparse.Namespace) -> int:
+    if args.live:
+        from drwatch.plan.cli import cmd_live_drill  # noqa: PLC0415 - only for live drills
+
+        return cmd_live_drill(args)
+    return _sandbox_drill(args)
+
+
+def _sandbox_drill(args: argparse.Namespace) -> int:
     topo = _topology(args.topology)
     if topo is None:
+        return EXIT_BAD_INPUT
+    ledger_dir = _ledger_dir(args.config)
+    if args.config is not None and ledger_dir is None:
         return EXIT_BAD_INPUT
     try:
         scenario = load_scenario(args.scenario, topo)
@@ -249,6 +304,9 @@ def cmd_drill(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     write_report(report, args.report)
     print(summary(report))
+    if ledger_dir is not None:
+        rec = record_report(ledger_dir, report, "sandbox", by=_who())
+        print(f"recorded in the drill ledger as {rec.id}")
     if report["passed"] and args.state_dir is None:
         shutil.rmtree(state_dir, ignore_errors=True)
     elif not report["passed"]:

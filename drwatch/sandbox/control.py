@@ -1,6 +1,6 @@
 """The sandbox's control API, on loopback only: inject and heal faults, read its state.
 
-    POST /v1/faults   {"do": VERB, "target": NAME, "delay"|"period": "2s", "percent": 95}
+    POST /v1/faults   {"do": VERB, "target": NAME, "delay"|"period": "2s", "percent"|"rate": 10}
     GET  /v1/state    hosts, their ports and faults, the active faults, the EIP holder
 
 No token: it binds 127.0.0.1 and drives a simulated world only.

@@ -47,6 +47,17 @@ class Incident:
     steps: tuple[Step, ...] = field(default=())
 
 
+@dataclass(frozen=True)
+class SeenFinding:
+    """A finding in the status document (`findings`), warnings included."""
+
+    finding: str
+    targets: tuple[str, ...]
+    data_class: str | None
+    evidence: str
+    facts: Mapping[str, str] = field(default_factory=dict)
+
+
 def epoch(value: object) -> float | None:
     """Epoch seconds from a number or ISO 8601 text; None when absent or unreadable."""
     if isinstance(value, bool) or value is None:
@@ -120,6 +131,29 @@ def parse_incidents(body: object) -> list[Incident]:
     return [parse_incident(i) for i in items if isinstance(i, Mapping)]
 
 
+def parse_findings(body: object) -> list[SeenFinding]:
+    items = body.get("findings") if isinstance(body, Mapping) else None
+    if not isinstance(items, list):
+        return []
+    out = []
+    for raw in items:
+        if not isinstance(raw, Mapping):
+            continue
+        facts = raw.get("facts")
+        out.append(
+            SeenFinding(
+                finding=str(raw.get("finding", "")),
+                targets=_targets(raw.get("targets")),
+                data_class=_text(raw, "data_class"),
+                evidence=str(raw.get("evidence", "")),
+                facts={str(k): str(v) for k, v in facts.items()}
+                if isinstance(facts, Mapping)
+                else {},
+            )
+        )
+    return out
+
+
 def _healths(node: object) -> Iterator[str]:
     """Every value under a `health` key, anywhere in the status document."""
     if isinstance(node, Mapping):
@@ -161,6 +195,10 @@ class DaemonApi:
     async def incidents(self) -> list[Incident] | None:
         body = await self._get(INCIDENTS_PATH)
         return None if body is None else parse_incidents(body)
+
+    async def findings(self) -> list[SeenFinding] | None:
+        body = await self._get(STATUS_PATH)
+        return None if body is None else parse_findings(body)
 
     async def healthy(self) -> bool | None:
         body = await self._get(STATUS_PATH)

@@ -21,7 +21,7 @@ from drwatch.sandbox.daemon_api import DaemonApi, Incident
 from drwatch.sandbox.faults import Fault, parse_param
 from drwatch.sandbox.scenario import Event, Scenario
 from drwatch.sandbox.topology import Topology
-from drwatch.sandbox.verdict import DrillFacts, EventRecord, build_report
+from drwatch.sandbox.verdict import DrillFacts, EventRecord, Sighting, build_report
 from drwatch.sandbox.world import Options, Sandbox
 
 log = get_logger(component="sandbox.drill")
@@ -37,6 +37,8 @@ class Seen:
 
     events: list[EventRecord] = field(default_factory=list)
     incidents: dict[str, Incident] = field(default_factory=dict)
+    # (finding, targets, data class) -> its first sighting in the daemon's status
+    sightings: dict[tuple[str, tuple[str, ...], str | None], Sighting] = field(default_factory=dict)
     api_answered: bool = False
 
 
@@ -84,6 +86,15 @@ async def _fetch(api: DaemonApi, seen: Seen) -> None:
     if found is not None:
         seen.api_answered = True
         seen.incidents.update((i.id, i) for i in found)
+    findings = await api.findings()
+    now = time.time()
+    for f in findings or []:
+        key = (f.finding, f.targets, f.data_class)
+        if key not in seen.sightings:
+            facts = tuple(sorted(f.facts.items()))
+            seen.sightings[key] = Sighting(
+                f.finding, f.targets, f.data_class, now, f.evidence, facts
+            )
 
 
 async def _timeline(sb: Sandbox, chaos: Chaos, sc: Scenario, start: float, seen: Seen) -> None:
@@ -124,6 +135,7 @@ async def run_drill(
         api_answered=seen.api_answered,
         rto_s=sc.objectives.rto or DEFAULT_RTO_S,
         rpo_s=sc.objectives.rpo,
+        sightings=tuple(sorted(seen.sightings.values(), key=lambda s: s.first_seen)),
     )
     return build_report(sc, facts)
 

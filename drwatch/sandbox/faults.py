@@ -45,9 +45,10 @@ VERBS: dict[str, tuple[TargetKind, str | None]] = {
     "corrupt-volume": (TargetKind.VOLUME, None),
     "corrupt-snapshot": (TargetKind.SNAPSHOT, None),
     "kill-watcher": (TargetKind.WATCHER, "delay"),
+    "grow-disk": (TargetKind.INSTANCE, "rate"),
 }
 
-DEFAULTS = {"delay": 2.0, "period": 2.0, "percent": 95.0}
+DEFAULTS = {"delay": 2.0, "period": 2.0, "percent": 95.0, "rate": 10.0}
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,12 @@ def parse_param(verb: str, raw: object) -> dict[str, float]:
     if name == "percent":
         if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw <= 100:
             raise ValueError(f"percent must be a number from 0 to 100 (got {raw!r})")
+        return {name: float(raw)}
+    if name == "rate":
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 < raw <= 100:
+            raise ValueError(
+                f"rate must be percent per minute, above 0 and at most 100 (got {raw!r})"
+            )
         return {name: float(raw)}
     seconds = parse_duration(raw)
     if name == "period" and seconds <= 0:

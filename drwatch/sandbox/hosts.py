@@ -74,6 +74,8 @@ class HostFaults:
     app_delay_s: float = 0.0
     app_period_s: float = 2.0
     disk_percent: float | None = None
+    # grow-disk: (when it began, the use then in percent, percent per minute)
+    disk_growth: tuple[float, float, float] | None = None
 
 
 class SimHost:
@@ -166,8 +168,16 @@ class SimHost:
 
     # --- HostFacts ------------------------------------------------------------------------
 
-    def disks(self) -> list[DiskUsage]:
+    def disk_percent(self) -> float:
+        """35% unless a fault says otherwise; grow-disk adds its rate, up to full."""
         percent = self.faults.disk_percent if self.faults.disk_percent is not None else 35.0
+        if self.faults.disk_growth is not None:
+            began, start, rate = self.faults.disk_growth
+            percent = start + rate * max(0.0, time.time() - began) / 60.0
+        return min(100.0, percent)
+
+    def disks(self) -> list[DiskUsage]:
+        percent = self.disk_percent()
         free = int(DISK_TOTAL * (100.0 - percent) / 100.0)
         return [DiskUsage(mount="/", total_bytes=DISK_TOTAL, free_bytes=free, used_percent=percent)]
 

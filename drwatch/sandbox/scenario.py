@@ -49,6 +49,7 @@ class Event(_Strict):
     delay: Param | None = None
     period: Param | None = None
     percent: Param | None = None
+    rate: Param | None = None  # grow-disk: percent per minute
 
     def param_value(self) -> object:
         _, name = VERBS.get(self.do, (None, None))
@@ -74,12 +75,35 @@ class Expect(_Strict):
         return " ".join(parts)
 
 
+class ExpectFinding(_Strict):
+    """A finding (warnings too) in the daemon's status during the drill (DESIGN.md)."""
+
+    finding: str = Field(min_length=1)
+    targets: list[str] | None = None
+    data_class: str | None = None
+    within: Duration | None = None
+    absent: bool = False
+
+    def describe(self) -> str:
+        parts = [f"finding={self.finding}"]
+        if self.targets is not None:
+            parts.append(f"targets={self.targets}")
+        if self.data_class is not None:
+            parts.append(f"data_class={self.data_class}")
+        if self.within is not None:
+            parts.append(f"within={self.within:g}s")
+        if self.absent:
+            parts.append("absent")
+        return " ".join(parts)
+
+
 class Scenario(_Strict):
     name: str = Field(min_length=1)
     duration: Duration
     objectives: Objectives = Objectives()
     event: list[Event] = Field(default_factory=list)
     expect: list[Expect] = Field(default_factory=list)
+    expect_finding: list[ExpectFinding] = Field(default_factory=list)
     expect_no_playbooks: bool = False
     max_incidents: Annotated[int, Field(ge=0, le=10_000)] | None = None
 
@@ -137,6 +161,22 @@ def _semantic_problems(sc: Scenario, topo: Topology) -> list[str]:
         for name in ex.targets or []:
             if topo.by_name(name) is None:
                 problems.append(f"expect[{i}].targets: unknown instance {name!r}")
+    for i, ef in enumerate(sc.expect_finding):
+        problems += _finding_problems(i, ef, topo)
+    return problems
+
+
+def _finding_problems(i: int, ef: ExpectFinding, topo: Topology) -> list[str]:
+    where = f"expect_finding[{i}]"
+    problems = [
+        f"{where}.targets: unknown instance {name!r}"
+        for name in ef.targets or []
+        if topo.by_name(name) is None
+    ]
+    if ef.targets is not None and ef.data_class is not None:
+        problems.append(f"{where}: give targets or data_class, not both")
+    if ef.absent and ef.within is not None:
+        problems.append(f"{where}: within has no meaning with absent = true")
     return problems
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from drwatch.sandbox.daemon_api import Incident
 from drwatch.sandbox.faults import HEAL
-from drwatch.sandbox.scenario import Expect, Scenario
+from drwatch.sandbox.scenario import Expect, ExpectFinding, Scenario
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,18 @@ class EventRecord:
 
 
 @dataclass(frozen=True)
+class Sighting:
+    """A finding as the drill first saw it in the daemon's status (`first_seen` epoch)."""
+
+    finding: str
+    targets: tuple[str, ...]
+    data_class: str | None
+    first_seen: float
+    evidence: str = ""
+    facts: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class DrillFacts:
     """What the drill runner saw. `start` is the drill's start (epoch seconds)."""
 
@@ -37,6 +49,7 @@ class DrillFacts:
     api_answered: bool
     rto_s: float
     rpo_s: float | None = None
+    sightings: tuple[Sighting, ...] = ()
 
 
 def _rel(t: float | None, start: float) -> float | None:
@@ -131,9 +144,63 @@ def judge(ex: Expect, facts: DrillFacts) -> dict[str, Any]:
     return {**out, "met": True, "reason": f"incident {inc.id}: {inc.outcome}"}
 
 
+def _sighting_matches(ef: ExpectFinding, s: Sighting) -> bool:
+    return (
+        s.finding == ef.finding
+        and (ef.targets is None or set(s.targets) == set(ef.targets))
+        and (ef.data_class is None or s.data_class == ef.data_class)
+    )
+
+
+def _finding_cause(ef: ExpectFinding, s: Sighting, facts: DrillFacts) -> EventRecord | None:
+    """The latest fault before the sighting, preferring one that names its targets."""
+    seen = s.first_seen - facts.start
+    faults = [e for e in facts.events if e.do != HEAL and not e.error and e.at_s <= seen + 0.5]
+    named = [e for e in faults if e.target in s.targets or e.target == s.data_class]
+    pool = named or faults
+    return pool[-1] if pool else None
+
+
+def judge_finding(ef: ExpectFinding, facts: DrillFacts) -> dict[str, Any]:
+    """Did the finding appear (in time from its cause), or, with `absent`, never?"""
+    found = sorted(
+        (s for s in facts.sightings if _sighting_matches(ef, s)), key=lambda s: s.first_seen
+    )
+    out: dict[str, Any] = {"expect_finding": ef.model_dump(exclude_none=True)}
+    if ef.absent:
+        if found:
+            at = found[0].first_seen - facts.start
+            return {**out, "met": False, "reason": f"seen at {at:.1f}s: {found[0].evidence}"}
+        return {**out, "met": True, "reason": "never seen"}
+    if not found:
+        seen = ", ".join(sorted({s.finding for s in facts.sightings})) or "none"
+        return {**out, "met": False, "reason": f"never seen (findings seen: {seen})"}
+    first = found[0]
+    at = first.first_seen - facts.start
+    if ef.within is None:
+        return {**out, "met": True, "reason": f"seen at {at:.1f}s: {first.evidence}"}
+    start = _finding_cause(ef, first, facts)
+    from_s = start.at_s if start else (facts.healthy_at_s or 0.0)
+    took = at - from_s
+    met = took <= ef.within
+    reason = f"seen {took:.1f}s after {'the cause' if start else 'the start'}: {first.evidence}"
+    return {**out, "met": met, "reason": reason if met else f"{reason} (within {ef.within:g}s)"}
+
+
+def sighting_report(s: Sighting, facts: DrillFacts) -> dict[str, Any]:
+    return {
+        "finding": s.finding,
+        "targets": list(s.targets),
+        "data_class": s.data_class,
+        "first_seen_s": _rel(s.first_seen, facts.start),
+        "evidence": s.evidence,
+        "facts": dict(s.facts),
+    }
+
+
 def violations(sc: Scenario, facts: DrillFacts, incidents: list[dict[str, Any]]) -> list[str]:
     out = []
-    if not facts.api_answered and (sc.expect or sc.max_incidents is not None):
+    if not facts.api_answered and (sc.expect or sc.expect_finding or sc.max_incidents is not None):
         out.append("the daemon's incidents API never answered: nothing could be checked")
     if facts.healthy_at_s is None:
         out.append("the sandbox never became healthy: the timeline did not run")
@@ -157,9 +224,11 @@ def violations(sc: Scenario, facts: DrillFacts, incidents: list[dict[str, Any]])
 def build_report(sc: Scenario, facts: DrillFacts) -> dict[str, Any]:
     incidents = [incident_report(i, facts) for i in facts.incidents]
     expectations = [judge(ex, facts) for ex in sc.expect]
+    expectations += [judge_finding(ef, facts) for ef in sc.expect_finding]
     broken = violations(sc, facts, incidents)
     return {
         "scenario": sc.name,
+        "started_at": facts.start,
         "passed": all(e["met"] for e in expectations) and not broken,
         "objectives": {"rto_s": facts.rto_s, "rpo_s": facts.rpo_s},
         "healthy_at_s": facts.healthy_at_s,
@@ -170,6 +239,7 @@ def build_report(sc: Scenario, facts: DrillFacts) -> dict[str, Any]:
             for e in facts.events
         ],
         "incidents": incidents,
+        "findings": [sighting_report(s, facts) for s in facts.sightings],
         "expectations": expectations,
         "violations": broken,
     }
@@ -185,6 +255,11 @@ def summary(report: dict[str, Any]) -> str:
         f"  {e['at_s']:7.1f}s  {e['do']} {e['target']} {e['error']}" for e in report["events"]
     ]
     lines.append(f"incidents: {len(report['incidents'])}")
+    for f in report.get("findings") or []:
+        lines.append(
+            f"  finding {f['finding']} {f['targets']} first seen {_secs(f['first_seen_s'])}: "
+            f"{f['evidence']}"
+        )
     for inc in report["incidents"]:
         lines.append(
             f"  {inc['id']}: {inc['scope']} {inc['role'] or ''} {inc['targets']} "
@@ -195,7 +270,8 @@ def summary(report: dict[str, Any]) -> str:
     lines.append("expectations:")
     for ex in report["expectations"]:
         mark = "met " if ex["met"] else "FAIL"
-        lines.append(f"  [{mark}] {ex['expect']}: {ex['reason']}")
+        what = ex.get("expect", ex.get("expect_finding"))
+        lines.append(f"  [{mark}] {what}: {ex['reason']}")
     lines += [f"violation: {v}" for v in report["violations"]]
     lines.append("PASSED" if report["passed"] else "FAILED")
     return "\n".join(lines)

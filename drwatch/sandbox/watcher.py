@@ -82,6 +82,8 @@ def render_config(topo: Topology, where: WorldAddresses) -> str:
         "",
         *_timing(),
         *_policy(),
+        *_trends(),
+        *_plan(),
         *_alerts(where),
     ]
     for name, specs in topo.groups().items():
@@ -118,6 +120,35 @@ def _policy() -> list[str]:
         'cooldown = "1m"',
         "max_concurrent = 3",
         'dead_grace = "4s"',
+        "",
+    ]
+
+
+def _trends() -> list[str]:
+    # A drill lasts minutes: fit a minute of one-second samples, warn an hour ahead.
+    return [
+        "[trends]",
+        'window = "60s"',
+        "min_samples = 10",
+        'disk_full_horizon = "1h"',
+        'sustain = "30s"',
+        "",
+    ]
+
+
+def _plan() -> list[str]:
+    # `drwatch plan` on a sandbox: someone to call, so only drills and readiness decide.
+    return [
+        "[plan]",
+        'title = "Sandbox: disaster-recovery plan"',
+        'service = "The simulated shop of `drwatch sandbox` (two regions, on this machine)."',
+        "[[plan.owners]]",
+        'name = "You"',
+        'role = "sandbox operator"',
+        "[[plan.approvers]]",
+        'name = "You"',
+        "[[plan.escalation]]",
+        'name = "You"',
         "",
     ]
 

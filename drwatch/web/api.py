@@ -118,6 +118,9 @@ class LiveApiState:
 
 
 STATE_KEY: web.AppKey[ApiState] = web.AppKey("drwatch_api_state", ApiState)
+# Other parts of the API (drwatch.web.outlook) add to the status document through these.
+StatusHook = Callable[[JSON, Snapshot | None], None]
+STATUS_HOOKS: web.AppKey[list[StatusHook]] = web.AppKey("drwatch_status_hooks", list)
 
 
 def add_routes(app: web.Application, state: ApiState) -> None:
@@ -146,6 +149,13 @@ def add_read_route(
 # -- auth ------------------------------------------------------------------------------------
 
 Handler = Callable[[web.Request, ApiState], Awaitable[web.Response]]
+
+
+def guard_read(
+    handler: Handler, query: tuple[str, ...] = ()
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A read endpoint added elsewhere, under the same token and query rules as these."""
+    return _guard(handler, mutating=False, query=query)
 
 
 def _guard(
@@ -208,7 +218,10 @@ def _error(status: int, message: str) -> web.Response:
 
 
 async def status(request: web.Request, state: ApiState) -> web.Response:
-    return web.json_response(status_doc(state))
+    doc = status_doc(state)
+    for hook in request.app.get(STATUS_HOOKS, ()):
+        hook(doc, state.latest_snapshot())
+    return web.json_response(doc)
 
 
 async def incidents(request: web.Request, state: ApiState) -> web.Response:
@@ -441,6 +454,7 @@ def finding_doc(d: Diagnosis, names: Mapping[str, str]) -> JSON:
         "targets": [names.get(t, t) for t in d.targets],
         "target_ids": list(d.targets),
         "evidence": d.evidence,
+        "facts": dict(d.facts),
         **_times(since=d.since),
     }
 

@@ -81,8 +81,48 @@ class ReportLike(Protocol):
     def findings(self) -> Sequence[_DiagnosisLike]: ...
 
 
+DEFAULT_DRILL_INTERVAL_S = 182 * 86400.0
+# Found beside the cycle (drwatch.assess.trends), counted by update_trends.
+TREND_FINDINGS = (
+    Finding.DISK_FULL_SOON,
+    Finding.CPU_PRESSURE,
+    Finding.MEMORY_PRESSURE,
+    Finding.VOLUME_IMPAIRED,
+)
 # Every finding that is a warning, exported at 0 from start-up so alert rules see it.
 _WARNING_FINDINGS = tuple(f for f in Finding if f.severity is Severity.WARNING)
+_CYCLE_WARNINGS = tuple(f for f in _WARNING_FINDINGS if f not in TREND_FINDINGS)
+
+
+class _DiskTrendLike(Protocol):
+    @property
+    def instance(self) -> str: ...
+    @property
+    def mount(self) -> str: ...
+    @property
+    def rate_bytes_per_s(self) -> float: ...
+    @property
+    def eta_s(self) -> float | None: ...
+
+
+class _PressureLike(Protocol):
+    @property
+    def instance(self) -> str: ...
+    @property
+    def resource(self) -> str: ...
+    @property
+    def lasted_s(self) -> float: ...
+
+
+class TrendsLike(Protocol):
+    """What metrics read of drwatch.assess.trends.TrendReport."""
+
+    @property
+    def diagnoses(self) -> Sequence[_DiagnosisLike]: ...
+    @property
+    def disks(self) -> Sequence[_DiskTrendLike]: ...
+    @property
+    def pressure(self) -> Sequence[_PressureLike]: ...
 
 
 # Latency buckets for checks, cut at the longest configured timeout (a check cannot
@@ -164,6 +204,82 @@ class _SnapshotCollector(Collector):
         return ()
 
 
+class _OutlookCollector(Collector):
+    """Early warnings (disk fits, pressure runs) and the drill ledger's newest drills,
+    replaced whole on each refresh: a disk that stops growing loses its ETA series."""
+
+    def __init__(self) -> None:
+        self._disks: tuple[tuple[str, str, float, float | None], ...] = ()
+        self._pressure: tuple[tuple[str, str, float], ...] = ()
+        self._drills: Mapping[tuple[str, str], float] = {}
+        self._interval = DEFAULT_DRILL_INTERVAL_S
+        self._required: tuple[str, ...] = ()
+
+    def set_trends(
+        self,
+        disks: Iterable[tuple[str, str, float, float | None]],
+        pressure: Iterable[tuple[str, str, float]],
+    ) -> None:
+        self._disks, self._pressure = tuple(disks), tuple(pressure)
+
+    def set_drills(
+        self, latest: Mapping[tuple[str, str], float], interval: float, required: Iterable[str]
+    ) -> None:
+        self._drills, self._interval, self._required = dict(latest), interval, tuple(required)
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._collect_trends()
+        yield from self._collect_drills()
+
+    def _collect_trends(self) -> Iterable[Metric]:
+        eta = GaugeMetricFamily(
+            "drwatch_disk_full_eta_seconds",
+            "Estimated seconds until the disk is full, from a robust fit of its recent use; "
+            "absent while the disk is not growing or the samples are too few.",
+            labels=["instance", "mount"],
+        )
+        rate = GaugeMetricFamily(
+            "drwatch_disk_growth_bytes_per_second",
+            "The fitted growth of the disk's used bytes (negative: shrinking).",
+            labels=["instance", "mount"],
+        )
+        for instance, mount, growth, seconds in self._disks:
+            rate.add_metric([instance, mount], growth)
+            if seconds is not None:
+                eta.add_metric([instance, mount], seconds)
+        pressure = GaugeMetricFamily(
+            "drwatch_pressure_seconds",
+            "How long CPU or memory use has stayed at or above its trends threshold (0: not now).",
+            labels=["instance", "resource"],
+        )
+        for instance, resource, lasted in self._pressure:
+            pressure.add_metric([instance, resource], lasted)
+        yield from (eta, rate, pressure)
+
+    def _collect_drills(self) -> Iterable[Metric]:
+        last = GaugeMetricFamily(
+            "drwatch_last_drill_timestamp_seconds",
+            "When the newest drill of this kind with this result started (Unix time); "
+            "0 for a required kind that has never passed.",
+            labels=["kind", "result"],
+        )
+        rows = dict(self._drills)
+        for kind in self._required:
+            rows.setdefault((kind, "passed"), 0.0)
+        for (kind, result), ts in sorted(rows.items()):
+            last.add_metric([kind, result], ts)
+        yield last
+        yield GaugeMetricFamily(
+            "drwatch_drill_interval_seconds",
+            "objectives.drill_interval: a passing drill of each required kind is due "
+            "this long after the last.",
+            value=self._interval,
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+
 def _row(th: TargetHealth, fleet: Fleet) -> _TargetRow | None:
     if th.health is Health.UNKNOWN or th.layer is Layer.CANARY:
         return None
@@ -195,6 +311,8 @@ class Metrics:
             PlatformCollector(registry=self.registry)
         self._snapshot = _SnapshotCollector()
         self.registry.register(self._snapshot)
+        self._outlook = _OutlookCollector()
+        self.registry.register(self._outlook)
         self._seen_runs: OrderedDict[str, None] = OrderedDict()
         self._build(max_check_timeout)
 
@@ -357,12 +475,31 @@ class Metrics:
                 self.incident_opened(Scope(scope))
         self.set_watcher_impaired(report.watcher_state == "impaired")
         self.set_paused(report.paused)
-        warnings = dict.fromkeys(_WARNING_FINDINGS, 0)
+        warnings = dict.fromkeys(_CYCLE_WARNINGS, 0)
         for d in report.findings:
             if d.severity is Severity.WARNING:
                 warnings[d.finding] = warnings.get(d.finding, 0) + 1
         for finding, count in warnings.items():
             self.warnings.labels(finding.value).set(count)
+
+    def update_trends(self, trends: TrendsLike) -> None:
+        """Disk fits, pressure runs, and the trend warnings' counts (call after
+        update_from_report, which counts only the cycle's own findings)."""
+        self._outlook.set_trends(
+            ((t.instance, t.mount, t.rate_bytes_per_s, t.eta_s) for t in trends.disks),
+            ((p.instance, p.resource, p.lasted_s) for p in trends.pressure),
+        )
+        counts = dict.fromkeys(TREND_FINDINGS, 0)
+        for d in trends.diagnoses:
+            counts[d.finding] = counts.get(d.finding, 0) + 1
+        for finding, count in counts.items():
+            self.warnings.labels(finding.value).set(count)
+
+    def update_drills(
+        self, latest: Mapping[tuple[str, str], float], interval: float, required: Iterable[str]
+    ) -> None:
+        """The ledger's newest drill per (kind, result), and the interval they are due in."""
+        self._outlook.set_drills(latest, interval, required)
 
     def set_incidents_active(self, by_scope: Mapping[Scope, int]) -> None:
         """Open incidents per scope; scopes not named are set to 0."""

@@ -179,3 +179,21 @@ def test_shipped_drill_passes(tmp_path: Path, name: str) -> None:
         assert report["incidents"] == []
     if name in RUNG:
         assert_rung(report, RUNG[name])
+    if name == "disk-trend.toml":
+        assert_warned_well_before_full(report)
+
+
+def assert_warned_well_before_full(report: Any) -> None:
+    """app-3's disk grows 20%/min from 35%: full 195 s after the fault, past the fixed
+    90% threshold at 165 s. The trend warning comes minutes before either, and its
+    estimate is within a third of the truth."""
+    (grow,) = [e for e in report["events"] if e["do"] == "grow-disk"]
+    full_at = grow["at_s"] + (100 - 35) / 20 * 60
+    (seen,) = [
+        f
+        for f in report["findings"]
+        if f["finding"] == "disk_full_soon" and f["targets"] == ["app-3"]
+    ]
+    assert full_at - seen["first_seen_s"] > 120, seen
+    truth = full_at - seen["first_seen_s"]
+    assert abs(float(seen["facts"]["eta_s"]) - truth) < truth / 3, seen

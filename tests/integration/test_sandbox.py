@@ -286,6 +286,26 @@ async def test_fill_disk_shows_in_the_agent_facts(world: World) -> None:
     assert facts["disks"]["/"]["used_percent"] < 90
 
 
+async def test_grow_disk_fills_steadily_in_the_agent_facts(world: World) -> None:
+    """grow-disk: the disk's use rises from where it was at `rate` percent per minute
+    (60 %/min: a percent a second); heal stops it."""
+    await world.do("grow-disk", "db-2", rate=60)
+    first = await world.facts("db-2")
+    assert isinstance(first, dict)
+
+    async def grew() -> bool:
+        now = await world.facts("db-2")
+        return isinstance(now, dict) and (
+            now["disks"]["/"]["used_percent"] >= first["disks"]["/"]["used_percent"] + 2
+        )
+
+    await eventually(grew)
+    await world.do("heal", "db-2")
+    facts = await world.facts("db-2")
+    assert isinstance(facts, dict)
+    assert facts["disks"]["/"]["used_percent"] == 35
+
+
 async def test_zone_outage_impairs_the_zone_silences_it_and_refuses_launches(
     world: World,
 ) -> None:

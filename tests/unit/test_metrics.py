@@ -268,3 +268,30 @@ def test_warnings_are_counted_by_finding_and_fall_back_to_zero() -> None:
     assert (("finding", "instance_stopped"),) not in during
     m.update_from_report(Report(()))
     assert _samples(m, "drwatch_warnings")[(("finding", "capacity_disk"),)] == 0.0
+
+
+def test_trend_and_drill_series() -> None:
+    """A disk's ETA shows while it grows and vanishes when it stops; a required drill
+    kind that never passed reads 0 (the overdue rule fires on it); the trend warnings
+    are counted under drwatch_warnings."""
+    from drwatch.assess.trends import DiskTrend, Pressure, TrendReport
+
+    m = Metrics(process_metrics=False)
+    growing = DiskTrend("i-3", "app-3", "/", 60.0, 1e6, 4000.0, 30, 600.0)
+    warn = Diagnosis(Finding.DISK_FULL_SOON, "instance:i-3", targets=("i-3",))
+    pressure = Pressure("i-3", "app-3", "cpu", 120.0, 97.0)
+    m.update_trends(TrendReport((warn,), (growing,), (pressure,)))
+    m.update_drills({("live", "failed"): 50.0}, 86400.0, ["sandbox"])
+    text = m.exposition().decode()
+    assert 'drwatch_disk_full_eta_seconds{instance="app-3",mount="/"} 4000.0' in text
+    assert 'drwatch_pressure_seconds{instance="app-3",resource="cpu"} 120.0' in text
+    assert 'drwatch_warnings{finding="disk_full_soon"} 1.0' in text
+    assert 'drwatch_last_drill_timestamp_seconds{kind="sandbox",result="passed"} 0.0' in text
+    assert 'drwatch_last_drill_timestamp_seconds{kind="live",result="failed"} 50.0' in text
+    assert "drwatch_drill_interval_seconds 86400.0" in text
+    stopped = DiskTrend("i-3", "app-3", "/", 60.0, 0.0, None, 30, 600.0)
+    m.update_trends(TrendReport((), (stopped,), ()))
+    text = m.exposition().decode()
+    assert "drwatch_disk_full_eta_seconds{" not in text
+    assert 'drwatch_warnings{finding="disk_full_soon"} 0.0' in text
+    assert_promtool_clean(m.exposition())

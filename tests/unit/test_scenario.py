@@ -206,6 +206,38 @@ def test_topology_problems_are_all_listed() -> None:
     assert "unknown instance 'nope'" in text
 
 
+def test_grow_disk_takes_a_rate_in_percent_per_minute() -> None:
+    """`rate` must be above 0 and at most 100 percent per minute."""
+    good = {"at": "1s", "do": "grow-disk", "target": "app-3", "rate": 20}
+    assert parse_scenario(_base(event=[good]), TOPO).event[0].rate == 20
+    for rate in (0, 101, "fast"):
+        (problem,) = _problems(_base(event=[{**good, "rate": rate}]))
+        assert problem.startswith("event[0]: rate must be percent per minute"), problem
+
+
+def test_expect_finding_is_checked_whole() -> None:
+    """Unknown instances, targets with a data class, and within with absent are all named."""
+    problems = _problems(
+        _base(
+            expect_finding=[
+                {"finding": "disk_full_soon", "targets": ["app-99"]},
+                {"finding": "x", "targets": ["app-1"], "data_class": "orders"},
+                {"finding": "capacity_disk", "absent": True, "within": "5s"},
+            ]
+        )
+    )
+    assert problems == [
+        "expect_finding[0].targets: unknown instance 'app-99'",
+        "expect_finding[1]: give targets or data_class, not both",
+        "expect_finding[2]: within has no meaning with absent = true",
+    ]
+
+
+def test_expect_finding_needs_its_finding() -> None:
+    (problem,) = _problems(_base(expect_finding=[{"targets": ["app-1"]}]))
+    assert problem == "expect_finding[0].finding: required field is missing"
+
+
 @pytest.mark.parametrize(
     ("change", "where"),
     [

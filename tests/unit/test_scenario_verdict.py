@@ -7,7 +7,7 @@ from typing import Any
 from drwatch.sandbox.daemon_api import Incident, parse_incidents, status_healthy
 from drwatch.sandbox.scenario import parse_scenario
 from drwatch.sandbox.topology import default_topology
-from drwatch.sandbox.verdict import DrillFacts, EventRecord, build_report, summary
+from drwatch.sandbox.verdict import DrillFacts, EventRecord, Sighting, build_report, summary
 
 START = 1_800_000_000.0
 
@@ -205,3 +205,57 @@ def test_status_is_healthy_only_when_everything_is_up() -> None:
         {"all_healthy": True, "canaries": [{"health": "unknown"}], "targets": []}
     )
     assert not status_healthy({"targets": []})
+
+
+def _sighting(finding: str, targets: tuple[str, ...], at_s: float) -> Sighting:
+    return Sighting(finding, targets, None, START + at_s, evidence=f"{finding} seen")
+
+
+def _finding_report(sightings: tuple[Sighting, ...], **expect: Any) -> dict[str, Any]:
+    sc = _scenario(
+        event=[{"at": "5s", "do": "grow-disk", "target": "app-3", "rate": 20}],
+        expect=[],
+        expect_finding=[expect],
+    )
+    facts = DrillFacts(
+        start=START,
+        healthy_at_s=10.0,
+        ended_at_s=80.0,
+        events=(EventRecord(15.0, "grow-disk", "app-3", result="ok"),),
+        incidents=(),
+        api_answered=True,
+        rto_s=45.0,
+        sightings=sightings,
+    )
+    return build_report(sc, facts)
+
+
+def test_a_finding_seen_in_time_from_its_cause_is_met() -> None:
+    """Measured from the fault that names its target (at 15 s) to its first sighting."""
+    seen = (_sighting("disk_full_soon", ("app-3",), 40.0),)
+    report = _finding_report(seen, finding="disk_full_soon", targets=["app-3"], within="30s")
+    (ex,) = report["expectations"]
+    assert ex["met"] is True
+    assert ex["reason"].startswith("seen 25.0s after the cause")
+    assert report["findings"][0]["first_seen_s"] == 40.0
+    assert report["passed"] is True
+
+
+def test_a_finding_seen_too_late_or_on_another_target_is_not_met() -> None:
+    late = (_sighting("disk_full_soon", ("app-3",), 60.0),)
+    (ex,) = _finding_report(late, finding="disk_full_soon", within="30s")["expectations"]
+    assert ex["met"] is False
+    assert "within 30s" in ex["reason"]
+    other = (_sighting("disk_full_soon", ("app-4",), 20.0),)
+    report = _finding_report(other, finding="disk_full_soon", targets=["app-3"])
+    assert report["expectations"][0]["met"] is False
+    assert report["passed"] is False
+
+
+def test_an_absent_finding_fails_when_it_shows() -> None:
+    shown = (_sighting("capacity_disk", ("app-3",), 50.0),)
+    (ex,) = _finding_report(shown, finding="capacity_disk", absent=True)["expectations"]
+    assert ex["met"] is False
+    assert ex["reason"] == "seen at 50.0s: capacity_disk seen"
+    (ok,) = _finding_report((), finding="capacity_disk", absent=True)["expectations"]
+    assert ok["met"] is True

@@ -244,6 +244,48 @@ function renderWatcher(status) {
     el("li", { class: healthOf(c) }, (c.name || "?") + ": " + healthOf(c))) : el("li", { class: "empty" }, "none reported"));
 }
 
+// -- drills and early warning ---------------------------------------------------------
+
+const TREND_FINDINGS = ["disk_full_soon", "cpu_pressure", "memory_pressure"];
+
+function secs(value) {
+  if (value === null || value === undefined) return "–";
+  if (value < 120) return Math.round(value) + " s";
+  if (value < 7200) return Math.round(value / 60) + " min";
+  if (value < 172800) return (value / 3600).toFixed(1) + " h";
+  return (value / 86400).toFixed(1) + " days";
+}
+
+function day(value) {
+  const d = toDate(value);
+  return d ? d.toISOString().slice(0, 16).replace("T", " ") + "Z" : "–";
+}
+
+function renderDrills(drills) {
+  const last = drills && drills.last;
+  const lastNode = document.getElementById("last-drill");
+  lastNode.className = last ? "" : "empty";
+  lastNode.textContent = last
+    ? day(last.started_at) + " · " + last.kind + " · " + last.scenario + " · " + last.result +
+      " · recovery " + secs(last.recovery_s) + " (RTO " + secs(last.objectives && last.objectives.rto_s) + ")"
+    : (drills ? "No drill recorded." : "This drwatch does not report drills.");
+  const due = (drills && drills.due) || [];
+  replace("drills-due", due.map((d) => el("li", { class: d.overdue ? "overdue" : "due", "data-kind": d.kind }, d.text)));
+}
+
+function renderEarly(status) {
+  const warnings = list(status.findings, "findings").filter((f) => TREND_FINDINGS.includes(f.finding));
+  const items = warnings.map((f) => el("li", { class: "warn", "data-finding": f.finding }, f.evidence || f.finding));
+  const disks = ((status.trends && status.trends.disks) || []).filter((t) => t.eta_s !== null && t.eta_s !== undefined);
+  disks.sort((a, b) => a.eta_s - b.eta_s);
+  const shown = new Set(warnings.map((f) => (f.targets || []).join(",")));
+  for (const t of disks.slice(0, 5)) {
+    if (shown.has(t.instance)) continue;
+    items.push(el("li", {}, t.instance + " " + t.mount + ": " + Math.round(t.used_percent) + "% used, full in about " + secs(t.eta_s)));
+  }
+  replace("early", items.length ? items : el("li", { class: "empty" }, "Nothing is trending toward trouble."));
+}
+
 // -- loop -----------------------------------------------------------------------------
 
 function setConn(text, ok) {
@@ -260,6 +302,8 @@ async function refresh() {
     renderHeader(status, open);
     renderGrid(status, open);
     renderWatcher(status);
+    renderDrills(status.drills);
+    renderEarly(status);
     document.getElementById("auth").hidden = true;
     document.getElementById("updated").textContent = "updated " + hms(new Date());
     setConn("live", true);
