@@ -30,6 +30,7 @@ from drwatch.sandbox.cloud import SandboxError
 from drwatch.sandbox.daemon_api import DaemonApi
 from drwatch.sandbox.drill import run_drill, write_report
 from drwatch.sandbox.faults import VERBS
+from drwatch.sandbox.pgcluster import PgError
 from drwatch.sandbox.scenario import load_scenario
 from drwatch.sandbox.topology import Topology, default_topology, load_topology
 from drwatch.sandbox.verdict import summary
@@ -58,6 +59,11 @@ def register(sub: Any) -> None:
         default=[],
         metavar="URL",
         help="an Alertmanager (e.g. http://127.0.0.1:9093) the daemon sends alerts to; repeatable",
+    )
+    p.add_argument(
+        "--postgres",
+        action="store_true",
+        help="run real PostgreSQL 15 behind db-1 (primary), db-2 and db-3 (replicas)",
     )
     p.set_defaults(func=cmd_sandbox)
     actions = p.add_subparsers(dest="sandbox_command", metavar="ACTION")
@@ -129,9 +135,9 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     logs.configure("auto", "info")
     try:
-        options = Options(alertmanager_urls=alertmanagers)
+        options = Options(alertmanager_urls=alertmanagers, postgres=args.postgres)
         _run_until_signal(_serve(topo, args.state_dir, options))
-    except (SandboxError, OSError) as err:
+    except (SandboxError, OSError, PgError) as err:
         print(f"the sandbox could not start: {err}", file=sys.stderr)
         return EXIT_FAILED
     print("sandbox stopped", file=sys.stderr)
@@ -159,7 +165,10 @@ async def _serve(topo: Topology, state_dir: Path, options: Options) -> None:
             f"  status page: {sb.api_url}/\n"
             f"  control    : {sb.control_url}  (drwatch sandbox fault VERB TARGET)\n"
             f"  service    : {sb.service_url}\n"
-            f"  state dir  : {sb.state_dir}  (config, logs)\n"
+            + "".join(
+                f"  postgres   : {vol} on {addr}\n" for vol, addr in sb.databases.describe().items()
+            )
+            + f"  state dir  : {sb.state_dir}  (config, logs)\n"
             + "".join(f"  alerts to  : {url}\n" for url in options.alertmanager_urls)
             + (
                 ""
@@ -241,7 +250,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="drwatch-drill-"))
     try:
         report = _run_until_signal(run_drill(scenario, topo, state_dir))
-    except (SandboxError, OSError) as err:
+    except (SandboxError, OSError, PgError) as err:
         print(f"the sandbox could not start: {err} (logs in {state_dir})", file=sys.stderr)
         return EXIT_FAILED
     if report is None:

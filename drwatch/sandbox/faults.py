@@ -45,6 +45,7 @@ VERBS: dict[str, tuple[TargetKind, str | None]] = {
     "corrupt-volume": (TargetKind.VOLUME, None),
     "corrupt-snapshot": (TargetKind.SNAPSHOT, None),
     "kill-watcher": (TargetKind.WATCHER, "delay"),
+    "lag-replica": (TargetKind.INSTANCE, "delay"),
 }
 
 DEFAULTS = {"delay": 2.0, "period": 2.0, "percent": 95.0}

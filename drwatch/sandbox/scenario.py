@@ -80,6 +80,7 @@ class Scenario(_Strict):
     expect: list[Expect] = Field(default_factory=list)
     expect_no_playbooks: bool = False
     max_incidents: Annotated[int, Field(ge=0)] | None = None
+    postgres: bool = False
 
     def timeline(self) -> list[Event]:
         return sorted(self.event, key=lambda e: e.at)
