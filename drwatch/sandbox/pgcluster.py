@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -101,6 +102,33 @@ def _run(argv: Sequence[str], *, timeout_s: float, what: str) -> str:
     return done.stdout
 
 
+def reachable_by_postgres(path: Path) -> bool:
+    """Whether the postgres user can walk down to `path` now (always true when we are not
+    root: then the servers run as us). A 0700 directory on the way says no."""
+    if os.geteuid() != 0:
+        return True
+    resolved = path.resolve()
+    for d in [*reversed(resolved.parents), resolved]:
+        try:
+            st = d.stat()
+        except FileNotFoundError:
+            break
+        if not st.st_mode & 0o001 and st.st_uid != _pg_ids()[0]:
+            return False
+    return True
+
+
+def scratch_dir(prefix: str = "drwatch-pg-") -> Path:
+    """A new directory in the system's temp dir that the postgres user can reach (0711).
+
+    For data that must not depend on its parents' modes: pytest resets
+    /tmp/pytest-of-USER to 0700 whenever a new session starts, which cuts a server off
+    from a data directory under it in the middle of a run. The caller removes it."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o711)
+    return path
+
+
 def make_data_dir(path: Path) -> None:
     """An empty directory the postgres user owns with mode 0700, as initdb wants it."""
     path.mkdir(parents=True, exist_ok=True)
@@ -130,6 +158,7 @@ class PgCluster:
         self.port = port
         self.bin_dir = bin_dir
         self._socket_dir: Path | None = None
+        self._pid: int | None = None  # the postmaster this object started
 
     def __repr__(self) -> str:
         return f"PgCluster({str(self.data_dir)!r}, port={self.port})"
@@ -202,7 +231,7 @@ class PgCluster:
             if len(str(self.data_dir)) < _SOCKET_PATH_MAX:
                 self._socket_dir = self.data_dir
             else:
-                self._socket_dir = Path(tempfile.mkdtemp(prefix="drwatch-pg-"))
+                self._socket_dir = Path(tempfile.mkdtemp(prefix="drwatch-pgsock-"))
                 _open_ancestors(self._socket_dir)
                 _chown_to_postgres(self._socket_dir)
         return self._socket_dir
@@ -219,36 +248,43 @@ class PgCluster:
             timeout_s=timeout_s + 5,
             what=f"start {self.data_dir.name}",
         )
+        self._pid = self._pid_from_file()
         self.wait_ready(timeout_s=timeout_s)
 
     def stop(self, mode: StopMode = "fast", *, timeout_s: float = 30.0) -> None:
-        """Stop the server; a cluster that is not running is already stopped."""
+        """Stop the server; a cluster that is not running is already stopped. A server
+        whose data directory was removed under it gets SIGQUIT (immediate shutdown)."""
         if not self.running():
             return
-        argv = [self._tool("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode, "-w"]
-        _run(
-            [*_as_postgres(), *argv, "-t", str(int(timeout_s))],
-            timeout_s=timeout_s + 5,
-            what=f"stop {self.data_dir.name}",
-        )
+        if self._pid_from_file() is None and self._pid is not None:
+            _signal_postmaster(self._pid, timeout_s)
+        else:
+            argv = [self._tool("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode, "-w"]
+            _run(
+                [*_as_postgres(), *argv, "-t", str(int(timeout_s))],
+                timeout_s=timeout_s + 5,
+                what=f"stop {self.data_dir.name}",
+            )
+        self._pid = None
+        if self._socket_dir is not None and self._socket_dir != self.data_dir:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)  # our own, in /tmp
+            self._socket_dir = None
 
     def restart(self, *, timeout_s: float = 30.0) -> None:
         self.stop("fast", timeout_s=timeout_s)
         self.start(timeout_s=timeout_s)
 
     def running(self) -> bool:
-        """A postmaster runs on this data directory (its pid file names a live process)."""
+        """A postmaster runs on this data directory: its pid file names a live process,
+        or the one this object started still lives."""
+        pid = self._pid_from_file() or self._pid
+        return pid is not None and _alive(pid)
+
+    def _pid_from_file(self) -> int | None:
         try:
-            pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+            return int((self.data_dir / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+            return None
 
     def wait_ready(self, *, timeout_s: float = 30.0) -> None:
         """Wait until `SELECT 1` succeeds, or raise PgError after the deadline."""
@@ -326,6 +362,29 @@ class PgCluster:
         self.sql("CHECKPOINT", timeout_s=30.0)
         corrupt_file_page(path, block)
         return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal_postmaster(pid: int, timeout_s: float) -> None:
+    """SIGQUIT (immediate shutdown) to a postmaster, then wait until it is gone."""
+    try:
+        os.kill(pid, signal.SIGQUIT)
+    except ProcessLookupError:
+        return
+    end = time.monotonic() + timeout_s
+    while _alive(pid):
+        if time.monotonic() > end:
+            raise PgError(f"postmaster {pid} still runs {timeout_s:g}s after SIGQUIT")
+        time.sleep(0.05)
 
 
 def _identifier(name: str) -> str:

@@ -39,7 +39,14 @@ from drwatch.model.fleet import Role
 from drwatch.sandbox.cloud import Seeded
 from drwatch.sandbox.cloudview import CloudView
 from drwatch.sandbox.hosts import SimHost
-from drwatch.sandbox.pgcluster import PgCluster, PgError, corrupt_file_page, pg_bin_dir
+from drwatch.sandbox.pgcluster import (
+    PgCluster,
+    PgError,
+    corrupt_file_page,
+    pg_bin_dir,
+    reachable_by_postgres,
+    scratch_dir,
+)
 from drwatch.sandbox.pgwriter import Writer
 from drwatch.sandbox.topology import Topology
 
@@ -183,6 +190,7 @@ class RealDatabases:
 
     def __init__(self, topo: Topology, root: Path) -> None:
         self.topo = topo
+        self.link = root  # STATE_DIR/pg: the data, or a link to it (see _place)
         self.root = root
         self.clusters: dict[str, PgCluster] = {}  # volume id -> its data dir and port
         self.snapshots: dict[str, Path] = {}  # snapshot id -> its copy
@@ -196,6 +204,7 @@ class RealDatabases:
         self._target: Callable[[], int | None] = lambda: None
         self._refresher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._scratch = False
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -232,13 +241,30 @@ class RealDatabases:
 
     def _clear_leftovers(self) -> None:
         """End servers a killed sandbox left on this state dir, then start afresh."""
-        for pid_file in self.root.glob("*/*/postmaster.pid"):
+        old = self.link.resolve()
+        for pid_file in old.glob("*/*/postmaster.pid"):
             with contextlib.suppress(OSError, ValueError, IndexError):
                 os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)
         deadline = time.monotonic() + 10
-        while any(self.root.glob("*/*/postmaster.pid")) and time.monotonic() < deadline:
+        while any(old.glob("*/*/postmaster.pid")) and time.monotonic() < deadline:
             time.sleep(0.1)
-        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+        if self.link.is_symlink():
+            self.link.unlink()
+        self._place()
+
+    def _place(self) -> None:
+        """The data goes in STATE_DIR/pg when the postgres user can reach it there; else
+        (a 0700 directory above it, run as root) in a scratch dir that STATE_DIR/pg links
+        to, removed again at stop."""
+        self.link.parent.mkdir(parents=True, exist_ok=True)
+        if reachable_by_postgres(self.link.parent):
+            self.root = self.link
+            self.root.mkdir(exist_ok=True)
+            return
+        self.root = scratch_dir()
+        self.link.symlink_to(self.root, target_is_directory=True)
+        self._scratch = True
 
     def _init_primary(self, vid: str) -> None:
         cluster = PgCluster(self.root / "volumes" / vid, self._port())
@@ -265,6 +291,18 @@ class RealDatabases:
         for cluster in self.clusters.values():
             with contextlib.suppress(PgError):
                 await asyncio.to_thread(cluster.stop, "immediate")
+        if self._scratch:
+            await asyncio.to_thread(self._keep_logs_and_remove)
+
+    def _keep_logs_and_remove(self) -> None:
+        """The servers' logs go to STATE_DIR/pg-logs; the scratch data goes away."""
+        logs = self.link.parent / "pg-logs"
+        logs.mkdir(exist_ok=True)
+        for vid, cluster in self.clusters.items():
+            with contextlib.suppress(OSError):
+                shutil.copyfile(cluster.log_file, logs / f"{vid}.log")
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.link.unlink(missing_ok=True)
 
     # --- following the cloud ------------------------------------------------------------------
 
@@ -365,9 +403,9 @@ class RealDatabases:
         if vid is None:
             raise PgError(f"{instance_id} has no database")
         cluster = self.clusters[vid]
-        if not cluster.in_recovery():
-            raise PgError(f"{instance_id} is not a replica")
         millis = int(float(delay_s) * 1000)
+        if millis and not cluster.in_recovery():
+            raise PgError(f"{instance_id} is not a replica: nothing to lag")
         value = f"'{millis}ms'" if millis else "DEFAULT"
         cluster.sql(f"ALTER SYSTEM SET recovery_min_apply_delay = {value}")
         cluster.sql("SELECT pg_reload_conf()")

@@ -3,13 +3,14 @@ promotion, a snapshot copy, and a corrupted data page that the checksums catch."
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from drwatch.sandbox.pgcluster import PG_BIN, PgCluster, PgError
+from drwatch.sandbox.pgcluster import PG_BIN, PgCluster, PgError, scratch_dir
 from tests.support.services import free_port, need_binary
 
 pytestmark = pytest.mark.services
@@ -27,9 +28,28 @@ def _wait_for(cluster: PgCluster, query: str, want: str, deadline_s: float = 20.
 
 
 @pytest.fixture(scope="module")
-def primary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
+def base() -> Iterator[Path]:
+    """Where the data lives: a scratch dir the postgres user can always reach (pytest's
+    own tmp dirs turn 0700 whenever another pytest session starts)."""
     need_binary("postgres", str(PG_BIN))
-    cluster = PgCluster(tmp_path_factory.mktemp("pg") / "primary", free_port())
+    path = scratch_dir("drwatch-pgtest-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def tmp_path(base: Path, request: pytest.FixtureRequest) -> Path:
+    """Each test's own directory inside `base`."""
+    path = base / str(request.node.name)
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(scope="module")
+def primary(base: Path) -> Iterator[PgCluster]:
+    cluster = PgCluster(base / "primary", free_port())
     cluster.initdb()
     cluster.start()
     cluster.sql("CREATE TABLE rows (id serial PRIMARY KEY, at timestamptz DEFAULT now())")
@@ -83,6 +103,22 @@ def test_stop_fast_and_immediate_and_start_again(primary: PgCluster, tmp_path: P
     assert not copy.running()
     copy.stop("immediate")
     copy.start()  # crash recovery after the immediate stop
+    copy.stop("fast")
+    assert not copy.running()
+    with pytest.raises(PgError):
+        copy.sql("SELECT 1", timeout_s=2)
+
+
+def test_a_server_whose_data_dir_vanished_is_still_stopped(
+    primary: PgCluster, tmp_path: Path
+) -> None:
+    """Someone removes the data directory under a running server: stop still ends the
+    postmaster it started (the pid file is gone, the process is not)."""
+    copy = primary.snapshot_to(tmp_path / "doomed")
+    copy.port = free_port()
+    copy.start()
+    shutil.rmtree(copy.data_dir)
+    assert copy.running()
     copy.stop("fast")
     assert not copy.running()
     with pytest.raises(PgError):
