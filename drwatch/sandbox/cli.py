@@ -70,7 +70,7 @@ def register(sub: Any) -> None:
     f = actions.add_parser("fault", help="inject a fault into a running sandbox")
     f.add_argument("verb", choices=sorted(VERBS), metavar="VERB")
     f.add_argument("target", metavar="TARGET")
-    f.add_argument("--delay", help="slow-app, kill-watcher: e.g. 2s")
+    f.add_argument("--delay", help="slow-app, kill-watcher, lag-replica: e.g. 2s")
     f.add_argument("--period", help="flap-app: e.g. 2s")
     f.add_argument("--percent", type=float, help="fill-disk: 0-100")
     f.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR")

@@ -204,6 +204,8 @@ class PgCluster:
             self._tool("pg_basebackup"),
             *("-h", HOST, "-p", str(source.port), "-U", PG_USER),
             *("-D", str(self.data_dir), "-X", "stream", "-c", "fast", "--no-sync"),
+            # A copy keeps a damaged page as it is, as a block-level snapshot would.
+            "--no-verify-checksums",
         ]
         if standby:
             argv.append("-R")

@@ -205,6 +205,7 @@ class RealDatabases:
         self._refresher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._scratch = False
+        self._failed: set[str] = set()  # snapshots whose copy failed
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -348,8 +349,15 @@ class RealDatabases:
     def _materialize(self, view: CloudView) -> None:
         for snap in sorted(view.snapshots.values(), key=lambda s: s.started_at):
             seeded = snap.id in self._seeded.snapshots.values()  # run_writer takes those
-            if snap.id not in self.snapshots and snap.volume_id in self.clusters and not seeded:
-                self._take_snapshot(snap.id, snap.volume_id)
+            todo = snap.id not in self.snapshots and snap.id not in self._failed
+            if todo and snap.volume_id in self.clusters and not seeded:
+                try:
+                    self._take_snapshot(snap.id, snap.volume_id)
+                except PgError as err:
+                    # Once: a volume made from it holds no database, so its host never
+                    # boots and the playbook's wait says so.
+                    self._failed.add(snap.id)
+                    log.warning("pg.snapshot_failed", snapshot=snap.id, error=str(err))
         for vol in view.volumes.values():
             if vol.id not in self.clusters and vol.snapshot_id in self.snapshots:
                 dest = self.root / "volumes" / vol.id

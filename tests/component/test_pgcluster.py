@@ -158,7 +158,8 @@ def test_a_stopped_cluster_is_copied_file_by_file(primary: PgCluster, tmp_path: 
 
 def test_a_corrupted_page_fails_its_checksum(primary: PgCluster, tmp_path: Path) -> None:
     """Bytes flipped on disk in a table's page: after a restart, reading it fails and
-    pg_stat_database counts a checksum failure; integrity is no longer ok."""
+    pg_stat_database counts a checksum failure; integrity is no longer ok; a snapshot
+    taken then copies the damage."""
     victim = primary.snapshot_to(tmp_path / "victim")
     victim.port = free_port()
     victim.start()
@@ -174,5 +175,13 @@ def test_a_corrupted_page_fails_its_checksum(primary: PgCluster, tmp_path: Path)
         assert result.probe_error is not None
         assert "checksum" in result.probe_error or "invalid page" in result.probe_error
         assert result.checksum_failures >= 1
+        # A copy taken now (a base backup of the running server) keeps the bad page.
+        copy = victim.snapshot_to(tmp_path / "copy")
+        copy.port = free_port()
+        copy.start()
+        try:
+            assert copy.integrity("probe").probe_error is not None
+        finally:
+            copy.stop("immediate")
     finally:
         victim.stop("immediate")

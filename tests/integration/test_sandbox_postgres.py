@@ -175,6 +175,22 @@ async def test_stop_instance_crashes_the_real_server_and_heal_restarts_it(world:
     assert cluster.running()
 
 
+async def test_a_zone_outage_stops_the_servers_in_it_until_healed(world: PgWorld) -> None:
+    """us-east-1b out: db-2's server is down (a crash), db-1's still runs; healed, db-2's
+    server starts again and streams from db-1."""
+    await _do(world, "zone-outage", "us-east-1b")
+    assert not world.cluster("db-2-data").running()
+    assert world.cluster("db-1-data").running()
+    await _do(world, "heal", "us-east-1b")
+
+    async def streaming() -> bool:
+        check = await world.check("db-2")
+        return check is not None and check["data"].get("role") == "replica"
+
+    await eventually(streaming, 30)
+    assert world.cluster("db-2-data").running()
+
+
 async def test_corrupt_volume_breaks_a_real_page_that_a_restart_reveals(world: PgWorld) -> None:
     """corrupt-volume flips bytes of a data page on db-3's volume; after the server reads
     it from disk again (a stop and start of the host), its agent reports the data corrupt
