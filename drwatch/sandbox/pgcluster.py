@@ -245,13 +245,23 @@ class PgCluster:
         (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
         opts = f"-c listen_addresses={HOST} -c port={self.port} -k {self.socket_dir()}"
         argv = [self._tool("pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(self.log_file)]
-        _run(
-            [*_as_postgres(), *argv, "-w", "-t", str(int(timeout_s)), "-o", opts],
-            timeout_s=timeout_s + 5,
-            what=f"start {self.data_dir.name}",
-        )
+        try:
+            _run(
+                [*_as_postgres(), *argv, "-w", "-t", str(int(timeout_s)), "-o", opts],
+                timeout_s=timeout_s + 5,
+                what=f"start {self.data_dir.name}",
+            )
+        except PgError as err:
+            raise PgError(f"{err}; its log says: {self._log_tail()}") from None
         self._pid = self._pid_from_file()
         self.wait_ready(timeout_s=timeout_s)
+
+    def _log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError as err:
+            return f"(no log: {err})"
+        return " / ".join(text.strip().splitlines()[-lines:]) or "(empty)"
 
     def stop(self, mode: StopMode = "fast", *, timeout_s: float = 30.0) -> None:
         """Stop the server; a cluster that is not running is already stopped. A server

@@ -318,7 +318,7 @@ class RealDatabases:
             vid = self._volume_of(host.instance_id, view)
             if vid is None:
                 return False
-            await asyncio.to_thread(self._run, vid)
+            await asyncio.to_thread(self.run_volume, vid)
             self.facts[vid] = await asyncio.to_thread(read_facts, self.clusters[vid])
         return True
 
@@ -337,7 +337,7 @@ class RealDatabases:
                 if running and not up:
                     await asyncio.to_thread(self._crash, vid)
                 elif up and not running:
-                    await asyncio.to_thread(self._run, vid)
+                    await asyncio.to_thread(self.run_volume, vid)
 
     def _volume_of(self, instance_id: str, view: CloudView) -> str | None:
         return next(
@@ -372,17 +372,29 @@ class RealDatabases:
         self.snapshots[sid] = dest
         log.info("pg.snapshot", snapshot=sid, volume=vid)
 
-    def _run(self, vid: str) -> None:
+    def run_volume(self, vid: str) -> None:
+        """Start the server on a volume's data (blocking), on another port if its own
+        was taken."""
         cluster = self.clusters[vid]
-        if not cluster.running():
+        if cluster.running():
+            return
+        try:
             cluster.start()
-            log.info("pg.start", volume=vid, port=cluster.port)
+        except PgError as err:
+            # Another process on this busy machine took the port meanwhile: take another
+            # (a replica of this volume loses its primary; a new volume has none).
+            if "TCP/IP socket" not in str(err) and "already in use" not in str(err):
+                raise
+            log.warning("pg.port_taken", volume=vid, port=cluster.port)
+            cluster.port = self._port()
+            cluster.start()
+        log.info("pg.start", volume=vid, port=cluster.port)
 
     def _crash(self, vid: str) -> None:
         cluster = self.clusters[vid]
-        target = self.writer.target_port if self.writer else None
+        written = {self.writer.target_port, self.writer.last_port} if self.writer else set()
         cluster.stop("immediate")
-        if target == cluster.port and self.primary_lost_at is None:
+        if cluster.port in written and self.primary_lost_at is None:
             self.primary_lost_at = time.time()
         log.info("pg.stop", volume=vid, port=cluster.port)
 

@@ -89,6 +89,7 @@ class Writer:
         self._session: _Session | None = None
         self._task: asyncio.Task[None] | None = None
         self._retry_at = 0.0
+        self.last_port: int | None = None  # where the newest acknowledged row went
 
     @property
     def target_port(self) -> int | None:
@@ -131,6 +132,7 @@ class Writer:
         at = time.time()
         if await self._session.insert(self._table, seq, at):
             self.tally.acked[seq] = at
+            self.last_port = port
             if self.tally.first_at is None:
                 self.tally.first_at = at
         else:

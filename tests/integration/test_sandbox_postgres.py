@@ -226,7 +226,7 @@ async def test_a_new_snapshot_and_a_volume_from_it_get_real_data(world: PgWorld)
     )
     await world.sb.poll()
     copy = world.dbs.clusters[vol["VolumeId"]]
-    await asyncio.to_thread(copy.start)
+    await asyncio.to_thread(world.dbs.run_volume, vol["VolumeId"])
     try:
         newest = float(await asyncio.to_thread(copy.sql, "SELECT max(at) FROM drwatch_writes"))
         # The writer's newest row in the copy is from between the call and the copy.
