@@ -30,7 +30,7 @@ from drwatch.sandbox.cloud import SandboxError
 from drwatch.sandbox.daemon_api import DaemonApi
 from drwatch.sandbox.drill import run_drill, write_report
 from drwatch.sandbox.faults import VERBS
-from drwatch.sandbox.pgcluster import PgError
+from drwatch.sandbox.pgcluster import PG_BIN, PgError, pg_bin_dir
 from drwatch.sandbox.scenario import load_scenario
 from drwatch.sandbox.topology import Topology, default_topology, load_topology
 from drwatch.sandbox.verdict import summary
@@ -133,6 +133,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     alertmanagers = _alertmanagers(args.alertmanager)
     if alertmanagers is None:
         return EXIT_BAD_INPUT
+    if args.postgres and not _postgres_installed():
+        return EXIT_FAILED
     logs.configure("auto", "info")
     try:
         options = Options(alertmanager_urls=alertmanagers, postgres=args.postgres)
@@ -142,6 +144,18 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print("sandbox stopped", file=sys.stderr)
     return EXIT_OK
+
+
+def _postgres_installed() -> bool:
+    """Real databases need the PostgreSQL 15 binaries; say so before anything starts."""
+    if pg_bin_dir() is not None:
+        return True
+    print(
+        f"PostgreSQL 15 is not installed (no {PG_BIN}/postgres): "
+        "./dev system-deps installs it (Debian package postgresql)",
+        file=sys.stderr,
+    )
+    return False
 
 
 def _alertmanagers(urls: list[str]) -> tuple[str, ...] | None:
@@ -246,6 +260,8 @@ def cmd_drill(args: argparse.Namespace) -> int:
     except ConfigError as err:
         _problems(str(args.scenario), err)
         return EXIT_BAD_INPUT
+    if scenario.postgres and not _postgres_installed():
+        return EXIT_FAILED
     logs.configure("auto", "warning")
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="drwatch-drill-"))
     try:
