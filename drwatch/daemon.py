@@ -25,8 +25,8 @@ from drwatch import __version__, logs
 from drwatch.act.wiring import build_runner
 from drwatch.alerts.alerter import Alerter
 from drwatch.alerts.model import AlertInput, alert_for_incident, watcher_impaired_alert
-from drwatch.backup.wiring import start_backups
 from drwatch.assess.trends import assess_trends
+from drwatch.backup.wiring import start_backups
 from drwatch.config import Config
 from drwatch.cycle import Cycle, SummaryLog, TickReport, WatcherState
 from drwatch.errors import ConfigError

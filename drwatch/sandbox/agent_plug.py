@@ -9,6 +9,7 @@ master secret (the daemon's config says `per_host_secrets = true`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,21 +22,42 @@ from drwatch.agent.server import create_app
 from drwatch.agent.wire import CheckResult, derive_host_secret
 from drwatch.model.fleet import Role
 from drwatch.sandbox.hosts import ACTIONS, SimHost
+from drwatch.sandbox.pgcluster import PgError
+from drwatch.sandbox.pgworld import Databases, SimulatedDatabases
 
 # Below the sandbox daemon's agent timeout (500 ms), as docs/agent.md asks.
 CHECK_TIMEOUT_S = 0.3
 
 
 class DatabaseCheck:
-    """The simulated database: role, replication lag and integrity (docs/sandbox.md)."""
+    """The database's role, replication lag and integrity (docs/sandbox.md): simulated,
+    or read from the host's real PostgreSQL (`Options.postgres`). This is the seam the
+    agent's own `postgres` check replaces when it lands."""
 
     kind = "database"
 
-    def __init__(self, host: SimHost) -> None:
+    def __init__(self, host: SimHost, databases: Databases) -> None:
         self._host = host
+        self._databases = databases
 
     async def run(self) -> CheckResult:
-        return self._host.database_check()
+        return self._databases.check_result(self._host)
+
+
+class PromoteAction:
+    """`promote`: the real server's `pg_promote` when there is one, then the host's role."""
+
+    def __init__(self, host: SimHost, databases: Databases) -> None:
+        self._host = host
+        self._databases = databases
+
+    async def __call__(self, params: dict[str, str]) -> dict[str, object]:
+        try:
+            previous = await asyncio.to_thread(self._databases.promote, self._host)
+            result = self._host.act("promote", params)
+        except (ValueError, PgError) as err:
+            raise ActionError(str(err), status=400) from None
+        return {**result, "previous_role": previous} if previous else result
 
 
 class HostAction:
@@ -52,8 +74,11 @@ class HostAction:
             raise ActionError(str(err), status=400) from None
 
 
-def agent_factory(secret: bytes, secret_file: Path) -> Callable[[SimHost], web.Application]:
+def agent_factory(
+    secret: bytes, secret_file: Path, databases: Databases | None = None
+) -> Callable[[SimHost], web.Application]:
     """`secret` is the master secret in `secret_file`; each host's agent gets its own."""
+    dbs = databases if databases is not None else SimulatedDatabases()
 
     def build(host: SimHost) -> web.Application:
         cfg = AgentConfig(
@@ -61,8 +86,9 @@ def agent_factory(secret: bytes, secret_file: Path) -> Callable[[SimHost], web.A
         )
         checks: dict[str, Check] = {}
         if host.role is Role.DATABASE:
-            checks["database"] = DatabaseCheck(host)
+            checks["database"] = DatabaseCheck(host, dbs)
         actions: dict[str, Action] = {name: HostAction(host, name) for name in ACTIONS}
+        actions["promote"] = PromoteAction(host, dbs)
         key = derive_host_secret(secret, host.instance_id)
         return create_app(
             cfg, host, checks, actions, secret=key, hostname=host.name, instance_id=host.instance_id

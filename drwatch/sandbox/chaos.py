@@ -16,6 +16,7 @@ from drwatch.logs import get_logger
 from drwatch.sandbox.cloud import SandboxError
 from drwatch.sandbox.faults import HEAL, VERBS, Fault, TargetKind, check_target
 from drwatch.sandbox.hosts import AppMode, SimHost
+from drwatch.sandbox.pgcluster import PgError
 from drwatch.sandbox.world import Sandbox
 
 log = get_logger(component="sandbox.chaos")
@@ -236,18 +237,39 @@ async def _cut_uplink(ch: Chaos, _f: Fault, _t: str) -> Undo:
 
 async def _corrupt_volume(ch: Chaos, _f: Fault, vid: str) -> Undo:
     ch.sb.outages.corrupt_volumes[vid] = time.time()
+    await _on_data(ch.sb.databases.corrupt, "volume", vid)
 
     async def undo() -> None:
         ch.sb.outages.corrupt_volumes.pop(vid, None)
+        await _on_data(ch.sb.databases.corrupt, "volume", vid)  # the same bytes flip back
 
     return undo
 
 
 async def _corrupt_snapshot(ch: Chaos, _f: Fault, sid: str) -> Undo:
     ch.sb.outages.corrupt_snapshots.add(sid)
+    await _on_data(ch.sb.databases.corrupt, "snapshot", sid)
 
     async def undo() -> None:
         ch.sb.outages.corrupt_snapshots.discard(sid)
+        await _on_data(ch.sb.databases.corrupt, "snapshot", sid)
+
+    return undo
+
+
+async def _on_data(call: Callable[[str, str], None], kind: str, ident: str) -> None:
+    try:
+        await asyncio.to_thread(call, kind, ident)
+    except PgError as err:
+        raise SandboxError(str(err)) from None
+
+
+async def _lag_replica(ch: Chaos, fault: Fault, iid: str) -> Undo:
+    host = ch.host(iid)
+    await _on_data(ch.sb.databases.lag, iid, str(fault.param("delay")))
+
+    async def undo() -> None:
+        await _on_data(ch.sb.databases.lag, host.instance_id, "0")
 
     return undo
 
@@ -279,5 +301,6 @@ _APPLY: dict[str, Applier] = {
     "corrupt-snapshot": _corrupt_snapshot,
     "kill-watcher": _kill_watcher,
     "grow-disk": _grow_disk,
+    "lag-replica": _lag_replica,
 }
 assert set(_APPLY) == set(VERBS), "every fault verb has an applier"

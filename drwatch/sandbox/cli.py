@@ -33,7 +33,8 @@ from drwatch.sandbox.cloud import SandboxError
 from drwatch.sandbox.daemon_api import DaemonApi
 from drwatch.sandbox.drill import run_drill, write_report
 from drwatch.sandbox.faults import VERBS
-from drwatch.sandbox.scenario import load_scenario
+from drwatch.sandbox.pgcluster import PG_BIN, PgError, pg_bin_dir
+from drwatch.sandbox.scenario import Scenario, load_scenario
 from drwatch.sandbox.topology import Topology, default_topology, load_topology
 from drwatch.sandbox.verdict import summary
 from drwatch.sandbox.world import STATE_FILE, Options, Sandbox
@@ -62,12 +63,17 @@ def register(sub: Any) -> None:
         metavar="URL",
         help="an Alertmanager (e.g. http://127.0.0.1:9093) the daemon sends alerts to; repeatable",
     )
+    p.add_argument(
+        "--postgres",
+        action="store_true",
+        help="run real PostgreSQL 15 behind db-1 (primary), db-2 and db-3 (replicas)",
+    )
     p.set_defaults(func=cmd_sandbox)
     actions = p.add_subparsers(dest="sandbox_command", metavar="ACTION")
     f = actions.add_parser("fault", help="inject a fault into a running sandbox")
     f.add_argument("verb", choices=sorted(VERBS), metavar="VERB")
     f.add_argument("target", metavar="TARGET")
-    f.add_argument("--delay", help="slow-app, kill-watcher: e.g. 2s")
+    f.add_argument("--delay", help="slow-app, kill-watcher, lag-replica: e.g. 2s")
     f.add_argument("--period", help="flap-app: e.g. 2s")
     f.add_argument("--percent", type=float, help="fill-disk: 0-100")
     f.add_argument("--rate", type=float, help="grow-disk: percent per minute")
@@ -152,15 +158,29 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     alertmanagers = _alertmanagers(args.alertmanager)
     if alertmanagers is None:
         return EXIT_BAD_INPUT
+    if args.postgres and not _postgres_installed():
+        return EXIT_FAILED
     logs.configure("auto", "info")
     try:
-        options = Options(alertmanager_urls=alertmanagers)
+        options = Options(alertmanager_urls=alertmanagers, postgres=args.postgres)
         _run_until_signal(_serve(topo, args.state_dir, options))
-    except (SandboxError, OSError) as err:
+    except (SandboxError, OSError, PgError) as err:
         print(f"the sandbox could not start: {err}", file=sys.stderr)
         return EXIT_FAILED
     print("sandbox stopped", file=sys.stderr)
     return EXIT_OK
+
+
+def _postgres_installed() -> bool:
+    """Real databases need the PostgreSQL 15 binaries; say so before anything starts."""
+    if pg_bin_dir() is not None:
+        return True
+    print(
+        f"PostgreSQL 15 is not installed (no {PG_BIN}/postgres): "
+        "./dev system-deps installs it (Debian package postgresql)",
+        file=sys.stderr,
+    )
+    return False
 
 
 def _alertmanagers(urls: list[str]) -> tuple[str, ...] | None:
@@ -184,7 +204,10 @@ async def _serve(topo: Topology, state_dir: Path, options: Options) -> None:
             f"  status page: {sb.api_url}/\n"
             f"  control    : {sb.control_url}  (drwatch sandbox fault VERB TARGET)\n"
             f"  service    : {sb.service_url}\n"
-            f"  state dir  : {sb.state_dir}  (config, logs)\n"
+            + "".join(
+                f"  postgres   : {vol} on {addr}\n" for vol, addr in sb.databases.describe().items()
+            )
+            + f"  state dir  : {sb.state_dir}  (config, logs)\n"
             + "".join(f"  alerts to  : {url}\n" for url in options.alertmanager_urls)
             + (
                 ""
@@ -280,23 +303,34 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return _sandbox_drill(args)
 
 
-def _sandbox_drill(args: argparse.Namespace) -> int:
+def _drill_inputs(args: argparse.Namespace) -> tuple[Topology, Scenario, Path | None] | None:
+    """The topology, the scenario and the ledger's directory; None (said why) when bad."""
     topo = _topology(args.topology)
     if topo is None:
-        return EXIT_BAD_INPUT
+        return None
     ledger_dir = _ledger_dir(args.config)
     if args.config is not None and ledger_dir is None:
-        return EXIT_BAD_INPUT
+        return None
     try:
         scenario = load_scenario(args.scenario, topo)
     except ConfigError as err:
         _problems(str(args.scenario), err)
+        return None
+    return topo, scenario, ledger_dir
+
+
+def _sandbox_drill(args: argparse.Namespace) -> int:
+    inputs = _drill_inputs(args)
+    if inputs is None:
         return EXIT_BAD_INPUT
+    topo, scenario, ledger_dir = inputs
+    if scenario.postgres and not _postgres_installed():
+        return EXIT_FAILED
     logs.configure("auto", "warning")
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="drwatch-drill-"))
     try:
         report = _run_until_signal(run_drill(scenario, topo, state_dir))
-    except (SandboxError, OSError) as err:
+    except (SandboxError, OSError, PgError) as err:
         print(f"the sandbox could not start: {err} (logs in {state_dir})", file=sys.stderr)
         return EXIT_FAILED
     if report is None:

@@ -7,6 +7,7 @@ drill is cancelled (SIGINT/SIGTERM). The verdict itself is pure (`verdict.py`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -118,14 +119,19 @@ async def run_drill(
     start = time.time()
     seen = Seen()
     healthy_at: float | None = None
+    options = options or Options()
+    if sc.postgres:
+        options = dataclasses.replace(options, postgres=True)
     sb = Sandbox(topo, state_dir, options)
     chaos = control.attach(sb)
+    data = None
     async with sb:
         api = DaemonApi(sb.api_url, sb.session())
         if await wait_healthy(sb, api, HEALTHY_DEADLINE_S):
             healthy_at = round(time.time() - start, 3)
             log.info("drill.healthy", at_s=healthy_at)
             await _timeline(sb, chaos, sc, start, seen)
+            data = await sb.databases.data_facts()
     facts = DrillFacts(
         start=start,
         healthy_at_s=healthy_at,
@@ -136,6 +142,7 @@ async def run_drill(
         rto_s=sc.objectives.rto or DEFAULT_RTO_S,
         rpo_s=sc.objectives.rpo,
         sightings=tuple(sorted(seen.sightings.values(), key=lambda s: s.first_seen)),
+        data=data,
     )
     return build_report(sc, facts)
 

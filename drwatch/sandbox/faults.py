@@ -46,6 +46,7 @@ VERBS: dict[str, tuple[TargetKind, str | None]] = {
     "corrupt-snapshot": (TargetKind.SNAPSHOT, None),
     "kill-watcher": (TargetKind.WATCHER, "delay"),
     "grow-disk": (TargetKind.INSTANCE, "rate"),
+    "lag-replica": (TargetKind.INSTANCE, "delay"),
 }
 
 DEFAULTS = {"delay": 2.0, "period": 2.0, "percent": 95.0, "rate": 10.0}

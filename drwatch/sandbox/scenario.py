@@ -106,6 +106,7 @@ class Scenario(_Strict):
     expect_finding: list[ExpectFinding] = Field(default_factory=list)
     expect_no_playbooks: bool = False
     max_incidents: Annotated[int, Field(ge=0, le=10_000)] | None = None
+    postgres: bool = False
 
     def timeline(self) -> list[Event]:
         return sorted(self.event, key=lambda e: e.at)

@@ -11,6 +11,7 @@ from typing import Any
 
 from drwatch.sandbox.daemon_api import Incident
 from drwatch.sandbox.faults import HEAL
+from drwatch.sandbox.pgworld import DataFacts
 from drwatch.sandbox.scenario import Expect, ExpectFinding, Scenario
 
 
@@ -50,6 +51,7 @@ class DrillFacts:
     rto_s: float
     rpo_s: float | None = None
     sightings: tuple[Sighting, ...] = ()
+    data: DataFacts | None = None  # with `postgres = true`: the writer's rows
 
 
 def _rel(t: float | None, start: float) -> float | None:
@@ -221,11 +223,52 @@ def violations(sc: Scenario, facts: DrillFacts, incidents: list[dict[str, Any]])
     return out
 
 
+def data_block(data: DataFacts, start: float) -> dict[str, Any]:
+    """Rows written, rows lost (acknowledged before the fault, absent at the end) and the
+    loss window: the fault's time minus the newest surviving row's (0 when none lost)."""
+    fault_at = data.fault_at
+    before = {s: t for s, t in data.acked.items() if fault_at is None or t < fault_at}
+    out: dict[str, Any] = {
+        "rows_attempted": data.attempted,
+        "rows_written": len(data.acked),
+        "rows_lost": None,
+        "loss_window_s": None,
+        "fault_at_s": _rel(fault_at, start),
+        "newest_surviving_at_s": None,
+        "error": data.error,
+    }
+    if data.surviving is None:
+        return out
+    lost = [s for s in before if s not in data.surviving]
+    kept = [t for s, t in before.items() if s in data.surviving]
+    newest = max(kept) if kept else None
+    out["rows_lost"] = len(lost)
+    out["newest_surviving_at_s"] = _rel(newest, start)
+    end = fault_at if fault_at is not None else max(before.values(), default=start)
+    floor = newest if newest is not None else (data.first_at or start)
+    out["loss_window_s"] = round(max(0.0, end - floor), 3) if lost else 0.0
+    return out
+
+
+def data_violations(block: dict[str, Any] | None, rpo_s: float | None) -> list[str]:
+    if block is None:
+        return []
+    if block["rows_lost"] is None:
+        return [f"data: could not read the rows back: {block['error']}"]
+    window = block["loss_window_s"]
+    if rpo_s is not None and window > rpo_s:
+        return [f"data: lost {block['rows_lost']} rows, a {window:.1f}s window > RPO {rpo_s:g}s"]
+    return []
+
+
 def build_report(sc: Scenario, facts: DrillFacts) -> dict[str, Any]:
     incidents = [incident_report(i, facts) for i in facts.incidents]
     expectations = [judge(ex, facts) for ex in sc.expect]
     expectations += [judge_finding(ef, facts) for ef in sc.expect_finding]
     broken = violations(sc, facts, incidents)
+    data = data_block(facts.data, facts.start) if facts.data is not None else None
+    broken += data_violations(data, facts.rpo_s)
+    extra = {"data": data} if data is not None else {}
     return {
         "scenario": sc.name,
         "started_at": facts.start,
@@ -242,6 +285,7 @@ def build_report(sc: Scenario, facts: DrillFacts) -> dict[str, Any]:
         "findings": [sighting_report(s, facts) for s in facts.sightings],
         "expectations": expectations,
         "violations": broken,
+        **extra,
     }
 
 

@@ -17,6 +17,7 @@ import secrets
 import shutil
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from drwatch.sandbox.front import Front
 from drwatch.sandbox.hosts import SimHost, UserData
 from drwatch.sandbox.leftovers import reap_leftovers
 from drwatch.sandbox.listener import Gate, Listener, gate_middleware
+from drwatch.sandbox.pgworld import Databases, RealDatabases, SimulatedDatabases
 from drwatch.sandbox.topology import AGENT_ADDR_TAG, APP_ADDR_TAG, ROLE_TAG, Topology
 from drwatch.sandbox.watcher import WatcherProcess, WorldAddresses, render_config
 
@@ -115,6 +117,8 @@ class Options:
     api_port: int | None = None
     # Alertmanager replicas (API v2 base URLs) the daemon sends its alerts to.
     alertmanager_urls: tuple[str, ...] = ()
+    # Real PostgreSQL behind the database hosts (pgworld.RealDatabases).
+    postgres: bool = False
 
 
 @dataclass
@@ -151,7 +155,13 @@ class Sandbox:
         self.service = Listener(free_port(), self._service_app)
         self.control: Listener | None = None  # set by the control module
         self._tasks: set[asyncio.Task[None]] = set()
-        self._agent = agent_plug.agent_factory(self.secret, self.state_dir / "agent.secret")
+        self.databases: Databases = (
+            RealDatabases(topo, self.state_dir / "pg") if self.options.postgres
+            else SimulatedDatabases()
+        )  # fmt: skip
+        self._agent = agent_plug.agent_factory(
+            self.secret, self.state_dir / "agent.secret", self.databases
+        )
         self._booting: dict[str, float] = {}  # instance id -> running since (monotonic)
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -180,6 +190,7 @@ class Sandbox:
         self._session = aiohttp.ClientSession()
         await self.moto_proc.start()
         self.seeded = await asyncio.to_thread(seed, self.moto, self.topo)
+        await self.databases.start(self.seeded, free_port)
         await self.front.start()
         for listener in (*self.canaries.values(), self.service):
             await listener.start()
@@ -187,6 +198,7 @@ class Sandbox:
             await self.control.start()
         await self.poll()
         self._track(self._reconcile_forever())
+        await self.databases.run_writer(self.database_target)
         self._write_files(secret_file)
         if self.options.with_watcher:
             await self.watcher.start()
@@ -199,6 +211,7 @@ class Sandbox:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.watcher.stop()
+        await self.databases.stop()
         for host in self.hosts.values():
             await host.close()
         for listener in (*self.canaries.values(), self.service, self.control):
@@ -272,6 +285,7 @@ class Sandbox:
             "front": {r: self.front.endpoint(r) for r in self.topo.regions},
             "canaries": self.canary_urls(),
             "config": str(self.state_dir / CONFIG_FILE),
+            "postgres": self.databases.describe(),
         }
 
     # --- the reconciler ---------------------------------------------------------------------
@@ -340,7 +354,9 @@ class Sandbox:
         first_seed_boot = host.boots == 0 and inst.id in self.seeded.instances.values()
         # The seeded topology is up from the start; later boots take the boot delay.
         delay = 0.0 if first_seed_boot else self.options.boot_delay_s
-        if time.monotonic() - since >= delay:
+        if time.monotonic() - since >= delay and await self.databases.ready_to_boot(
+            host, self.view
+        ):
             text = await asyncio.to_thread(user_data_text, self.moto.ec2(inst.region), inst.id)
             host.boot(UserData.parse(text))
 
@@ -348,6 +364,10 @@ class Sandbox:
         for host in self.hosts.values():
             inst = self.view.instances.get(host.instance_id)
             host.faults.silenced_by = self._silence(inst)
+        # The databases follow before the ports open or close: a host's agent answers only
+        # once its server runs, and a silenced host's server is down when the fault returns.
+        await self.databases.follow(self.hosts, self.view)
+        for host in self.hosts.values():
             await host.sync()
 
     def _silence(self, inst: InstanceView | None) -> set[str]:
@@ -369,6 +389,18 @@ class Sandbox:
     def host_named(self, name: str) -> SimHost | None:
         inst = self.view.named(name)
         return self.hosts.get(inst.id) if inst else None
+
+    def database_target(self) -> str | None:
+        """The instance behind the database address most app servers are told, when up."""
+        told = Counter(
+            h.user_data.database
+            for h in self.hosts.values()
+            if h.role is Role.APP_SERVER and h.booted and h.user_data.database
+        )
+        if not told:
+            return None
+        host = self.host_named(told.most_common(1)[0][0])
+        return host.instance_id if host is not None and not host.silent else None
 
     def resolve(self, ref: str) -> str | None:
         """An app address from `host:port`, or from an instance Name (when it answers)."""

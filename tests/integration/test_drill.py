@@ -139,6 +139,9 @@ RUNG = {
     "db-restore-latest-snapshot.toml": "restore_latest_snapshot",
     "corrupt-snapshot.toml": "restore_older_snapshot",
 }
+# The same drills with real PostgreSQL (postgres = true) end on the same rungs.
+RUNG.update({name.replace(".toml", "-pg.toml"): rung for name, rung in list(RUNG.items())})
+RUNG["replica-lag-pg.toml"] = "promote_replica"
 SHIPPED = sorted(p.name for p in (ROOT / "config/drills").glob("*.toml"))
 
 
@@ -181,6 +184,10 @@ def test_shipped_drill_passes(tmp_path: Path, name: str) -> None:
         assert_rung(report, RUNG[name])
     if name == "disk-trend.toml":
         assert_warned_well_before_full(report)
+
+    if name.endswith("-pg.toml"):  # real PostgreSQL: the writer's rows were measured
+        assert report["data"]["rows_written"] > 0
+        assert report["data"]["rows_lost"] is not None
 
 
 def assert_warned_well_before_full(report: Any) -> None:
