@@ -50,7 +50,10 @@ class PgWorld:
         host = self.sb.host_named(name)
         assert host is not None
         path = wire.FACTS_PATH
-        headers = wire.signed_headers(self.sb.secret, "GET", path, b"", now=time.time())
+        key = wire.derive_host_secret(self.sb.secret, host.instance_id)
+        headers = wire.signed_headers(
+            key, "GET", path, b"", now=time.time(), target=host.instance_id
+        )
         try:
             async with self.session.get(
                 f"http://{host.agent_addr}{path}",
