@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any
 
 _ARMOR = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----")
+_PGP_ARMOR = re.compile(rb"-----BEGIN PGP PRIVATE KEY BLOCK-----")
 _HEAD_BYTES = 64 * 1024
+# The agent's own TLS key is a private key it must hold (PEM): there only an OpenPGP
+# secret key, which could decrypt backups, is refused.
+_TLS_KEY_PATH = "tls_key_file"
 _SECRET_KEY_TAG = 5
 
 
@@ -27,7 +31,11 @@ def check(data: dict[str, Any]) -> list[str]:
             problems.append(f"{path}: the agent never holds a private key (remove this key)")
         elif isinstance(value, str) and _ARMOR.search(value.encode(errors="replace")):
             problems.append(f"{path}: holds a private key; the agent never holds one")
-        elif isinstance(value, str) and value.startswith("/") and _file_holds_one(Path(value)):
+        elif (
+            isinstance(value, str)
+            and value.startswith("/")
+            and _file_holds_one(Path(value), pgp_only=path == _TLS_KEY_PATH)
+        ):
             problems.append(
                 f"{path}: {value} holds a private key; the agent never holds one "
                 "(backups need only the public key)"
@@ -47,7 +55,7 @@ def _walk(node: Any, path: str) -> Iterator[tuple[str, str, Any]]:
             yield from _walk(value, f"{path}[{i}]")
 
 
-def _file_holds_one(path: Path) -> bool:
+def _file_holds_one(path: Path, *, pgp_only: bool = False) -> bool:
     try:
         if not path.is_file():
             return False
@@ -55,7 +63,8 @@ def _file_holds_one(path: Path) -> bool:
             head = f.read(_HEAD_BYTES)
     except OSError:
         return False
-    return bool(_ARMOR.search(head)) or _secret_key_packet(head)
+    armor = _PGP_ARMOR if pgp_only else _ARMOR
+    return bool(armor.search(head)) or _secret_key_packet(head)
 
 
 def _secret_key_packet(head: bytes) -> bool:

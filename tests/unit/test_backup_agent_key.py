@@ -22,7 +22,7 @@ PUBLIC_HEAD = bytes.fromhex("9833046b0f10e216092b06010401da470f01")
 def config(tmp_path: Path, **extra: Any) -> dict[str, Any]:
     secret = tmp_path / "agent.secret"
     secret.write_text("0123456789abcdef0123456789abcdef")
-    return {"secret_file": str(secret), **extra}
+    return {"secret_file": str(secret), "instance_id": "i-0a1b2c3d4e5f60718", **extra}
 
 
 def action(argv: list[str]) -> dict[str, Any]:
@@ -71,3 +71,19 @@ def test_a_path_to_a_private_key_is_refused(tmp_path: Path, content: bytes, refu
         ]
     else:
         assert agent_config.parse(data).actions[0].argv[2] == str(key)
+
+
+def test_the_agents_own_tls_key_is_allowed_but_not_an_openpgp_one(tmp_path: Path) -> None:
+    """tls_key_file is the agent's own TLS identity (a PEM private key it must hold); an
+    OpenPGP secret key there would still let it decrypt backups, and is refused."""
+    cert = tmp_path / "agent.crt"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    tls_key = tmp_path / "agent.key"
+    tls_key.write_bytes(b"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n")
+    data = config(tmp_path, tls_cert_file=str(cert), tls_key_file=str(tls_key))
+    assert agent_config.parse(data).tls_key_file is not None
+    tls_key.write_bytes(SECRET_HEAD)
+    assert problems(data) == [
+        f"tls_key_file: {tls_key} holds a private key; the agent never holds one "
+        "(backups need only the public key)"
+    ]

@@ -91,7 +91,8 @@ def test_every_cluster_problem_is_listed_with_its_path() -> None:
 def test_the_examples_commented_cluster_table_is_valid() -> None:
     """Uncommented, the example's [cluster] table loads as written."""
     text = (Path(__file__).parents[2] / "config" / "drwatch.example.toml").read_text()
-    block = text[text.index("# [cluster]") :].splitlines()
+    # The table runs from "# [cluster]" to the first blank line (other tables follow).
+    block = text[text.index("# [cluster]") :].split("\n\n", 1)[0].splitlines()
     lines = [ln[2:] for ln in block if ln.startswith("# ") and not ln.startswith("# # ")]
     data = with_cluster()
     data["cluster"] = tomllib.loads("\n".join(lines))["cluster"]
