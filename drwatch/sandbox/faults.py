@@ -45,6 +45,10 @@ VERBS: dict[str, tuple[TargetKind, str | None]] = {
     "corrupt-volume": (TargetKind.VOLUME, None),
     "corrupt-snapshot": (TargetKind.SNAPSHOT, None),
     "kill-watcher": (TargetKind.WATCHER, "delay"),
+    "pause": (TargetKind.WATCHER, None),
+    "resume": (TargetKind.WATCHER, None),
+    "partition-zone": (TargetKind.ZONE, None),
+    "refuse-credentials": (TargetKind.REGION, None),
 }
 
 DEFAULTS = {"delay": 2.0, "period": 2.0, "percent": 95.0}
