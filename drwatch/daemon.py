@@ -48,6 +48,7 @@ from drwatch.observe.store import HealthStore, hysteresis_from
 from drwatch.probes.http import HttpProbe, new_session
 from drwatch.probes.tcp import TcpProbe
 from drwatch.providers.aws import AwsProvider
+from drwatch.providers.base import Inventory
 from drwatch.roles import RoleMemory
 from drwatch.secretfile import read_secret
 from drwatch.web import api, status
@@ -68,7 +69,7 @@ class Watch:
     `FleetView` the playbooks see (latest snapshot; refresh = rediscover now)."""
 
     cfg: Config
-    provider: AwsProvider
+    provider: Inventory
     store: HealthStore
     scheduler: CheckScheduler
     job_sources: Sequence[Callable[[Fleet], dict[str, CheckJob]]]
