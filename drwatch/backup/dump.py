@@ -12,13 +12,13 @@ already, which is why gpg's compression stays off.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from drwatch.backup.errors import BackupError
 from drwatch.backup.pipeline import command_stream
+from drwatch.backup.proc import communicate
 from drwatch.backup.runner import Source
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -79,22 +79,12 @@ async def _identity(endpoint: PgEndpoint) -> tuple[str, bool, str]:
         _QUERY,
     ]
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        code, out, errors = await communicate(argv, _QUERY_TIMEOUT)
     except OSError as err:
         raise BackupError(f"cannot run psql ({argv[0]}): {err.strerror}") from None
-    try:
-        async with asyncio.timeout(_QUERY_TIMEOUT):
-            out, errors = await proc.communicate()
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         raise BackupError(f"{where}: no answer in {_QUERY_TIMEOUT:g}s") from None
-    if proc.returncode != 0:
+    if code != 0:
         raise BackupError(f"{where}: {errors.decode(errors='replace').strip()}")
     system_id, recovery, lsn = out.decode().strip().split("|")
     return system_id, recovery == "t", lsn

@@ -10,7 +10,6 @@ only (`--recipient-file`: no keyring, no trust database, no agent), `--batch
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import tempfile
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drwatch.backup.errors import BackupError
+from drwatch.backup.proc import communicate
 
 _SHOW_TIMEOUT = 20.0
 _COMPRESS_ALGO = {"none": "none", "zip": "zip", "zlib": "zlib", "bzip2": "bzip2"}
@@ -112,7 +112,7 @@ def _prepare(key_file: Path, homedir: Path) -> None:
 
 async def _show_keys(gpg: str, public_key_file: Path, homedir: Path) -> str:
     _prepare(public_key_file, homedir)
-    proc = await asyncio.create_subprocess_exec(
+    argv = [
         gpg,
         "--homedir",
         str(homedir),
@@ -122,20 +122,14 @@ async def _show_keys(gpg: str, public_key_file: Path, homedir: Path) -> str:
         "--fixed-list-mode",
         "--show-keys",
         str(public_key_file),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    ]
     try:
-        async with asyncio.timeout(_SHOW_TIMEOUT):
-            out, err = await proc.communicate()
+        code, out, err = await communicate(argv, _SHOW_TIMEOUT)
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         raise BackupError(
             f"gpg --show-keys {public_key_file}: no answer in {_SHOW_TIMEOUT:g}s"
         ) from None
-    if proc.returncode != 0:
+    if code != 0:
         tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
         raise BackupError(f"{public_key_file}: gpg cannot read it ({tail[0]})")
     return out.decode(errors="replace")
