@@ -129,8 +129,10 @@ def add_routes(app: web.Application, state: ApiState) -> None:
     app.router.add_get(
         "/api/v1/incidents", _guard(incidents, mutating=False, query=("open", "limit"))
     )
-    app.router.add_get("/api/v1/incidents/{id}", _guard(incident, mutating=False))
-    app.router.add_post("/api/v1/incidents/{id}/approve", _guard(approve, mutating=True))
+    # `{id:[^/]+}`, not `{id}`: aiohttp's default pattern leaves out `{` and `}`, and such
+    # an id would get its plain-text 404 instead of this API's JSON 400.
+    app.router.add_get("/api/v1/incidents/{id:[^/]+}", _guard(incident, mutating=False))
+    app.router.add_post("/api/v1/incidents/{id:[^/]+}/approve", _guard(approve, mutating=True))
     app.router.add_post("/api/v1/pause", _guard(pause, mutating=True))
     app.router.add_post("/api/v1/resume", _guard(resume, mutating=True))
 
