@@ -126,6 +126,8 @@ class Options:
     backups: bool = False
     # Give the watcher its own copy of the backup key's private half.
     watcher_key: bool = False
+    # Every backup class's RPO (a drill's objectives.rpo); None: the sandbox's own.
+    backup_rpo: float | None = None
 
 
 @dataclass
@@ -169,7 +171,7 @@ class Sandbox:
         self.backups = (
             SandboxBackups(
                 topo, self.state_dir, (free_port(), free_port()), self.uplink, self.session,
-                watcher_key=self.options.watcher_key,
+                watcher_key=self.options.watcher_key, rpo=self.options.backup_rpo,
             ) if self.options.backups else None
         )  # fmt: skip
         self._agent = agent_plug.agent_factory(
