@@ -230,3 +230,24 @@ async def test_an_image_missing_in_the_standby_region_is_copied_and_pending_unti
     assert "copy" in first["standby_region"].why
     second = {e.location: e for e in await sources.images(service, "images", dc)}
     assert second["standby_region"].state is State.VERIFIED
+
+
+async def test_a_snapshot_left_by_an_interrupted_run_is_deleted_by_the_next(
+    world: tuple[BackupService, FleetSources, Agents, dict[str, Instance], Any],
+    moto: MotoServer,
+) -> None:
+    """drwatch stopped after starting a snapshot and before recording it: the snapshot
+    carries its run's tags but counts for nothing; the next run deletes it and keeps
+    its own."""
+    service, sources, _, _, _ = world
+    ec2: Any = boto3.client("ec2", region_name=US, endpoint_url=moto.url)
+    volume = ec2.describe_volumes()["Volumes"][0]["VolumeId"]
+    tags = [{"Key": "drwatch:backup", "Value": "orders-crashed"},
+            {"Key": "drwatch:data-class", "Value": "orders"}]  # fmt: skip
+    orphan = ec2.create_snapshot(VolumeId=volume, TagSpecifications=[
+        {"ResourceType": "snapshot", "Tags": tags}])["SnapshotId"]  # fmt: skip
+    entries = await sources.snapshot(service, "orders", service.cfg.classes["orders"])
+    left = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert orphan not in left
+    assert entries[0].manifest is not None
+    assert entries[0].manifest.source["snapshot_id"] in left
