@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from drwatch.web import backups as backups_web
 from tests.support.operator_services import chromium, dom_text
 from tests.support.operator_world import DB_INC, STEPS, ZONE_INC, build_app
 from tests.support.services import free_port
@@ -73,3 +74,50 @@ async def test_page_serves_no_third_party_assets(page_url: str) -> None:
         csp = resp.headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp
     assert not re.search(r"""(src|href)=["']https?://""", html)
+
+
+class BackupsSeen:
+    """The backup service's view as the status document gets it: orders breached at
+    the off-site location, fine at the primary; scratch not backed up."""
+
+    def doc(self, now: float) -> dict[str, object]:
+        return {}
+
+    def status_part(self, now: float) -> dict[str, object]:
+        rows = [
+            {"data_class": "orders", "location": "primary", "rpo_s": 180.0, "age_s": 20.0,
+             "breached": False, "failing": False},
+            {"data_class": "orders", "location": "offsite", "rpo_s": 180.0, "age_s": 400.0,
+             "breached": True, "failing": False},
+        ]  # fmt: skip
+        return {
+            "backups": {
+                "classes": rows,
+                "not_backed_up": ["scratch"],
+                "watcher_holds_private_key": False,
+            },
+            "findings": [],
+        }
+
+
+async def test_page_shows_the_backups_panel(tmp_path: Path) -> None:
+    """With backups configured, the page's Backups panel lists each class at each
+    location with the newest verified backup's age against the RPO, marks a breach,
+    names the classes not backed up and says the watcher holds no key."""
+    app = build_app(tmp_path / "state")
+    backups_web.add_routes(app, BackupsSeen())
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        dom = await chromium(tmp_path, "--dump-dom", f"http://127.0.0.1:{port}/")
+    finally:
+        await runner.cleanup()
+    text = dom_text(dom)
+    assert 'id="backups" class="card"' in dom
+    assert '<tr class="down" data-class="orders" data-location="offsite">' in dom
+    assert '<tr class="up" data-class="orders" data-location="primary">' in dom
+    assert "RPO breached" in text
+    assert "Not backed up, on purpose: scratch." in text
+    assert "does not hold the backup key" in text
