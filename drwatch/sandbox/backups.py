@@ -102,7 +102,7 @@ class SandboxBackups:
         self,
         topo: Topology,
         state_dir: Path,
-        ports: tuple[int, int],
+        port: Callable[[], int],
         uplink: Gate,
         session: Callable[[], aiohttp.ClientSession],
         *,
@@ -113,8 +113,14 @@ class SandboxBackups:
         self.dir = state_dir / "backup"
         self.watcher_key = watcher_key
         self.rpo = rpo  # a drill's objectives.rpo: every class's, schedules within it
-        self.offsite_moto = MotoProcess(ports[0], state_dir / "moto-offsite.log")
-        self.offsite = Front(self.offsite_moto.url, {OFFSITE: ports[1]}, uplink, session)
+        # The cloud's object storage: its own moto process behind its own front (one
+        # listener per region), so backup traffic never slows the EC2 API drwatch polls
+        # with a one-second timeout; `s3-outage` fails a region's listener here.
+        self.storage_moto = MotoProcess(port(), state_dir / "moto-s3.log")
+        regions = {r: port() for r in topo.regions}
+        self.storage = Front(self.storage_moto.url, regions, uplink, session)
+        self.offsite_moto = MotoProcess(port(), state_dir / "moto-offsite.log")
+        self.offsite = Front(self.offsite_moto.url, {OFFSITE: port()}, uplink, session)
         self.key: KeyPair | None = None
         self._primary_endpoint = ""
 
@@ -123,7 +129,7 @@ class SandboxBackups:
         regions = self.topo.regions
         return regions[0], regions[1] if len(regions) > 1 else None
 
-    async def start(self, moto_url: str, front: Front) -> None:
+    async def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.key = await asyncio.to_thread(make_key_pair, self.dir)
         if self.watcher_key:
@@ -134,21 +140,23 @@ class SandboxBackups:
             creds = self.dir / f"{name}.credentials"
             creds.touch(mode=0o600)
             creds.write_text(f'access_key_id = "{name}"\nsecret_access_key = "{secret}"\n')
-        await self.offsite_moto.start()
-        await self.offsite.start()
+        for moto, front in ((self.storage_moto, self.storage), (self.offsite_moto, self.offsite)):
+            await moto.start()
+            await front.start()
         home, standby = self.regions
-        self._primary_endpoint = front.endpoint(home)
-        buckets = [(moto_url, home), (self.offsite_moto.url, OFFSITE)]
+        self._primary_endpoint = self.storage.endpoint(home)
+        buckets = [(self.storage_moto.url, home), (self.offsite_moto.url, OFFSITE)]
         if standby:
-            buckets.append((moto_url, standby))
+            buckets.append((self.storage_moto.url, standby))
         await asyncio.to_thread(_make_buckets, buckets)
         log.info("backups.ready", fingerprint=self.key.fingerprint, offsite=self.offsite_moto.url)
 
     async def stop(self) -> None:
-        await self.offsite.stop()
-        await self.offsite_moto.stop()
+        for moto, front in ((self.storage_moto, self.storage), (self.offsite_moto, self.offsite)):
+            await front.stop()
+            await moto.stop()
 
-    def config_lines(self, front: Front) -> list[str]:
+    def config_lines(self) -> list[str]:
         """The daemon's `[objectives.data_classes]` and `[backup]` sections."""
         assert self.key is not None, "start() first"
         home, standby = self.regions
@@ -172,10 +180,10 @@ class SandboxBackups:
             "[backup.recipient]",
             f"public_key_file = {q(str(self.key.public_file))}",
             f"fingerprint = {q(self.key.fingerprint)}",
-            *self._location("primary", home, front.endpoint(home), None),
+            *self._location("primary", home, self.storage.endpoint(home), None),
         ]
         if standby:
-            lines += self._location("standby_region", standby, front.endpoint(standby), None)
+            lines += self._location("standby_region", standby, self.storage.endpoint(standby), None)
         creds = self.dir / f"{OFFSITE}.credentials"
         lines += self._location(OFFSITE, OFFSITE, self.offsite.endpoint(OFFSITE), creds)
         groups = list(self.topo.groups())
@@ -200,7 +208,7 @@ class SandboxBackups:
         ]
         return lines
 
-    def corrupt_newest(self, moto_url: str, data_class: str) -> Callable[[], None]:
+    def corrupt_newest(self, data_class: str) -> Callable[[], None]:
         """Change one byte of the first chunk of the class's newest complete dump (or
         archive) at the primary location, behind drwatch's back (blocking); the function
         that puts the original back."""
@@ -208,7 +216,8 @@ class SandboxBackups:
         if kind is None:
             raise SandboxError(f"{data_class} has no backup objects to corrupt")
         home, _ = self.regions
-        s3: Any = boto3.client("s3", region_name=home, endpoint_url=moto_url, **CREDENTIALS)
+        url = self.storage_moto.url
+        s3: Any = boto3.client("s3", region_name=home, endpoint_url=url, **CREDENTIALS)
         bucket, prefix = _bucket(home), f"{PREFIX}/{data_class}/{kind}/"
         listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
         done = sorted(

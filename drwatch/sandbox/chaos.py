@@ -207,10 +207,15 @@ async def _fail_launches(ch: Chaos, _f: Fault, zone: str) -> Undo:
 async def _region_outage(ch: Chaos, _f: Fault, region: str) -> Undo:
     ch.sb.outages.regions.add(region)
     await ch.sb.front.set_region_reachable(region, False)
+    storage = ch.sb.backups.storage if ch.sb.backups is not None else None
+    if storage is not None:  # the region's object storage goes with it
+        await storage.set_region_reachable(region, False)
 
     async def undo() -> None:
         ch.sb.outages.regions.discard(region)
         await ch.sb.front.set_region_reachable(region, True)
+        if storage is not None:
+            await storage.set_region_reachable(region, True)
 
     return undo
 
@@ -291,6 +296,16 @@ def _backups(ch: Chaos) -> SandboxBackups:
     return ch.sb.backups
 
 
+async def _s3_outage(ch: Chaos, _f: Fault, region: str) -> Undo:
+    faults = _backups(ch).storage.faults
+    faults.s3_outage.add(region)
+
+    async def undo() -> None:
+        faults.s3_outage.discard(region)
+
+    return undo
+
+
 async def _offsite_outage(ch: Chaos, _f: Fault, _t: str) -> Undo:
     faults = _backups(ch).offsite.faults
     faults.s3_outage.add(OFFSITE)
@@ -303,7 +318,7 @@ async def _offsite_outage(ch: Chaos, _f: Fault, _t: str) -> Undo:
 
 async def _corrupt_backup(ch: Chaos, _f: Fault, data_class: str) -> Undo:
     backups = _backups(ch)
-    restore = await asyncio.to_thread(backups.corrupt_newest, ch.sb.moto_proc.url, data_class)
+    restore = await asyncio.to_thread(backups.corrupt_newest, data_class)
 
     async def undo() -> None:
         await asyncio.to_thread(restore)
@@ -348,7 +363,7 @@ _APPLY: dict[str, Applier] = {
     "kill-watcher": _kill_watcher,
     "grow-disk": _grow_disk,
     "lag-replica": _lag_replica,
-    "s3-outage": _region_set("s3_outage"),
+    "s3-outage": _s3_outage,
     "offsite-outage": _offsite_outage,
     "corrupt-backup": _corrupt_backup,
     "restore-test": _restore_test,

@@ -59,7 +59,7 @@ VERBS: dict[str, tuple[TargetKind, str | None]] = {
     "restore-test": (TargetKind.DATA_CLASS, None),
 }
 # Verbs that need the sandbox's backups (`backups = true` in a drill).
-BACKUP_VERBS = frozenset({"offsite-outage", "corrupt-backup", "restore-test"})
+BACKUP_VERBS = frozenset({"s3-outage", "offsite-outage", "corrupt-backup", "restore-test"})
 
 DEFAULTS = {"delay": 2.0, "period": 2.0, "percent": 95.0, "rate": 10.0}
 

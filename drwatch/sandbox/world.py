@@ -170,7 +170,7 @@ class Sandbox:
         )  # fmt: skip
         self.backups = (
             SandboxBackups(
-                topo, self.state_dir, (free_port(), free_port()), self.uplink, self.session,
+                topo, self.state_dir, free_port, self.uplink, self.session,
                 watcher_key=self.options.watcher_key, rpo=self.options.backup_rpo,
             ) if self.options.backups else None
         )  # fmt: skip
@@ -212,7 +212,7 @@ class Sandbox:
         await self.databases.start(self.seeded, free_port)
         await self.front.start()
         if self.backups is not None:
-            await self.backups.start(self.moto_proc.url, self.front)
+            await self.backups.start()
         for listener in (*self.canaries.values(), self.service):
             await listener.start()
         if self.control is not None:
@@ -294,7 +294,7 @@ class Sandbox:
             canaries=self.canary_urls(),
             alertmanager_urls=self.options.alertmanager_urls,
         )
-        extra = self.backups.config_lines(self.front) if self.backups else []
+        extra = self.backups.config_lines() if self.backups else []
         (self.state_dir / CONFIG_FILE).write_text(
             render_config(self.topo, where) + "\n".join(extra) + "\n"
         )

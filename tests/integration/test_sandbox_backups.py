@@ -21,7 +21,6 @@ import pytest
 
 from drwatch.sandbox.backups import SandboxBackups, make_key_pair
 from drwatch.sandbox.cloud import CREDENTIALS
-from drwatch.sandbox.front import Front
 from drwatch.sandbox.listener import Gate
 from drwatch.sandbox.topology import default_topology
 from drwatch.sandbox.world import Options, Sandbox
@@ -135,9 +134,9 @@ def check_cli_and_custody(sb: Sandbox, gpg: str) -> None:
 
 
 def newest_chunk(sb: Sandbox) -> bytes:
-    s3: Any = boto3.client(
-        "s3", region_name="us-east-1", endpoint_url=sb.moto_proc.url, **CREDENTIALS
-    )
+    assert sb.backups is not None
+    url = sb.backups.storage_moto.url
+    s3: Any = boto3.client("s3", region_name="us-east-1", endpoint_url=url, **CREDENTIALS)
     bucket = "drwatch-backups-us-east-1"
     keys = [
         o["Key"]
@@ -153,13 +152,12 @@ def test_the_watcher_key_option_names_the_watchers_own_copy(tmp_path: Path) -> N
     operator's file); without it, no private key is named."""
     need_binary("gpg")
     topo = default_topology()
-    front = Front("http://127.0.0.1:9", {r: 9 for r in topo.regions}, Gate(), _no_session)
     for given in (False, True):
-        b = SandboxBackups(topo, tmp_path / str(given), (9, 9), Gate(), _no_session,
+        b = SandboxBackups(topo, tmp_path / str(given), lambda: 9, Gate(), _no_session,
                            watcher_key=given)  # fmt: skip
         b.dir.mkdir(parents=True)
         b.key = make_key_pair(b.dir)
-        doc = tomllib.loads("\n".join(b.config_lines(front)))
+        doc = tomllib.loads("\n".join(b.config_lines()))
         named = doc["backup"].get("watcher_private_key_file")
         assert (named is not None) is given
         if named is not None:
