@@ -16,7 +16,7 @@ from drwatch.assess import Assessment, RulesConfig, assess
 from drwatch.assess.views import view
 from drwatch.config import PolicyConfig, TimingConfig
 from drwatch.decide import GateInput, decide, plans_for, utc_hm
-from drwatch.decide.gates import APPROVAL_PREFIX
+from drwatch.decide.gates import APPROVAL_PREFIX, pause_reason
 from drwatch.decide.summary import summarise
 from drwatch.errors import DrwatchError
 from drwatch.incidents import IncidentStore, new_incident_id
@@ -24,7 +24,7 @@ from drwatch.logs import get_logger
 from drwatch.model.findings import Diagnosis, Severity
 from drwatch.model.incident import GateEntry, Incident, IncidentOutcome, IncidentState
 from drwatch.model.observation import Layer
-from drwatch.model.plan import Plan, PlaybookName, RunOutcome, RunProgress, Scope, StepRecord
+from drwatch.model.plan import Plan, RunOutcome, RunProgress, Scope, StepRecord
 from drwatch.model.snapshot import Snapshot
 from drwatch.roles import RoleMemory
 
@@ -278,10 +278,23 @@ class Cycle:
     def _running(
         self, inc: Incident, p: RunProgress, now: float, changes: list[IncidentChange]
     ) -> None:
+        """Follow the run's steps. While paused, the runner holds the run before its next
+        step (the step in flight finishes): the incident is blocked and says where."""
         steps = self._steps(inc, p)
-        if steps != inc.steps:
-            running = next((s.name for s in reversed(steps) if s.status.value == "running"), "")
-            self._save_change(inc.with_(steps=steps), now, "step", running, changes)
+        held = (held_reason(self.pause_note(), p),) if self.paused else ()
+        if steps == inc.steps and held == inc.gate_reasons:
+            return
+        if held != inc.gate_reasons:
+            inc = inc.with_(
+                outcome=IncidentOutcome.BLOCKED if held else None,
+                gate_reasons=held,
+                gate_history=(*inc.gate_history, GateEntry(now, held or ("resumed",))),
+            )
+            change = "blocked" if held else "acting"
+            self._save_change(inc.with_(steps=steps), now, change, "; ".join(held), changes)
+            return
+        running = next((s.name for s in reversed(steps) if s.status.value == "running"), "")
+        self._save_change(inc.with_(steps=steps), now, "step", running, changes)
 
     def _succeeded(
         self,
@@ -291,6 +304,8 @@ class Cycle:
         now: float,
         changes: list[IncidentChange],
     ) -> None:
+        """The run is done. The incident's next plan (a zone's next group), if any, is
+        decided this tick like any other: through every gate."""
         self.store.retire(inc.current_targets, inc.id, now)
         steps = self._steps(inc, p)
         inc = inc.with_(
@@ -299,14 +314,17 @@ class Cycle:
             run_ids_done=(*inc.run_ids_done, p.run_id),
             groups_done=(*inc.groups_done, inc.current_group or ""),
             detail=p.detail,
+            run_ended_at=now,
+            outcome=None,
+            gate_reasons=(),
         )
         remaining = plans_for(inc, snapshot, self.rules, self.store.retired(), self.roles.known())
         if remaining:
-            self._submit(inc, remaining[0], now, changes)
-            return
-        self._save_change(
-            inc.with_(run_ended_at=now), now, "step", "playbooks done; verifying", changes
-        )
+            nxt = remaining[0]
+            note = f"{inc.current_group} done; next {nxt.playbook.value} for {nxt.group}"
+        else:
+            note = "playbooks done; verifying"
+        self._save_change(inc, now, "step", note, changes)
 
     def _failed(
         self, inc: Incident, p: RunProgress, now: float, changes: list[IncidentChange]
@@ -342,6 +360,7 @@ class Cycle:
             current_group=plan.group,
             current_targets=plan.targets,
             gate_reasons=(),
+            run_ended_at=None,
         )
         # Durable before submit: the record says "acting" before any side effect can happen.
         self._save_change(inc, now, "acting", f"{plan.playbook.value} for {plan.group}", changes)
@@ -454,7 +473,7 @@ class Cycle:
         zone loses its instances one by one) and each new one gets its plan in turn."""
         if inc.outcome in (IncidentOutcome.FAILED, IncidentOutcome.RECOVERED):
             return
-        if inc.state is IncidentState.ACTING:
+        if inc.acted_at is not None:
             self._grow(inc, d, snapshot=snapshot, now=now, retired=retired, changes=changes)
             return
         if d.finding.value == inc.finding and d.targets == inc.target_ids:
@@ -497,11 +516,9 @@ class Cycle:
             )
         if inc.run_ended_at is None:
             return  # a run is in flight; the next plan waits for it
-        remaining = plans_for(inc, snapshot, self.rules, retired, self.roles.known())
-        if remaining:
-            self._submit(inc.with_(run_ended_at=None), remaining[0], now, changes)
-        else:
+        if not plans_for(inc, snapshot, self.rules, retired, self.roles.known()):
             self._settle(inc, snapshot, retired, now, changes)
+        # Otherwise the next plan is decided with the others, through the gates.
 
     def _settle(
         self,
@@ -526,18 +543,14 @@ class Cycle:
 
     def _gone(self, inc: Incident, now: float, changes: list[IncidentChange]) -> None:
         """The finding is gone and the targets answer. How it ends depends on what was done."""
-        if inc.state is IncidentState.ACTING and inc.outcome is None:
-            if inc.run_ended_at is None:
-                return  # a run is in flight: it ends the incident, not the finding
-            self._close(inc, IncidentOutcome.RECOVERED, now, changes, recovered=True)
-            return
-        if inc.outcome is IncidentOutcome.RECOVERED:
-            self._close(inc, inc.outcome, now, changes, recovered=True)
-            return
+        if _in_flight(inc):
+            return  # a run is in flight: it ends the incident, not the finding
         if inc.outcome in (IncidentOutcome.DETECTED_ONLY, IncidentOutcome.FAILED):
             self._close(inc, inc.outcome, now, changes)
-            return
-        self._close(inc, IncidentOutcome.CLEARED, now, changes)
+        elif inc.acted_at is not None or inc.outcome is IncidentOutcome.RECOVERED:
+            self._close(inc, IncidentOutcome.RECOVERED, now, changes, recovered=True)
+        else:
+            self._close(inc, IncidentOutcome.CLEARED, now, changes)
 
     def _close(
         self,
@@ -578,7 +591,7 @@ class Cycle:
         for inc in self.store.open_incidents():
             if inc.scope_key not in present:
                 continue  # its evidence is unknown this tick: neither ended nor decided
-            if inc.state is not IncidentState.OPEN or inc.outcome in (
+            if _in_flight(inc) or inc.outcome in (
                 IncidentOutcome.DETECTED_ONLY,
                 IncidentOutcome.FAILED,
                 IncidentOutcome.RECOVERED,
@@ -607,6 +620,8 @@ class Cycle:
         changes: list[IncidentChange],
     ) -> Plan | None:
         plans = plans_for(inc, snapshot, self.rules, retired, self.roles.known())
+        if not plans and inc.acted_at is not None:
+            return None  # every plan ran: verifying (or settled by _grow)
         gate = self._gate_input(inc, plans, snapshot, now=now, active=active, retired=retired)
         verdict = decide(gate)
         if verdict.act and not self.can_act:
@@ -616,8 +631,7 @@ class Cycle:
             )
             return None
         if verdict.act:
-            inc = inc.with_(playbook=plans[0].playbook, playbooks=_playbooks(plans))
-            self._submit(inc, plans[0], now, changes)
+            self._submit(_with_plans(inc, plans), plans[0], now, changes)
             return plans[0]
         assert verdict.outcome is not None
         self._record(inc, plans, verdict.outcome, verdict.reasons, now=now, changes=changes)
@@ -670,12 +684,11 @@ class Cycle:
     ) -> None:
         if inc.outcome is outcome and inc.gate_reasons == reasons:
             return
-        inc = inc.with_(
+        inc = _with_plans(inc, plans).with_(
+            state=IncidentState.OPEN,
             outcome=outcome,
             gate_reasons=reasons,
             gate_history=(*inc.gate_history, GateEntry(now, reasons)),
-            playbook=plans[0].playbook if plans else None,
-            playbooks=_playbooks(plans),
         )
         self._save_change(inc, now, outcome.value, "; ".join(reasons), changes)
         log.info("incident.decided", incident=inc.id, outcome=outcome.value, reasons=list(reasons))
@@ -716,8 +729,25 @@ def _in_flight(inc: Incident) -> bool:
     return inc.state is IncidentState.ACTING and inc.run_ended_at is None
 
 
-def _playbooks(plans: tuple[Plan, ...]) -> tuple[PlaybookName, ...]:
-    return tuple(p.playbook for p in plans)
+def _with_plans(inc: Incident, plans: tuple[Plan, ...]) -> Incident:
+    """The playbooks an incident will run. Before any action they follow the plans (a
+    changed finding may change them); once it acted, the ones it ran stay listed."""
+    names = tuple(p.playbook for p in plans)
+    if inc.acted_at is None:
+        return inc.with_(playbook=names[0] if names else None, playbooks=names)
+    return inc.with_(
+        playbook=inc.playbook or (names[0] if names else None),
+        playbooks=tuple(dict.fromkeys((*inc.playbooks, *names))),
+    )
+
+
+def held_reason(pause_note: str, progress: RunProgress) -> str:
+    """Why a run in flight is not moving: the kill switch, and where the run stopped."""
+    done = [s.name for s in progress.steps if s.status.value in ("done", "skipped")]
+    where = f" (after {done[-1]})" if done else ""
+    return (
+        f"{pause_reason(pause_note)}; {progress.playbook.value} stops before its next step{where}"
+    )
 
 
 def _tagged(step: StepRecord, group: str) -> StepRecord:

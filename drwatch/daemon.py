@@ -15,7 +15,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack, ExitStack, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 import aiohttp
@@ -33,6 +34,7 @@ from drwatch.errors import ConfigError
 from drwatch.incidents import IncidentStore
 from drwatch.ledger import DrillLedger
 from drwatch.model import Fleet, Observation, Snapshot
+from drwatch.model.snapshot import Discovery
 from drwatch.notify import Notifier, notifier_from_env, watchdog_interval
 from drwatch.observe.agent import AgentClient, AgentObserver, client_tls_context
 from drwatch.observe.app import AppObserver
@@ -82,6 +84,14 @@ class Watch:
 
     def latest(self) -> Snapshot:
         return self.store.snapshot(self.fleet, time.time())
+
+    def snapshot(self, now: float) -> Snapshot:
+        """The tick's snapshot: the health store's, with what discovery said (a watcher
+        that finds nothing is blind, not healthy)."""
+        seen = Discovery(
+            MappingProxyType(dict(self.discovery_errors)), tuple(g.name for g in self.cfg.groups)
+        )
+        return replace(self.store.snapshot(self.fleet, now), discovery=seen)
 
     async def refresh(self) -> Snapshot:
         await self.rediscover()
@@ -294,7 +304,7 @@ class Daemon:
             await asyncio.sleep(interval)
 
     def tick(self, now: float) -> TickReport:
-        snapshot = self.store.snapshot(self.watch.fleet, now)
+        snapshot = self.watch.snapshot(now)
         report = self.cycle.tick(snapshot, now)
         self.api_state.update(report, snapshot)
         if self.summary_log(report):
@@ -374,7 +384,12 @@ class Daemon:
         if report.watcher_state is WatcherState.IMPAIRED:
             self.impaired_since = self.impaired_since or now
             alerts.append(
-                watcher_impaired_alert(self.cfg.watcher.name, report.summary, self.impaired_since)
+                watcher_impaired_alert(
+                    self.cfg.watcher.name,
+                    report.summary,
+                    self.impaired_since,
+                    reason=report.watcher_reason,
+                )
             )
         else:
             self.impaired_since = None

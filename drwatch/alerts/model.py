@@ -71,8 +71,23 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
-def watcher_impaired_alert(watcher: str, summary: str, since: float) -> AlertInput:
-    """drwatch's own alert: its canaries fail, so it distrusts what it sees and will not act."""
+def watcher_impaired_alert(
+    watcher: str, summary: str, since: float, *, reason: str = ""
+) -> AlertInput:
+    """drwatch's own alert: its canaries fail, or it cannot find the fleet (blind), so it
+    distrusts what it sees and will not act."""
+    if reason and "canar" not in reason:
+        description = (
+            f"drwatch ({watcher}) cannot see what it watches: {reason}. It opens no "
+            "incidents and runs no playbooks until it can; check the provider credentials, "
+            "the configured regions and groups, and the watcher host's network."
+        )
+    else:
+        description = (
+            f"drwatch ({watcher}) cannot reach its canaries outside every watched cloud. "
+            "It opens no incidents and runs no playbooks until they answer again; "
+            "check the watcher host's network."
+        )
     return AlertInput(
         incident_id="",
         alertname="DrwatchWatcherImpaired",
@@ -80,11 +95,7 @@ def watcher_impaired_alert(watcher: str, summary: str, since: float) -> AlertInp
         scope="watcher",
         summary=summary,
         started_at=since,
-        description=(
-            f"drwatch ({watcher}) cannot reach its canaries outside every watched cloud. "
-            "It opens no incidents and runs no playbooks until they answer again; "
-            "check the watcher host's network."
-        ),
+        description=description,
     )
 
 

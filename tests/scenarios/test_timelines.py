@@ -154,6 +154,14 @@ CASES: dict[str, tuple[Fault, list[tuple[str, str, tuple[str, ...], str]]]] = {
         ),
         [("zone", "zone_outage", ("app-5", "app-6"), "detected_only")],
     ),
+    "a zone silent from here, the provider fine: one alert, no instance replaced": (
+        during(5, 99, HANG, _in(US_1C, HOST)),
+        [("zone", "zone_unreachable", ("app-5", "app-6"), "detected_only")],
+    ),
+    "a zone refusing from here, the provider fine: one alert, no instance replaced": (
+        during(5, 99, REFUSED, _in(US_1C, HOST)),
+        [("zone", "zone_unreachable", ("app-5", "app-6"), "detected_only")],
+    ),
     "region outage: one region incident awaiting approval": (
         combine(
             during(5, 99, REFUSED, lambda t, lyr: t == "eu-west-1" and lyr is Layer.API),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
@@ -20,8 +21,19 @@ from drwatch.cycle import (
 )
 from drwatch.errors import DrwatchError
 from drwatch.incidents import IncidentStore
-from drwatch.model import Health, Layer, Plan, RunOutcome, RunProgress, StepRecord, StepStatus
+from drwatch.model import (
+    Fleet,
+    Health,
+    Layer,
+    Plan,
+    RunOutcome,
+    RunProgress,
+    Snapshot,
+    StepRecord,
+    StepStatus,
+)
 from drwatch.model.incident import IncidentOutcome, IncidentState
+from drwatch.model.snapshot import Discovery
 from tests.scenarios.world import NOW, US_EAST_1A, World, iid
 
 
@@ -266,9 +278,7 @@ def test_zone_outage_runs_one_plan_per_group_in_turn(tmp_path: Path) -> None:
     """A zone incident runs each affected group's playbook in turn, avoiding the zone."""
     runner = FakeRunner()
     cycle = make(tmp_path, runner, blast_radius=1.0)
-    world = World.healthy()
-    for n in US_EAST_1A:
-        world.dark(n)
+    world = _zone_1a_lost()
     report = cycle.tick(world.snapshot(), NOW)
     (inc,) = report.open_incidents
     assert inc.scope_key == "zone:us-east-1a"
@@ -287,6 +297,81 @@ def test_zone_outage_runs_one_plan_per_group_in_turn(tmp_path: Path) -> None:
     done = cycle.store.get(inc.id)
     assert done is not None
     assert done.outcome is IncidentOutcome.RECOVERED
+
+
+def _zone_1a_lost() -> World:
+    world = World.healthy().zone_state("us-east-1a", "impaired")
+    for n in US_EAST_1A:
+        world.dark(n)
+    return world
+
+
+def test_pause_mid_zone_recovery_blocks_the_next_group_then_resume_recovers(
+    tmp_path: Path,
+) -> None:
+    """Paused while a zone's first group is being recovered: the run in flight is shown
+    held, the next group's plan goes through the gates and is held with the reason (the
+    incident is blocked, never failed); resumed, the remaining groups run and the
+    incident recovers."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, runner, blast_radius=1.0)
+    world = _zone_1a_lost()
+    (inc,) = cycle.tick(world.snapshot(), NOW).open_incidents
+    cycle.pause(NOW, by="test")
+    report = cycle.tick(world.snapshot(), NOW + 1)
+    (held,) = report.open_incidents
+    assert (held.state, held.outcome) == (IncidentState.ACTING, IncidentOutcome.BLOCKED)
+    assert held.gate_reasons[0].startswith("paused: by test at")
+    assert "load_balancer.failover_eip stops before its next step" in held.gate_reasons[0]
+    runner.finish(inc.id, RunOutcome.SUCCEEDED)
+    report = cycle.tick(world.snapshot(), NOW + 2)
+    (blocked,) = report.open_incidents
+    assert (blocked.state, blocked.outcome) == (IncidentState.OPEN, IncidentOutcome.BLOCKED)
+    assert blocked.gate_reasons[0].startswith("paused: by test at")
+    assert report.summary.startswith("blocked: zone us-east-1a failover_eip, paused: by test")
+    assert [p.group for p in runner.submitted] == ["web-lb"]
+    assert cycle.resume(NOW + 3)
+    for k in range(3):
+        cycle.tick(world.snapshot(), NOW + 3 + k)
+        if k < 2:
+            runner.finish(inc.id, RunOutcome.SUCCEEDED)
+    assert [p.group for p in runner.submitted] == ["web-lb", "db", "app"]
+    done = cycle.store.get(inc.id)
+    assert done is not None
+    assert done.outcome is IncidentOutcome.RECOVERED
+    assert [p.value for p in done.playbooks] == [
+        "load_balancer.failover_eip",
+        "database.recover",
+        "app_server.replace",
+    ]
+
+
+@dataclass
+class BusyRunner(FakeRunner):
+    """Also runs `busy` runs the cycle did not submit (say, resumed from its journal)."""
+
+    busy: int = 0
+
+    def active(self) -> int:
+        return super().active() + self.busy
+
+
+def test_the_next_group_waits_for_the_concurrency_budget(tmp_path: Path) -> None:
+    """A zone's next group is decided like a first plan: with the only run slot taken,
+    it is blocked by the concurrency gate, not submitted around it."""
+    runner = BusyRunner()
+    cycle = make(tmp_path, runner, blast_radius=1.0, max_concurrent=1)
+    world = _zone_1a_lost()
+    (inc,) = cycle.tick(world.snapshot(), NOW).open_incidents
+    runner.busy = 1
+    runner.finish(inc.id, RunOutcome.SUCCEEDED)
+    (zone,) = cycle.tick(world.snapshot(), NOW + 1).open_incidents
+    assert len(runner.submitted) == 1
+    assert zone.outcome is IncidentOutcome.BLOCKED
+    assert zone.gate_reasons == ("concurrency: 1 of 1 playbook runs active",)
+    runner.busy = 0
+    cycle.tick(world.snapshot(), NOW + 2)
+    assert [p.group for p in runner.submitted] == ["web-lb", "db"]
 
 
 def test_concurrency_budget_holds_the_second_incident(tmp_path: Path) -> None:
@@ -493,3 +578,21 @@ def test_a_role_heard_before_a_restart_still_tells_a_lost_replica(tmp_path: Path
     after = make(tmp_path, runner)
     report = after.tick(world.stop("db-2").stop("db-1").snapshot(), NOW + 1)
     _only_the_primary_is_recovered(report, runner)
+
+
+def test_a_blind_watcher_is_impaired_not_ok(tmp_path: Path) -> None:
+    """Discovery refused from the start: no fleet, groups configured. The tick reports the
+    watcher impaired with the reason, not `ok` and not healthy."""
+    cycle = make(tmp_path)
+    blind = Snapshot(
+        taken_at=NOW,
+        fleet=Fleet(),
+        discovery=Discovery(MappingProxyType({"us-east-1": "AuthFailure: refused"}), ("app",)),
+    )
+    report = cycle.tick(blind, NOW)
+    assert report.watcher_state is WatcherState.IMPAIRED
+    assert report.watcher_reason == (
+        "no instance found of group(s) app; discovery failing (us-east-1: AuthFailure: refused)"
+    )
+    assert report.summary.startswith("watcher impaired: no instance found of group(s) app;")
+    assert report.open_incidents == ()
