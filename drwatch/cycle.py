@@ -17,6 +17,7 @@ from drwatch.assess.views import view
 from drwatch.config import PolicyConfig, TimingConfig
 from drwatch.decide import GateInput, decide, plans_for, utc_hm
 from drwatch.decide.gates import APPROVAL_PREFIX, pause_reason
+from drwatch.decide.rto import RtoOverdue, RtoPolicy, rto_overdue
 from drwatch.decide.summary import summarise
 from drwatch.errors import DrwatchError
 from drwatch.incidents import IncidentStore, new_incident_id
@@ -100,6 +101,8 @@ class TickReport:
     open_incidents: tuple[Incident, ...] = ()
     dry_run: bool = False
     paused: bool = False
+    # Open incidents past their recovery time objective (RTO watch).
+    rto_overdue: tuple[RtoOverdue, ...] = ()
 
     @property
     def findings(self) -> tuple[Diagnosis, ...]:
@@ -131,6 +134,7 @@ class Cycle:
         started_at: float,
         *,
         roles: RoleMemory | None = None,
+        rto: RtoPolicy | None = None,
     ) -> None:
         self.policy = policy
         self.rules = RulesConfig.from_config(policy, timing)
@@ -142,6 +146,7 @@ class Cycle:
         # a lost replica must not be "recovered" as a primary. Kept in the store, so it
         # also holds for hosts lost while drwatch itself was down.
         self.roles = roles if roles is not None else RoleMemory(incidents_store)
+        self.rto = rto
 
     # -- operator controls ------------------------------------------------------------------
 
@@ -229,6 +234,7 @@ class Cycle:
             open_incidents=open_now,
             dry_run=self.policy.dry_run,
             paused=self.paused,
+            rto_overdue=rto_overdue(open_now, now, self.rto),
         )
         names = {i.id: i.name for i in snapshot.fleet}
         line = summarise(

@@ -25,11 +25,17 @@ from aiohttp import web
 from drwatch import __version__, logs
 from drwatch.act.wiring import build_runner
 from drwatch.alerts.alerter import Alerter
-from drwatch.alerts.model import AlertInput, alert_for_incident, watcher_impaired_alert
+from drwatch.alerts.model import (
+    AlertInput,
+    alert_for_incident,
+    rto_alert,
+    watcher_impaired_alert,
+)
 from drwatch.assess.trends import assess_trends
 from drwatch.backup.wiring import start_backups
 from drwatch.config import Config
 from drwatch.cycle import Cycle, SummaryLog, TickReport, WatcherState
+from drwatch.decide.rto import RtoPolicy
 from drwatch.errors import ConfigError
 from drwatch.incidents import IncidentStore
 from drwatch.ledger import DrillLedger
@@ -179,7 +185,13 @@ class Daemon:
         )
         self.stack.push_async_callback(self.runner.aclose)
         self.cycle = Cycle(
-            cfg.policy, cfg.timing, self.incidents, self.runner, time.time(), roles=roles
+            cfg.policy,
+            cfg.timing,
+            self.incidents,
+            self.runner,
+            time.time(),
+            roles=roles,
+            rto=RtoPolicy.from_config(cfg.objectives, cfg.groups),
         )
         self.api_state = api.LiveApiState(
             watcher_name=cfg.watcher.name,
@@ -381,6 +393,7 @@ class Daemon:
 
     def _alerts(self, report: TickReport, now: float) -> list[AlertInput]:
         alerts = [alert_for_incident(inc) for inc in report.open_incidents]
+        alerts += [rto_alert(o.incident, o.reason) for o in report.rto_overdue]
         if report.watcher_state is WatcherState.IMPAIRED:
             self.impaired_since = self.impaired_since or now
             alerts.append(

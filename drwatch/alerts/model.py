@@ -177,3 +177,20 @@ def alert_for_incident(inc: Incident) -> AlertInput:
         zone=inc.zone,
         description=inc.evidence,
     )
+
+
+def rto_alert(inc: Incident, reason: str) -> AlertInput:
+    """An open incident has outlived its recovery time objective: page, whatever drwatch
+    is doing about it (a blocked, failed or alert-only incident needs a person)."""
+    return AlertInput(
+        incident_id=inc.id,
+        alertname="DrwatchRtoBreached",
+        severity="critical",
+        scope=inc.scope.value,
+        summary=f"{reason}; drwatch is {_doing(inc)}",
+        started_at=inc.opened_at,
+        role=inc.role,
+        region=inc.region,
+        zone=inc.zone,
+        description=inc.evidence,
+    )

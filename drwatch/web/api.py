@@ -476,6 +476,10 @@ def status_doc(state: ApiState) -> JSON:
         "summary": report.summary if report else "no tick yet",
         **_times(tick_at=report.at if report else None, now=now),
         "open_incidents": [incident_doc(i) for i in state.incidents.open_incidents()],
+        "rto_overdue": [
+            {"incident": o.incident.id, "objective_s": o.objective, "reason": o.reason}
+            for o in (report.rto_overdue if report else ())
+        ],
     }
     doc.update(_fleet_part(report, snapshot))
     return doc

@@ -8,6 +8,7 @@ from types import MappingProxyType
 
 import pytest
 
+from drwatch.alerts.model import rto_alert
 from drwatch.config import PolicyConfig, TimingConfig
 from drwatch.cycle import (
     Cycle,
@@ -19,6 +20,7 @@ from drwatch.cycle import (
     TickReport,
     WatcherState,
 )
+from drwatch.decide.rto import RtoPolicy
 from drwatch.errors import DrwatchError
 from drwatch.incidents import IncidentStore
 from drwatch.model import (
@@ -596,3 +598,32 @@ def test_a_blind_watcher_is_impaired_not_ok(tmp_path: Path) -> None:
     )
     assert report.summary.startswith("watcher impaired: no instance found of group(s) app;")
     assert report.open_incidents == ()
+
+
+def test_an_incident_past_its_rto_is_reported_with_its_objective(tmp_path: Path) -> None:
+    """RTO watch: a blocked outage still open past the RTO of its group's data class is
+    in the tick's report with the objective; recovered or alert-only ones are not."""
+    policy = RtoPolicy(overall=600.0, by_group={"db": ("orders", 120.0)})
+    cycle = Cycle(
+        PolicyConfig.model_validate({"max_concurrent": 1}),
+        TimingConfig(),
+        IncidentStore(tmp_path),
+        NullRunner(),
+        NOW - 3600,
+        rto=policy,
+    )
+    world = World.healthy().stop("db-1").stop("app-3").layer("app-2", Layer.AGENT, Health.DOWN)
+    assert cycle.tick(world.snapshot(), NOW).rto_overdue == ()
+    report = cycle.tick(world.snapshot(), NOW + 121)
+    (late,) = report.rto_overdue
+    assert late.incident.target_names == ("db-1",)
+    assert (late.objective, late.data_class) == (120.0, "orders")
+    assert late.reason == "instance:i-db-1 open 121 s, past its RTO of data class orders of 120 s"
+    alert = rto_alert(late.incident, late.reason)
+    assert (alert.labels["alertname"], alert.labels["incident"]) == (
+        "DrwatchRtoBreached",
+        late.incident.id,
+    )
+    assert alert.summary.startswith(late.reason + "; drwatch is ")
+    report = cycle.tick(world.snapshot(), NOW + 601)
+    assert {o.incident.target_names for o in report.rto_overdue} == {("db-1",), ("app-3",)}
