@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from drwatch.assess import Assessment, RulesConfig, assess
-from drwatch.assess.views import view
+from drwatch.assess.views import BootWatch, view
 from drwatch.config import PolicyConfig, TimingConfig
 from drwatch.decide import GateInput, decide, plans_for, utc_hm
 from drwatch.decide.gates import APPROVAL_PREFIX, pause_reason
@@ -147,6 +147,7 @@ class Cycle:
         # also holds for hosts lost while drwatch itself was down.
         self.roles = roles if roles is not None else RoleMemory(incidents_store)
         self.rto = rto
+        self.boots = BootWatch()
 
     # -- operator controls ------------------------------------------------------------------
 
@@ -204,6 +205,7 @@ class Cycle:
         before a plan is submitted)."""
         # Outside the batch: a role heard is kept even if the tick fails and rolls back.
         self.roles.observe(snapshot)
+        snapshot = self.boots.apply(snapshot)
         with self.store.batch():
             return self._tick(snapshot, now)
 
@@ -452,6 +454,8 @@ class Cycle:
             opened_at=now,
             updated_at=now,
             evidence=d.evidence,
+            opened_finding=d.finding.value,
+            opened_evidence=d.evidence,
         )
         self.store.save(inc)
         changes.append(IncidentChange(inc.id, inc.scope_key, "opened", d.evidence))

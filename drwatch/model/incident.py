@@ -57,6 +57,10 @@ class Incident:
     opened_at: float
     updated_at: float
     evidence: str = ""
+    # What opened the incident: `finding` and `evidence` follow the current diagnosis
+    # (a stopped instance started again may now be unreachable), these never change.
+    opened_finding: str = ""
+    opened_evidence: str = ""
     state: IncidentState = IncidentState.OPEN
     outcome: IncidentOutcome | None = None
     closed_at: float | None = None
@@ -106,6 +110,8 @@ class Incident:
             "opened_at": self.opened_at,
             "updated_at": self.updated_at,
             "evidence": self.evidence,
+            "opened_finding": self.opened_finding,
+            "opened_evidence": self.opened_evidence,
             "state": self.state.value,
             "outcome": self.outcome.value if self.outcome else None,
             "closed_at": self.closed_at,
@@ -144,6 +150,8 @@ class Incident:
             opened_at=d["opened_at"],
             updated_at=d["updated_at"],
             evidence=d.get("evidence", ""),
+            opened_finding=d.get("opened_finding") or d["finding"],
+            opened_evidence=d.get("opened_evidence") or d.get("evidence", ""),
             state=IncidentState(d["state"]),
             outcome=IncidentOutcome(d["outcome"]) if d.get("outcome") else None,
             closed_at=d.get("closed_at"),

@@ -378,6 +378,8 @@ def incident_doc(i: Incident) -> JSON:
         "targets": list(i.target_names),
         "target_ids": list(i.target_ids),
         "evidence": i.evidence,
+        "opened_finding": i.opened_finding or i.finding,
+        "opened_evidence": i.opened_evidence or i.evidence,
         "state": i.state.value,
         "outcome": i.outcome.value if i.outcome else None,
         "playbook": i.playbook.value if i.playbook else None,

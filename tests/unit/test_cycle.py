@@ -410,6 +410,7 @@ def test_degraded_turning_dead_is_decided_afresh(tmp_path: Path) -> None:
     again = cycle.store.get(inc.id)
     assert again is not None
     assert again.finding == "instance_stopped"
+    assert (again.opened_finding, again.opened_evidence) == ("agent_down", inc.evidence)
 
 
 def test_terminated_target_leaving_the_fleet_keeps_the_incident_open(tmp_path: Path) -> None:
@@ -627,3 +628,25 @@ def test_an_incident_past_its_rto_is_reported_with_its_objective(tmp_path: Path)
     assert alert.summary.startswith(late.reason + "; drwatch is ")
     report = cycle.tick(world.snapshot(), NOW + 601)
     assert {o.incident.target_names for o in report.rto_overdue} == {("db-1",), ("app-3",)}
+
+
+def test_an_instance_started_again_gets_the_boot_grace_and_keeps_its_cause(
+    tmp_path: Path,
+) -> None:
+    """app-3 stopped (incident held by a pause), then started again: while it boots, its
+    agent and app still refused since the stop, it is not taken for a dead host after the
+    dead grace. The incident still says instance_stopped, as it opened."""
+    cycle = make(tmp_path)
+    cycle.pause(NOW, by="test")
+    (inc,) = cycle.tick(World.healthy().stop("app-3", since=NOW).snapshot(), NOW).open_incidents
+    booting = World.healthy().dark("app-3", since=NOW)
+    booting.layer("app-3", Layer.PROVIDER, Health.UP, since=NOW + 10, detail={"state": "running"})
+    report = cycle.tick(booting.snapshot(), NOW + 60)
+    assert [d.finding.value for d in report.assessment.warnings] == ["instance_suspect"]
+    assert "booting" in report.assessment.warnings[0].evidence
+    (still,) = report.open_incidents
+    assert (still.id, still.finding, still.opened_finding) == (
+        inc.id,
+        "instance_stopped",
+        "instance_stopped",
+    )
