@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,7 @@ async def _fetch(api: DaemonApi, seen: Seen) -> None:
     found = await api.incidents()
     if found is not None:
         seen.api_answered = True
-        seen.incidents.update((i.id, i) for i in found)
+        seen.incidents.update((i.id, _with_history(seen.incidents.get(i.id), i)) for i in found)
     findings = await api.findings()
     now = time.time()
     for f in findings or []:
@@ -96,6 +96,13 @@ async def _fetch(api: DaemonApi, seen: Seen) -> None:
             seen.sightings[key] = Sighting(
                 f.finding, f.targets, f.data_class, now, f.evidence, facts
             )
+
+def _with_history(before: Incident | None, now: Incident) -> Incident:
+    """The incident as read now, with every outcome it has shown so far, in order."""
+    seen = before.outcomes_seen if before is not None else ()
+    if now.outcome is not None and (not seen or seen[-1] != now.outcome):
+        seen = (*seen, now.outcome)
+    return replace(now, outcomes_seen=seen)
 
 
 async def _timeline(sb: Sandbox, chaos: Chaos, sc: Scenario, start: float, seen: Seen) -> None:
@@ -116,6 +123,7 @@ async def run_drill(
     sc: Scenario, topo: Topology, state_dir: Path, options: Options | None = None
 ) -> dict[str, Any]:
     """Run one drill end to end and return its report (see verdict.build_report)."""
+    options = replace(options or Options(), api_token=True)  # pause, resume: the API
     start = time.time()
     seen = Seen()
     healthy_at: float | None = None

@@ -108,6 +108,9 @@ def free_port() -> int:
     raise RuntimeError(f"no free loopback port between {low} and {high}")
 
 
+API_TOKEN_FILE = "api.token"  # noqa: S105 (a file name, not a secret)
+
+
 @dataclass
 class Options:
     boot_delay_s: float = 2.0
@@ -119,6 +122,9 @@ class Options:
     alertmanager_urls: tuple[str, ...] = ()
     # Real PostgreSQL behind the database hosts (pgworld.RealDatabases).
     postgres: bool = False
+    # Give the daemon an API token (api.token in the state directory), so the operator's
+    # controls (pause, resume, approve) can be driven through its API, as drills do.
+    api_token: bool = False
 
 
 @dataclass
@@ -270,9 +276,20 @@ class Sandbox:
             service_url=self.service_url,
             canaries=self.canary_urls(),
             alertmanager_urls=self.options.alertmanager_urls,
+            api_token_file=self._write_api_token() if self.options.api_token else None,
         )
         (self.state_dir / CONFIG_FILE).write_text(render_config(self.topo, where))
         (self.state_dir / STATE_FILE).write_text(json.dumps(self.describe_self(), indent=2))
+
+    @property
+    def api_token_file(self) -> Path:
+        return self.state_dir / API_TOKEN_FILE
+
+    def _write_api_token(self) -> Path:
+        path = self.api_token_file
+        path.write_text(secrets.token_hex(16))
+        path.chmod(0o600)
+        return path
 
     def describe_self(self) -> dict[str, Any]:
         """Where everything is: written to sandbox.json for `drwatch sandbox fault`."""
