@@ -50,9 +50,15 @@ class Runner(Protocol):
     def active(self) -> int:
         """How many runs are in flight."""
 
+    @property
+    def acts(self) -> bool:
+        """Whether it runs playbooks at all (NullRunner: no, every incident is detected only)."""
+
 
 class NullRunner:
     """No playbooks: every incident is detected only."""
+
+    acts = False
 
     def submit(self, plan: Plan) -> None:
         raise DrwatchError(f"no playbook runner: cannot run {plan.playbook.value}")
@@ -141,7 +147,6 @@ class Cycle:
         self.store = incidents_store
         self.runner = runner
         self.started_at = started_at
-        self.can_act = not isinstance(runner, NullRunner)
         # The database role each instance last reported: a lost host reports nothing, and
         # a lost replica must not be "recovered" as a primary. Kept in the store, so it
         # also holds for hosts lost while drwatch itself was down.
@@ -634,7 +639,7 @@ class Cycle:
             return None  # every plan ran: verifying (or settled by _grow)
         gate = self._gate_input(inc, plans, snapshot, now=now, active=active, retired=retired)
         verdict = decide(gate)
-        if verdict.act and not self.can_act:
+        if verdict.act and not self.runner.acts:
             why = "no playbook runner configured: would start " + plans[0].playbook.value
             self._record(
                 inc, plans, IncidentOutcome.DETECTED_ONLY, (why,), now=now, changes=changes

@@ -109,7 +109,9 @@ def progress_of(run: RunRow, steps: list[StepRow]) -> RunProgress:
 
 
 class Runner:
-    """Implements the cycle's runner Protocol: `submit`, `progress`, `active`."""
+    """Implements the cycle's runner Protocol: `submit`, `progress`, `active`, `acts`."""
+
+    acts = True
 
     def __init__(
         self,

@@ -45,6 +45,7 @@ class FakeRunner:
 
     submitted: list[Plan] = field(default_factory=list)
     runs: dict[str, RunProgress] = field(default_factory=dict)
+    acts: bool = True
 
     def submit(self, plan: Plan) -> None:
         self.submitted.append(plan)
