@@ -11,11 +11,18 @@ Lifecycle (docs/failure-detection.md has the full table):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from enum import StrEnum
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields, is_dataclass, replace
+from enum import Enum, StrEnum
+from types import UnionType
+from typing import TYPE_CHECKING, Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from drwatch.model.plan import PlaybookName, Scope, StepRecord, StepStatus
+from drwatch.model.plan import PlaybookName, Scope, StepRecord
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 class IncidentState(StrEnum):
@@ -95,102 +102,71 @@ class Incident:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "scope": self.scope.value,
-            "scope_key": self.scope_key,
-            "finding": self.finding,
-            "severity": self.severity,
-            "region": self.region,
-            "zone": self.zone,
-            "roles": list(self.roles),
-            "groups": list(self.groups),
-            "target_ids": list(self.target_ids),
-            "target_names": list(self.target_names),
-            "opened_at": self.opened_at,
-            "updated_at": self.updated_at,
-            "evidence": self.evidence,
-            "opened_finding": self.opened_finding,
-            "opened_evidence": self.opened_evidence,
-            "state": self.state.value,
-            "outcome": self.outcome.value if self.outcome else None,
-            "closed_at": self.closed_at,
-            "playbook": self.playbook.value if self.playbook else None,
-            "playbooks": [p.value for p in self.playbooks],
-            "acted_at": self.acted_at,
-            "run_ended_at": self.run_ended_at,
-            "recovered_at": self.recovered_at,
-            "approved_at": self.approved_at,
-            "gate_reasons": list(self.gate_reasons),
-            "gate_history": [{"at": g.at, "reasons": list(g.reasons)} for g in self.gate_history],
-            "steps": [_step_dict(s) for s in self.steps],
-            "detail": self.detail,
-            "current_group": self.current_group,
-            "current_targets": list(self.current_targets),
-            "submitted_at": self.submitted_at,
-            "run_ids_done": list(self.run_ids_done),
-            "groups_done": list(self.groups_done),
-            "steps_done": [_step_dict(s) for s in self.steps_done],
-        }
+        """The JSON record, generated from the fields (see `to_json`)."""
+        out: dict[str, Any] = to_json(self)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Incident:
-        return cls(
-            id=d["id"],
-            scope=Scope(d["scope"]),
-            scope_key=d["scope_key"],
-            finding=d["finding"],
-            severity=d["severity"],
-            region=d["region"],
-            zone=d["zone"],
-            roles=tuple(d["roles"]),
-            groups=tuple(d["groups"]),
-            target_ids=tuple(d["target_ids"]),
-            target_names=tuple(d["target_names"]),
-            opened_at=d["opened_at"],
-            updated_at=d["updated_at"],
-            evidence=d.get("evidence", ""),
-            opened_finding=d.get("opened_finding") or d["finding"],
-            opened_evidence=d.get("opened_evidence") or d.get("evidence", ""),
-            state=IncidentState(d["state"]),
-            outcome=IncidentOutcome(d["outcome"]) if d.get("outcome") else None,
-            closed_at=d.get("closed_at"),
-            playbook=PlaybookName(d["playbook"]) if d.get("playbook") else None,
-            playbooks=tuple(PlaybookName(p) for p in d.get("playbooks", ())),
-            acted_at=d.get("acted_at"),
-            run_ended_at=d.get("run_ended_at"),
-            recovered_at=d.get("recovered_at"),
-            approved_at=d.get("approved_at"),
-            gate_reasons=tuple(d.get("gate_reasons", ())),
-            gate_history=tuple(
-                GateEntry(g["at"], tuple(g["reasons"])) for g in d.get("gate_history", ())
-            ),
-            steps=tuple(_step_from(s) for s in d.get("steps", ())),
-            detail=d.get("detail", ""),
-            current_group=d.get("current_group"),
-            current_targets=tuple(d.get("current_targets", ())),
-            submitted_at=d.get("submitted_at"),
-            run_ids_done=tuple(d.get("run_ids_done", ())),
-            groups_done=tuple(d.get("groups_done", ())),
-            steps_done=tuple(_step_from(s) for s in d.get("steps_done", ())),
-        )
+        """From a record written by `to_dict`, by this or an older version: fields it
+        lacks take their defaults; what opened it defaults to the finding it holds."""
+        d = {"opened_finding": d.get("finding"), "opened_evidence": d.get("evidence"), **d}
+        return from_json(cls, {k: v for k, v in d.items() if v is not None or k in _NULLABLE})
 
 
-def _step_dict(s: StepRecord) -> dict[str, Any]:
-    return {
-        "name": s.name,
-        "status": s.status.value,
-        "started_at": s.started_at,
-        "ended_at": s.ended_at,
-        "detail": s.detail,
-    }
+def to_json(value: Any) -> Any:
+    """Plain JSON from frozen dataclasses, enums (their value) and tuples (lists)."""
+    if isinstance(value, Enum):
+        return value.value
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple | list):
+        return [to_json(v) for v in value]
+    return value
 
 
-def _step_from(d: dict[str, Any]) -> StepRecord:
-    return StepRecord(
-        name=d["name"],
-        status=StepStatus(d["status"]),
-        started_at=d.get("started_at"),
-        ended_at=d.get("ended_at"),
-        detail=d.get("detail", ""),
-    )
+def from_json(cls: type[T], raw: Mapping[str, Any]) -> T:
+    """The dataclass `cls` from `to_json`'s output, each field decoded by its type hint;
+    a missing field takes its default (a missing required one raises KeyError)."""
+    hints = _hints(cls)
+    kwargs = {f.name: _decode(hints[f.name], raw[f.name]) for f in fields(cls) if f.name in raw}
+    missing = [
+        f.name
+        for f in fields(cls)
+        if f.name not in raw and f.default is MISSING and f.default_factory is MISSING
+    ]
+    if missing:
+        raise KeyError(f"{cls.__name__}: missing {', '.join(missing)}")
+    return cls(**kwargs)
+
+
+def _hints(cls: type[Any]) -> dict[str, Any]:
+    found = _HINTS.get(cls)
+    if found is None:
+        found = _HINTS[cls] = get_type_hints(cls)
+    return found
+
+
+def _decode(tp: Any, raw: Any) -> Any:
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, UnionType):
+        inner = next(a for a in args if a is not type(None))
+        return None if raw is None else _decode(inner, raw)
+    if origin is tuple:
+        return tuple(_decode(args[0], v) for v in raw)
+    return _decode_one(tp, raw)
+
+
+def _decode_one(tp: Any, raw: Any) -> Any:
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return tp(raw)
+    if isinstance(tp, type) and is_dataclass(tp):
+        return from_json(tp, raw)
+    return float(raw) if tp is float and isinstance(raw, int) else raw
+
+
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+# Fields whose stored null means None, not "use the default".
+_NULLABLE = frozenset(
+    f.name for f in fields(Incident) if f.default is None and f.default_factory is MISSING
+)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,50 @@ def test_a_failed_batch_leaves_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         failing_tick()
     assert [i.id for i in store.recent()] == ["inc-1"]
+
+
+def test_the_record_is_generated_from_every_field() -> None:
+    """Every field, set to something other than its default, survives to_dict/from_dict,
+    and the record has one key per field (none written by hand, none forgotten)."""
+    step = StepRecord("launch", StepStatus.FAILED, T + 5, T + 9, "refused")
+    inc = make(
+        2,
+        evidence="app-2: provider says stopped",
+        opened_finding="instance_unreachable",
+        opened_evidence="app-2: running, agent and app down",
+        state=IncidentState.ENDED,
+        outcome=IncidentOutcome.FAILED,
+        closed_at=T + 30,
+        playbook=PlaybookName.APP_REPLACE,
+        playbooks=(PlaybookName.APP_REPLACE, PlaybookName.LB_FAILOVER_EIP),
+        acted_at=T + 5,
+        run_ended_at=T + 9,
+        recovered_at=T + 20,
+        approved_at=T + 4,
+        gate_reasons=("cooldown until 14:05Z",),
+        gate_history=(GateEntry(T + 2, ("paused", "warm-up: 3 s left")),),
+        steps=(step,),
+        detail="launch refused",
+        current_group="app",
+        current_targets=("i-2",),
+        submitted_at=T + 5,
+        run_ids_done=("r1",),
+        groups_done=("web-lb",),
+        steps_done=(step,),
+    )
+    unset = [f.name for f in fields(Incident) if getattr(inc, f.name) == f.default]
+    assert unset == []
+    record = json.loads(json.dumps(inc.to_dict()))
+    assert set(record) == {f.name for f in fields(Incident)}
+    assert record["steps"][0]["status"] == "failed"
+    assert Incident.from_dict(record) == inc
+
+
+def test_a_record_from_before_the_opening_finding_was_kept_still_loads() -> None:
+    """An older record without the newer fields loads with their defaults; what opened
+    it is taken to be the finding it holds."""
+    record = make(3).to_dict()
+    for newer in ("opened_finding", "opened_evidence", "steps_done", "gate_history"):
+        del record[newer]
+    old = Incident.from_dict(record)
+    assert (old.opened_finding, old.steps_done, old.gate_history) == ("instance_stopped", (), ())
