@@ -150,7 +150,7 @@ def _doing(inc: Incident) -> str:
     if inc.outcome is not None and inc.outcome.value == "awaiting_approval":
         playbook = inc.playbook.value if inc.playbook else "a playbook"
         return f"waiting for approval to run {playbook}: `drwatch approve {inc.id}`"
-    if inc.state.value == "acting" and inc.playbook:
+    if inc.phase.value == "acting" and inc.playbook:
         done = sum(1 for s in inc.steps if s.status.value == "done")
         return f"running {inc.playbook.value} (step {done}/{len(inc.steps)} done)"
     if inc.gate_reasons:

@@ -1,12 +1,17 @@
 """Incidents: one per scope key while its finding persists, as frozen records.
 
-Lifecycle (docs/failure-detection.md has the full table):
+An incident's `phase` is the one source of truth for where it is in its lifecycle
+(drwatch/lifecycle.py holds the transitions; docs/failure-detection.md the table):
 
-    open ──(gates pass, plans submitted)──► acting ──► ended: recovered | failed
-      │ outcome while open: blocked | awaiting_approval | detected_only (re-decided each tick)
-      └──(finding gone before any action)──► ended: cleared (detected_only stays detected_only)
+    detected ──► blocked | awaiting_approval ──► acting ◄──► held (paused at a step)
+       │ └─────► detected_only                     │
+       │                                    run failed ──► failed
+       │                            run succeeded ──► verifying ──► (next plan due) detected
+       │                                                 └──► settled (the rest: no playbook)
+       └──────────────── finding gone and healed ──────────────► ended (outcome final)
 
-`outcome` is the current verdict while open and the final one once `closed_at` is set.
+`state` and `outcome` (the API's words) are derived from the phase; `outcome` is the
+current verdict while open and the final one once ended.
 """
 
 from __future__ import annotations
@@ -17,12 +22,32 @@ from enum import Enum, StrEnum
 from types import UnionType
 from typing import TYPE_CHECKING, Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from drwatch.model.findings import Finding, Severity
 from drwatch.model.plan import PlaybookName, Scope, StepRecord
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 T = TypeVar("T", bound="DataclassInstance")
+
+
+class Phase(StrEnum):
+    """Where an incident is. Each phase names what drwatch does about it next."""
+
+    DETECTED = "detected"  # to be decided: just opened, or a run ended and a plan is due
+    BLOCKED = "blocked"  # a gate holds its plan; re-decided every tick
+    AWAITING_APPROVAL = "awaiting_approval"  # only approval holds it
+    DETECTED_ONLY = "detected_only"  # nothing to run (an alert, no playbook, no runner)
+    ACTING = "acting"  # a run in flight
+    HELD = "held"  # a run in flight, held by the kill switch before its next step
+    VERIFYING = "verifying"  # every plan ran; the finding must go (healed) to end it
+    FAILED = "failed"  # a run failed; not retried; open until the finding goes
+    SETTLED = "settled"  # recovered what a playbook can; the rest is left to the operator
+    ENDED = "ended"  # closed; `final` is the outcome
+
+    @property
+    def in_flight(self) -> bool:
+        return self in (Phase.ACTING, Phase.HELD)
 
 
 class IncidentState(StrEnum):
@@ -40,6 +65,22 @@ class IncidentOutcome(StrEnum):
     CLEARED = "cleared"
 
 
+_STATE_OF = {
+    Phase.ACTING: IncidentState.ACTING,
+    Phase.HELD: IncidentState.ACTING,
+    Phase.VERIFYING: IncidentState.ACTING,
+    Phase.ENDED: IncidentState.ENDED,
+}
+_OUTCOME_OF = {
+    Phase.BLOCKED: IncidentOutcome.BLOCKED,
+    Phase.HELD: IncidentOutcome.BLOCKED,
+    Phase.AWAITING_APPROVAL: IncidentOutcome.AWAITING_APPROVAL,
+    Phase.DETECTED_ONLY: IncidentOutcome.DETECTED_ONLY,
+    Phase.FAILED: IncidentOutcome.FAILED,
+    Phase.SETTLED: IncidentOutcome.RECOVERED,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class GateEntry:
     """The gate reasons at `at` (recorded when they change, not every tick)."""
@@ -53,8 +94,8 @@ class Incident:
     id: str
     scope: Scope
     scope_key: str
-    finding: str
-    severity: str
+    finding: Finding
+    severity: Severity
     region: str
     zone: str
     roles: tuple[str, ...]
@@ -66,15 +107,15 @@ class Incident:
     evidence: str = ""
     # What opened the incident: `finding` and `evidence` follow the current diagnosis
     # (a stopped instance started again may now be unreachable), these never change.
-    opened_finding: str = ""
+    opened_finding: Finding | None = None
     opened_evidence: str = ""
-    state: IncidentState = IncidentState.OPEN
-    outcome: IncidentOutcome | None = None
+    phase: Phase = Phase.DETECTED
+    # The final outcome, once ended (recovered, failed, detected_only or cleared).
+    final: IncidentOutcome | None = None
     closed_at: float | None = None
     playbook: PlaybookName | None = None
     playbooks: tuple[PlaybookName, ...] = ()
     acted_at: float | None = None
-    run_ended_at: float | None = None
     recovered_at: float | None = None
     approved_at: float | None = None
     gate_reasons: tuple[str, ...] = ()
@@ -96,7 +137,22 @@ class Incident:
 
     @property
     def is_open(self) -> bool:
-        return self.closed_at is None
+        return self.phase is not Phase.ENDED
+
+    @property
+    def state(self) -> IncidentState:
+        return _STATE_OF.get(self.phase, IncidentState.OPEN)
+
+    @property
+    def outcome(self) -> IncidentOutcome | None:
+        """The verdict while open (None while deciding, acting or verifying), the final
+        outcome once ended."""
+        return self.final if self.phase is Phase.ENDED else _OUTCOME_OF.get(self.phase)
+
+    @property
+    def cause(self) -> Finding:
+        """The finding that opened it."""
+        return self.opened_finding or self.finding
 
     def with_(self, **changes: Any) -> Incident:
         return replace(self, **changes)
@@ -109,9 +165,31 @@ class Incident:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Incident:
         """From a record written by `to_dict`, by this or an older version: fields it
-        lacks take their defaults; what opened it defaults to the finding it holds."""
+        lacks take their defaults; a record from before `phase` gets its phase from the
+        old state, outcome and run_ended_at."""
         d = {"opened_finding": d.get("finding"), "opened_evidence": d.get("evidence"), **d}
-        return from_json(cls, {k: v for k, v in d.items() if v is not None or k in _NULLABLE})
+        if "phase" not in d:
+            d.update(_phase_from_old(d))
+        known = {f.name for f in fields(cls)}
+        return from_json(cls, {k: v for k, v in d.items() if k in known})
+
+
+def _phase_from_old(d: Mapping[str, Any]) -> dict[str, Any]:
+    """Records written before `phase`: state open|acting|ended, outcome, run_ended_at."""
+    state, outcome = d.get("state"), d.get("outcome")
+    if state == "ended":
+        return {"phase": Phase.ENDED.value, "final": outcome}
+    if state == "acting":
+        phase = Phase.ACTING if d.get("run_ended_at") is None else Phase.VERIFYING
+        return {"phase": (Phase.HELD if outcome == "blocked" else phase).value}
+    old = {
+        "blocked": Phase.BLOCKED,
+        "awaiting_approval": Phase.AWAITING_APPROVAL,
+        "detected_only": Phase.DETECTED_ONLY,
+        "failed": Phase.FAILED,
+        "recovered": Phase.SETTLED,
+    }
+    return {"phase": old.get(outcome or "", Phase.DETECTED).value}
 
 
 def to_json(value: Any) -> Any:
@@ -166,7 +244,3 @@ def _decode_one(tp: Any, raw: Any) -> Any:
 
 
 _HINTS: dict[type[Any], dict[str, Any]] = {}
-# Fields whose stored null means None, not "use the default".
-_NULLABLE = frozenset(
-    f.name for f in fields(Incident) if f.default is None and f.default_factory is MISSING
-)

@@ -27,7 +27,7 @@ from drwatch.cycle import (
     WatcherState,
 )
 from drwatch.incidents import IncidentStore
-from drwatch.model.findings import Diagnosis, Finding
+from drwatch.model.findings import Diagnosis
 from drwatch.model.incident import Incident
 from drwatch.model.observation import Layer, TargetHealth
 from drwatch.model.plan import StepRecord
@@ -367,9 +367,9 @@ def incident_doc(i: Incident) -> JSON:
         "id": i.id,
         "scope": i.scope.value,
         "scope_key": i.scope_key,
-        "finding": i.finding,
-        "description": _describe(i.finding),
-        "severity": i.severity,
+        "finding": i.finding.value,
+        "description": i.finding.description,
+        "severity": i.severity.value,
         "role": i.role,
         "roles": list(i.roles),
         "region": i.region,
@@ -378,8 +378,9 @@ def incident_doc(i: Incident) -> JSON:
         "targets": list(i.target_names),
         "target_ids": list(i.target_ids),
         "evidence": i.evidence,
-        "opened_finding": i.opened_finding or i.finding,
+        "opened_finding": i.cause.value,
         "opened_evidence": i.opened_evidence or i.evidence,
+        "phase": i.phase.value,
         "state": i.state.value,
         "outcome": i.outcome.value if i.outcome else None,
         "playbook": i.playbook.value if i.playbook else None,
@@ -397,13 +398,6 @@ def incident_doc(i: Incident) -> JSON:
         "steps": [step_doc(s) for s in i.steps],
         "detail": i.detail,
     }
-
-
-def _describe(finding: str) -> str:
-    try:
-        return Finding(finding).description
-    except ValueError:  # a finding recorded by another version of drwatch
-        return ""
 
 
 def _health_doc(th: TargetHealth) -> JSON:

@@ -72,7 +72,7 @@ def play(tmp_path: Path, fault: Fault, seconds: int = 45) -> Run:
     opened = [
         (
             i.scope.value,
-            i.finding,
+            i.finding.value,
             tuple(sorted(i.target_names)),
             i.outcome.value if i.outcome else "",
         )
