@@ -55,6 +55,7 @@ from drwatch.plan.schedule import LiveDrillScheduler, run_scheduled
 from drwatch.probes.http import HttpProbe, new_session
 from drwatch.probes.tcp import TcpProbe
 from drwatch.providers.aws import AwsProvider
+from drwatch.providers.base import Inventory
 from drwatch.roles import RoleMemory
 from drwatch.secretfile import read_secret
 from drwatch.statelock import state_dir_lock
@@ -80,7 +81,7 @@ class Watch:
     `FleetView` the playbooks see (latest snapshot; refresh = rediscover now)."""
 
     cfg: Config
-    provider: AwsProvider
+    provider: Inventory
     store: HealthStore
     scheduler: CheckScheduler
     job_sources: Sequence[Callable[[Fleet], dict[str, CheckJob]]]

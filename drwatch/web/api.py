@@ -26,7 +26,6 @@ from drwatch.cycle import (
     TickReport,
     WatcherState,
 )
-from drwatch.incidents import IncidentStore
 from drwatch.model.findings import Diagnosis
 from drwatch.model.incident import Incident
 from drwatch.model.observation import Layer, TargetHealth
@@ -62,6 +61,16 @@ class Controls(Protocol):
     def watcher_state(self, now: float) -> WatcherState: ...
 
 
+class IncidentReader(Protocol):
+    """What the API reads of the incident store (drwatch.incidents.IncidentStore)."""
+
+    def get(self, incident_id: str) -> Incident | None: ...
+
+    def open_incidents(self) -> list[Incident]: ...
+
+    def recent(self, *, open_only: bool = False, limit: int = 200) -> list[Incident]: ...
+
+
 class ApiState(Protocol):
     """What the API reads. The daemon keeps one and updates it after every tick."""
 
@@ -78,7 +87,7 @@ class ApiState(Protocol):
     def read_requires_token(self) -> bool: ...
 
     @property
-    def incidents(self) -> IncidentStore: ...
+    def incidents(self) -> IncidentReader: ...
 
     @property
     def controls(self) -> Controls: ...
@@ -97,7 +106,7 @@ class LiveApiState:
     watcher_name: str
     dry_run: bool
     api_token: bytes | None
-    incidents: IncidentStore
+    incidents: IncidentReader
     controls: Controls
     read_requires_token: bool = False
     report: TickReport | None = None

@@ -7,6 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from drwatch.incidents import IncidentStore, new_incident_id
 from drwatch.model import PlaybookName, Scope, StepRecord, StepStatus
@@ -188,3 +189,20 @@ def test_a_record_from_before_phase_gets_its_phase(
     old = Incident.from_dict(record)
     assert (old.phase, old.final) == (phase, final)
     assert (old.state.value, old.outcome.value if old.outcome else None) == (state, outcome)
+
+
+def test_a_record_this_version_cannot_read_is_left_out_and_logged(tmp_path: Path) -> None:
+    """A record with a finding this version does not know (a newer drwatch wrote it) does
+    not stop the others from loading: it is logged and left in the store as it is."""
+    store = IncidentStore(tmp_path)
+    store.save(make(1))
+    future = make(2).to_dict()
+    future["finding"] = "region_on_fire"
+    store._db.execute(
+        "INSERT INTO incidents (id, scope_key, opened_at, body) VALUES (?, ?, ?, ?)",
+        ("inc-2", "instance:i-2", T + 2, json.dumps(future)),
+    )
+    with capture_logs() as logs:
+        assert [i.id for i in store.open_incidents()] == ["inc-1"]
+    assert [e["event"] for e in logs] == ["incident.unreadable"]
+    assert store._db.execute("SELECT count(*) FROM incidents").fetchone()[0] == 2
