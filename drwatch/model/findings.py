@@ -196,6 +196,7 @@ _DESCRIPTIONS: dict[Finding, tuple[str, Severity, Scope]] = {
         "memory use has stayed at or above trends.memory_percent for trends.sustain or longer",
         Severity.WARNING,
         _I,
+    ),
     Finding.WATCHER_BLIND: (
         "discovery finds nothing to watch: it fails, or the fleet is empty while the "
         "config expects groups; drwatch cannot see the fleet, so it says so and never acts",

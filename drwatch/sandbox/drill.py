@@ -97,6 +97,7 @@ async def _fetch(api: DaemonApi, seen: Seen) -> None:
                 f.finding, f.targets, f.data_class, now, f.evidence, facts
             )
 
+
 def _with_history(before: Incident | None, now: Incident) -> Incident:
     """The incident as read now, with every outcome it has shown so far, in order."""
     seen = before.outcomes_seen if before is not None else ()
