@@ -7,9 +7,9 @@ drill is cancelled (SIGINT/SIGTERM). The verdict itself is pure (`verdict.py`).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -49,14 +49,30 @@ def sandbox_healthy(sb: Sandbox) -> bool:
     return bool(hosts) and all(h.booted and h.agent.running and h.app.running for h in hosts)
 
 
+def ready(
+    daemon: bool | None, *, own_watcher: bool, watching: bool, sandbox: Callable[[], bool]
+) -> bool:
+    """Whether the drill may start. With its own watcher, only the daemon's word counts:
+    the sandbox can be healthy before the daemon has seen a single target up, and a fault
+    applied then (a partition) would meet targets the daemon still takes for booting.
+    Without one, the daemon's word if some API answers, else the sandbox's own view."""
+    if own_watcher:
+        return daemon is True and watching
+    return daemon if daemon is not None else sandbox()
+
+
 async def wait_healthy(sb: Sandbox, api: DaemonApi, deadline_s: float) -> bool:
-    """The daemon says every target is up (or, without its status API, the sandbox does)."""
+    """The daemon says every target is up (or, with no watcher of its own and no status
+    API, the sandbox does)."""
     try:
         async with asyncio.timeout(deadline_s):
             while True:
                 daemon = await api.healthy()
-                watching = sb.watcher.pid is not None or not sb.options.with_watcher
-                if (daemon if daemon is not None else sandbox_healthy(sb)) and watching:
+                own = sb.options.with_watcher
+                watching = sb.watcher.pid is not None
+                if ready(
+                    daemon, own_watcher=own, watching=watching, sandbox=lambda: sandbox_healthy(sb)
+                ):
                     return True
                 await asyncio.sleep(0.5)
     except TimeoutError:
@@ -128,9 +144,8 @@ async def run_drill(
     start = time.time()
     seen = Seen()
     healthy_at: float | None = None
-    options = options or Options()
     if sc.postgres:
-        options = dataclasses.replace(options, postgres=True)
+        options = replace(options, postgres=True)
     sb = Sandbox(topo, state_dir, options)
     chaos = control.attach(sb)
     data = None
