@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from drwatch.act.base import (
     JSON,
@@ -38,6 +38,8 @@ from drwatch.act.journal import (
     RunRow,
     StepRow,
 )
+from drwatch.cluster.sqlite_store import SqliteJournalStore
+from drwatch.cluster.store import JournalStore
 from drwatch.errors import DrwatchError, ProviderError
 from drwatch.logs import get_logger
 from drwatch.model.plan import (
@@ -48,9 +50,6 @@ from drwatch.model.plan import (
     StepRecord,
     StepStatus,
 )
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 CrashHook = Callable[[str], None]
 ROLE_WATCH_INTERVAL_S = 2.0
@@ -74,11 +73,6 @@ class KillSwitchError(DrwatchError):
 
 def _no_crash(_point: str) -> None:
     return None
-
-
-async def _io(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-    """Journal I/O off the event loop: an fsync must not stall the probes."""
-    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 def progress_of(run: RunRow, steps: list[StepRow]) -> RunProgress:
@@ -105,7 +99,7 @@ class Runner:
 
     def __init__(
         self,
-        journal: Journal,
+        journal: Journal | JournalStore,
         playbooks: dict[PlaybookName, Playbook],
         deps: Deps,
         owner: str,
@@ -113,7 +107,11 @@ class Runner:
         *,
         crash_hook: CrashHook = _no_crash,
     ) -> None:
-        self._journal = journal
+        # One watcher: the SQLite journal, its calls off the loop (an fsync must not stall
+        # the probes). Several: the etcd journal, every write fenced by the leader key.
+        self._journal: JournalStore = (
+            SqliteJournalStore(journal) if isinstance(journal, Journal) else journal
+        )
         self._playbooks = playbooks
         self._deps = deps
         self._owner = owner
@@ -125,8 +123,8 @@ class Runner:
         self._log = get_logger(component="runner", owner=owner)
 
     @property
-    def journal(self) -> Journal:
-        """The journal this runner writes (the daemon closes it after `aclose`)."""
+    def journal(self) -> JournalStore:
+        """The journal this runner writes."""
         return self._journal
 
     # -- the Protocol -----------------------------------------------------------------------
@@ -163,15 +161,15 @@ class Runner:
     async def resume(self) -> int:
         """Load recent runs for `progress`, and continue every unfinished one. Returns how
         many were resumed."""
-        for row in await _io(self._journal.recent):
+        for row in await self._journal.recent():
             self._progress[row.incident_id] = progress_of(
-                row, await _io(self._journal.steps, row.run_id)
+                row, await self._journal.steps(row.run_id)
             )
         if self._role_watch is None:
             self._role_watch = asyncio.get_running_loop().create_task(
                 self._watch_roles(), name="runner-roles"
             )
-        unfinished = await _io(self._journal.unfinished)
+        unfinished = await self._journal.unfinished()
         for row in unfinished:
             if row.incident_id not in self._tasks:
                 self._log.info(
@@ -238,14 +236,14 @@ class Runner:
         log = self._log.bind(run=run_id, incident=plan.incident_id, playbook=plan.playbook.value)
         now = self._deps.clock.now()
         if resumed:
-            await _io(self._journal.take_over, run_id, self._owner, now)
+            await self._journal.take_over(run_id, self._owner, now)
         else:
-            await _io(self._journal.start_run, run_id, plan, self._owner, now)
+            await self._journal.start_run(run_id, plan, self._owner, now)
             log.info("run.start", targets=list(plan.targets), reason=plan.reason)
         await self._publish(run_id)
         status, detail = await self._steps(plan, run_id, log)
         await asyncio.shield(
-            _io(self._journal.finish_run, run_id, status, detail, self._deps.clock.now())
+            self._journal.finish_run(run_id, status, detail, self._deps.clock.now())
         )
         await self._publish(run_id)
         log.info(f"run.{status}", detail=detail)
@@ -254,9 +252,9 @@ class Runner:
         playbook = self._playbooks.get(plan.playbook)
         if playbook is None:
             return RUN_FAILED, f"no playbook named {plan.playbook.value} is installed"
-        effects = _Effects(self, run_id, await _io(self._journal.has_effects, run_id))
+        effects = _Effects(self, run_id, await self._journal.has_effects(run_id))
         ctx = RunContext(run_id=run_id, plan=plan, deps=self._deps, gate=effects)
-        journaled = {s.name: s for s in await _io(self._journal.steps, run_id)}
+        journaled = {s.name: s for s in await self._journal.steps(run_id)}
         try:
             for step in playbook.steps:
                 await self._step(ctx, step, journaled.get(step.name), log)
@@ -272,7 +270,7 @@ class Runner:
             ctx.results[step.name] = row.result
             return
         ctx.step = step.name
-        await _io(self._journal.step_intent, ctx.run_id, step.name, self._owner, self._now())
+        await self._journal.step_intent(ctx.run_id, step.name, self._owner, self._now())
         await self._publish(ctx.run_id)
         outcome = await self._apply_step(ctx, step, log)
         status = STEP_DONE if outcome.status == "done" else STEP_SKIPPED
@@ -294,8 +292,7 @@ class Runner:
     ) -> None:
         # Shielded: a cancellation while the row is being written must not lose it.
         await asyncio.shield(
-            _io(
-                self._journal.step_end,
+            self._journal.step_end(
                 ctx.run_id,
                 name,
                 status,
@@ -308,11 +305,9 @@ class Runner:
         await self._publish(ctx.run_id)
 
     async def _publish(self, run_id: str) -> None:
-        run = await _io(self._journal.run, run_id)
+        run = await self._journal.run(run_id)
         if run is not None:
-            self._progress[run.incident_id] = progress_of(
-                run, await _io(self._journal.steps, run_id)
-            )
+            self._progress[run.incident_id] = progress_of(run, await self._journal.steps(run_id))
 
     def _now(self) -> float:
         return self._deps.clock.now()
@@ -329,7 +324,7 @@ class _Effects:
 
     async def effect(self, step: str, key: str, params: JSON, check: Check, apply: Apply) -> JSON:
         journal, owner, hook = self._r._journal, self._r._owner, self._r._crash_hook
-        row = await _io(journal.effect, self._run_id, step, key)
+        row = await journal.effect(self._run_id, step, key)
         if row is not None and row.status == EFFECT_DONE and row.result is not None:
             return row.result
         if row is not None:
@@ -338,8 +333,7 @@ class _Effects:
         if row is None and found is None:
             self._guard_first_effect()
         if row is None:
-            await _io(
-                journal.effect_intent,
+            await journal.effect_intent(
                 self._run_id,
                 step,
                 key,
@@ -358,14 +352,13 @@ class _Effects:
         return result
 
     async def recorded(self, step: str, key: str) -> JSON | None:
-        row = await _io(self._r._journal.effect, self._run_id, step, key)
+        row = await self._r._journal.effect(self._run_id, step, key)
         return row.result if row is not None and row.status == EFFECT_DONE else None
 
     async def _done(self, step: str, key: str, result: JSON) -> None:
         # Shielded: once the effect is made, losing its "done" row costs a world check.
         await asyncio.shield(
-            _io(
-                self._r._journal.effect_done,
+            self._r._journal.effect_done(
                 self._run_id,
                 step,
                 key,
