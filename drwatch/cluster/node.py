@@ -220,10 +220,12 @@ class ClusterNode:
         try:
             await call
         except _ETCD_ERRORS as exc:
-            if str(exc) != self.shared_error:
+            if not self.shared_error:  # log the change, not every failed call
                 log.warning("cluster.shared_state_failed", reason=str(exc))
             self.shared_error = str(exc)
             raise
+        if self.shared_error:
+            log.info("cluster.shared_state_recovered")
         self.shared_error = ""
 
     def _note_availability(self, lead: Leadership, now: float) -> None:

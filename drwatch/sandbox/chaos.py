@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from drwatch.logs import get_logger
 from drwatch.sandbox.cloud import SandboxError
+from drwatch.sandbox.cluster import leader_of
 from drwatch.sandbox.faults import HEAL, VERBS, Fault, TargetKind, check_target
 from drwatch.sandbox.hosts import AppMode, SimHost
 from drwatch.sandbox.pgcluster import PgError
@@ -281,6 +282,30 @@ async def _kill_watcher(ch: Chaos, fault: Fault, _t: str) -> Undo:
     return _nothing
 
 
+async def _kill_leader(ch: Chaos, fault: Fault, _t: str) -> Undo:
+    """SIGKILL whichever watcher leads now; it starts again after `delay`, on its state."""
+    leader = await leader_of(ch.sb.session(), ch.sb.api_urls)
+    watcher = ch.sb.watcher_named(leader) if leader else None
+    if watcher is None:
+        raise SandboxError(f"no watcher leads now (leader: {leader or 'none'}): nothing to kill")
+    await watcher.kill()
+    log.info("fault.leader_killed", leader=leader)
+    ch.sb.after(fault.param("delay"), watcher.start)
+    return _nothing
+
+
+async def _etcd_outage(ch: Chaos, _f: Fault, _t: str) -> Undo:
+    etcd = ch.sb.etcd
+    if etcd is None:
+        raise SandboxError("etcd-outage needs several watchers (watchers = 3)")
+    etcd.pause()
+
+    async def undo() -> None:
+        etcd.resume()
+
+    return undo
+
+
 _APPLY: dict[str, Applier] = {
     "stop-instance": _stop,
     "terminate-instance": _terminate,
@@ -300,6 +325,8 @@ _APPLY: dict[str, Applier] = {
     "corrupt-volume": _corrupt_volume,
     "corrupt-snapshot": _corrupt_snapshot,
     "kill-watcher": _kill_watcher,
+    "kill-leader": _kill_leader,
+    "etcd-outage": _etcd_outage,
     "grow-disk": _grow_disk,
     "lag-replica": _lag_replica,
 }

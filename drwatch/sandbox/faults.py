@@ -45,6 +45,8 @@ VERBS: dict[str, tuple[TargetKind, str | None]] = {
     "corrupt-volume": (TargetKind.VOLUME, None),
     "corrupt-snapshot": (TargetKind.SNAPSHOT, None),
     "kill-watcher": (TargetKind.WATCHER, "delay"),
+    "kill-leader": (TargetKind.WATCHER, "delay"),
+    "etcd-outage": (TargetKind.WATCHER, None),
     "grow-disk": (TargetKind.INSTANCE, "rate"),
     "lag-replica": (TargetKind.INSTANCE, "delay"),
 }

@@ -47,6 +47,9 @@ class WorldAddresses:
     canaries: dict[str, str]
     # Alertmanager replicas the daemon pushes alerts to; none: no [alerts] section.
     alertmanager_urls: tuple[str, ...] = ()
+    # The watcher's name, and more sections (a watcher among several: its [cluster]).
+    name: str = "sandbox"
+    extra: tuple[str, ...] = ()
 
 
 def _q(value: object) -> str:
@@ -58,7 +61,7 @@ def render_config(topo: Topology, where: WorldAddresses) -> str:
     lines = [
         "# Written by `drwatch sandbox`: the world it simulates, with sandbox timing.",
         "[watcher]",
-        f"name = {_q('sandbox')}",
+        f"name = {_q(where.name)}",
         f"listen = {_q(where.listen)}",
         f"state_dir = {_q(str(where.state_dir))}",
         'log_format = "json"',
@@ -85,6 +88,7 @@ def render_config(topo: Topology, where: WorldAddresses) -> str:
         *_trends(),
         *_plan(),
         *_alerts(where),
+        *where.extra,
     ]
     for name, specs in topo.groups().items():
         lines += _group(topo, name, specs[0].role, len(specs), where.service_url)

@@ -184,6 +184,10 @@ def test_shipped_drill_passes(tmp_path: Path, name: str) -> None:
         assert_rung(report, RUNG[name])
     if name == "disk-trend.toml":
         assert_warned_well_before_full(report)
+    if name == "kill-leader.toml":
+        assert_taken_over_once(report)
+    if name == "etcd-outage.toml":
+        assert_no_action_without_etcd(report)
 
     if name.endswith("-pg.toml"):  # real PostgreSQL: the writer's rows were measured
         assert report["data"]["rows_written"] > 0
@@ -204,3 +208,28 @@ def assert_warned_well_before_full(report: Any) -> None:
     assert full_at - seen["first_seen_s"] > 120, seen
     truth = full_at - seen["first_seen_s"]
     assert abs(float(seen["facts"]["eta_s"]) - truth) < truth / 3, seen
+
+
+def _replacement(report: Any) -> Any:
+    (inc,) = [i for i in report["incidents"] if i["playbook"] == "app_server.replace"]
+    return inc
+
+
+def assert_taken_over_once(report: Any) -> None:
+    """The leader was killed mid-run: another watcher led afterwards, and the run it
+    resumed launched one replacement (the launch step ran once, before the kill)."""
+    (kill,) = [e for e in report["events"] if e["do"] == "kill-leader"]
+    assert not kill["error"], kill
+    names = [t["name"] for t in report["leaders"]]
+    assert len(set(names)) >= 2, report["leaders"]
+    steps = _replacement(report)["steps"]
+    (launch,) = [s for s in steps if s["name"] == "launch_replacement"]
+    assert launch["started_at_s"] < kill["at_s"], (launch, kill)
+    assert [s["status"] for s in steps] == ["done"] * len(steps), steps
+
+
+def assert_no_action_without_etcd(report: Any) -> None:
+    """While etcd was out nobody acted: the replacement started only after it came back."""
+    (heal,) = [e for e in report["events"] if e["do"] == "heal"]
+    first = min(s["started_at_s"] for s in _replacement(report)["steps"])
+    assert first >= heal["at_s"], (first, heal)

@@ -296,3 +296,14 @@ def test_drill_command_exits_2_on_a_non_utf8_scenario(tmp_path: Path) -> None:
     assert "not UTF-8: byte 0xe9 at line 1, column 12" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not report.exists()
+
+
+@pytest.mark.parametrize("verb", ["kill-leader", "etcd-outage"])
+def test_a_cluster_verb_needs_several_watchers(verb: str) -> None:
+    """kill-leader and etcd-outage mean nothing to one watcher: the scenario says so;
+    with `watchers = 3` the same event parses."""
+    event = [{"at": "5s", "do": verb, "target": "watcher"}]
+    assert _problems(_base(event=event)) == [
+        f"event[0].do: {verb} needs several watchers (watchers = 3)"
+    ]
+    assert parse_scenario(_base(event=event, watchers=3), TOPO).watchers == 3
