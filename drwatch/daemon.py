@@ -28,7 +28,8 @@ from drwatch.alerts.model import AlertInput, alert_for_incident, watcher_impaire
 from drwatch.assess.trends import assess_trends
 from drwatch.backup.wiring import start_backups
 from drwatch.cluster.incidents import IncidentMirror
-from drwatch.cluster.node import ClusterNode, SharedControls, Solo, follower_report
+from drwatch.cluster.leader import Election
+from drwatch.cluster.node import ClusterNode, SharedControls, Solo, Vantage, follower_report
 from drwatch.cluster.wiring import build_cluster
 from drwatch.config import Config
 from drwatch.cycle import Cycle, SummaryLog, TickReport, WatcherState
@@ -223,8 +224,18 @@ class Daemon:
             mirror=mirror,
             shared_controls=self.shared.controls,
             commands=commands,
+            vantage=self._vantage(),
         )
         return commands
+
+    def _vantage(self) -> Vantage | None:
+        cfg, shared = self.cfg.cluster, self.shared
+        if cfg is None or shared is None or shared.views is None:
+            return None
+        election = shared.leadership
+        lease = (lambda: election.lease) if isinstance(election, Election) else (lambda: 0)
+        # A view older than a lease says nothing of now: its watcher may be gone.
+        return Vantage(cfg.name, shared.views, lease, cfg.quorum, cfg.lease_ttl)
 
     def _kill_switch(self) -> bool:
         """Checked by the runner right before a playbook's first side effect."""
@@ -340,7 +351,8 @@ class Daemon:
             await asyncio.sleep(interval)
 
     def tick(self, now: float, *, acting: bool = True) -> TickReport:
-        snapshot = self.store.snapshot(self.watch.fleet, now)
+        # Several watchers: this watcher's silence, weighed against the others' views.
+        snapshot = self.node.corroborate(self.store.snapshot(self.watch.fleet, now), now)
         if acting:
             report = self.cycle.tick(snapshot, now)
         else:  # another watcher leads, or nobody may: observe and report, decide nothing

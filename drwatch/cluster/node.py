@@ -26,11 +26,14 @@ import structlog
 
 from drwatch.alerts.model import AlertInput
 from drwatch.assess import assess
+from drwatch.cluster.corroborate import Corroborated, corroborate, my_view
 from drwatch.cluster.errors import EtcdRefusedError, EtcdUnavailableError, NotLeaderError
+from drwatch.cluster.etcd_store import ViewBoard
 from drwatch.cluster.incidents import IncidentMirror
 from drwatch.cluster.leader import Leadership, Role
 from drwatch.cluster.sqlite_store import SqliteControlStore
 from drwatch.cluster.store import ControlStore
+from drwatch.cluster.vantage import View
 from drwatch.cycle import Cycle, TickReport
 from drwatch.decide import utc_hm
 from drwatch.decide.gates import APPROVAL_PREFIX
@@ -123,6 +126,9 @@ class Solo:
     def status(self) -> dict[str, Any] | None:
         return None
 
+    def corroborate(self, snapshot: Snapshot, now: float) -> Snapshot:
+        return snapshot
+
     def alerts(self, now: float) -> list[AlertInput]:
         return []
 
@@ -139,6 +145,7 @@ class ClusterNode:
         mirror: IncidentMirror,
         shared_controls: ControlStore,
         commands: SharedControls,
+        vantage: Vantage | None = None,
     ) -> None:
         self.leading = leading
         self.cycle = cycle
@@ -150,10 +157,15 @@ class ClusterNode:
         self.term = 0  # the term this watcher leads in, once it has taken over; 0: none
         self.shared_error = ""  # why the last exchange with etcd failed ("" if it did not)
         self.unavailable_since: float | None = None
+        self.vantage = vantage
+        self._views: list[View] | None = None  # None: not read this tick (etcd away)
+        self._raw: Snapshot | None = None
+        self.corroborated: Corroborated | None = None
 
     async def prepare(self, now: float) -> bool:
         """Whether this tick may decide and act (see the module doc)."""
         await self._etcd(self.commands.flush(self.shared_controls))
+        await self._read_views()
         lead = self.leading.state
         self._note_availability(lead, now)
         if not lead.acting:
@@ -179,7 +191,9 @@ class ClusterNode:
         return not_acting_reason(self.leading.state)
 
     async def settle(self, now: float) -> None:
-        """After a leader's tick: share what it changed; deposed, stop acting."""
+        """After the tick: publish this watcher's view; a leader shares what it changed
+        (deposed, it stops acting)."""
+        await self._publish_view(now)
         if not self.term:
             return
         try:
@@ -193,6 +207,46 @@ class ClusterNode:
         log.warning("cluster.stepped_down", term=self.term, reason=why)
         self.term = 0
         await self.runner.aclose()  # runs stay `running` in the shared journal
+
+    # -- vantage ------------------------------------------------------------------------------
+
+    async def _read_views(self) -> None:
+        self._views = None
+        if self.vantage is None:
+            return
+        board, views = self.vantage.board, list[View]()
+
+        async def read() -> None:
+            views.extend(await board.views())
+
+        if await self._etcd(read()):
+            self._views = views
+
+    def corroborate(self, snapshot: Snapshot, now: float) -> Snapshot:
+        """This watcher's silence, checked against the other watchers' fresh views
+        (cluster.corroborate); as observed when the views could not be read."""
+        self._raw = snapshot
+        v = self.vantage
+        if v is None or self._views is None:
+            self.corroborated = None
+            return snapshot
+        self.corroborated = corroborate(
+            snapshot,
+            self._views,
+            me=v.me,
+            now=now,
+            cfg=self.cycle.rules,
+            quorum=v.quorum,
+            max_age=v.max_age,
+        )
+        return self.corroborated.snapshot
+
+    async def _publish_view(self, now: float) -> None:
+        v, raw = self.vantage, self._raw
+        lease = v.lease() if v is not None else 0
+        if v is None or raw is None or not lease:
+            return  # no lease (etcd away): a view must not outlive its watcher
+        await self._etcd(v.board.publish(my_view(v.me, raw, now, self.cycle.rules), lease))
 
     async def _pull_controls(self) -> None:
         """The shared pause and approvals, into the local copy the cycle reads."""
@@ -244,6 +298,12 @@ class ClusterNode:
         )
         doc["pending_commands"] = len(self.commands.outbox)
         doc["shared_state_error"] = self.shared_error
+        c = self.corroborated
+        doc["vantage"] = {
+            "fresh_views": list(c.fresh_views) if c else [],
+            "silence_set_aside": dict(c.set_aside) if c else {},
+            "cut_from_zones": list(c.cut_zones) if c else [],
+        }
         return doc
 
     def alerts(self, now: float) -> list[AlertInput]:
@@ -266,6 +326,17 @@ class ClusterNode:
                 ),
             )
         ]
+
+
+@dataclass(frozen=True)
+class Vantage:
+    """What the node needs to publish its view and weigh the others'."""
+
+    me: str
+    board: ViewBoard
+    lease: Callable[[], int]
+    quorum: int
+    max_age: float
 
 
 def follower_report(cycle: Cycle, snapshot: Snapshot, now: float, why: str) -> TickReport:
