@@ -149,7 +149,7 @@ class Daemon:
         # read as a timeout and the observer's own backoff would never start.
         self.provider = AwsProvider(cfg.provider, throttle_budget=cfg.timing.provider.timeout / 2)
         self.stack.push_async_callback(self.provider.aclose)
-        session = new_session()
+        session = new_session(user_agent=f"drwatch/{__version__} ({cfg.watcher.name})")
         self.stack.push_async_callback(session.close)
         http, tcp = HttpProbe(session), TcpProbe()
         self.store = HealthStore(hysteresis_from(cfg.timing))

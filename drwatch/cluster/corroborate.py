@@ -3,11 +3,12 @@ against theirs before the cycle sees it. Pure: snapshot and views in, `now` pass
 
 `my_view` turns a snapshot into the compact view every watcher publishes each tick (per
 instance: up, silent, or unknown). `corroborate` takes this watcher's snapshot and every
-fresh view: an instance this watcher finds silent (agent and app give no answer) while
-the provider says it runs is down only when a quorum of fresh views sees it silent and
-none reaches it (`vantage.judge_target`). Otherwise its silent layers are made unknown
-(unknown is not down), with the verdict as the reason, so neither an instance finding nor
-the zone or region findings built from them come from one watcher's broken path. What
+fresh view: an instance this watcher finds silent (agent and app give no answer), with
+no failure asserted by the provider (it says running, or is silent too), is down only
+when a quorum of fresh views sees it silent and none reaches it (`vantage.judge_target`).
+Otherwise its silent layers are made unknown (unknown is not down), with the verdict as
+the reason, so neither an instance finding nor the zone or region findings built from
+them come from one watcher's broken path. What
 the provider asserts (stopped, terminated, impaired, a zone impaired) is left alone: it
 needs no quorum. `cut_zones` names the zones this watcher alone finds silent while
 another watcher reaches them: its own state, reported on its status.
@@ -66,8 +67,8 @@ def corroborate(
     health = dict(snapshot.health)
     set_aside: dict[str, str] = {}
     for iv in instance_views(snapshot, now, cfg, frozenset()):
-        if own.targets.get(iv.instance.id) is not Seen.SILENT or not _provider_says_running(iv):
-            continue
+        if own.targets.get(iv.instance.id) is not Seen.SILENT or iv.provider.failing:
+            continue  # not silent here, or the provider asserts a failure: no quorum needed
         verdict = judge_target(iv.instance.id, current, now=now, max_age=max_age, quorum=quorum)
         if verdict.basis is Basis.QUORUM:
             continue
@@ -86,10 +87,6 @@ def corroborate(
         zones,
         tuple(v.watcher for v in current),
     )
-
-
-def _provider_says_running(iv: InstanceView) -> bool:
-    return iv.provider.answering and str(iv.provider.detail.get("state", "")).lower() == "running"
 
 
 def _cut_zones(

@@ -71,6 +71,11 @@ class Chaos:
 
     async def _resolve(self, kind: TargetKind, target: str) -> str:
         view = self.sb.view
+        if kind is TargetKind.VANTAGE and target.startswith("leader/"):
+            leader = await leader_of(self.sb.session(), self.sb.api_urls)
+            if leader is None:
+                raise SandboxError("no watcher leads now: cannot cut the leader's path")
+            return f"{leader}/{target.partition('/')[2]}"
         if kind is TargetKind.INSTANCE:
             inst = view.named(target)
             if inst is None:
@@ -306,6 +311,19 @@ async def _etcd_outage(ch: Chaos, _f: Fault, _t: str) -> Undo:
     return undo
 
 
+async def _cut_vantage(ch: Chaos, _f: Fault, target: str) -> Undo:
+    """One watcher's path to one zone's hosts hangs; the others and the provider are fine."""
+    watcher, _, zone = target.partition("/")
+    healed = asyncio.Event()
+    ch.sb.vantage_cuts[(watcher, zone)] = healed
+
+    async def undo() -> None:
+        healed.set()
+        ch.sb.vantage_cuts.pop((watcher, zone), None)
+
+    return undo
+
+
 _APPLY: dict[str, Applier] = {
     "stop-instance": _stop,
     "terminate-instance": _terminate,
@@ -327,6 +345,7 @@ _APPLY: dict[str, Applier] = {
     "kill-watcher": _kill_watcher,
     "kill-leader": _kill_leader,
     "etcd-outage": _etcd_outage,
+    "cut-vantage": _cut_vantage,
     "grow-disk": _grow_disk,
     "lag-replica": _lag_replica,
 }

@@ -181,11 +181,15 @@ class WatcherApis:
         return None
 
     async def findings(self) -> list[SeenFinding] | None:
+        """Every watcher's findings, merged: what any of them shows counts."""
+        merged: dict[tuple[str, tuple[str, ...], str | None], SeenFinding] = {}
+        answered = False
         for api in self.apis:
             found = await api.findings()
-            if found is not None:
-                return found
-        return None
+            answered = answered or found is not None
+            for f in found or []:
+                merged.setdefault((f.finding, f.targets, f.data_class), f)
+        return list(merged.values()) if answered else None
 
     async def healthy(self) -> bool:
         # Never None ("no daemon API here"): the watchers are there, only not up yet.

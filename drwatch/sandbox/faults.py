@@ -6,6 +6,7 @@ one accepts the others accept too.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -18,6 +19,7 @@ class TargetKind(StrEnum):
     ZONE = "zone"
     REGION = "region"
     WATCHER = "watcher"
+    VANTAGE = "watcher/zone"  # one watcher's path to one zone: drwatch-2/us-east-1b
     VOLUME = "volume"
     SNAPSHOT = "snapshot"
 
@@ -47,6 +49,7 @@ VERBS: dict[str, tuple[TargetKind, str | None]] = {
     "kill-watcher": (TargetKind.WATCHER, "delay"),
     "kill-leader": (TargetKind.WATCHER, "delay"),
     "etcd-outage": (TargetKind.WATCHER, None),
+    "cut-vantage": (TargetKind.VANTAGE, None),
     "grow-disk": (TargetKind.INSTANCE, "rate"),
     "lag-replica": (TargetKind.INSTANCE, "delay"),
 }
@@ -68,6 +71,10 @@ def target_kind(topo: Topology, target: str) -> TargetKind | None:
     """What `target` names in this topology, or None when it names nothing."""
     if target == WATCHER:
         return TargetKind.WATCHER
+    watcher, _, zone = target.partition("/")
+    # `leader/ZONE`: whichever watcher leads when the fault is applied.
+    if zone in topo.zones and re.fullmatch(r"drwatch-[1-9]|leader", watcher):
+        return TargetKind.VANTAGE
     names: list[tuple[TargetKind, list[str]]] = [
         (TargetKind.INSTANCE, [i.name for i in topo.instance]),
         (TargetKind.ZONE, topo.zones),

@@ -21,7 +21,7 @@ from aiohttp import web
 from drwatch.agent.wire import CheckResult, DiskUsage, Load, Memory, Status
 from drwatch.logs import get_logger
 from drwatch.model.fleet import Role
-from drwatch.sandbox.listener import Gate, Listener, gate_middleware, hang
+from drwatch.sandbox.listener import Gate, Listener, gate_middleware, hang, vantage_middleware
 
 log = get_logger(component="sandbox.host")
 
@@ -93,8 +93,10 @@ class SimHost:
         resolve: Callable[[str], str | None],
         corrupt: Callable[[str], bool],
         session: Callable[[], aiohttp.ClientSession],
+        cut: Callable[[str], asyncio.Event | None] = lambda _agent: None,
     ) -> None:
         self.name = name
+        self._cut = cut  # a watcher (by its User-Agent) cut from this host: cut-vantage
         self.instance_id = instance_id
         self.role = role
         self.user_data = UserData()
@@ -228,10 +230,13 @@ class SimHost:
             raise RuntimeError("no agent plugged in")
         app = self.agent_factory(self)
         app.middlewares.insert(0, gate_middleware(self._uplink))
+        app.middlewares.insert(1, vantage_middleware(self._cut))
         return app
 
     def _app_app(self) -> web.Application:
-        app = web.Application(middlewares=[gate_middleware(self._uplink)])
+        app = web.Application(
+            middlewares=[gate_middleware(self._uplink), vantage_middleware(self._cut)]
+        )
         app.router.add_get("/healthz", self._healthz)
         if self.role is Role.LOAD_BALANCER:
             app.router.add_route("*", "/app/{tail:.*}", self._proxy)

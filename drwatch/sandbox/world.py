@@ -180,6 +180,8 @@ class Sandbox:
             self.secret, self.state_dir / "agent.secret", self.databases
         )
         self._booting: dict[str, float] = {}  # instance id -> running since (monotonic)
+        # (watcher, zone) -> set when healed: that watcher's path to that zone (cut-vantage).
+        self.vantage_cuts: dict[tuple[str, str], asyncio.Event] = {}
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -280,6 +282,13 @@ class Sandbox:
         """Every watcher's API, drwatch-1 first."""
         return [f"http://{listen}" for listen in self.watcher_listens]
 
+    def vantage_cut(self, user_agent: str, zone: str) -> asyncio.Event | None:
+        """The heal event if the watcher named in `user_agent` is cut from `zone`."""
+        for (watcher, cut_zone), healed in self.vantage_cuts.items():
+            if cut_zone == zone and f"({watcher})" in user_agent:
+                return healed
+        return None
+
     def watcher_named(self, name: str) -> WatcherProcess | None:
         names = [watcher_name(i) for i in range(len(self.watchers))]
         return self.watchers[names.index(name)] if name in names else None
@@ -377,6 +386,7 @@ class Sandbox:
             resolve=self.resolve,
             corrupt=self.is_corrupt,
             session=self.session,
+            cut=lambda agent: self.vantage_cut(agent, inst.zone),
         )
         host.agent_factory = self._agent
         tags = [

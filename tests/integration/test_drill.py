@@ -188,6 +188,11 @@ def test_shipped_drill_passes(tmp_path: Path, name: str) -> None:
         assert_taken_over_once(report)
     if name == "etcd-outage.toml":
         assert_no_action_without_etcd(report)
+    if name == "cut-vantage.toml":
+        # The cut watcher led: without the quorum it would have opened a zone outage.
+        (cut,) = [e for e in report["events"] if e["do"] == "cut-vantage"]
+        assert "/us-east-1b)" in cut["result"], cut
+        assert [i for i in report["incidents"] if i["scope"] in ("zone", "instance")] == []
 
     if name.endswith("-pg.toml"):  # real PostgreSQL: the writer's rows were measured
         assert report["data"]["rows_written"] > 0

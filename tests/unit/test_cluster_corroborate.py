@@ -90,3 +90,12 @@ def test_a_zone_silent_from_a_quorum_stays_an_outage() -> None:
     out, snap = _run(world, [_other("w2", silent)])
     assert any(f == Finding.ZONE_OUTAGE.value for f, _ in _findings(snap))
     assert out.cut_zones == ()
+
+
+def test_a_silent_provider_does_not_make_silence_count() -> None:
+    """The region's API is silent too (an overloaded API, or this watcher's path to it):
+    that asserts nothing, so app-3's silence here still needs a quorum."""
+    world = World.healthy().dark("app-3").provider_blind("us-east-1")
+    out, snap = _run(world, [_other("w2", {"app-3": Seen.UP}), _other("w3", {"app-3": Seen.UP})])
+    assert (Finding.INSTANCE_UNREACHABLE.value, (iid("app-3"),)) not in _findings(snap)
+    assert "app-3" in out.set_aside

@@ -307,3 +307,14 @@ def test_a_cluster_verb_needs_several_watchers(verb: str) -> None:
         f"event[0].do: {verb} needs several watchers (watchers = 3)"
     ]
     assert parse_scenario(_base(event=event, watchers=3), TOPO).watchers == 3
+
+
+def test_cut_vantage_names_a_watcher_and_a_zone() -> None:
+    """`WATCHER/ZONE` (or `leader/ZONE`) with a zone of the topology; anything else is
+    refused with what the verb needs."""
+    for target in ("drwatch-2/us-east-1b", "leader/us-east-1a"):
+        event = [{"at": "5s", "do": "cut-vantage", "target": target}]
+        assert parse_scenario(_base(event=event, watchers=3), TOPO).event[0].target == target
+    event = [{"at": "5s", "do": "cut-vantage", "target": "drwatch-2/nowhere"}]
+    (problem,) = _problems(_base(event=event, watchers=3))
+    assert problem.startswith("event[0].target: unknown target 'drwatch-2/nowhere'")
