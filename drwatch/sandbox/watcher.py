@@ -50,6 +50,8 @@ class WorldAddresses:
     # The watcher's name, and more sections (a watcher among several: its [cluster]).
     name: str = "sandbox"
     extra: tuple[str, ...] = ()
+    # Several watchers share one moto: each polls it half as often, with more time to answer.
+    shared_provider: bool = False
 
 
 def _q(value: object) -> str:
@@ -72,7 +74,7 @@ def render_config(topo: Topology, where: WorldAddresses) -> str:
         "",
         "[provider]",
         f"regions = {_q(topo.regions)}",
-        'discovery_interval = "2s"',
+        f"discovery_interval = {_q('4s' if where.shared_provider else '2s')}",
         "[provider.endpoints]",
         *(f"{_q(r)} = {_q(url)}" for r, url in where.endpoints.items()),
         "",
@@ -83,7 +85,7 @@ def render_config(topo: Topology, where: WorldAddresses) -> str:
         # Every simulated agent listens on its own loopback port, named by this tag.
         "allow_address_tag = true",
         "",
-        *_timing(),
+        *_timing(where.shared_provider),
         *_policy(),
         *_trends(),
         *_plan(),
@@ -97,9 +99,9 @@ def render_config(topo: Topology, where: WorldAddresses) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _timing() -> list[str]:
+def _timing(shared_provider: bool = False) -> list[str]:
     rows = {
-        "provider": ("2s", "1s", 1, 2),
+        "provider": ("3s", "2s", 1, 2) if shared_provider else ("2s", "1s", 1, 2),
         "agent": ("1s", "500ms", 2, 3),
         "app": ("1s", "500ms", 2, 3),
         "canary": ("1s", "500ms", 2, 3),

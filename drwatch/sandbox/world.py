@@ -333,6 +333,7 @@ class Sandbox:
                 listen=listen,
                 state_dir=state_dir,
                 extra=tuple(cluster_lines(name, self.etcd.endpoint, n)),
+                shared_provider=True,
             )
             watcher.config_path.write_text(render_config(self.topo, where))
 
