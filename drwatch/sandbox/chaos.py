@@ -71,11 +71,12 @@ class Chaos:
 
     async def _resolve(self, kind: TargetKind, target: str) -> str:
         view = self.sb.view
-        if kind is TargetKind.VANTAGE and target.startswith("leader/"):
+        if kind in (TargetKind.VANTAGE, TargetKind.MEMBER) and target.partition("/")[0] == "leader":
             leader = await leader_of(self.sb.session(), self.sb.api_urls)
             if leader is None:
                 raise SandboxError("no watcher leads now: cannot cut the leader's path")
-            return f"{leader}/{target.partition('/')[2]}"
+            zone = target.partition("/")[2]
+            return f"{leader}/{zone}" if zone else leader
         if kind is TargetKind.INSTANCE:
             inst = view.named(target)
             if inst is None:
@@ -324,6 +325,19 @@ async def _cut_vantage(ch: Chaos, _f: Fault, target: str) -> Undo:
     return undo
 
 
+async def _cut_etcd(ch: Chaos, _f: Fault, watcher: str) -> Undo:
+    """One watcher's path to etcd black-holes; the others still reach it."""
+    path = ch.sb.etcd_paths.get(watcher)
+    if path is None:
+        raise SandboxError(f"no watcher {watcher!r} in this sandbox")
+    path.open.clear()
+
+    async def undo() -> None:
+        path.open.set()
+
+    return undo
+
+
 _APPLY: dict[str, Applier] = {
     "stop-instance": _stop,
     "terminate-instance": _terminate,
@@ -346,6 +360,7 @@ _APPLY: dict[str, Applier] = {
     "kill-leader": _kill_leader,
     "etcd-outage": _etcd_outage,
     "cut-vantage": _cut_vantage,
+    "cut-etcd": _cut_etcd,
     "grow-disk": _grow_disk,
     "lag-replica": _lag_replica,
 }

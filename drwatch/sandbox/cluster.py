@@ -215,3 +215,57 @@ class LeaderLog:
             last["to_s"] = round(at - self.start, 3)
         if leader is not None:
             self.terms.append({"name": leader, "from_s": round(at - self.start, 3), "to_s": None})
+
+
+class EtcdPath:
+    """One watcher's own path to etcd: a TCP relay on loopback that `cut-etcd` black-holes
+    (bytes stop flowing both ways, connections stay open, as a partition looks) and
+    `heal` opens again. The other watchers' paths are untouched."""
+
+    def __init__(self, upstream: str, port: int) -> None:
+        self.upstream = upstream
+        self.port = port
+        self.open = asyncio.Event()
+        self.open.set()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        self.open.set()
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self.open.wait()
+        host, _, port = self.upstream.rpartition(":")
+        try:
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+        try:
+            await asyncio.gather(
+                self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
+            )
+        finally:
+            for w in (writer, up_writer):
+                self._writers.discard(w)
+                w.close()
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            await self.open.wait()  # cut: hold the bytes, as a black hole would
+            writer.write(data)
+            await writer.drain()
+        writer.close()

@@ -20,6 +20,7 @@ class TargetKind(StrEnum):
     REGION = "region"
     WATCHER = "watcher"
     VANTAGE = "watcher/zone"  # one watcher's path to one zone: drwatch-2/us-east-1b
+    MEMBER = "watcher name"  # one of several watchers: drwatch-2, or leader
     VOLUME = "volume"
     SNAPSHOT = "snapshot"
 
@@ -50,6 +51,7 @@ VERBS: dict[str, tuple[TargetKind, str | None]] = {
     "kill-leader": (TargetKind.WATCHER, "delay"),
     "etcd-outage": (TargetKind.WATCHER, None),
     "cut-vantage": (TargetKind.VANTAGE, None),
+    "cut-etcd": (TargetKind.MEMBER, None),
     "grow-disk": (TargetKind.INSTANCE, "rate"),
     "lag-replica": (TargetKind.INSTANCE, "delay"),
 }
@@ -71,6 +73,8 @@ def target_kind(topo: Topology, target: str) -> TargetKind | None:
     """What `target` names in this topology, or None when it names nothing."""
     if target == WATCHER:
         return TargetKind.WATCHER
+    if re.fullmatch(r"drwatch-[1-9]|leader", target):
+        return TargetKind.MEMBER
     watcher, _, zone = target.partition("/")
     # `leader/ZONE`: whichever watcher leads when the fault is applied.
     if zone in topo.zones and re.fullmatch(r"drwatch-[1-9]|leader", watcher):

@@ -152,7 +152,7 @@ def _event_problems(i: int, ev: Event, sc: Scenario, topo: Topology) -> list[str
     return problems
 
 
-CLUSTER_VERBS = ("kill-leader", "etcd-outage", "cut-vantage")
+CLUSTER_VERBS = ("kill-leader", "etcd-outage", "cut-vantage", "cut-etcd")
 
 
 def _semantic_problems(sc: Scenario, topo: Topology) -> list[str]:

@@ -32,7 +32,7 @@ from drwatch.model.fleet import Role
 from drwatch.sandbox import agent_plug
 from drwatch.sandbox.cloud import Moto, MotoProcess, SandboxError, Seeded, seed, user_data_text
 from drwatch.sandbox.cloudview import CloudView, InstanceView, describe
-from drwatch.sandbox.cluster import EtcdProcess, cluster_lines, watcher_name
+from drwatch.sandbox.cluster import EtcdPath, EtcdProcess, cluster_lines, watcher_name
 from drwatch.sandbox.front import Front
 from drwatch.sandbox.hosts import SimHost, UserData
 from drwatch.sandbox.leftovers import reap_leftovers
@@ -156,8 +156,13 @@ class Sandbox:
         self.watchers = [self.watcher]
         self.watcher_listens = [self.api_listen]
         self.etcd: EtcdProcess | None = None
+        self.etcd_paths: dict[str, EtcdPath] = {}  # watcher -> its own path (cut-etcd)
         if self.options.watchers > 1:
             self.etcd = EtcdProcess(self.state_dir / "etcd" / "data", free_port(), free_port())
+            self.etcd_paths = {
+                watcher_name(i): EtcdPath(self.etcd.endpoint, free_port())
+                for i in range(self.options.watchers)
+            }
             for i in range(1, self.options.watchers):
                 name = watcher_name(i)
                 self.watchers.append(
@@ -223,6 +228,8 @@ class Sandbox:
         self._write_files(secret_file)
         if self.etcd is not None:
             await self.etcd.start()
+        for path in self.etcd_paths.values():
+            await path.start()
         if self.options.with_watcher:
             for watcher in self.watchers:
                 await watcher.start()
@@ -236,6 +243,8 @@ class Sandbox:
                 await task
         for watcher in self.watchers:
             await watcher.stop()
+        for path in self.etcd_paths.values():
+            await path.stop()
         if self.etcd is not None:
             await self.etcd.stop()
         await self.databases.stop()
@@ -332,7 +341,7 @@ class Sandbox:
                 name=name,
                 listen=listen,
                 state_dir=state_dir,
-                extra=tuple(cluster_lines(name, self.etcd.endpoint, n)),
+                extra=tuple(cluster_lines(name, self.etcd_paths[name].endpoint, n)),
                 shared_provider=True,
             )
             watcher.config_path.write_text(render_config(self.topo, where))

@@ -188,6 +188,8 @@ def test_shipped_drill_passes(tmp_path: Path, name: str) -> None:
         assert_taken_over_once(report)
     if name == "etcd-outage.toml":
         assert_no_action_without_etcd(report)
+    if name == "cut-etcd.toml":
+        assert_another_leads_after_the_cut(report)
     if name == "cut-vantage.toml":
         # The cut watcher led: without the quorum it would have opened a zone outage.
         (cut,) = [e for e in report["events"] if e["do"] == "cut-vantage"]
@@ -238,3 +240,16 @@ def assert_no_action_without_etcd(report: Any) -> None:
     (heal,) = [e for e in report["events"] if e["do"] == "heal"]
     first = min(s["started_at_s"] for s in _replacement(report)["steps"])
     assert first >= heal["at_s"], (first, heal)
+
+
+def assert_another_leads_after_the_cut(report: Any) -> None:
+    """The leader cut from etcd lost its term; another watcher led while it was cut (and
+    replaced app-3: the expectation)."""
+    (cut,) = [e for e in report["events"] if e["do"] == "cut-etcd"]
+    cut_watcher = cut["result"].rpartition("(")[2].rstrip(")")
+    (heal,) = [e for e in report["events"] if e["do"] == "heal"]
+    terms = report["leaders"]
+    assert any(t["name"] == cut_watcher and t["to_s"] is not None for t in terms), terms
+    assert any(
+        t["name"] != cut_watcher and cut["at_s"] < t["from_s"] < heal["at_s"] for t in terms
+    ), terms

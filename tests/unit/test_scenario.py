@@ -318,3 +318,13 @@ def test_cut_vantage_names_a_watcher_and_a_zone() -> None:
     event = [{"at": "5s", "do": "cut-vantage", "target": "drwatch-2/nowhere"}]
     (problem,) = _problems(_base(event=event, watchers=3))
     assert problem.startswith("event[0].target: unknown target 'drwatch-2/nowhere'")
+
+
+def test_cut_etcd_names_one_watcher_or_the_leader() -> None:
+    """cut-etcd takes `drwatch-N` or `leader`, with several watchers."""
+    for target in ("drwatch-3", "leader"):
+        event = [{"at": "5s", "do": "cut-etcd", "target": target}]
+        assert parse_scenario(_base(event=event, watchers=3), TOPO).event[0].do == "cut-etcd"
+    event = [{"at": "5s", "do": "cut-etcd", "target": "app-3"}]
+    (problem,) = _problems(_base(event=event, watchers=3))
+    assert "cut-etcd needs a watcher name" in problem
