@@ -31,7 +31,10 @@ from drwatch.cluster.errors import NotLeaderError
 from drwatch.cluster.etcd import Etcd, KeyValue, Put
 from drwatch.cluster.leader import Fence
 from drwatch.incidents import IncidentStore
+from drwatch.logs import get_logger
 from drwatch.model.incident import Incident
+
+log = get_logger(component="cluster.incidents")
 
 # How many recently closed incidents the mirror compares each push (besides open ones):
 # an incident closes in a tick, so the one that closed it is among the newest.
@@ -103,8 +106,13 @@ class EtcdSharedIncidents:
         await self._write([Put(self._incidents + _q(i.id), _dump(i.to_dict())) for i in incidents])
 
     async def incidents(self) -> list[Incident]:
-        kvs = await self._all(self._incidents)
-        found = [Incident.from_dict(json.loads(kv.value)) for kv in kvs]
+        found = []
+        for kv in await self._all(self._incidents):
+            try:
+                found.append(Incident.from_dict(json.loads(kv.value)))
+            except (ValueError, KeyError, TypeError) as err:
+                # Written by a newer drwatch, say: left out and left alone, as in SQLite.
+                log.error("incident.unreadable", key=kv.key, error=f"{type(err).__name__}: {err}")
         return sorted(found, key=lambda i: (i.opened_at, i.id))
 
     async def retire(self, instance_ids: Iterable[str], at: float) -> None:

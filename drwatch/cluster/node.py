@@ -36,9 +36,8 @@ from drwatch.cluster.store import ControlStore
 from drwatch.cluster.vantage import View
 from drwatch.cycle import Cycle, TickReport
 from drwatch.decide import utc_hm
-from drwatch.decide.gates import APPROVAL_PREFIX
 from drwatch.decide.summary import summarise
-from drwatch.model.incident import Incident, IncidentState
+from drwatch.model.incident import Incident, Phase
 from drwatch.model.snapshot import Snapshot
 
 log = structlog.get_logger("drwatch.cluster")
@@ -367,11 +366,7 @@ def follower_report(cycle: Cycle, snapshot: Snapshot, now: float, why: str) -> T
 
 
 def _awaiting_approval(inc: Incident) -> bool:
-    return (
-        inc.state is IncidentState.OPEN
-        and inc.approved_at is None
-        and any(r.startswith(APPROVAL_PREFIX) for r in inc.gate_reasons)
-    )
+    return inc.phase is Phase.AWAITING_APPROVAL and inc.approved_at is None
 
 
 __all__ = ["ClusterNode", "SharedControls", "Solo", "follower_report", "not_acting_reason"]

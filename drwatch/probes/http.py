@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from yarl import URL
@@ -64,6 +64,12 @@ def new_session(
         # Names the watcher: with several, a target's logs say which one checked it.
         headers={"User-Agent": user_agent} if user_agent else None,
     )
+
+
+class HttpCheck(Protocol):
+    """What the observers need of an HTTP probe (HttpProbe; fakes in tests)."""
+
+    async def check(self, url: str, cond: HttpConditions, timeout_s: float) -> ProbeResult: ...
 
 
 class HttpProbe:

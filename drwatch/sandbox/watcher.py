@@ -52,6 +52,8 @@ class WorldAddresses:
     extra: tuple[str, ...] = ()
     # Several watchers share one moto: each polls it half as often, with more time to answer.
     shared_provider: bool = False
+    # The daemon's API token (pause, resume, approve through its API); none: no token.
+    api_token_file: Path | None = None
 
 
 def _q(value: object) -> str:
@@ -67,6 +69,7 @@ def render_config(topo: Topology, where: WorldAddresses) -> str:
         f"listen = {_q(where.listen)}",
         f"state_dir = {_q(str(where.state_dir))}",
         'log_format = "json"',
+        *([f"api_token_file = {_q(str(where.api_token_file))}"] if where.api_token_file else []),
         "",
         "[objectives]",
         'rpo = "15m"',

@@ -110,6 +110,9 @@ def free_port() -> int:
     raise RuntimeError(f"no free loopback port between {low} and {high}")
 
 
+API_TOKEN_FILE = "api.token"  # noqa: S105 (a file name, not a secret)
+
+
 @dataclass
 class Options:
     boot_delay_s: float = 2.0
@@ -123,6 +126,9 @@ class Options:
     postgres: bool = False
     # More than one: a local etcd and that many daemons, drwatch-1 .. drwatch-N (cluster.py).
     watchers: int = 1
+    # Give the daemon an API token (api.token in the state directory), so the operator's
+    # controls (pause, resume, approve) can be driven through its API, as drills do.
+    api_token: bool = False
 
 
 @dataclass
@@ -322,6 +328,7 @@ class Sandbox:
             service_url=self.service_url,
             canaries=self.canary_urls(),
             alertmanager_urls=self.options.alertmanager_urls,
+            api_token_file=self._write_api_token() if self.options.api_token else None,
         )
         (self.state_dir / CONFIG_FILE).write_text(render_config(self.topo, where))
         if self.etcd is not None:
@@ -345,6 +352,16 @@ class Sandbox:
                 shared_provider=True,
             )
             watcher.config_path.write_text(render_config(self.topo, where))
+
+    @property
+    def api_token_file(self) -> Path:
+        return self.state_dir / API_TOKEN_FILE
+
+    def _write_api_token(self) -> Path:
+        path = self.api_token_file
+        path.write_text(secrets.token_hex(16))
+        path.chmod(0o600)
+        return path
 
     def describe_self(self) -> dict[str, Any]:
         """Where everything is: written to sandbox.json for `drwatch sandbox fault`."""

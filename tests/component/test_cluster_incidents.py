@@ -19,7 +19,8 @@ from drwatch.cluster.incidents import (
 )
 from drwatch.cluster.leader import Fence
 from drwatch.incidents import IncidentStore
-from drwatch.model.incident import Incident, IncidentState
+from drwatch.model.findings import Finding, Severity
+from drwatch.model.incident import Incident, IncidentState, Phase
 from drwatch.model.plan import Scope
 from tests.support.etcd import EtcdServer, etcd_server
 
@@ -33,8 +34,8 @@ def incident(n: int, *, opened: float = 100.0, **changes: object) -> Incident:
         id=f"inc-20261201T100000-{n:04x}",
         scope=Scope.INSTANCE,
         scope_key=f"instance:i-{n}",
-        finding="instance_dead",
-        severity="outage",
+        finding=Finding.INSTANCE_STOPPED,
+        severity=Severity.OUTAGE,
         region="us-east-1",
         zone="us-east-1b",
         roles=("app_server",),
@@ -82,7 +83,7 @@ async def test_an_incident_reads_back_as_saved_and_a_later_save_replaces_it(
     """Saved incidents come back whole, oldest first; saving one again keeps the last."""
     first, second = incident(1, opened=200.0), incident(2, opened=100.0)
     await shared.save([first, second])
-    acting = first.with_(state=IncidentState.ACTING, acted_at=210.0, current_targets=("i-1",))
+    acting = first.with_(phase=Phase.ACTING, acted_at=210.0, current_targets=("i-1",))
     await shared.save([acting])
     assert await shared.incidents() == [second, acting]
 
@@ -107,7 +108,7 @@ async def test_a_deposed_leader_cannot_share_incidents(etcd_srv: EtcdServer) -> 
         await etcd.delete_prefix(f"/{ns}/leader")
         await etcd.put(f"/{ns}/leader", b'{"name": "w2"}')
         with pytest.raises(NotLeaderError):
-            await shared.save([incident(1, state=IncidentState.ACTING)])
+            await shared.save([incident(1, phase=Phase.ACTING)])
         with pytest.raises(NotLeaderError):
             await shared.retire(["i-1"], 1.0)
         assert [i.state for i in await shared.incidents()] == [IncidentState.OPEN]
@@ -127,7 +128,7 @@ async def test_a_new_leader_pulls_what_the_old_one_pushed(
         shared = EtcdSharedIncidents(etcd, ns, lambda: fence)
         old, new = IncidentMirror(old_store, shared), IncidentMirror(new_store, shared)
         old_store.save(incident(1))
-        old_store.save(incident(2, state=IncidentState.ACTING, acted_at=150.0))
+        old_store.save(incident(2, phase=Phase.ACTING, acted_at=150.0))
         old_store.retire(["i-9"], "inc-x", 140.0)
         old_store.remember_db_roles({"i-7": "primary"})
         assert await old.push(160.0) == 2
@@ -135,18 +136,14 @@ async def test_a_new_leader_pulls_what_the_old_one_pushed(
 
         assert await new.pull() == 2
         assert [i.id for i in new_store.open_incidents()] == [incident(1).id, incident(2).id]
-        assert new_store.get(incident(2).id) == incident(
-            2, state=IncidentState.ACTING, acted_at=150.0
-        )
+        assert new_store.get(incident(2).id) == incident(2, phase=Phase.ACTING, acted_at=150.0)
         assert new_store.retired() == frozenset({"i-9"})
         assert new_store.db_roles() == {"i-7": "primary"}
         assert await new.push(170.0) == 0
-        new_store.save(incident(1, state=IncidentState.ENDED, closed_at=171.0))
+        new_store.save(incident(1, phase=Phase.ENDED, closed_at=171.0))
         assert await new.push(172.0) == 1
         assert await old.pull() == 1
-        assert old_store.open_incidents() == [
-            incident(2, state=IncidentState.ACTING, acted_at=150.0)
-        ]
+        assert old_store.open_incidents() == [incident(2, phase=Phase.ACTING, acted_at=150.0)]
     finally:
         old_store.close()
         new_store.close()
