@@ -92,7 +92,9 @@ def progress_of(run: RunRow, steps: list[StepRow]) -> RunProgress:
         playbook=run.playbook,
         outcome=_RUN_OUTCOME.get(run.status, RunOutcome.FAILED),
         steps=tuple(
-            StepRecord(s.name, _STEP_STATUS[s.status], s.started_at, s.ended_at, s.detail)
+            StepRecord(
+                s.name, _STEP_STATUS[s.status], s.started_at, s.ended_at, s.detail, by=s.owner
+            )
             for s in steps
         ),
         started_at=run.started_at,

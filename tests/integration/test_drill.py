@@ -233,6 +233,9 @@ def assert_taken_over_once(report: Any) -> None:
     (launch,) = [s for s in steps if s["name"] == "launch_replacement"]
     assert launch["started_at_s"] < kill["at_s"], (launch, kill)
     assert [s["status"] for s in steps] == ["done"] * len(steps), steps
+    # The step report names who ran each: the killed leader launched, another finished.
+    assert launch["watcher"] != steps[-1]["watcher"], steps
+    assert {s["watcher"] for s in steps} <= {t["name"] for t in report["leaders"]}, steps
 
 
 def assert_no_action_without_etcd(report: Any) -> None:
