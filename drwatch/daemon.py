@@ -37,7 +37,7 @@ from drwatch.config import Config
 from drwatch.cycle import Cycle, SummaryLog, TickReport, WatcherState
 from drwatch.decide.rto import RtoPolicy
 from drwatch.errors import ConfigError
-from drwatch.incidents import IncidentStore
+from drwatch.incidents import IncidentStore, IncidentWriter
 from drwatch.ledger import DrillLedger
 from drwatch.model import Fleet, Observation, Snapshot
 from drwatch.model.snapshot import Discovery
@@ -178,6 +178,9 @@ class Daemon:
             self.provider, cfg.provider.regions, timeout=cfg.timing.provider.timeout
         )
         self.incidents = IncidentStore(cfg.watcher.state_dir)
+        # The tick's writes run in this writer's thread: an fsync never stalls the probes.
+        self.incident_writer = IncidentWriter(self.incidents)
+        self.stack.callback(self.incident_writer.close)
         # One memory of database roles, kept in the incident store, for the cycle's
         # decisions and the playbooks' own refusal to recover a replica as the primary.
         roles = RoleMemory(self.incidents)
@@ -307,7 +310,7 @@ class Daemon:
         while True:
             started = time.monotonic()
             try:
-                self.tick(time.time())
+                await self.tick(time.time())
             except Exception:
                 _log().exception("tick.failed")
             else:
@@ -316,9 +319,9 @@ class Daemon:
             self.metrics.record_tick(time.monotonic() - started, time.time())
             await asyncio.sleep(interval)
 
-    def tick(self, now: float) -> TickReport:
+    async def tick(self, now: float) -> TickReport:
         snapshot = self.watch.snapshot(now)
-        report = self.cycle.tick(snapshot, now)
+        report = await self.cycle.run_tick(snapshot, now, self.incident_writer.write)
         self.api_state.update(report, snapshot)
         if self.summary_log(report):
             self.notifier.status(report.summary)
