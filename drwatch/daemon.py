@@ -37,6 +37,7 @@ from drwatch.config import Config
 from drwatch.cycle import Cycle, SummaryLog, TickReport, WatcherState
 from drwatch.decide.rto import RtoPolicy
 from drwatch.errors import ConfigError
+from drwatch.fields import split_host_port
 from drwatch.incidents import IncidentStore, IncidentWriter
 from drwatch.ledger import DrillLedger
 from drwatch.model import Fleet, Observation, Snapshot
@@ -241,8 +242,8 @@ class Daemon:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self.stack.push_async_callback(runner.cleanup)
-        host, _, port = self.cfg.watcher.listen.rpartition(":")
-        await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+        host, port = split_host_port(self.cfg.watcher.listen)
+        await web.TCPSite(runner, host, port).start()
         _log().info("web.listening", address=f"http://{self.cfg.watcher.listen}/")
 
     async def run(self, stop: asyncio.Event) -> None:
