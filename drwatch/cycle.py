@@ -161,15 +161,27 @@ class Tick:
     def writes(self, now: float) -> Writes:
         """The incidents that changed since the last call, and the retirements; from here
         on they count as saved."""
-        saved = []
+        saved, expected = [], {}
         for iid, inc in list(self.incidents.items()):
-            if inc != self.loaded.get(iid):
+            base = self.loaded.get(iid)
+            if inc != base:
                 changed = inc.with_(updated_at=now)
                 self.loaded[iid] = self.incidents[iid] = changed
                 saved.append(changed)
-        out = Writes(tuple(saved), tuple(self.retirements))
+                if base is not None:
+                    expected[iid] = base.updated_at
+        out = Writes(tuple(saved), tuple(self.retirements), expected)
         self.retirements.clear()
         return out
+
+    def conflicted(self, store: IncidentStore, skipped: frozenset[str]) -> None:
+        """Records the store kept because they changed meanwhile (an approval): take the
+        stored ones, and submit nothing for them this tick."""
+        for iid in skipped:
+            stored = store.get(iid)
+            if stored is not None:
+                self.loaded[iid] = self.incidents[iid] = stored
+        self.to_submit = [(iid, plan) for iid, plan in self.to_submit if iid not in skipped]
 
     def open(self) -> list[Incident]:
         return sorted(
@@ -177,7 +189,7 @@ class Tick:
         )
 
 
-AsyncWrite = Callable[[Writes], Awaitable[None]]
+AsyncWrite = Callable[[Writes], Awaitable[frozenset[str]]]
 
 
 class Cycle:
@@ -259,9 +271,9 @@ class Cycle:
         """One round, its writes made on this thread (tests and tools; the daemon awaits
         `run_tick`)."""
         t, result = self._prepare(snapshot, now)
-        self.store.write(t.writes(now))
+        t.conflicted(self.store, self.store.write(t.writes(now)))
         self._launch(t, now)
-        self.store.write(t.writes(now))
+        t.conflicted(self.store, self.store.write(t.writes(now)))
         return self._report(t, result, now)
 
     async def run_tick(self, snapshot: Snapshot, now: float, write: AsyncWrite) -> TickReport:
@@ -269,9 +281,9 @@ class Cycle:
         loop runs the probes while the disk syncs. The plans are submitted only once the
         incidents that say "acting" are on disk."""
         t, result = self._prepare(snapshot, now)
-        await write(t.writes(now))
+        t.conflicted(self.store, await write(t.writes(now)))
         self._launch(t, now)
-        await write(t.writes(now))
+        t.conflicted(self.store, await write(t.writes(now)))
         return self._report(t, result, now)
 
     def _prepare(self, snapshot: Snapshot, now: float) -> tuple[Tick, Assessment]:

@@ -17,7 +17,7 @@ import secrets
 import sqlite3
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -66,6 +66,9 @@ class Writes:
 
     incidents: tuple[Incident, ...] = ()
     retired: tuple[Retirement, ...] = ()
+    # id -> the `updated_at` the writer last saw stored: a record changed since (an
+    # approval from the API while the tick was being written) is not overwritten.
+    expected: Mapping[str, float] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.incidents or self.retired)
@@ -99,14 +102,20 @@ class IncidentStore:
         self._writer.close()
         self._db.close()
 
-    def write(self, writes: Writes) -> None:
-        """A tick's writes in one transaction: all on disk when this returns, or none."""
+    def write(self, writes: Writes) -> frozenset[str]:
+        """A tick's writes in one transaction: all on disk when this returns, or none.
+        Returns the ids of the incidents left alone because their record changed since
+        the writer read it (`Writes.expected`): the next tick reads them afresh."""
         if not writes:
-            return
+            return frozenset()
         db = self._writer
+        skipped = set()
         db.execute("BEGIN IMMEDIATE")
         try:
             for incident in writes.incidents:
+                if _changed_since(db, incident.id, writes.expected.get(incident.id)):
+                    skipped.add(incident.id)
+                    continue
                 _save(db, incident)
             for r in writes.retired:
                 _retire(db, r.instance_ids, r.incident_id, r.at)
@@ -114,6 +123,9 @@ class IncidentStore:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+        if skipped:
+            log.warning("incident.write_conflict", incidents=sorted(skipped))
+        return frozenset(skipped)
 
     def save(self, incident: Incident) -> None:
         _save(self._db, incident)
@@ -181,17 +193,25 @@ class IncidentWriter:
         self._store = store
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="incident-writer")
 
-    async def write(self, writes: Writes) -> None:
-        """Returns once `writes` are on disk. Cancelling the caller does not cancel the
-        write: it completes in its thread (shielded, like the journal's cancel path)."""
+    async def write(self, writes: Writes) -> frozenset[str]:
+        """Returns once `writes` are on disk (with the ids left alone, see
+        IncidentStore.write). Cancelling the caller does not cancel the write: it
+        completes in its thread (shielded, like the journal's cancel path)."""
         if not writes:
-            return
+            return frozenset()
         loop = asyncio.get_running_loop()
-        await asyncio.shield(loop.run_in_executor(self._pool, self._store.write, writes))
+        return await asyncio.shield(loop.run_in_executor(self._pool, self._store.write, writes))
 
     def close(self) -> None:
         """Wait for a write in flight, then stop the thread."""
         self._pool.shutdown(wait=True)
+
+
+def _changed_since(db: sqlite3.Connection, incident_id: str, expected: float | None) -> bool:
+    if expected is None:
+        return False
+    row = db.execute("SELECT body FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+    return row is not None and json.loads(row[0]).get("updated_at") != expected
 
 
 def _save(db: sqlite3.Connection, incident: Incident) -> None:

@@ -32,13 +32,13 @@ class StuckStore(IncidentStore):
         self.release = threading.Event()
         self.writer_threads: set[str] = set()
 
-    def write(self, writes: Writes) -> None:
+    def write(self, writes: Writes) -> frozenset[str]:
         if writes:
             self.writer_threads.add(threading.current_thread().name)
             self._loop.call_soon_threadsafe(self.entered.set)
             if not self.release.wait(DEADLINE_S):
                 raise TimeoutError("the test never released the store")
-        super().write(writes)
+        return super().write(writes)
 
 
 async def _ok(_request: web.Request) -> web.Response:
@@ -108,3 +108,37 @@ async def test_the_writer_writes_in_order_and_survives_a_cancelled_caller(
     assert tick.cancelled()
     (inc,) = store.open_incidents()
     assert inc.target_names == ("app-3",)
+
+
+async def test_an_approval_during_the_write_is_kept_and_its_plan_waits(tmp_path: Path) -> None:
+    """An operator's write to an incident while the tick's write is stuck (the API's
+    approve) is not overwritten by the tick's older view, and the plan the tick meant to
+    submit for that incident is not submitted: the next tick decides from the record."""
+    store = StuckStore(tmp_path)
+    runner = FakeRunner()
+    cycle = Cycle(PolicyConfig(), TimingConfig(), store, runner, NOW - 3600)
+    snapshot = World.healthy().stop("app-3").snapshot()
+    store.release.set()
+    cycle.pause(NOW)
+    (blocked,) = cycle.tick(snapshot, NOW).open_incidents
+    assert blocked.phase is Phase.BLOCKED
+    cycle.resume(NOW + 1)
+    store.release.clear()
+    store.entered.clear()
+    writer = IncidentWriter(store)
+    tick = asyncio.create_task(cycle.run_tick(snapshot, NOW + 2, writer.write))
+    try:
+        await asyncio.wait_for(store.entered.wait(), DEADLINE_S)
+        operator = blocked.with_(updated_at=NOW + 2.5, detail="touched by the operator")
+        store.save(operator)  # as the API's approve would, on the loop, meanwhile
+        store.release.set()
+        async with asyncio.timeout(DEADLINE_S):
+            await tick
+    finally:
+        store.release.set()
+        writer.close()
+    assert runner.submitted == []
+    assert store.get(blocked.id) == operator
+    report = cycle.tick(snapshot, NOW + 3)  # the next tick decides from the stored record
+    assert [p.playbook.value for p in runner.submitted] == ["app_server.replace"]
+    assert report.open_incidents[0].detail == "touched by the operator"

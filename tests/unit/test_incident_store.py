@@ -114,6 +114,26 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
     assert store.retired() == {"i-1", "i-2"}
 
 
+def test_a_record_changed_since_the_writer_read_it_is_left_alone(tmp_path: Path) -> None:
+    """`expected` holds the updated_at the writer last saw; a record stored since with
+    another one (the operator's approval) is kept, the rest of the writes go through."""
+    store = IncidentStore(tmp_path)
+    first, second = make(1), make(2)
+    store.write(Writes((first, second)))
+    store.save(first.with_(updated_at=T + 5, detail="approved meanwhile"))
+    stale = first.with_(updated_at=T + 6, detail="the tick's view")
+    newer = second.with_(updated_at=T + 6, detail="the tick's view")
+    skipped = store.write(
+        Writes((stale, newer), expected={first.id: first.updated_at, second.id: second.updated_at})
+    )
+    assert skipped == {first.id}
+    kept, written = store.get(first.id), store.get(second.id)
+    assert kept is not None
+    assert kept.detail == "approved meanwhile"
+    assert written is not None
+    assert written.detail == "the tick's view"
+
+
 def test_the_record_is_generated_from_every_field() -> None:
     """Every field, set to something other than its default, survives to_dict/from_dict,
     and the record has one key per field (none written by hand, none forgotten)."""
