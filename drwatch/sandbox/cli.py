@@ -30,6 +30,7 @@ from drwatch.errors import ConfigError
 from drwatch.ledger import record_report
 from drwatch.sandbox import control
 from drwatch.sandbox.cloud import SandboxError
+from drwatch.sandbox.cluster import watcher_name
 from drwatch.sandbox.daemon_api import DaemonApi
 from drwatch.sandbox.drill import run_drill, write_report
 from drwatch.sandbox.faults import VERBS
@@ -77,6 +78,14 @@ def register(sub: Any) -> None:
         "--watcher-key",
         action="store_true",
         help="give the watcher its own copy of the backup key's private half",
+    )
+    p.add_argument(
+        "--watchers",
+        type=int,
+        choices=range(1, 6),
+        default=1,
+        metavar="N",
+        help="run N daemons (drwatch-1 .. drwatch-N) sharing a local etcd: one leads, all watch",
     )
     p.set_defaults(func=cmd_sandbox)
     actions = p.add_subparsers(dest="sandbox_command", metavar="ACTION")
@@ -175,6 +184,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         options = Options(
             alertmanager_urls=alertmanagers,
             postgres=args.postgres,
+            watchers=args.watchers,
             backups=not args.no_backups,
             watcher_key=args.watcher_key,
         )
@@ -235,6 +245,12 @@ async def _serve(topo: Topology, state_dir: Path, options: Options) -> None:
                 f"  postgres   : {vol} on {addr}\n" for vol, addr in sb.databases.describe().items()
             )
             + _backup_lines(sb)
+            + "".join(
+                f"  watcher    : {watcher_name(i)} on {url}/\n"
+                for i, url in enumerate(sb.api_urls)
+                if len(sb.api_urls) > 1
+            )
+            + (f"  etcd       : {sb.etcd.endpoint}\n" if sb.etcd else "")
             + f"  state dir  : {sb.state_dir}  (config, logs)\n"
             + "".join(f"  alerts to  : {url}\n" for url in options.alertmanager_urls)
             + (

@@ -126,6 +126,8 @@ class Scenario(_Strict):
     # gives the watcher the private key's copy.
     backups: bool = False
     watcher_key: bool = False
+    # Several watchers: a local etcd and drwatch-1 .. drwatch-N; one leads, all observe.
+    watchers: Annotated[int, Field(ge=1, le=5)] = 1
 
     def timeline(self) -> list[Event]:
         return sorted(self.event, key=lambda e: e.at)
@@ -169,6 +171,9 @@ def _event_problems(i: int, ev: Event, sc: Scenario, topo: Topology) -> list[str
     return problems
 
 
+CLUSTER_VERBS = ("kill-leader", "etcd-outage", "cut-vantage", "cut-etcd")
+
+
 def _semantic_problems(sc: Scenario, topo: Topology) -> list[str]:
     problems = []
     if sc.duration <= 0:
@@ -177,6 +182,8 @@ def _semantic_problems(sc: Scenario, topo: Topology) -> list[str]:
         problems.append(f"duration: a drill lasts at most 24h (got {sc.duration:g}s)")
     for i, ev in enumerate(sc.event):
         problems += _event_problems(i, ev, sc, topo)
+        if ev.do in CLUSTER_VERBS and sc.watchers < 2:
+            problems.append(f"event[{i}].do: {ev.do} needs several watchers (watchers = 3)")
     for i, ex in enumerate(sc.expect):
         for name in ex.targets or []:
             if topo.by_name(name) is None:
@@ -192,6 +199,8 @@ def _backup_problems(sc: Scenario) -> list[str]:
         for i, ev in enumerate(sc.event)
         if ev.do in BACKUP_VERBS and not sc.backups
     ]
+    if sc.backups and sc.watchers > 1:
+        problems.append("backups = true runs with one watcher only (watchers = 1)")
     for i, eb in enumerate(sc.expect_backup):
         if not sc.backups:
             problems.append(f"expect_backup[{i}]: needs backups = true (the sandbox's backups)")

@@ -14,6 +14,7 @@ NEUTRAL = (
     "drwatch.secretfile",
     "drwatch.logs",
     "drwatch.tomlconfig",
+    "drwatch.fields",
 )
 # The upload side of backups: the agent encrypts and uploads a dump on its own host
 # (drwatch.agent.backup), with the same pipeline the watcher uses. These import only
