@@ -149,6 +149,18 @@ class ProviderConfig(_Strict):
         return self
 
 
+class DnsConfig(_Strict):
+    """The service's public name in Route 53 (docs/playbooks.md, region.failover): the
+    PRIMARY/SECONDARY failover records say which region serves."""
+
+    hosted_zone: str = Field(min_length=1)  # the zone's id (Z...) or its name
+    public_name: str = Field(min_length=1)
+    # An endpoint to use instead of AWS's (the sandbox, moto in tests).
+    endpoint: str | None = None
+    # How long a record change may take to reach INSYNC (AWS: usually under a minute).
+    change_timeout: Duration = 120.0
+
+
 class CheckKind(StrEnum):
     HTTP = "http"
     HTTPS = "https"
@@ -577,6 +589,8 @@ class Config(_Strict):
     cluster: ClusterConfig | None = None
     # Backups by data class (drwatch/backup/config.py); none configured: no backups.
     backup: BackupConfig | None = None
+    # The public name and its hosted zone (region.failover); None: no DNS is read or switched.
+    dns: DnsConfig | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:

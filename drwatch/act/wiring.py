@@ -18,13 +18,16 @@ from drwatch.act.base import (
     Deps,
     FleetView,
     GroupInfo,
+    RegionSetup,
     SystemClock,
 )
 from drwatch.act.journal import Journal
 from drwatch.act.playbooks import all_playbooks
 from drwatch.act.runner import Runner
 from drwatch.config import Config, GroupConfig, LayerTiming
+from drwatch.model.regions import AddressBook
 from drwatch.providers.base import Provider
+from drwatch.providers.dns import Dns
 from drwatch.roles import RoleMemory
 
 
@@ -41,6 +44,22 @@ def group_infos(groups: Iterable[GroupConfig]) -> dict[str, GroupInfo]:
         )
         for g in groups
     }
+
+
+def region_setup(cfg: Config, dns: Dns, book: AddressBook) -> RegionSetup:
+    """What region.failover reads from the config: the public name, its zone, the load
+    balancer group whose service check goes through that name."""
+    service = next((g.name for g in cfg.groups if g.service_url), "")
+    if cfg.dns is None:
+        return RegionSetup(service_group=service, addresses=book)
+    return RegionSetup(
+        dns=dns,
+        hosted_zone=cfg.dns.hosted_zone,
+        public_name=cfg.dns.public_name,
+        service_group=service,
+        change_timeout=cfg.dns.change_timeout,
+        addresses=book,
+    )
 
 
 def _settle(timing: LayerTiming) -> float:
@@ -68,6 +87,7 @@ def build_runner(
     kill_switch: Callable[[], bool],
     clock: Clock | None = None,
     roles: RoleMemory | None = None,
+    region: RegionSetup | None = None,
 ) -> Runner:
     """The runner, its journal under `watcher.state_dir`, every playbook, named after the
     watcher (journal rows carry that name)."""
@@ -80,5 +100,6 @@ def build_runner(
         settings=act_settings(cfg),
         clock=clock or SystemClock(),
         roles=roles if roles is not None else RoleMemory(),
+        region=region or RegionSetup(),
     )
     return Runner(journal, all_playbooks(), deps, cfg.watcher.name, kill_switch)

@@ -39,7 +39,9 @@ def plans_for(
     if incident.severity != "outage" or incident.scope not in ACTIONABLE_SCOPES:
         return ()
     if incident.scope is Scope.REGION:
-        return (_region_plan(incident),)
+        # Once region.failover has run, its targets are retired: nothing is left to do.
+        left = [t for t in incident.target_ids if t not in retired]
+        return (_region_plan(incident),) if left else ()
     by_group = _targets_by_group(incident, snapshot, retired)
     plans = []
     for group, members in sorted(by_group.items(), key=_order):

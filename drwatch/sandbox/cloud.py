@@ -156,11 +156,10 @@ def seed(moto: Moto, topo: Topology) -> Seeded:
 
 def _register_image(ec2: Any, role: str) -> str:
     image: str = ec2.register_image(
-        Name=f"drwatch-{role}",
-        Architecture="x86_64",
-        RootDeviceName="/dev/sda1",
-        TagSpecifications=[{"ResourceType": "image", "Tags": tag_list({ROLE_TAG: role})}],
+        Name=f"drwatch-{role}", Architecture="x86_64", RootDeviceName="/dev/sda1"
     )["ImageId"]
+    # Tagged after: moto 5.2 drops RegisterImage's TagSpecifications.
+    ec2.create_tags(Resources=[image], Tags=tag_list({ROLE_TAG: role}))
     return image
 
 

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,7 @@ async def run_drill(
     sc: Scenario, topo: Topology, state_dir: Path, options: Options | None = None
 ) -> dict[str, Any]:
     """Run one drill end to end and return its report (see verdict.build_report)."""
+    options = replace(options or Options(), api_token=True)  # pause, resume: the API
     start = time.time()
     seen = Seen()
     healthy_at: float | None = None

@@ -1,0 +1,82 @@
+"""Which region serves, as the daemon sees it: the public name's records (Route 53) and
+where the primary database is, folded by the pure `drwatch.model.regions.region_roles`.
+
+`RegionWatch.read(snapshot)` reads the records once and returns `RegionRoles`; the daemon
+calls it every discovery round and the API and status page show the latest. A DNS read
+that fails is shown (`dns_error`) next to what the databases say; it never blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from drwatch.errors import ProviderError
+from drwatch.model.fleet import Role
+from drwatch.model.regions import AddressBook, DnsRecord, RegionRoles, region_roles
+from drwatch.model.snapshot import Snapshot
+from drwatch.providers.base import AddressInfo
+from drwatch.providers.dns import Dns
+from drwatch.roles import reported_role, role_of
+
+
+def database_primaries(snapshot: Snapshot, known: Mapping[str, str]) -> dict[str, str]:
+    """Database name -> region, for each database that says it is a primary now. When
+    none answers as one, those that last said so (or are tagged so) and are not stopped:
+    a lost primary still counts until another one reports."""
+    dbs = [i for i in snapshot.fleet if i.role is Role.DATABASE and not i.state.is_gone]
+    now = {i.name or i.id: i.region for i in dbs if reported_role(snapshot, i.id) == "primary"}
+    if now:
+        return now
+    return {i.name or i.id: i.region for i in dbs if role_of(i, snapshot, known)[0] == "primary"}
+
+
+def learn_addresses(
+    book: AddressBook, snapshot: Snapshot, addresses: Sequence[AddressInfo] = ()
+) -> None:
+    """Remember the region of every load balancer's public address and every Elastic IP."""
+    for inst in snapshot.fleet:
+        if inst.role is Role.LOAD_BALANCER:
+            book.learn(inst.public_ip, inst.region)
+    for addr in addresses:
+        book.learn(addr.public_ip, addr.region)
+
+
+class RegionWatch:
+    """The latest `RegionRoles`, refreshed by `read`."""
+
+    def __init__(
+        self, dns: Dns, zone: str, name: str, regions: list[str], book: AddressBook
+    ) -> None:
+        self.dns = dns
+        self._zone = zone
+        self._name = name
+        self._regions = regions
+        self.book = book
+        self.latest = RegionRoles(regions=tuple(regions), detail="not read yet")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self._zone and self._name)
+
+    async def records(self) -> tuple[list[DnsRecord], str]:
+        """The public name's records, or why they could not be read."""
+        if not self.configured:
+            return [], "no [dns] section in the config"
+        try:
+            found = await self.dns.records(self._zone, self._name)
+        except ProviderError as err:
+            return [], f"{err.code or 'error'}: {err}"
+        if not found:
+            return [], f"no record named {self._name} in hosted zone {self._zone}"
+        return found, ""
+
+    async def read(self, snapshot: Snapshot, known: Mapping[str, str]) -> RegionRoles:
+        records, error = await self.records()
+        self.latest = region_roles(
+            records,
+            self.book.regions,
+            database_primaries(snapshot, known),
+            self._regions,
+            dns_error=error,
+        )
+        return self.latest
