@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drwatch.assess import rules, scopes
+from drwatch.assess.regions import RegionRoles, region_roles
 from drwatch.assess.rules import Context, Rule
 from drwatch.assess.views import RulesConfig, instance_views, named_views
 from drwatch.model.findings import Diagnosis, Finding, Severity
@@ -61,8 +62,11 @@ def assess(
     now: float,
     cfg: RulesConfig,
     retired: frozenset[str] = frozenset(),
+    regions: RegionRoles | None = None,
 ) -> Assessment:
-    """Classify the fleet. `retired` instance ids (replaced by a playbook) are not judged."""
+    """Classify the fleet. `retired` instance ids (replaced by a playbook) are not judged.
+    `regions`: which region serves (drwatch.assess.regions); by default, from the
+    snapshot alone."""
     views = instance_views(snapshot, now, cfg, retired)
     ctx = Context(
         now=now,
@@ -71,6 +75,7 @@ def assess(
         zones=named_views(snapshot, Layer.ZONE, now, cfg),
         apis=named_views(snapshot, Layer.API, now, cfg),
         canaries=named_views(snapshot, Layer.CANARY, now, cfg),
+        regions=regions if regions is not None else region_roles(snapshot),
     )
     found = [d for _, rule in RULES for d in rule(ctx)]
     return Assessment(

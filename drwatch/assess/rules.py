@@ -11,9 +11,10 @@ up in the canaries first (orchestrator's DeadMaster vs UnreachableMaster).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from drwatch.assess.regions import UNKNOWN_ROLES, RegionRoles
 from drwatch.assess.views import (
     InstanceView,
     LayerView,
@@ -32,6 +33,8 @@ class Context:
     zones: Mapping[str, LayerView]
     apis: Mapping[str, LayerView]
     canaries: Mapping[str, LayerView]
+    # Which region serves: losing a standby region is DR capacity lost, not an outage.
+    regions: RegionRoles = field(default=UNKNOWN_ROLES)
 
     @property
     def trusted_since(self) -> float | None:
