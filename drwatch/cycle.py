@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from drwatch.assess import Assessment, RulesConfig, assess
-from drwatch.assess.regions import region_roles
+from drwatch.assess.regions import serving_regions
 from drwatch.assess.views import view
 from drwatch.config import PolicyConfig, TimingConfig
 from drwatch.decide import GateInput, decide, plans_for, utc_hm
@@ -144,7 +144,7 @@ class Cycle:
         # a lost replica must not be "recovered" as a primary. Kept in the store, so it
         # also holds for hosts lost while drwatch itself was down.
         self.roles = roles if roles is not None else RoleMemory(incidents_store)
-        # The configured regions, first the one that serves when no primary database says.
+        # The configured regions, for the serving-region model (drwatch.assess.regions).
         self.regions = tuple(regions)
 
     # -- operator controls ------------------------------------------------------------------
@@ -210,7 +210,7 @@ class Cycle:
         changes: list[IncidentChange] = []
         self._follow_runs(snapshot, now, changes)
         retired = self.store.retired()
-        serving = region_roles(snapshot, self.roles.known(), self.regions)
+        serving = serving_regions(snapshot, self.roles.known(), self.regions)
         result = assess(snapshot, now, self.rules, retired, serving)
         started: list[Plan] = []
         watcher = result.watcher_impaired

@@ -27,13 +27,14 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from drwatch.assess.regions import RegionRoles
+from drwatch.assess.regions import UNKNOWN_ROLES, standby_regions
 from drwatch.assess.views import RulesConfig, is_retired, view
 from drwatch.config import Config
 from drwatch.model.findings import Diagnosis, Finding, scope_key
 from drwatch.model.fleet import Instance, Role
 from drwatch.model.observation import Layer
 from drwatch.model.plan import Scope
+from drwatch.model.regions import RegionRoles
 from drwatch.model.snapshot import Snapshot
 from drwatch.roles import database_check, role_of
 from drwatch.units import format_duration
@@ -198,7 +199,7 @@ def rule_lb_standby(inp: ReadinessInput) -> Iterable[Diagnosis]:
     d = _serving_lbs(inp, serving, [i for i in lbs if i.region == serving])
     if d is not None:
         yield d
-    for region in inp.regions.standby:
+    for region in standby_regions(inp.regions):
         d = _standby_lbs(inp, region, [i for i in lbs if i.region == region])
         if d is not None:
             yield d
@@ -274,7 +275,7 @@ def rule_region_replica(inp: ReadinessInput) -> Iterable[Diagnosis]:
     if not primaries:
         return
     replicas = _replicas(inp)
-    for region in inp.regions.standby:
+    for region in standby_regions(inp.regions):
         there = [r for r in replicas if r.region == region]
         states = {r.id: _db_state(inp, r) for r in there}
         ready = [r for r in there if states[r.id] is Ready.READY]
@@ -320,7 +321,7 @@ def rule_standby_images(inp: ReadinessInput) -> Iterable[Diagnosis]:
     with its group or its role), or region.failover cannot launch it there."""
     serving = inp.regions.serving
     groups = {i.group: i.role for i in inp.members() if i.region == serving}
-    for region in inp.regions.standby:
+    for region in standby_regions(inp.regions):
         images = inp.images.get(region)
         if images is None:
             continue  # not listed yet (or the listing failed): unknown
@@ -343,7 +344,7 @@ def _image_fits(img: ImageRef, group: str, role: Role, group_tag: str) -> bool:
 def rule_residency(inp: ReadinessInput) -> Iterable[Diagnosis]:
     """A data class that may not live in a standby region: failing over there would break
     its residency, so region.failover refuses (`residency_refusal`)."""
-    for region in inp.regions.standby:
+    for region in standby_regions(inp.regions):
         why = residency_refusal(inp.cfg.residency, region)
         if why is None:
             continue
@@ -385,7 +386,7 @@ class ReadinessReport:
     """The readiness warnings, and which region serves."""
 
     diagnoses: tuple[Diagnosis, ...] = ()
-    regions: RegionRoles = field(default_factory=lambda: RegionRoles(None))
+    regions: RegionRoles = UNKNOWN_ROLES
 
 
 def assess_readiness(inp: ReadinessInput) -> ReadinessReport:

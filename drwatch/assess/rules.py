@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from drwatch.assess.regions import UNKNOWN_ROLES, RegionRoles
+from drwatch.assess.regions import UNKNOWN_ROLES
 from drwatch.assess.views import (
     InstanceView,
     LayerView,
@@ -23,6 +23,7 @@ from drwatch.assess.views import (
 from drwatch.model.findings import Diagnosis, Finding, scope_key
 from drwatch.model.fleet import InstanceState
 from drwatch.model.plan import Scope
+from drwatch.model.regions import RegionRoles
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from drwatch.assess.regions import is_standby
 from drwatch.assess.rules import Context
 from drwatch.assess.views import InstanceView, LayerView, Seen, zone_impaired
 from drwatch.model.findings import Diagnosis, Finding, scope_key
@@ -174,14 +175,14 @@ def rule_region(ctx: Context) -> Iterable[Diagnosis]:
 def _region_lost(ctx: Context, region: str) -> Finding:
     """The serving region lost is an outage (region.failover); a standby region lost is
     DR capacity lost: the service is fine, only its regional fallback is gone."""
-    return Finding.DR_CAPACITY_LOST if ctx.regions.is_standby(region) else Finding.REGION_OUTAGE
+    return Finding.DR_CAPACITY_LOST if is_standby(ctx.regions, region) else Finding.REGION_OUTAGE
 
 
 def _standby_note(ctx: Context, region: str) -> str:
-    if not ctx.regions.is_standby(region):
+    if not is_standby(ctx.regions, region):
         return ""
     return (
-        f"; {region} is a standby region ({ctx.regions.why}): while it is lost the service "
+        f"; {region} is a standby region ({ctx.regions.detail}): while it is lost the service "
         "has no regional fallback"
     )
 

@@ -269,28 +269,27 @@ def test_the_serving_region_comes_from_the_remembered_primary(tmp_path: Path) ->
     report = cycle.tick(_region_down(world).snapshot(), NOW + 1)
     (inc,) = report.open_incidents
     assert inc.finding == "dr_capacity_lost"
-    assert "as its agent last reported" in inc.evidence
+    assert "db-3 in eu-west-1" in inc.evidence
 
 
-def test_with_no_primary_known_the_first_configured_region_serves(tmp_path: Path) -> None:
-    """No database role known at all: the first region configured serves, so losing the
-    second one is DR capacity lost; without a configured region it would be an outage."""
+def test_with_nothing_known_a_lost_region_is_treated_as_serving(tmp_path: Path) -> None:
+    """No database role known at all (and no DNS records): which region serves is unknown,
+    so a lost region is a region_outage, waiting for an approval, never taken for a
+    standby; configured regions do not change that (the model reads, never assumes)."""
     world = World.healthy()
     for n in ("db-1", "db-2", "db-3"):
         world.db_role(n, None)
     lost = _region_down(world, "eu-west-1").snapshot()
-    (inc,) = make(tmp_path / "a", FakeRunner()).tick(lost, NOW).open_incidents
-    assert inc.finding == "region_outage"
     configured = Cycle(
         PolicyConfig(warmup=0.0),
         TimingConfig(),
-        IncidentStore(tmp_path / "b"),
+        IncidentStore(tmp_path),
         FakeRunner(),
         0.0,
         regions=("us-east-1", "eu-west-1"),
     )
     (inc,) = configured.tick(lost, NOW).open_incidents
-    assert inc.finding == "dr_capacity_lost"
+    assert (inc.finding, inc.outcome) == ("region_outage", IncidentOutcome.AWAITING_APPROVAL)
 
 
 def test_provider_api_outage_is_detected_never_acted_on(tmp_path: Path) -> None:

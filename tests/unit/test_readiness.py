@@ -20,7 +20,7 @@ from drwatch.assess.readiness import (
     assess_readiness,
     residency_refusal,
 )
-from drwatch.assess.regions import region_roles
+from drwatch.assess.regions import serving_regions
 from drwatch.config import parse
 from drwatch.model import Health, Layer
 from drwatch.model.findings import READINESS_FINDINGS, Diagnosis, Severity
@@ -122,7 +122,7 @@ def run(c: Case) -> tuple[World, tuple[Diagnosis, ...]]:
         snapshot=snap,
         now=NOW,
         rules=RULES,
-        regions=region_roles(snap),
+        regions=serving_regions(snap, configured=("us-east-1", "eu-west-1")),
         cfg=ReadinessConfig(residency=MappingProxyType(dict(c.residency))),
         images=c.images,
     )
