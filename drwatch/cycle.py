@@ -7,12 +7,13 @@ The caller (the daemon) logs `report.summary` once per change.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
 
 from drwatch.assess import Assessment, RulesConfig, assess
+from drwatch.assess.regions import serving_regions
 from drwatch.assess.views import view
 from drwatch.config import PolicyConfig, TimingConfig
 from drwatch.decide import GateInput, decide, plans_for, utc_hm
@@ -131,6 +132,7 @@ class Cycle:
         started_at: float,
         *,
         roles: RoleMemory | None = None,
+        regions: Sequence[str] = (),
     ) -> None:
         self.policy = policy
         self.rules = RulesConfig.from_config(policy, timing)
@@ -142,6 +144,8 @@ class Cycle:
         # a lost replica must not be "recovered" as a primary. Kept in the store, so it
         # also holds for hosts lost while drwatch itself was down.
         self.roles = roles if roles is not None else RoleMemory(incidents_store)
+        # The configured regions, for the serving-region model (drwatch.assess.regions).
+        self.regions = tuple(regions)
 
     # -- operator controls ------------------------------------------------------------------
 
@@ -206,7 +210,8 @@ class Cycle:
         changes: list[IncidentChange] = []
         self._follow_runs(snapshot, now, changes)
         retired = self.store.retired()
-        result = assess(snapshot, now, self.rules, retired)
+        serving = serving_regions(snapshot, self.roles.known(), self.regions)
+        result = assess(snapshot, now, self.rules, retired, serving)
         started: list[Plan] = []
         watcher = result.watcher_impaired
         if watcher is None:

@@ -181,7 +181,13 @@ class Daemon:
         )
         self.stack.push_async_callback(self.runner.aclose)
         self.cycle = Cycle(
-            cfg.policy, cfg.timing, self.incidents, self.runner, time.time(), roles=roles
+            cfg.policy,
+            cfg.timing,
+            self.incidents,
+            self.runner,
+            time.time(),
+            roles=roles,
+            regions=cfg.provider.regions,
         )
         self.api_state = api.LiveApiState(
             watcher_name=cfg.watcher.name,

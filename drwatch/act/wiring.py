@@ -10,6 +10,7 @@ runner.journal.close()
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from drwatch.act.base import (
     ActSettings,
@@ -24,6 +25,7 @@ from drwatch.act.base import (
 from drwatch.act.journal import Journal
 from drwatch.act.playbooks import all_playbooks
 from drwatch.act.runner import Runner
+from drwatch.assess.readiness import residency_refusal
 from drwatch.config import Config, GroupConfig, LayerTiming
 from drwatch.model.regions import AddressBook
 from drwatch.providers.base import Provider
@@ -48,17 +50,25 @@ def group_infos(groups: Iterable[GroupConfig]) -> dict[str, GroupInfo]:
 
 def region_setup(cfg: Config, dns: Dns, book: AddressBook) -> RegionSetup:
     """What region.failover reads from the config: the public name, its zone, the load
-    balancer group whose service check goes through that name."""
-    service = next((g.name for g in cfg.groups if g.service_url), "")
+    balancer group whose service check goes through that name, the residency rule."""
+    residency = cfg.residency
+
+    def refusal(_from_region: str, to_region: str) -> str | None:
+        return residency_refusal(residency, to_region)
+
+    base = RegionSetup(
+        service_group=next((g.name for g in cfg.groups if g.service_url), ""),
+        addresses=book,
+        residency=refusal,
+    )
     if cfg.dns is None:
-        return RegionSetup(service_group=service, addresses=book)
-    return RegionSetup(
+        return base
+    return replace(
+        base,
         dns=dns,
         hosted_zone=cfg.dns.hosted_zone,
         public_name=cfg.dns.public_name,
-        service_group=service,
         change_timeout=cfg.dns.change_timeout,
-        addresses=book,
     )
 
 

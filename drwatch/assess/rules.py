@@ -11,9 +11,10 @@ up in the canaries first (orchestrator's DeadMaster vs UnreachableMaster).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from drwatch.assess.regions import UNKNOWN_ROLES
 from drwatch.assess.views import (
     InstanceView,
     LayerView,
@@ -22,6 +23,7 @@ from drwatch.assess.views import (
 from drwatch.model.findings import Diagnosis, Finding, scope_key
 from drwatch.model.fleet import InstanceState
 from drwatch.model.plan import Scope
+from drwatch.model.regions import RegionRoles
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,8 @@ class Context:
     zones: Mapping[str, LayerView]
     apis: Mapping[str, LayerView]
     canaries: Mapping[str, LayerView]
+    # Which region serves: losing a standby region is DR capacity lost, not an outage.
+    regions: RegionRoles = field(default=UNKNOWN_ROLES)
 
     @property
     def trusted_since(self) -> float | None:

@@ -10,24 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from drwatch.assess.regions import serving_regions
 from drwatch.errors import ProviderError
 from drwatch.model.fleet import Role
-from drwatch.model.regions import AddressBook, DnsRecord, RegionRoles, region_roles
+from drwatch.model.regions import AddressBook, DnsRecord, RegionRoles
 from drwatch.model.snapshot import Snapshot
 from drwatch.providers.base import AddressInfo
 from drwatch.providers.dns import Dns
-from drwatch.roles import reported_role, role_of
-
-
-def database_primaries(snapshot: Snapshot, known: Mapping[str, str]) -> dict[str, str]:
-    """Database name -> region, for each database that says it is a primary now. When
-    none answers as one, those that last said so (or are tagged so) and are not stopped:
-    a lost primary still counts until another one reports."""
-    dbs = [i for i in snapshot.fleet if i.role is Role.DATABASE and not i.state.is_gone]
-    now = {i.name or i.id: i.region for i in dbs if reported_role(snapshot, i.id) == "primary"}
-    if now:
-        return now
-    return {i.name or i.id: i.region for i in dbs if role_of(i, snapshot, known)[0] == "primary"}
 
 
 def learn_addresses(
@@ -72,11 +61,12 @@ class RegionWatch:
 
     async def read(self, snapshot: Snapshot, known: Mapping[str, str]) -> RegionRoles:
         records, error = await self.records()
-        self.latest = region_roles(
-            records,
-            self.book.regions,
-            database_primaries(snapshot, known),
+        self.latest = serving_regions(
+            snapshot,
+            known,
             self._regions,
+            records=records,
+            address_regions=self.book.regions,
             dns_error=error,
         )
         return self.latest

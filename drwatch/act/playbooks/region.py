@@ -51,13 +51,14 @@ from drwatch.act.playbooks.common import (
     user_data,
     wait_running,
 )
+from drwatch.assess.regions import primary_databases
 from drwatch.errors import ProviderError
 from drwatch.model.fleet import DB_ROLE_TAG, Instance, Role
 from drwatch.model.observation import Layer
 from drwatch.model.plan import PlaybookName
 from drwatch.model.regions import DnsRecord, failover_pair, region_roles
 from drwatch.model.snapshot import Snapshot
-from drwatch.observe.regions import database_primaries, learn_addresses
+from drwatch.observe.regions import learn_addresses
 from drwatch.roles import database_check, reported_role, role_of
 
 FENCED_TAG = "drwatch:fenced"
@@ -181,7 +182,7 @@ async def preconditions(ctx: RunContext) -> Outcome:
     roles = region_roles(
         records,
         ctx.deps.region.addresses.regions,
-        database_primaries(snap, ctx.deps.roles.known()),
+        primary_databases(snap, ctx.deps.roles.known()),
         regions,
     )
     reasons = [dns_problem] if dns_problem else []
