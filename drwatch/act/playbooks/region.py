@@ -489,7 +489,8 @@ async def switch_dns(ctx: RunContext) -> Outcome:
     return done(
         f"{name} PRIMARY {how} at {address} ({_facts(ctx)['standby']}); change "
         f"{result.get('change_id') or '-'} INSYNC",
-        switched_at=ctx.deps.clock.now(),
+        # In the fleet view's time: the service check must answer after this.
+        switched_at=(await ctx.deps.fleet.refresh()).taken_at,
     )
 
 
