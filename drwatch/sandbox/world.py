@@ -492,6 +492,28 @@ class Sandbox:
             return None, f"the public name points at {answer[0]}, which nothing holds"
         return self.hosts.get(holder), f"no load balancer answers at {answer[0]}"
 
+    async def probe_service(self) -> dict[str, Any]:
+        """One GET of the service address: its status, the load balancer that answered
+        and that load balancer's region (for a drill's report)."""
+        try:
+            async with self.session().get(
+                self.service_url, timeout=aiohttp.ClientTimeout(total=3)
+            ) as resp:
+                body = await resp.json(content_type=None)
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, ValueError) as err:
+            return {"ok": False, "status": None, "detail": f"{type(err).__name__}: {err}"}
+        via = str(body.get("via", "")) if isinstance(body, dict) else ""
+        inst = self.view.named(via) if via else None
+        return {
+            "ok": 200 <= status < 300,
+            "status": status,
+            "via": via or None,
+            "region": inst.region if inst else None,
+            "address": self.view.dns_answer[0] if self.view.dns_answer else None,
+            "detail": "" if 200 <= status < 300 else str(body)[:200],
+        }
+
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         """Switching the DNS record (or, inside a region, moving the Elastic IP) moves what
         answers here."""
