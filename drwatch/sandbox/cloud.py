@@ -161,6 +161,9 @@ def _register_image(ec2: Any, role: str) -> str:
         RootDeviceName="/dev/sda1",
         TagSpecifications=[{"ResourceType": "image", "Tags": tag_list({ROLE_TAG: role})}],
     )["ImageId"]
+    # moto drops RegisterImage's TagSpecifications (AWS keeps them): tag it again, so the
+    # role's image is found by its tag (readiness, and the playbooks' image fallback).
+    ec2.create_tags(Resources=[image], Tags=tag_list({ROLE_TAG: role}))
     return image
 
 
