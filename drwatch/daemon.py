@@ -25,6 +25,14 @@ from drwatch import __version__, logs
 from drwatch.act.wiring import build_runner, region_setup
 from drwatch.alerts.alerter import Alerter
 from drwatch.alerts.model import AlertInput, alert_for_incident, watcher_impaired_alert
+from drwatch.assess.readiness import (
+    ReadinessConfig,
+    ReadinessInput,
+    ReadinessReport,
+    assess_readiness,
+    regional_fallback,
+)
+from drwatch.assess.regions import serving_regions
 from drwatch.assess.trends import assess_trends
 from drwatch.backup.wiring import start_backups
 from drwatch.config import Config
@@ -33,12 +41,14 @@ from drwatch.errors import ConfigError, ProviderError
 from drwatch.incidents import IncidentStore
 from drwatch.ledger import DrillLedger
 from drwatch.model import Fleet, Observation, Snapshot
+from drwatch.model.findings import Finding
 from drwatch.model.regions import AddressBook
 from drwatch.notify import Notifier, notifier_from_env, watchdog_interval
 from drwatch.observe.agent import AgentClient, AgentObserver, client_tls_context
 from drwatch.observe.app import AppObserver
 from drwatch.observe.canary import CanaryObserver
 from drwatch.observe.discovery import discover
+from drwatch.observe.images import ImageWatch
 from drwatch.observe.provider import ProviderObserver
 from drwatch.observe.regions import RegionWatch, learn_addresses
 from drwatch.observe.samples import SampleHistory
@@ -56,6 +66,7 @@ from drwatch.secretfile import read_secret
 from drwatch.statelock import state_dir_lock
 from drwatch.web import api, outlook, status
 from drwatch.web import backups as backups_web
+from drwatch.web import readiness as readiness_web
 from drwatch.web import regions as regions_web
 from drwatch.web.hostcheck import AllowedHosts, host_check
 from drwatch.web.metrics import Metrics
@@ -201,6 +212,10 @@ class Daemon:
         self.volumes = VolumeWatch(
             self.provider, cfg.provider.regions, timeout=cfg.timing.provider.timeout
         )
+        self.images = ImageWatch(
+            self.provider, cfg.provider.regions, timeout=cfg.timing.provider.timeout
+        )
+        self.readiness = readiness_web.ReadinessState()
         self.ledger = DrillLedger(cfg.watcher.state_dir)
         self.stack.callback(self.ledger.close)
         self.outlook = outlook.OutlookState(
@@ -255,6 +270,7 @@ class Daemon:
         app = web.Application(middlewares=[host_check(AllowedHosts.from_config(self.cfg))])
         api.add_routes(app, self.api_state)
         outlook.add_routes(app, self.outlook)
+        readiness_web.add_routes(app, self.readiness)
         self.metrics.add_routes(app)
         status.add_routes(app)
         regions_web.add_routes(app, self.regions)
@@ -324,6 +340,10 @@ class Daemon:
                 await self.volumes.poll()
             except Exception:
                 _log().exception("volumes.failed")
+            try:
+                await self.images.poll()
+            except Exception:
+                _log().exception("images.failed")
             await asyncio.sleep(self.cfg.provider.discovery_interval)
 
     async def _tick_loop(self) -> None:
@@ -408,6 +428,34 @@ class Daemon:
             self.cfg.objectives.drill_interval,
             self.cfg.objectives.drill_kinds,
         )
+        self.refresh_readiness(now)
+
+    def refresh_readiness(self, now: float) -> None:
+        """Readiness warnings beside the tick (drwatch.assess.readiness, pure); none while
+        drwatch doubts its own network, as for the tick's findings."""
+        snapshot, report = self.watch.latest(), self.api_state.latest_report()
+        known = self.cycle.roles.known()
+        dns = self.regions.latest  # the public name's records, as last read
+        regions = serving_regions(
+            snapshot,
+            known,
+            self.cfg.provider.regions,
+            records=dns.records,
+            address_regions=self.regions.book.regions,
+            dns_error=dns.dns_error,
+        )
+        if report is None or report.watcher_state is WatcherState.IMPAIRED:
+            self.readiness.report = ReadinessReport((), regions)
+        else:
+            self.readiness.report = assess_readiness(
+                ReadinessInput(snapshot, now, self.cycle.rules, regions,
+                               ReadinessConfig.from_config(self.cfg), self.images.current(),
+                               known, self.incidents.retired())
+            )  # fmt: skip
+        findings = report.findings if report is not None else ()
+        lost = {d.region for d in findings if d.finding is Finding.DR_CAPACITY_LOST}
+        fallback, _ = regional_fallback(regions, lost)
+        self.metrics.update_readiness(self.readiness.report.diagnoses, fallback)
 
     async def _outlook_loop(self) -> None:
         await self.watch.discovered.wait()

@@ -32,6 +32,7 @@ from drwatch.assess.views import RulesConfig, is_retired, view
 from drwatch.config import Config
 from drwatch.model.findings import Diagnosis, Finding, scope_key
 from drwatch.model.fleet import Instance, Role
+from drwatch.model.images import ImageRef
 from drwatch.model.observation import Layer
 from drwatch.model.plan import Scope
 from drwatch.model.regions import RegionRoles
@@ -41,14 +42,6 @@ from drwatch.units import format_duration
 
 ROLE_TAG = "drwatch:role"
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
-
-
-@dataclass(frozen=True, slots=True)
-class ImageRef:
-    """A machine image as readiness needs it: its id and tags."""
-
-    id: str
-    tags: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +122,16 @@ class Ready(StrEnum):
 def _gone_by_provider(detail: Mapping[str, Any]) -> bool:
     return str(detail.get("state", "")) in ("stopped", "stopping", "terminated", "shutting-down")
 
+
+__all__ = [
+    "READINESS_RULES",
+    "ImageRef",
+    "ReadinessConfig",
+    "ReadinessInput",
+    "ReadinessReport",
+    "assess_readiness",
+    "residency_refusal",
+]
 
 ReadinessRule = Callable[[ReadinessInput], Iterable[Diagnosis]]
 
@@ -392,3 +395,17 @@ class ReadinessReport:
 def assess_readiness(inp: ReadinessInput) -> ReadinessReport:
     found = tuple(d for _, rule in READINESS_RULES for d in rule(inp))
     return ReadinessReport(found, inp.regions)
+
+
+def regional_fallback(regions: RegionRoles, lost: Collection[str]) -> tuple[bool, str]:
+    """Has the service a region to fail over to right now, and why (not)? `lost`: the
+    regions with a dr_capacity_lost finding (their API and instances unreachable)."""
+    standby = standby_regions(regions)
+    if regions.serving is None:
+        return False, f"unknown: {regions.detail}"
+    if not standby:
+        return False, f"none: {regions.serving} serves and no region stands by"
+    alive = [r for r in standby if r not in lost]
+    if not alive:
+        return False, f"none: the standby region {', '.join(standby)} is lost (dr_capacity_lost)"
+    return True, f"{', '.join(alive)} stands by for {regions.serving}"

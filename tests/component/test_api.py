@@ -21,7 +21,10 @@ AUTH = {"Authorization": f"Bearer {TOKEN.decode()}"}
 
 
 def _region_down() -> World:
-    world = World.healthy().provider_blind("eu-west-1")
+    """eu-west-1 lost while it serves (db-3 is the primary): a region_outage, which waits
+    for approval (losing a standby region would be dr_capacity_lost, detected only)."""
+    world = World.healthy().db_role("db-1", "replica").db_role("db-3", "primary")
+    world.provider_blind("eu-west-1")
     for n in ("db-3", "app-eu-1", "lb-eu-1"):
         world.dark(n, health=Health.UNKNOWN)
     return world

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 import pytest
 
@@ -17,13 +18,17 @@ from drwatch.assess.readiness import (
     ImageRef,
     ReadinessConfig,
     ReadinessInput,
+    ReadinessReport,
     assess_readiness,
+    regional_fallback,
     residency_refusal,
 )
 from drwatch.assess.regions import serving_regions
 from drwatch.config import parse
 from drwatch.model import Health, Layer
 from drwatch.model.findings import READINESS_FINDINGS, Diagnosis, Severity
+from drwatch.model.regions import RegionRoles
+from drwatch.web.readiness import ReadinessState, extend_status
 from tests.scenarios.world import NOW, RULES, World
 
 ROLES = ("load_balancer", "app_server", "database")
@@ -199,3 +204,47 @@ def test_readiness_config_from_the_config() -> None:
     rc = ReadinessConfig.from_config(cfg)
     assert (rc.rpo_of("db"), rc.rpo_of("app")) == (60.0, 900.0)
     assert dict(rc.residency) == {"orders": ("us-east-1", "eu-west-1")}
+
+
+def _roles(**kw: object) -> RegionRoles:
+    base: dict[str, object] = {"regions": ("us-east-1", "eu-west-1")}
+    base.update(kw)
+    return RegionRoles(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("roles", "lost", "expected"),
+    [
+        (_roles(serving="us-east-1", standby="eu-west-1"), set(),
+         (True, "eu-west-1 stands by for us-east-1")),
+        (_roles(serving="us-east-1", standby="eu-west-1"), {"eu-west-1"},
+         (False, "none: the standby region eu-west-1 is lost (dr_capacity_lost)")),
+        (_roles(regions=("us-east-1",), serving="us-east-1"), set(),
+         (False, "none: us-east-1 serves and no region stands by")),
+        (_roles(detail="serving region unknown: x"), set(),
+         (False, "unknown: serving region unknown: x")),
+    ],
+)  # fmt: skip
+def test_regional_fallback(roles: RegionRoles, lost: set[str], expected: tuple[bool, str]) -> None:
+    """A fallback exists only with a known serving region and a standby that is not lost."""
+    assert regional_fallback(roles, lost) == expected
+
+
+def test_status_says_when_the_service_has_no_regional_fallback() -> None:
+    """The status's readiness part: a dr_capacity_lost finding in the tick's findings
+    means no regional fallback; readiness warnings join the findings by name."""
+    world, found = run(next(c for c in CASES if c.id.startswith("the standby region's load")))
+    report = ReadinessReport(found, serving_regions(world.snapshot()))
+    doc: dict[str, Any] = {"findings": [{"finding": "dr_capacity_lost", "region": "eu-west-1"}]}
+    extend_status(doc, ReadinessState(report), {i.id: i.name for i in world.fleet})
+    r = doc["readiness"]
+    assert (r["serving_region"], r["standby_region"], r["regional_fallback"]) == (
+        "us-east-1",
+        "eu-west-1",
+        False,
+    )
+    assert r["pending"] == ["dns_matches_serving_region"]
+    assert [(f["finding"], f.get("targets")) for f in doc["findings"]] == [
+        ("dr_capacity_lost", None),
+        ("lb_standby_missing", ["lb-eu-1"]),
+    ]

@@ -298,6 +298,28 @@ function renderEarly(status) {
   replace("early", items.length ? items : el("li", { class: "empty" }, "Nothing is trending toward trouble."));
 }
 
+// -- readiness ------------------------------------------------------------------------
+
+const READINESS_FINDINGS = ["group_single_zone", "lb_standby_missing", "db_zone_replica_missing",
+  "region_replica_missing", "region_replica_lagging", "standby_image_missing", "residency_blocks_failover"];
+
+function renderReadiness(status) {
+  const r = status.readiness;
+  const node = document.getElementById("regions");
+  if (!r) {
+    node.className = "empty";
+    node.textContent = "This drwatch does not report readiness.";
+  } else {
+    node.className = r.regional_fallback ? "" : "no-fallback";
+    node.textContent = "Serving: " + (r.serving_region || "unknown") + " · standby: " + (r.standby_region || "none") +
+      " · regional fallback: " + (r.regional_fallback ? "yes (" + r.fallback + ")" : "NONE — " + r.fallback);
+  }
+  const warnings = list(status.findings, "findings").filter((f) => READINESS_FINDINGS.includes(f.finding));
+  replace("ready-warnings", warnings.length
+    ? warnings.map((f) => el("li", { class: "warn", "data-finding": f.finding }, f.evidence || f.finding))
+    : el("li", { class: "empty" }, "No readiness gap found."));
+}
+
 // -- loop -----------------------------------------------------------------------------
 
 function setConn(text, ok) {
@@ -317,6 +339,7 @@ async function refresh() {
     renderWatcher(status);
     renderDrills(status.drills);
     renderEarly(status);
+    renderReadiness(status);
     document.getElementById("auth").hidden = true;
     document.getElementById("updated").textContent = "updated " + hms(new Date());
     setConn("live", true);
