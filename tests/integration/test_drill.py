@@ -214,7 +214,7 @@ def assert_region_failover(report: Any, *, refused: bool) -> None:
         return
     assert names == REGION_STEPS, inc["steps"]
     assert report["service"]["region"] == "eu-west-1"
-    assert report["service"]["via"] == "lb-eu-1"
+    assert str(report["service"]["via"]).startswith("lb-eu")
 
 
 def assert_warned_well_before_full(report: Any) -> None:
