@@ -149,6 +149,18 @@ class ProviderConfig(_Strict):
         return self
 
 
+class DnsConfig(_Strict):
+    """The service's public name in Route 53 (docs/playbooks.md, region.failover): the
+    PRIMARY/SECONDARY failover records say which region serves."""
+
+    hosted_zone: str = Field(min_length=1)  # the zone's id (Z...) or its name
+    public_name: str = Field(min_length=1)
+    # An endpoint to use instead of AWS's (the sandbox, moto in tests).
+    endpoint: str | None = None
+    # How long a record change may take to reach INSYNC (AWS: usually under a minute).
+    change_timeout: Duration = 120.0
+
+
 class CheckKind(StrEnum):
     HTTP = "http"
     HTTPS = "https"
@@ -580,6 +592,8 @@ class Config(_Strict):
     # Data residency: per data class, the regions its data may live in. region.failover
     # refuses to move the service where a class may not live (a readiness warning too).
     residency: dict[Name, list[Annotated[str, Field(min_length=1)]]] = Field(default_factory=dict)
+    # The public name and its hosted zone (region.failover); None: no DNS is read or switched.
+    dns: DnsConfig | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:

@@ -22,7 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from drwatch import __version__, logs
-from drwatch.act.wiring import build_runner
+from drwatch.act.wiring import build_runner, region_setup
 from drwatch.alerts.alerter import Alerter
 from drwatch.alerts.model import AlertInput, alert_for_incident, watcher_impaired_alert
 from drwatch.assess.readiness import (
@@ -37,11 +37,12 @@ from drwatch.assess.trends import assess_trends
 from drwatch.backup.wiring import start_backups
 from drwatch.config import Config
 from drwatch.cycle import Cycle, SummaryLog, TickReport, WatcherState
-from drwatch.errors import ConfigError
+from drwatch.errors import ConfigError, ProviderError
 from drwatch.incidents import IncidentStore
 from drwatch.ledger import DrillLedger
 from drwatch.model import Fleet, Observation, Snapshot
 from drwatch.model.findings import Finding
+from drwatch.model.regions import AddressBook
 from drwatch.notify import Notifier, notifier_from_env, watchdog_interval
 from drwatch.observe.agent import AgentClient, AgentObserver, client_tls_context
 from drwatch.observe.app import AppObserver
@@ -49,6 +50,7 @@ from drwatch.observe.canary import CanaryObserver
 from drwatch.observe.discovery import discover
 from drwatch.observe.images import ImageWatch
 from drwatch.observe.provider import ProviderObserver
+from drwatch.observe.regions import RegionWatch, learn_addresses
 from drwatch.observe.samples import SampleHistory
 from drwatch.observe.scheduler import CheckJob, CheckScheduler
 from drwatch.observe.store import HealthStore, hysteresis_from
@@ -57,12 +59,15 @@ from drwatch.plan.schedule import LiveDrillScheduler, run_scheduled
 from drwatch.probes.http import HttpProbe, new_session
 from drwatch.probes.tcp import TcpProbe
 from drwatch.providers.aws import AwsProvider
+from drwatch.providers.dns import Dns, NullDns
+from drwatch.providers.route53 import Route53Dns
 from drwatch.roles import RoleMemory
 from drwatch.secretfile import read_secret
 from drwatch.statelock import state_dir_lock
 from drwatch.web import api, outlook, status
 from drwatch.web import backups as backups_web
 from drwatch.web import readiness as readiness_web
+from drwatch.web import regions as regions_web
 from drwatch.web.hostcheck import AllowedHosts, host_check
 from drwatch.web.metrics import Metrics
 
@@ -175,8 +180,15 @@ class Daemon:
         # One memory of database roles, kept in the incident store, for the cycle's
         # decisions and the playbooks' own refusal to recover a replica as the primary.
         roles = RoleMemory(self.incidents)
+        self.regions = self._region_watch()
         self.runner = build_runner(
-            cfg, self.provider, self.watch, self.agent, kill_switch=self._kill_switch, roles=roles
+            cfg,
+            self.provider,
+            self.watch,
+            self.agent,
+            kill_switch=self._kill_switch,
+            roles=roles,
+            region=region_setup(cfg, self.regions.dns, self.regions.book),
         )
         self.stack.push_async_callback(self.runner.aclose)
         self.cycle = Cycle(
@@ -216,6 +228,35 @@ class Daemon:
         self.backups = await start_backups(cfg, self.stack, self.metrics.registry)
         await self._serve_web()
 
+    def _region_watch(self) -> RegionWatch:
+        """The public name's records (Route 53) and the serving region ([dns])."""
+        dns: Dns = NullDns()
+        if self.cfg.dns is not None:
+            route53 = Route53Dns(endpoint=self.cfg.dns.endpoint, profile=self.cfg.provider.profile)
+            self.stack.push_async_callback(route53.aclose)
+            dns = route53
+        zone, name = (
+            (self.cfg.dns.hosted_zone, self.cfg.dns.public_name) if self.cfg.dns else ("", "")
+        )
+        return RegionWatch(dns, zone, name, list(self.cfg.provider.regions), AddressBook())
+
+    async def _regions_loop(self) -> None:
+        """Which region serves: the addresses of each region, then the records, as often
+        as discovery."""
+        await self.watch.discovered.wait()
+        while True:
+            try:
+                snap = self.watch.latest()
+                for region in self.cfg.provider.regions:
+                    with suppress(ProviderError):
+                        addresses = await self.provider.addresses(region)
+                        learn_addresses(self.regions.book, snap, addresses)
+                learn_addresses(self.regions.book, snap)
+                await self.regions.read(snap, self.cycle.roles.known())
+            except Exception:
+                _log().exception("regions.failed")
+            await asyncio.sleep(self.cfg.provider.discovery_interval)
+
     def _kill_switch(self) -> bool:
         """Checked by the runner right before a playbook's first side effect."""
         return self.cycle.paused or self.cfg.policy.dry_run
@@ -232,6 +273,7 @@ class Daemon:
         readiness_web.add_routes(app, self.readiness)
         self.metrics.add_routes(app)
         status.add_routes(app)
+        regions_web.add_routes(app, self.regions)
         if self.backups is not None:
             backups_web.add_routes(app, self.backups)
         runner = web.AppRunner(app, access_log=None)
@@ -253,6 +295,7 @@ class Daemon:
                 tg.create_task(self._tick_loop(), name="tick"),
                 tg.create_task(self._volume_loop(), name="volumes"),
                 tg.create_task(self._outlook_loop(), name="outlook"),
+                tg.create_task(self._regions_loop(), name="regions"),
             ]
             await self._ready()
             self.live_drills.start()
@@ -392,7 +435,11 @@ class Daemon:
         drwatch doubts its own network, as for the tick's findings."""
         snapshot, report = self.watch.latest(), self.api_state.latest_report()
         known = self.cycle.roles.known()
-        regions = serving_regions(snapshot, known, self.cfg.provider.regions)
+        # The model as the regions loop last read it (with the DNS records); before its
+        # first read, from the snapshot alone.
+        regions = self.regions.latest
+        if regions.detail == "not read yet":
+            regions = serving_regions(snapshot, known, self.cfg.provider.regions)
         if report is None or report.watcher_state is WatcherState.IMPAIRED:
             self.readiness.report = ReadinessReport((), regions)
         else:

@@ -15,8 +15,9 @@ and a rule that would need an unknown member to decide says nothing yet.
 
 `residency_refusal` is the check region.failover makes before it moves anything.
 
-Pending (issue 11, item 1): "the DNS records do not match the serving region" needs the
-serving-region model of the Route 53 records; it is not judged here yet.
+"The DNS records do not match the serving region" reads the serving-region model
+(`drwatch.model.regions`), which folds the public name's records and the primary
+database; without a `[dns]` section there are no records and it says nothing.
 """
 
 from __future__ import annotations
@@ -372,6 +373,28 @@ def residency_refusal(residency: Mapping[str, Collection[str]], to_region: str) 
     return f"residency: a failover to {to_region} would move data it may not hold ({rules})"
 
 
+def rule_dns_matches_serving(inp: ReadinessInput) -> Iterable[Diagnosis]:
+    """The DNS PRIMARY record must point where the primary database is, and the SECONDARY
+    record at the standby region: otherwise clients reach the wrong region, or Route 53's
+    own failover sends them nowhere useful."""
+    roles = inp.regions
+    if not roles.records or roles.dns_error:
+        return  # no records read (no [dns], or the read failed): unknown
+    dbs = ", ".join(roles.database_regions)
+    if roles.dns_region and dbs and roles.dns_region not in roles.database_regions:
+        note = (
+            f"the DNS PRIMARY record points at {roles.dns_region}; the primary database is in {dbs}"
+        )
+        yield _warn(Finding.DNS_MISMATCH, roles.dns_region, note, facts={"record": "PRIMARY"})
+    serving = roles.serving
+    if serving and roles.standby and roles.secondary_region != roles.standby:
+        where = roles.secondary_region or "no known region (or there is no SECONDARY record)"
+        note = (
+            f"the DNS SECONDARY record points at {where}, not at the standby region {roles.standby}"
+        )
+        yield _warn(Finding.DNS_MISMATCH, serving, note, facts={"record": "SECONDARY"})
+
+
 READINESS_RULES: tuple[tuple[str, ReadinessRule], ...] = (
     ("group_single_zone", rule_group_single_zone),
     ("lb_standby", rule_lb_standby),
@@ -379,9 +402,10 @@ READINESS_RULES: tuple[tuple[str, ReadinessRule], ...] = (
     ("region_replica", rule_region_replica),
     ("standby_images", rule_standby_images),
     ("residency", rule_residency),
+    ("dns", rule_dns_matches_serving),
 )
-# Not judged yet: the DNS records matching the serving region (needs issue 11's model).
-PENDING_RULES = ("dns_matches_serving_region",)
+# Readiness this build does not judge yet (shown in the status as `readiness.pending`).
+PENDING_RULES: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

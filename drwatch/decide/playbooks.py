@@ -42,9 +42,11 @@ def plans_for(
         return ()
     if incident.scope is Scope.REGION:
         # Only the serving region's loss moves the service; a lost standby region
-        # (dr_capacity_lost) is an alert and never reaches here as an outage.
+        # (dr_capacity_lost) is an alert and never reaches here as an outage. Once
+        # region.failover has run, its targets are retired: nothing is left to do.
         serving_lost = incident.finding == Finding.REGION_OUTAGE
-        return (_region_plan(incident),) if serving_lost else ()
+        left = [t for t in incident.target_ids if t not in retired]
+        return (_region_plan(incident),) if serving_lost and left else ()
     by_group = _targets_by_group(incident, snapshot, retired)
     plans = []
     for group, members in sorted(by_group.items(), key=_order):

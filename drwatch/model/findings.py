@@ -70,6 +70,7 @@ class Finding(StrEnum):
     REGION_REPLICA_LAGGING = "region_replica_lagging"
     STANDBY_IMAGE_MISSING = "standby_image_missing"
     RESIDENCY_BLOCKS_FAILOVER = "residency_blocks_failover"
+    DNS_MISMATCH = "dns_mismatch"
 
     @property
     def description(self) -> str:
@@ -244,6 +245,13 @@ _DESCRIPTIONS: dict[Finding, tuple[str, Severity, Scope]] = {
         Severity.WARNING,
         _R,
     ),
+    Finding.DNS_MISMATCH: (
+        "readiness: the public name's DNS records do not match the serving region: the "
+        "PRIMARY record points at another region than the primary database, or the "
+        "SECONDARY record does not point at the standby region",
+        Severity.WARNING,
+        _R,
+    ),
 }
 
 # The readiness findings, which drwatch.assess.readiness makes (beside the cycle).
@@ -255,6 +263,7 @@ READINESS_FINDINGS = (
     Finding.REGION_REPLICA_LAGGING,
     Finding.STANDBY_IMAGE_MISSING,
     Finding.RESIDENCY_BLOCKS_FAILOVER,
+    Finding.DNS_MISMATCH,
 )
 
 

@@ -56,6 +56,19 @@ class DnsRecord:
         return None
 
 
+@dataclass
+class AddressBook:
+    """Which region each public address (Elastic IP, load balancer) belongs to, learnt
+    while the region's API answered and kept after: a lost region's addresses are still
+    known to be its own. Shared by the daemon's DNS watch and `region.failover`."""
+
+    regions: dict[str, str] = field(default_factory=dict)
+
+    def learn(self, address: str | None, region: str) -> None:
+        if address:
+            self.regions[address] = region
+
+
 class Agreement(StrEnum):
     AGREE = "agree"  # DNS and the primary database name the same region
     SPLIT = "split"  # they name different regions, or two regions hold a primary

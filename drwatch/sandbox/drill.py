@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +50,19 @@ def sandbox_healthy(sb: Sandbox) -> bool:
 
 
 async def wait_healthy(sb: Sandbox, api: DaemonApi, deadline_s: float) -> bool:
-    """The daemon says every target is up (or, without its status API, the sandbox does)."""
+    """The daemon says every target is up (or, without a daemon, the sandbox does). With
+    a daemon, only its word counts: a timeline that starts before it has discovered the
+    fleet replays faults it never saw the world without (a region lost before the
+    daemon knew its instances opens no incident)."""
     try:
         async with asyncio.timeout(deadline_s):
             while True:
                 daemon = await api.healthy()
-                watching = sb.watcher.pid is not None or not sb.options.with_watcher
-                if (daemon if daemon is not None else sandbox_healthy(sb)) and watching:
+                if sb.options.with_watcher:
+                    ready = daemon is True and sb.watcher.pid is not None
+                else:
+                    ready = daemon if daemon is not None else sandbox_healthy(sb)
+                if ready:
                     return True
                 await asyncio.sleep(0.5)
     except TimeoutError:
@@ -116,6 +122,7 @@ async def run_drill(
     sc: Scenario, topo: Topology, state_dir: Path, options: Options | None = None
 ) -> dict[str, Any]:
     """Run one drill end to end and return its report (see verdict.build_report)."""
+    options = replace(options or Options(), api_token=True)  # pause, resume: the API
     start = time.time()
     seen = Seen()
     healthy_at: float | None = None
@@ -125,6 +132,7 @@ async def run_drill(
     sb = Sandbox(topo, state_dir, options)
     chaos = control.attach(sb)
     data = None
+    service = None
     async with sb:
         api = DaemonApi(sb.api_url, sb.session())
         if await wait_healthy(sb, api, HEALTHY_DEADLINE_S):
@@ -132,6 +140,7 @@ async def run_drill(
             log.info("drill.healthy", at_s=healthy_at)
             await _timeline(sb, chaos, sc, start, seen)
             data = await sb.databases.data_facts()
+            service = await sb.probe_service()
     facts = DrillFacts(
         start=start,
         healthy_at_s=healthy_at,
@@ -143,6 +152,7 @@ async def run_drill(
         rpo_s=sc.objectives.rpo,
         sightings=tuple(sorted(seen.sightings.values(), key=lambda s: s.first_seen)),
         data=data,
+        service=service,
     )
     return build_report(sc, facts)
 

@@ -107,6 +107,9 @@ class Scenario(_Strict):
     expect_no_playbooks: bool = False
     max_incidents: Annotated[int, Field(ge=0, le=10_000)] | None = None
     postgres: bool = False
+    # At the end, the service address must answer (2xx) from a load balancer in this region
+    # (a region failover drill: the public name now leads to the standby region).
+    expect_service_region: str | None = None
 
     def timeline(self) -> list[Event]:
         return sorted(self.event, key=lambda e: e.at)

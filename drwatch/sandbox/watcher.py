@@ -47,6 +47,23 @@ class WorldAddresses:
     canaries: dict[str, str]
     # Alertmanager replicas the daemon pushes alerts to; none: no [alerts] section.
     alertmanager_urls: tuple[str, ...] = ()
+    # The daemon's API token (pause, resume, approve through its API); none: no token.
+    api_token_file: Path | None = None
+    # Route 53 through the front; none: no [dns] section.
+    dns_endpoint: str | None = None
+
+
+def _dns(topo: Topology, where: WorldAddresses) -> list[str]:
+    if topo.dns is None or where.dns_endpoint is None:
+        return []
+    return [
+        "[dns]",
+        f"hosted_zone = {_q(topo.dns.zone)}",
+        f"public_name = {_q(topo.dns.record)}",
+        f"endpoint = {_q(where.dns_endpoint)}",
+        'change_timeout = "30s"',
+        "",
+    ]
 
 
 def _q(value: object) -> str:
@@ -62,6 +79,7 @@ def render_config(topo: Topology, where: WorldAddresses) -> str:
         f"listen = {_q(where.listen)}",
         f"state_dir = {_q(str(where.state_dir))}",
         'log_format = "json"',
+        *([f"api_token_file = {_q(str(where.api_token_file))}"] if where.api_token_file else []),
         "",
         "[objectives]",
         'rpo = "15m"',
@@ -85,6 +103,7 @@ def render_config(topo: Topology, where: WorldAddresses) -> str:
         *_trends(),
         *_plan(),
         *_alerts(where),
+        *_dns(topo, where),
     ]
     for name, specs in topo.groups().items():
         lines += _group(topo, name, specs[0].role, len(specs), where.service_url)

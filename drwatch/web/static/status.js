@@ -289,7 +289,8 @@ function renderEarly(status) {
 // -- readiness ------------------------------------------------------------------------
 
 const READINESS_FINDINGS = ["group_single_zone", "lb_standby_missing", "db_zone_replica_missing",
-  "region_replica_missing", "region_replica_lagging", "standby_image_missing", "residency_blocks_failover"];
+  "region_replica_missing", "region_replica_lagging", "standby_image_missing", "residency_blocks_failover",
+  "dns_mismatch"];
 
 function renderReadiness(status) {
   const r = status.readiness;
