@@ -435,11 +435,15 @@ class Daemon:
         drwatch doubts its own network, as for the tick's findings."""
         snapshot, report = self.watch.latest(), self.api_state.latest_report()
         known = self.cycle.roles.known()
-        # The model as the regions loop last read it (with the DNS records); before its
-        # first read, from the snapshot alone.
-        regions = self.regions.latest
-        if regions.detail == "not read yet":
-            regions = serving_regions(snapshot, known, self.cfg.provider.regions)
+        dns = self.regions.latest  # the public name's records, as last read
+        regions = serving_regions(
+            snapshot,
+            known,
+            self.cfg.provider.regions,
+            records=dns.records,
+            address_regions=self.regions.book.regions,
+            dns_error=dns.dns_error,
+        )
         if report is None or report.watcher_state is WatcherState.IMPAIRED:
             self.readiness.report = ReadinessReport((), regions)
         else:

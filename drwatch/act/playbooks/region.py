@@ -159,71 +159,79 @@ async def _api_answers(ctx: RunContext, region: str) -> str | None:
     return None
 
 
-def _app_groups(snap: Snapshot, lost: str, standby: str) -> dict[str, JSON]:
+def _app_groups(ctx: RunContext, snap: Snapshot, lost: str, standby: str) -> dict[str, JSON]:
     """Per app group of the lost region: the standby group that takes its load and the
-    size it must reach."""
+    size it must reach (the group's configured size, else how many members it had)."""
     out: dict[str, JSON] = {}
     here = [i for i in snap.fleet.in_region(standby) if i.role is Role.APP_SERVER]
     target_group = here[0].group if here else ""
     for inst in snap.fleet.in_region(lost):
         if inst.role is not Role.APP_SERVER or inst.group in out:
             continue
-        size = sum(1 for i in snap.fleet.in_group(inst.group))
+        info = ctx.deps.groups.get(inst.group)
+        size = (info.size if info else None) or len(snap.fleet.in_group(inst.group))
         out[inst.group] = {"size": size, "standby_group": target_group or inst.group}
     return out
 
 
-async def preconditions(ctx: RunContext) -> Outcome:
+async def _serving(ctx: RunContext, snap: Snapshot) -> tuple[str | None, list[str]]:
+    """The standby region to move to, and the refusals about DNS and which region serves."""
     lost = ctx.plan.region
-    snap = await ctx.deps.fleet.refresh()
     records, dns_problem = await _records(ctx)
     regions = sorted({lost, *snap.fleet.regions})
     await _learn(ctx, snap, regions)
-    roles = region_roles(
-        records,
-        ctx.deps.region.addresses.regions,
-        primary_databases(snap, ctx.deps.roles.known()),
-        regions,
-    )
+    primaries = primary_databases(snap, ctx.deps.roles.known())
+    roles = region_roles(records, ctx.deps.region.addresses.regions, primaries, regions)
     reasons = [dns_problem] if dns_problem else []
     if not roles.is_serving(lost):
         reasons.append(
             f"{lost} is not the serving region ({roles.detail}): losing it is lost DR "
             "capacity, not a failover"
         )
-    standby = next((r for r in regions if r != lost), None)
-    if standby is None:
-        raise StepError("refused: " + "; ".join([*reasons, "no standby region"]))
-    reasons += [r for r in [await _api_answers(ctx, standby)] if r]
+    others = [r for r in regions if r != lost]
+    standby = roles.standby if roles.standby in others else (others[0] if others else None)
+    return standby, reasons + ([] if standby else ["no standby region"])
+
+
+async def _standby_ready(
+    ctx: RunContext, snap: Snapshot, standby: str
+) -> tuple[Instance | None, dict[str, str], list[str]]:
+    """The replica to promote and the images to launch from, and what is not ready."""
+    reasons = [r for r in [await _api_answers(ctx, standby)] if r]
     replica, why = _replica(snap, standby)
-    reasons += why
     images, missing = await _images(ctx, standby)
-    reasons += missing
-    if (residency := ctx.deps.region.residency(lost, standby)) is not None:
-        reasons.append(residency)
-    if reasons:
+    residency = ctx.deps.region.residency(ctx.plan.region, standby)
+    return replica, images, [*reasons, *why, *missing, *([residency] if residency else [])]
+
+
+async def preconditions(ctx: RunContext) -> Outcome:
+    lost = ctx.plan.region
+    snap = await ctx.deps.fleet.refresh()
+    standby, reasons = await _serving(ctx, snap)
+    if standby is None:
         raise StepError("refused: " + "; ".join(reasons))
-    assert replica is not None
+    replica, images, more = await _standby_ready(ctx, snap, standby)
+    if reasons or more or replica is None:
+        raise StepError("refused: " + "; ".join([*reasons, *more]))
     lag = _lag(snap, replica.id) or 0.0
-    facts: JSON = {
-        "lost": lost,
-        "standby": standby,
-        "replica": replica.id,
-        "replica_name": replica.name,
-        "expected_loss_s": lag,
-        "images": images,
-        "app_groups": _app_groups(snap, lost, standby),
-        "old_primaries": [
-            i.id
-            for i in snap.fleet.in_region(lost)
-            if i.role is Role.DATABASE and role_of(i, snap, ctx.deps.roles.known())[0] == "primary"
-        ],
-    }
+    known = ctx.deps.roles.known()
+    old = [
+        i.id
+        for i in snap.fleet.in_region(lost)
+        if i.role is Role.DATABASE and role_of(i, snap, known)[0] == "primary"
+    ]
     return done(
         f"{lost} serves and is lost; standby {standby} answers; replica {replica.name} "
         f"lag {lag:g}s (expected data loss about {lag:g}s); images for "
         f"{', '.join(sorted(images))} in {standby}",
-        **facts,
+        lost=lost,
+        standby=standby,
+        replica=replica.id,
+        replica_name=replica.name,
+        expected_loss_s=lag,
+        images=images,
+        app_groups=_app_groups(ctx, snap, lost, standby),
+        old_primaries=old,
     )
 
 

@@ -223,6 +223,18 @@ function renderGrid(status, open) {
   replace("grid", regions);
 }
 
+// Which region serves (region_roles): one line; a split between DNS and the databases is
+// shown as such, never as a guess.
+function renderRegions(status) {
+  const line = document.getElementById("region-roles");
+  const roles = status.region_roles;
+  if (!roles || typeof roles !== "object") { line.hidden = true; return; }
+  line.hidden = false;
+  line.className = roles.split ? "legend split attention" : "legend";
+  const dns = roles.dns_error ? " · DNS: " + roles.dns_error : "";
+  line.textContent = "Regions: " + (roles.detail || "unknown") + dns;
+}
+
 // -- watcher --------------------------------------------------------------------------
 
 function renderWatcher(status) {
@@ -324,6 +336,7 @@ async function refresh() {
     const open = renderIncidents(all);
     renderHeader(status, open);
     renderGrid(status, open);
+    renderRegions(status);
     renderWatcher(status);
     renderDrills(status.drills);
     renderEarly(status);
