@@ -11,7 +11,9 @@ Health here is three-valued, as everywhere in drwatch: a member is *ready* when 
 application (or, with no application check, its agent) answers; *down* when the
 provider says it is gone or agent and app both fail (refused, an error: a timeout alone
 is silence, not failure); otherwise *unknown*,
-and a rule that would need an unknown member to decide says nothing yet.
+and a rule that would need an unknown member to decide says nothing yet. A member launched
+within the boot grace that has not answered yet (a replacement on its way) is not ready:
+the gap shows until it answers.
 
 `residency_refusal` is the check region.failover makes before it moves anything.
 
@@ -106,9 +108,15 @@ class ReadinessInput:
         app = view(app_th, now, self.rules)
         if app.answering or (app_th is None and agent.answering):
             return Ready.READY
+        if self._booting(inst):
+            return Ready.DOWN  # launched, never answered yet: not ready until it does
         if agent.failing and (app.failing or app_th is None):
             return Ready.DOWN  # refused or failing; a timeout alone stays unknown
         return Ready.UNKNOWN
+
+    def _booting(self, inst: Instance) -> bool:
+        launched = inst.launched_at
+        return launched is not None and self.now - launched < self.rules.boot_grace
 
     def db_role(self, inst: Instance) -> str:
         return role_of(inst, self.snapshot, self.remembered)[0]

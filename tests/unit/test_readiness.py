@@ -96,6 +96,9 @@ CASES = [
     case("the standby region's load balancer not heard from yet: unknown, nothing said",
          lambda: h().dark("lb-eu-1", health=Health.UNKNOWN).layer(
              "lb-eu-1", Layer.PROVIDER, Health.UNKNOWN, detail={})),
+    case("the standby region's load balancer replaced, its replacement still booting",
+         lambda: h().launched("lb-eu-1", NOW - 10).dark("lb-eu-1", health=Health.UNKNOWN),
+         "lb_standby_missing region:eu-west-1 [lb-eu-1]"),
     case("the serving region's standby load balancer stopped", lambda: h().stop("lb-2"),
          "lb_standby_missing region:us-east-1 [lb-2]"),
     case("the active load balancer dark, the standby fine: only one zone left",
