@@ -11,12 +11,15 @@ Health here is three-valued, as everywhere in drwatch: a member is *ready* when 
 application (or, with no application check, its agent) answers; *down* when the
 provider says it is gone or agent and app both fail (refused, an error: a timeout alone
 is silence, not failure); otherwise *unknown*,
-and a rule that would need an unknown member to decide says nothing yet.
+and a rule that would need an unknown member to decide says nothing yet. A member launched
+within the boot grace that has not answered yet (a replacement on its way) is not ready:
+the gap shows until it answers.
 
 `residency_refusal` is the check region.failover makes before it moves anything.
 
-Pending (issue 11, item 1): "the DNS records do not match the serving region" needs the
-serving-region model of the Route 53 records; it is not judged here yet.
+"The DNS records do not match the serving region" reads the serving-region model
+(`drwatch.model.regions`), which folds the public name's records and the primary
+database; without a `[dns]` section there are no records and it says nothing.
 """
 
 from __future__ import annotations
@@ -105,9 +108,15 @@ class ReadinessInput:
         app = view(app_th, now, self.rules)
         if app.answering or (app_th is None and agent.answering):
             return Ready.READY
+        if self._booting(inst):
+            return Ready.DOWN  # launched, never answered yet: not ready until it does
         if agent.failing and (app.failing or app_th is None):
             return Ready.DOWN  # refused or failing; a timeout alone stays unknown
         return Ready.UNKNOWN
+
+    def _booting(self, inst: Instance) -> bool:
+        launched = inst.launched_at
+        return launched is not None and self.now - launched < self.rules.boot_grace
 
     def db_role(self, inst: Instance) -> str:
         return role_of(inst, self.snapshot, self.remembered)[0]
@@ -372,6 +381,28 @@ def residency_refusal(residency: Mapping[str, Collection[str]], to_region: str) 
     return f"residency: a failover to {to_region} would move data it may not hold ({rules})"
 
 
+def rule_dns_matches_serving(inp: ReadinessInput) -> Iterable[Diagnosis]:
+    """The DNS PRIMARY record must point where the primary database is, and the SECONDARY
+    record at the standby region: otherwise clients reach the wrong region, or Route 53's
+    own failover sends them nowhere useful."""
+    roles = inp.regions
+    if not roles.records or roles.dns_error:
+        return  # no records read (no [dns], or the read failed): unknown
+    dbs = ", ".join(roles.database_regions)
+    if roles.dns_region and dbs and roles.dns_region not in roles.database_regions:
+        note = (
+            f"the DNS PRIMARY record points at {roles.dns_region}; the primary database is in {dbs}"
+        )
+        yield _warn(Finding.DNS_MISMATCH, roles.dns_region, note, facts={"record": "PRIMARY"})
+    serving = roles.serving
+    if serving and roles.standby and roles.secondary_region != roles.standby:
+        where = roles.secondary_region or "no known region (or there is no SECONDARY record)"
+        note = (
+            f"the DNS SECONDARY record points at {where}, not at the standby region {roles.standby}"
+        )
+        yield _warn(Finding.DNS_MISMATCH, serving, note, facts={"record": "SECONDARY"})
+
+
 READINESS_RULES: tuple[tuple[str, ReadinessRule], ...] = (
     ("group_single_zone", rule_group_single_zone),
     ("lb_standby", rule_lb_standby),
@@ -379,9 +410,10 @@ READINESS_RULES: tuple[tuple[str, ReadinessRule], ...] = (
     ("region_replica", rule_region_replica),
     ("standby_images", rule_standby_images),
     ("residency", rule_residency),
+    ("dns", rule_dns_matches_serving),
 )
-# Not judged yet: the DNS records matching the serving region (needs issue 11's model).
-PENDING_RULES = ("dns_matches_serving_region",)
+# Readiness this build does not judge yet (shown in the status as `readiness.pending`).
+PENDING_RULES: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

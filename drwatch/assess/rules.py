@@ -24,6 +24,7 @@ from drwatch.model.findings import Diagnosis, Finding, scope_key
 from drwatch.model.fleet import InstanceState
 from drwatch.model.plan import Scope
 from drwatch.model.regions import RegionRoles
+from drwatch.model.snapshot import Discovery
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,8 @@ class Context:
     canaries: Mapping[str, LayerView]
     # Which region serves: losing a standby region is DR capacity lost, not an outage.
     regions: RegionRoles = field(default=UNKNOWN_ROLES)
+    discovery: Discovery = field(default_factory=Discovery)
+    fleet_groups: frozenset[str] = frozenset()
 
     @property
     def trusted_since(self) -> float | None:

@@ -50,6 +50,7 @@ class Finding(StrEnum):
     ZONE_OUTAGE = "zone_outage"
     ZONE_IMPAIRED = "zone_impaired"
     ZONE_SUSPECT = "zone_suspect"
+    ZONE_UNREACHABLE = "zone_unreachable"
     REGION_OUTAGE = "region_outage"
     REGION_SUSPECT = "region_suspect"
     # The standby region is lost while the serving one answers: an alert, never a failover.
@@ -70,6 +71,9 @@ class Finding(StrEnum):
     REGION_REPLICA_LAGGING = "region_replica_lagging"
     STANDBY_IMAGE_MISSING = "standby_image_missing"
     RESIDENCY_BLOCKS_FAILOVER = "residency_blocks_failover"
+    DNS_MISMATCH = "dns_mismatch"
+    WATCHER_BLIND = "watcher_blind"
+    DISCOVERY_FAILING = "discovery_failing"
 
     @property
     def description(self) -> str:
@@ -148,6 +152,13 @@ _DESCRIPTIONS: dict[Finding, tuple[str, Severity, Scope]] = {
     Finding.ZONE_SUSPECT: (
         "most of the zone's instances are unreachable, still within the dead grace",
         Severity.WARNING,
+        _Z,
+    ),
+    Finding.ZONE_UNREACHABLE: (
+        "most of the zone's instances have been unreachable for the dead grace, but the "
+        "provider reports the zone and them healthy: from one watcher a zone outage and a "
+        "broken path to the zone look the same, so alert, never act",
+        Severity.ALERT,
         _Z,
     ),
     Finding.REGION_OUTAGE: (
@@ -244,6 +255,24 @@ _DESCRIPTIONS: dict[Finding, tuple[str, Severity, Scope]] = {
         Severity.WARNING,
         _R,
     ),
+    Finding.DNS_MISMATCH: (
+        "readiness: the public name's DNS records do not match the serving region: the "
+        "PRIMARY record points at another region than the primary database, or the "
+        "SECONDARY record does not point at the standby region",
+        Severity.WARNING,
+        _R,
+    ),
+    Finding.WATCHER_BLIND: (
+        "discovery finds nothing to watch: it fails, or the fleet is empty while the "
+        "config expects groups; drwatch cannot see the fleet, so it says so and never acts",
+        Severity.WATCHER,
+        Scope.WATCHER,
+    ),
+    Finding.DISCOVERY_FAILING: (
+        "discovery fails in a region; the instances last seen there are still watched",
+        Severity.WARNING,
+        Scope.WATCHER,
+    ),
 }
 
 # The readiness findings, which drwatch.assess.readiness makes (beside the cycle).
@@ -255,6 +284,7 @@ READINESS_FINDINGS = (
     Finding.REGION_REPLICA_LAGGING,
     Finding.STANDBY_IMAGE_MISSING,
     Finding.RESIDENCY_BLOCKS_FAILOVER,
+    Finding.DNS_MISMATCH,
 )
 
 

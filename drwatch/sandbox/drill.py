@@ -7,9 +7,9 @@ drill is cancelled (SIGINT/SIGTERM). The verdict itself is pure (`verdict.py`).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -49,20 +49,30 @@ def sandbox_healthy(sb: Sandbox) -> bool:
     return bool(hosts) and all(h.booted and h.agent.running and h.app.running for h in hosts)
 
 
+def ready(
+    daemon: bool | None, *, own_watcher: bool, watching: bool, sandbox: Callable[[], bool]
+) -> bool:
+    """Whether the drill may start. With its own watcher, only the daemon's word counts:
+    the sandbox can be healthy before the daemon has seen a single target up, and a fault
+    applied then (a partition) would meet targets the daemon still takes for booting.
+    Without one, the daemon's word if some API answers, else the sandbox's own view."""
+    if own_watcher:
+        return daemon is True and watching
+    return daemon if daemon is not None else sandbox()
+
+
 async def wait_healthy(sb: Sandbox, api: DaemonApi, deadline_s: float) -> bool:
-    """The daemon says every target is up (or, without a daemon, the sandbox does). With
-    a daemon, only its word counts: a timeline that starts before it has discovered the
-    fleet replays faults it never saw the world without (a region lost before the
-    daemon knew its instances opens no incident)."""
+    """The daemon says every target is up (or, with no watcher of its own and no status
+    API, the sandbox does)."""
     try:
         async with asyncio.timeout(deadline_s):
             while True:
                 daemon = await api.healthy()
-                if sb.options.with_watcher:
-                    ready = daemon is True and sb.watcher.pid is not None
-                else:
-                    ready = daemon if daemon is not None else sandbox_healthy(sb)
-                if ready:
+                own = sb.options.with_watcher
+                watching = sb.watcher.pid is not None
+                if ready(
+                    daemon, own_watcher=own, watching=watching, sandbox=lambda: sandbox_healthy(sb)
+                ):
                     return True
                 await asyncio.sleep(0.5)
     except TimeoutError:
@@ -92,7 +102,7 @@ async def _fetch(api: DaemonApi, seen: Seen) -> None:
     found = await api.incidents()
     if found is not None:
         seen.api_answered = True
-        seen.incidents.update((i.id, i) for i in found)
+        seen.incidents.update((i.id, _with_history(seen.incidents.get(i.id), i)) for i in found)
     findings = await api.findings()
     now = time.time()
     for f in findings or []:
@@ -102,6 +112,14 @@ async def _fetch(api: DaemonApi, seen: Seen) -> None:
             seen.sightings[key] = Sighting(
                 f.finding, f.targets, f.data_class, now, f.evidence, facts
             )
+
+
+def _with_history(before: Incident | None, now: Incident) -> Incident:
+    """The incident as read now, with every outcome it has shown so far, in order."""
+    seen = before.outcomes_seen if before is not None else ()
+    if now.outcome is not None and (not seen or seen[-1] != now.outcome):
+        seen = (*seen, now.outcome)
+    return replace(now, outcomes_seen=seen)
 
 
 async def _timeline(sb: Sandbox, chaos: Chaos, sc: Scenario, start: float, seen: Seen) -> None:
@@ -126,9 +144,8 @@ async def run_drill(
     start = time.time()
     seen = Seen()
     healthy_at: float | None = None
-    options = options or Options()
     if sc.postgres:
-        options = dataclasses.replace(options, postgres=True)
+        options = replace(options, postgres=True)
     sb = Sandbox(topo, state_dir, options)
     chaos = control.attach(sb)
     data = None

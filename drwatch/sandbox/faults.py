@@ -52,6 +52,10 @@ VERBS: dict[str, tuple[TargetKind, str | None]] = {
     "kill-watcher": (TargetKind.WATCHER, "delay"),
     "grow-disk": (TargetKind.INSTANCE, "rate"),
     "lag-replica": (TargetKind.INSTANCE, "delay"),
+    "pause": (TargetKind.WATCHER, None),
+    "resume": (TargetKind.WATCHER, None),
+    "partition-zone": (TargetKind.ZONE, None),
+    "refuse-credentials": (TargetKind.REGION, None),
 }
 
 DEFAULTS = {"delay": 2.0, "period": 2.0, "percent": 95.0, "rate": 10.0}

@@ -270,15 +270,16 @@ def test_a_lost_standby_region_has_its_own_alert() -> None:
     instance alerts inside it) with its own alert name, graded a warning: the service
     is fine, its regional fallback is not."""
     from drwatch.alerts import alert_for_incident
-    from drwatch.model.incident import Incident, IncidentOutcome
+    from drwatch.model.findings import Finding, Severity
+    from drwatch.model.incident import Incident, Phase
     from drwatch.model.plan import Scope
 
     inc = Incident(
         id="inc-dr",
         scope=Scope.REGION,
         scope_key="region:eu-west-1",
-        finding="dr_capacity_lost",
-        severity="alert",
+        finding=Finding.DR_CAPACITY_LOST,
+        severity=Severity.ALERT,
         region="eu-west-1",
         zone="",
         roles=("app_server", "database", "load_balancer"),
@@ -287,7 +288,7 @@ def test_a_lost_standby_region_has_its_own_alert() -> None:
         target_names=("app-eu-1", "db-3", "lb-eu-1"),
         opened_at=1.0,
         updated_at=1.0,
-        outcome=IncidentOutcome.DETECTED_ONLY,
+        phase=Phase.DETECTED_ONLY,
     )
     alert = alert_for_incident(inc)
     assert (alert.alertname, alert.severity, alert.labels["scope"]) == (

@@ -176,16 +176,14 @@ def test_live_plan_says_which_region_serves_and_that_there_is_no_fallback(
     """With live readiness, the plan names the serving region as drwatch sees it, and a
     lost standby region is an unmet note: the service has no regional fallback now."""
     cfg = load(example(tmp_path))
-    lost = {
-        **STATUS,
-        "readiness": {
-            "serving_region": "us-east-1",
-            "standby_region": "eu-west-1",
-            "regional_fallback": False,
-            "fallback": "none: the standby region eu-west-1 is lost (dr_capacity_lost)",
-            "regions": {"detail": "us-east-1 serves (DNS PRIMARY: unknown; db-1 in us-east-1)"},
-        },
+    readiness: dict[str, Any] = {
+        "serving_region": "us-east-1",
+        "standby_region": "eu-west-1",
+        "regional_fallback": False,
+        "fallback": "none: the standby region eu-west-1 is lost (dr_capacity_lost)",
+        "regions": {"detail": "us-east-1 serves (DNS PRIMARY: unknown; db-1 in us-east-1)"},
     }
+    lost: dict[str, Any] = {**STATUS, "readiness": readiness}
     text = markdown(build_plan(cfg, Live(status=lost, api="http://x"), Drills(), NOW))
     assert "Serving region: us-east-1 (us-east-1 serves (DNS PRIMARY: unknown; db-1" in text
     plan = build_plan(cfg, Live(status=lost, api="http://x"), Drills(), NOW)
@@ -194,6 +192,6 @@ def test_live_plan_says_which_region_serves_and_that_there_is_no_fallback(
         "The service has no regional fallback now: none: the standby region eu-west-1 is "
         "lost (dr_capacity_lost)." in unmet
     )
-    fine = {**lost, "readiness": {**lost["readiness"], "regional_fallback": True}}
+    fine: dict[str, Any] = {**STATUS, "readiness": {**readiness, "regional_fallback": True}}
     plan = build_plan(cfg, Live(status=fine, api="http://x"), Drills(), NOW)
     assert not any("regional fallback" in t for _, t in plan.notes("unmet"))

@@ -27,7 +27,7 @@ from drwatch.assess.regions import serving_regions
 from drwatch.config import parse
 from drwatch.model import Health, Layer
 from drwatch.model.findings import READINESS_FINDINGS, Diagnosis, Severity
-from drwatch.model.regions import RegionRoles
+from drwatch.model.regions import DnsRecord, RegionRoles
 from drwatch.web.readiness import ReadinessState, extend_status
 from tests.scenarios.world import NOW, RULES, World
 
@@ -53,6 +53,21 @@ class Case:
     expected: frozenset[str]
     images: Mapping[str, tuple[ImageRef, ...]] = field(default_factory=lambda: BOTH)
     residency: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    records: tuple[DnsRecord, ...] = ()
+
+
+# The public name's failover records, by the address each carries.
+ADDRS = {"198.51.100.1": "us-east-1", "203.0.113.9": "eu-west-1"}
+NAME = "www.example.test."
+
+
+def dns(
+    primary: str = "198.51.100.1", secondary: str | None = "203.0.113.9"
+) -> tuple[DnsRecord, ...]:
+    records = [DnsRecord(NAME, "A", (primary,), failover="PRIMARY", set_id="primary")]
+    if secondary is not None:
+        records.append(DnsRecord(NAME, "A", (secondary,), failover="SECONDARY", set_id="secondary"))
+    return tuple(records)
 
 
 def case(
@@ -61,8 +76,9 @@ def case(
     *expected: str,
     imgs: Mapping[str, tuple[ImageRef, ...]] = BOTH,
     residency: Mapping[str, tuple[str, ...]] | None = None,
+    records: tuple[DnsRecord, ...] = (),
 ) -> Case:
-    return Case(cid, world, frozenset(expected), imgs, residency or {})
+    return Case(cid, world, frozenset(expected), imgs, residency or {}, records)
 
 
 def h() -> World:
@@ -80,6 +96,9 @@ CASES = [
     case("the standby region's load balancer not heard from yet: unknown, nothing said",
          lambda: h().dark("lb-eu-1", health=Health.UNKNOWN).layer(
              "lb-eu-1", Layer.PROVIDER, Health.UNKNOWN, detail={})),
+    case("the standby region's load balancer replaced, its replacement still booting",
+         lambda: h().launched("lb-eu-1", NOW - 10).dark("lb-eu-1", health=Health.UNKNOWN),
+         "lb_standby_missing region:eu-west-1 [lb-eu-1]"),
     case("the serving region's standby load balancer stopped", lambda: h().stop("lb-2"),
          "lb_standby_missing region:us-east-1 [lb-2]"),
     case("the active load balancer dark, the standby fine: only one zone left",
@@ -109,6 +128,12 @@ CASES = [
     case("no database role known at all: nothing that needs the serving region",
          lambda: h().db_role("db-1", None).db_role("db-2", None).db_role("db-3", None)
          .stop("lb-eu-1")),
+    case("DNS records match: PRIMARY at us-east-1 (the primary database), SECONDARY at eu-west-1",
+         h, records=dns()),
+    case("the DNS PRIMARY record points at eu-west-1 while db-1 (us-east-1) is the primary",
+         h, "dns_mismatch region:eu-west-1 []", records=dns("203.0.113.9", "198.51.100.1")),
+    case("no SECONDARY record: Route 53 has nowhere to fail over to",
+         h, "dns_mismatch region:us-east-1 []", records=dns(secondary=None)),
     case("after a failover eu-west-1 serves: its one load balancer has no second zone",
          _failed_over, "lb_standby_missing region:eu-west-1 []",
          "db_zone_replica_missing region:eu-west-1 []"),
@@ -127,7 +152,9 @@ def run(c: Case) -> tuple[World, tuple[Diagnosis, ...]]:
         snapshot=snap,
         now=NOW,
         rules=RULES,
-        regions=serving_regions(snap, configured=("us-east-1", "eu-west-1")),
+        regions=serving_regions(
+            snap, configured=("us-east-1", "eu-west-1"), records=c.records, address_regions=ADDRS
+        ),
         cfg=ReadinessConfig(residency=MappingProxyType(dict(c.residency))),
         images=c.images,
     )
@@ -149,7 +176,7 @@ def test_every_rule_has_a_case_that_fires() -> None:
     """Each rule in the table is exercised by at least one row that expects its finding."""
     expected = {e.split()[0] for c in CASES for e in c.expected}
     assert expected == {f.value for f in READINESS_FINDINGS}
-    assert len(READINESS_RULES) == 6
+    assert len(READINESS_RULES) == 7
 
 
 def test_lagging_replica_says_how_far_behind_and_the_rpo() -> None:
@@ -243,7 +270,7 @@ def test_status_says_when_the_service_has_no_regional_fallback() -> None:
         "eu-west-1",
         False,
     )
-    assert r["pending"] == ["dns_matches_serving_region"]
+    assert r["pending"] == []
     assert [(f["finding"], f.get("targets")) for f in doc["findings"]] == [
         ("dr_capacity_lost", None),
         ("lb_standby_missing", ["lb-eu-1"]),
