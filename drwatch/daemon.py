@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack, ExitStack, suppress
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -56,6 +57,7 @@ from drwatch.observe.agent import AgentClient, AgentObserver, client_tls_context
 from drwatch.observe.app import AppObserver
 from drwatch.observe.canary import CanaryObserver
 from drwatch.observe.discovery import discover
+from drwatch.observe.fleetfile import FLEET_FILE, load_fleet, save_fleet
 from drwatch.observe.images import ImageWatch
 from drwatch.observe.provider import ProviderObserver
 from drwatch.observe.regions import RegionWatch, learn_addresses
@@ -104,6 +106,8 @@ class Watch:
     fleet: Fleet = field(default_factory=Fleet)
     discovered: asyncio.Event = field(default_factory=asyncio.Event)
     discovery_errors: dict[str, str] = field(default_factory=dict)
+    # Where the last discovered fleet is kept across restarts (drwatch/observe/fleetfile.py).
+    fleet_file: Path | None = None
 
     def latest(self) -> Snapshot:
         return self.store.snapshot(self.fleet, time.time())
@@ -149,6 +153,8 @@ class Watch:
                 joined=sorted(after - before),
                 left=sorted(before - after),
             )
+        if self.fleet_file is not None and fleet.instances != self.fleet.instances:
+            save_fleet(self.fleet_file, fleet)
         self.fleet = fleet
         self.store.prune(fleet)
         jobs: dict[str, CheckJob] = {}
@@ -189,7 +195,16 @@ class Daemon:
             AppObserver(cfg.groups, cfg.timing.app, http, tcp).jobs_for,
             CanaryObserver(cfg.canaries, cfg.timing.canary, http, tcp).jobs_for,
         ]
-        self.watch = Watch(cfg, self.provider, self.store, self.scheduler, sources)
+        kept = cfg.watcher.state_dir / FLEET_FILE
+        self.watch = Watch(
+            cfg,
+            self.provider,
+            self.store,
+            self.scheduler,
+            sources,
+            fleet=load_fleet(kept),
+            fleet_file=kept,
+        )
         self.provider_observer = ProviderObserver(
             self.provider, cfg.provider.regions, timeout=cfg.timing.provider.timeout
         )
