@@ -50,7 +50,8 @@ from drwatch.config import Config
 from drwatch.cycle import Cycle, SummaryLog, TickReport, WatcherState
 from drwatch.decide.rto import RtoPolicy
 from drwatch.errors import ConfigError, ProviderError
-from drwatch.incidents import IncidentStore
+from drwatch.fields import split_host_port
+from drwatch.incidents import IncidentStore, IncidentWriter
 from drwatch.ledger import DrillLedger
 from drwatch.model import Fleet, Observation, Snapshot
 from drwatch.model.findings import Finding
@@ -213,6 +214,9 @@ class Daemon:
             self.provider, cfg.provider.regions, timeout=cfg.timing.provider.timeout
         )
         self.incidents = IncidentStore(cfg.watcher.state_dir)
+        # The tick's writes run in this writer's thread: an fsync never stalls the probes.
+        self.incident_writer = IncidentWriter(self.incidents)
+        self.stack.callback(self.incident_writer.close)
         # One memory of database roles, kept in the incident store, for the cycle's
         # decisions and the playbooks' own refusal to recover a replica as the primary.
         roles = RoleMemory(self.incidents)
@@ -350,8 +354,8 @@ class Daemon:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self.stack.push_async_callback(runner.cleanup)
-        host, _, port = self.cfg.watcher.listen.rpartition(":")
-        await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+        host, port = split_host_port(self.cfg.watcher.listen)
+        await web.TCPSite(runner, host, port).start()
         _log().info("web.listening", address=f"http://{self.cfg.watcher.listen}/")
 
     def _cluster_status(self, doc: dict[str, Any], _snapshot: Snapshot | None) -> None:
@@ -437,7 +441,7 @@ class Daemon:
             started = time.monotonic()
             try:
                 acting = await self.node.prepare(time.time())
-                self.tick(time.time(), acting=acting)
+                await self.tick(time.time(), acting=acting)
                 await self.node.settle(time.time())
             except Exception:
                 _log().exception("tick.failed")
@@ -447,11 +451,11 @@ class Daemon:
             self.metrics.record_tick(time.monotonic() - started, time.time())
             await asyncio.sleep(interval)
 
-    def tick(self, now: float, *, acting: bool = True) -> TickReport:
+    async def tick(self, now: float, *, acting: bool = True) -> TickReport:
         # Several watchers: this watcher's silence, weighed against the others' views.
         snapshot = self.node.corroborate(self.watch.snapshot(now), now)
         if acting:
-            report = self.cycle.tick(snapshot, now)
+            report = await self.cycle.run_tick(snapshot, now, self.incident_writer.write)
         else:  # another watcher leads, or nobody may: observe and report, decide nothing
             report = follower_report(self.cycle, snapshot, now, self.node.not_acting())
         self.api_state.update(report, snapshot)

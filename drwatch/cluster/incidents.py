@@ -30,7 +30,7 @@ from urllib.parse import quote, unquote
 from drwatch.cluster.errors import NotLeaderError
 from drwatch.cluster.etcd import Etcd, KeyValue, Put
 from drwatch.cluster.leader import Fence
-from drwatch.incidents import IncidentStore
+from drwatch.incidents import IncidentStore, Retirement, Writes
 from drwatch.logs import get_logger
 from drwatch.model.incident import Incident
 
@@ -146,19 +146,25 @@ class IncidentMirror:
     async def pull(self) -> int:
         """Make the local copy what the shared side holds; returns how many incidents
         changed locally. Local incidents the shared side does not know are left alone."""
-        changed = 0
-        with self.local.batch():
-            for inc in await self.shared.incidents():
-                body = _body(inc)
-                current = self.local.get(inc.id)
-                if current is None or _body(current) != body:
-                    self.local.save(inc)
-                    changed += 1
-                self._sent[inc.id] = body
-            retired = await self.shared.retired()
-            self.local.retire(retired - self.local.retired(), SHARED_RETIREMENT, 0.0)
-            roles = await self.shared.roles()
-            self.local.remember_db_roles(roles)
+        pulled: list[Incident] = []
+        for inc in await self.shared.incidents():
+            body = _body(inc)
+            current = self.local.get(inc.id)
+            if current is None or _body(current) != body:
+                pulled.append(inc)
+            self._sent[inc.id] = body
+        retired = await self.shared.retired()
+        roles = await self.shared.roles()
+        newly = tuple(sorted(retired - self.local.retired()))
+        # One transaction, as a tick's own writes are (IncidentStore.write).
+        self.local.write(
+            Writes(
+                incidents=tuple(pulled),
+                retired=(Retirement(newly, SHARED_RETIREMENT, 0.0),) if newly else (),
+            )
+        )
+        self.local.remember_db_roles(roles)
+        changed = len(pulled)
         self._sent_retired = retired
         self._sent_roles = dict(roles)
         return changed
