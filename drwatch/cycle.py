@@ -294,7 +294,7 @@ class Cycle:
         for key, inc in by_key.items():
             if key in current:
                 continue
-            if _left_fleet(inc, t.snapshot):
+            if _left_fleet(inc, t.snapshot, retired):
                 # Terminated and dropped by discovery: not healed. The incident stays open
                 # and is still decided from its record (its replacement is still due).
                 present.add(key)
@@ -434,8 +434,11 @@ class SummaryLog:
         return True
 
 
-def _left_fleet(inc: Incident, snapshot: Snapshot) -> bool:
-    return bool(inc.target_ids) and all(snapshot.fleet.get(t) is None for t in inc.target_ids)
+def _left_fleet(inc: Incident, snapshot: Snapshot, retired: frozenset[str]) -> bool:
+    """Every target left the fleet and some are not replaced yet. Targets all replaced
+    (a region failover's, restarted while that region's API is down) have nothing due."""
+    gone = all(snapshot.fleet.get(t) is None for t in inc.target_ids)
+    return bool(inc.target_ids) and gone and not all(t in retired for t in inc.target_ids)
 
 
 __all__ = [

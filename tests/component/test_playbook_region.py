@@ -262,6 +262,24 @@ async def test_the_old_primary_is_fenced_when_the_lost_regions_api_answers(
     assert "stopped" in statuses(progress)["fence_lost_region"][1]
 
 
+async def test_a_standby_load_balancer_that_is_down_is_replaced(tmp_path: Path) -> None:
+    """lb-eu-1 answers nothing: a new load balancer is launched in eu-west-1 from the
+    image there, with the standby's app servers as backends; it takes lb-eu-1's Elastic
+    IP, and DNS points at it."""
+    rw = region_world()
+    rw.hosts.down.add(rw.id("lb-eu-1"))
+    region = rw.world.provider._region(STANDBY)
+    await lose_api(rw)
+    progress = await failover(tmp_path, rw)
+    assert progress.outcome is RunOutcome.SUCCEEDED, progress.detail
+    assert statuses(progress)["ensure_load_balancer"][1].startswith("launched lb-eu-fo")
+    lbs = [i for i in await rw.eu() if i.tag(ROLE_TAG) == "load_balancer"]
+    new = next(i for i in lbs if i.id != rw.id("lb-eu-1"))
+    eip = next(iter(region.addresses.values()))
+    assert eip.instance_id == new.id
+    assert rw.primary_points_at() == (eip.public_ip,)
+
+
 async def _refused(tmp_path: Path, rw: RegionWorld, region: str = LOST) -> str:
     progress = await failover(tmp_path, rw, region)
     assert progress.outcome is RunOutcome.FAILED

@@ -54,7 +54,7 @@ from drwatch.act.playbooks.common import (
 from drwatch.assess.regions import primary_databases
 from drwatch.errors import ProviderError
 from drwatch.model.fleet import DB_ROLE_TAG, Instance, Role
-from drwatch.model.observation import Layer
+from drwatch.model.observation import Health, Layer
 from drwatch.model.plan import PlaybookName
 from drwatch.model.regions import DnsRecord, failover_pair, region_roles
 from drwatch.model.snapshot import Snapshot
@@ -398,7 +398,7 @@ async def ensure_load_balancer(ctx: RunContext) -> Outcome:
     standby = facts["standby"]
     snap = await ctx.deps.fleet.refresh()
     apps = _live(snap, standby, Role.APP_SERVER)
-    lb = _serving_lb(snap, standby)
+    lb = _serving_lb(snap, standby) or await _existing_lb(ctx, snap, standby)
     note = ""
     if lb is None:
         lb, snap = await _launch_lb(ctx, standby, [a.name for a in apps])
@@ -414,6 +414,8 @@ async def ensure_load_balancer(ctx: RunContext) -> Outcome:
             ctx, f"register:{app.id}@{lb.id}", lb, "register_backend", {"address": addr}
         )
         (problems if err else registered).append(err or app.name)
+    if note:
+        await _take_elastic_ip(ctx, standby, lb.id)
     inst = await cloud_instance(in_region(ctx, standby), lb.id)
     address = (inst.public_ip if inst else None) or lb.public_ip
     if not address:
@@ -425,6 +427,53 @@ async def ensure_load_balancer(ctx: RunContext) -> Outcome:
         lb=lb.id,
         address=address,
     )
+
+
+async def _take_elastic_ip(ctx: RunContext, region: str, lb_id: str) -> None:
+    """A new load balancer takes the Elastic IP a silent one of the region holds, so the
+    address the SECONDARY record already names keeps working."""
+    snap = ctx.deps.fleet.latest()
+    lbs = {i.id for i in snap.fleet.in_region(region) if i.role is Role.LOAD_BALANCER}
+    held = [a for a in await ctx.deps.provider.addresses(region) if a.instance_id in lbs]
+    eip = next((a for a in held if a.instance_id != lb_id), None)
+    if eip is None:
+        return
+
+    async def check(p: JSON) -> JSON | None:
+        now = await ctx.deps.provider.addresses(region)
+        mine = any(a.allocation_id == p["allocation_id"] and a.instance_id == lb_id for a in now)
+        return {"already": True} if mine else None
+
+    async def apply(p: JSON) -> JSON:
+        await ctx.deps.provider.associate_address(region, p["allocation_id"], lb_id)
+        return {}
+
+    params = {"allocation_id": eip.allocation_id, "instance_id": lb_id}
+    await ctx.effect(f"eip:{eip.allocation_id}", params, check=check, apply=apply)
+
+
+async def _existing_lb(ctx: RunContext, snap: Snapshot, region: str) -> Instance | None:
+    """A running load balancer of `region` whose health is not known yet (drwatch just
+    restarted: its checks start from unknown) gets up to `action_timeout` to answer
+    before a new one is launched beside it; none running, or one seen down: None."""
+    running = _live(snap, region, Role.LOAD_BALANCER)
+    if all(_seen_down(snap, i) for i in running):
+        return None
+
+    async def probe() -> Instance | None:
+        return _serving_lb(await ctx.deps.fleet.refresh(), region)
+
+    try:
+        return await ctx.wait_for(
+            f"a load balancer in {region} to answer", probe, ctx.deps.settings.action_timeout
+        )
+    except StepError:
+        return None
+
+
+def _seen_down(snap: Snapshot, inst: Instance) -> bool:
+    app = snap.get(inst.id, Layer.APP)
+    return app is not None and app.health is Health.DOWN
 
 
 async def _launch_lb(
