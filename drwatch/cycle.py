@@ -1,15 +1,18 @@
 """One tick: snapshot -> assess -> the incident state machine -> decide -> runner.
 
 The tick loads the open incidents once, applies the lifecycle's pure transitions
-(drwatch/lifecycle.py) to what it saw, submits the plans the gates allow, and saves the
-incidents that changed. It is synchronous and short (SQLite writes of a few rows); it
-never awaits. The runner owns the playbook tasks; the cycle only submits plans and reads
-progress. The caller (the daemon) logs `report.summary` once per change.
+(drwatch/lifecycle.py) to what it saw, saves the incidents that changed (one
+transaction), then submits the plans the gates allowed: an incident's record says
+"acting" on disk before its run can make a side effect. The daemon awaits `run_tick`,
+whose writes go through the IncidentWriter's thread, so a slow fsync never stalls the
+probes; `tick` does the same with the writes on the caller's thread (tests, tools).
+The runner owns the playbook tasks; the cycle only submits plans and reads progress.
+The caller (the daemon) logs `report.summary` once per change.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -24,7 +27,7 @@ from drwatch.decide.gates import APPROVAL_PREFIX, pause_reason
 from drwatch.decide.rto import RtoOverdue, RtoPolicy, rto_overdue
 from drwatch.decide.summary import summarise
 from drwatch.errors import DrwatchError
-from drwatch.incidents import IncidentStore, new_incident_id
+from drwatch.incidents import IncidentStore, Retirement, Writes, new_incident_id
 from drwatch.lifecycle import IncidentChange, Step
 from drwatch.logs import get_logger
 from drwatch.model.findings import Diagnosis, Severity
@@ -125,22 +128,25 @@ def primary_by_key(diagnoses: tuple[Diagnosis, ...]) -> dict[str, Diagnosis]:
 
 
 class Tick:
-    """One tick's working set: the open incidents (loaded once), what changed, what
-    started. `apply` takes a transition's step."""
+    """One tick's working set: the open incidents and retired instances (loaded once),
+    what changed, the plans to submit once saved, and the writes not yet made."""
 
     def __init__(self, store: IncidentStore, snapshot: Snapshot) -> None:
-        self.store = store
         self.snapshot = snapshot
         self.loaded = {i.id: i for i in store.open_incidents()}
         self.incidents = dict(self.loaded)
+        self.retired = set(store.retired())
         self.changes: list[IncidentChange] = []
+        self.to_submit: list[tuple[str, Plan]] = []
         self.started: list[Plan] = []
+        self.retirements: list[Retirement] = []
         self.names = {i.id: i.name for i in snapshot.fleet}
 
     def apply(self, step: Step, now: float) -> Incident:
         inc = step.incident
         if step.retire:
-            self.store.retire(step.retire, inc.id, now)
+            self.retirements.append(Retirement(step.retire, inc.id, now))
+            self.retired.update(step.retire)
         self.incidents[inc.id] = inc
         self.changes.extend(step.changes)
         for change in step.changes:
@@ -153,18 +159,38 @@ class Tick:
             )
         return inc
 
-    def save(self, now: float, only: str | None = None) -> None:
-        """Write the incidents that changed (only one of them, given `only`)."""
+    def writes(self, now: float) -> Writes:
+        """The incidents that changed since the last call, and the retirements; from here
+        on they count as saved."""
+        saved, expected = [], {}
         for iid, inc in list(self.incidents.items()):
-            if (only is None or iid == only) and inc != self.loaded.get(iid):
-                saved = inc.with_(updated_at=now)
-                self.loaded[iid] = self.incidents[iid] = saved
-                self.store.save(saved)
+            base = self.loaded.get(iid)
+            if inc != base:
+                changed = inc.with_(updated_at=now)
+                self.loaded[iid] = self.incidents[iid] = changed
+                saved.append(changed)
+                if base is not None:
+                    expected[iid] = base.updated_at
+        out = Writes(tuple(saved), tuple(self.retirements), expected)
+        self.retirements.clear()
+        return out
+
+    def conflicted(self, store: IncidentStore, skipped: frozenset[str]) -> None:
+        """Records the store kept because they changed meanwhile (an approval): take the
+        stored ones, and submit nothing for them this tick."""
+        for iid in skipped:
+            stored = store.get(iid)
+            if stored is not None:
+                self.loaded[iid] = self.incidents[iid] = stored
+        self.to_submit = [(iid, plan) for iid, plan in self.to_submit if iid not in skipped]
 
     def open(self) -> list[Incident]:
         return sorted(
             (i for i in self.incidents.values() if i.is_open), key=lambda i: (i.opened_at, i.id)
         )
+
+
+AsyncWrite = Callable[[Writes], Awaitable[frozenset[str]]]
 
 
 class Cycle:
@@ -246,16 +272,30 @@ class Cycle:
     # -- the tick ---------------------------------------------------------------------------
 
     def tick(self, snapshot: Snapshot, now: float) -> TickReport:
-        """One round. The store's writes form one transaction (committed early only
-        before a plan is submitted)."""
-        # Outside the batch: a role heard is kept even if the tick fails and rolls back.
-        self.roles.observe(snapshot)
-        snapshot = self.boots.apply(snapshot)
-        with self.store.batch():
-            return self._tick(snapshot, now)
+        """One round, its writes made on this thread (tests and tools; the daemon awaits
+        `run_tick`)."""
+        t, result = self._prepare(snapshot, now)
+        t.conflicted(self.store, self.store.write(t.writes(now)))
+        self._launch(t, now)
+        t.conflicted(self.store, self.store.write(t.writes(now)))
+        return self._report(t, result, now)
 
-    def _tick(self, snapshot: Snapshot, now: float) -> TickReport:
-        t = Tick(self.store, snapshot)
+    async def run_tick(self, snapshot: Snapshot, now: float, write: AsyncWrite) -> TickReport:
+        """One round, its writes awaited through `write` (the IncidentWriter's thread): the
+        loop runs the probes while the disk syncs. The plans are submitted only once the
+        incidents that say "acting" are on disk."""
+        t, result = self._prepare(snapshot, now)
+        t.conflicted(self.store, await write(t.writes(now)))
+        self._launch(t, now)
+        t.conflicted(self.store, await write(t.writes(now)))
+        return self._report(t, result, now)
+
+    def _prepare(self, snapshot: Snapshot, now: float) -> tuple[Tick, Assessment]:
+        """Every transition of the tick, in memory: follow runs, open, follow and end
+        incidents, decide. Writes nothing; submits nothing."""
+        # A role heard is kept even if the tick fails (written through, on change only).
+        self.roles.observe(snapshot)
+        t = Tick(self.store, self.boots.apply(snapshot))
         held_by = pause_reason(self.pause_note()) if self.paused else None
         for inc in t.open():
             if inc.phase.in_flight:
@@ -268,18 +308,29 @@ class Cycle:
                     now=now,
                 )
                 t.apply(step, now)
-        serving = serving_regions(snapshot, self.roles.known(), self.regions)
-        result = assess(snapshot, now, self.rules, self.store.retired(), serving)
+        serving = serving_regions(t.snapshot, self.roles.known(), self.regions)
+        result = assess(t.snapshot, now, self.rules, frozenset(t.retired), serving)
         if result.watcher_impaired is None:
             present = self._findings(t, result, now)
             self._decide(t, present, now)
-        t.save(now)
-        return self._report(t, result, now)
+        return t, result
+
+    def _launch(self, t: Tick, now: float) -> None:
+        """Submit the plans the gates allowed (their incidents are saved as acting); a
+        plan the runner refuses fails its incident."""
+        for incident_id, plan in t.to_submit:
+            try:
+                self.runner.submit(plan)
+            except DrwatchError as err:
+                t.apply(lifecycle.refused(t.incidents[incident_id], plan, str(err)), now)
+                continue
+            t.started.append(plan)
+        t.to_submit.clear()
 
     def _findings(self, t: Tick, result: Assessment, now: float) -> frozenset[str]:
         """Open, follow and end incidents from this tick's findings; returns the scope keys
         whose finding is present (or whose targets left the fleet): only those are decided."""
-        retired = self.store.retired()
+        retired = frozenset(t.retired)
         current = primary_by_key(result.incidents)
         by_key = {i.scope_key: i for i in t.open()}
         present = set(current)
@@ -325,28 +376,18 @@ class Cycle:
     def _decide(self, t: Tick, present: frozenset[str], now: float) -> None:
         """Every plan, an incident's first or its next (a zone's next group), goes through
         decide() and every gate, in the order the incidents opened."""
-        retired = self.store.retired()
+        retired = frozenset(t.retired)
         in_flight = sum(1 for i in t.open() if i.phase.in_flight)
         for inc in t.open():
             if inc.scope_key not in present or inc.phase not in lifecycle.DECIDABLE:
                 continue
             plans = self._plans(inc, t.snapshot, retired)
-            gate = self._gate_input(inc, plans, t, now=now, active=in_flight + len(t.started))
+            gate = self._gate_input(inc, plans, t, now=now, active=in_flight + len(t.to_submit))
             step = lifecycle.decided(inc, plans, decide(gate), acts=self.runner.acts, now=now)
-            after = t.apply(step, now)
+            t.apply(step, now)
             if step.submit is not None:
-                self._submit(t, after, step.submit, now)
-
-    def _submit(self, t: Tick, inc: Incident, plan: Plan, now: float) -> None:
-        # Durable before submit: the record says "acting" before any side effect can happen.
-        t.save(now, only=inc.id)
-        self.store.checkpoint()
-        try:
-            self.runner.submit(plan)
-        except DrwatchError as err:
-            t.apply(lifecycle.refused(t.incidents[inc.id], plan, str(err)), now)
-            return
-        t.started.append(plan)
+                # Submitted by _launch, once the record saying "acting" is on disk.
+                t.to_submit.append((inc.id, step.submit))
 
     def _plans(
         self, inc: Incident, snapshot: Snapshot, retired: frozenset[str]
@@ -356,10 +397,10 @@ class Cycle:
     def _gate_input(
         self, inc: Incident, plans: tuple[Plan, ...], t: Tick, *, now: float, active: int
     ) -> GateInput:
-        retired = self.store.retired()
-        recent = tuple(self.store.acted_since(now - self._lookback()))
-        # This tick's own records are newer than the store's.
-        recent = tuple(t.incidents.get(i.id, i) for i in recent)
+        retired = frozenset(t.retired)
+        recent = _acted_since(
+            self.store.acted_since(now - self._lookback()), t, now - self._lookback()
+        )
         sizes: dict[str, int] = {}
         for i in t.snapshot.fleet:
             if i.id not in retired:
@@ -432,6 +473,16 @@ class SummaryLog:
             open_incidents=len(report.open_incidents),
         )
         return True
+
+
+def _acted_since(stored: list[Incident], t: Tick, since: float) -> tuple[Incident, ...]:
+    """The incidents acting since `since`: the store's, as this tick has them now (its
+    records are newer), and those this tick set acting (not saved until it ends)."""
+    by_id = {i.id: t.incidents.get(i.id, i) for i in stored}
+    for inc in t.incidents.values():
+        if inc.acted_at is not None and inc.acted_at >= since:
+            by_id.setdefault(inc.id, inc)
+    return tuple(sorted(by_id.values(), key=lambda i: (i.acted_at or 0.0, i.id)))
 
 
 def _left_fleet(inc: Incident, snapshot: Snapshot, retired: frozenset[str]) -> bool:

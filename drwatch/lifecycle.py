@@ -19,7 +19,7 @@ every phase and transition; docs/failure-detection.md the table.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from drwatch.decide.gates import Decision
 from drwatch.model.findings import Diagnosis
@@ -176,9 +176,7 @@ def run_steps(inc: Incident, p: RunProgress) -> tuple[StepRecord, ...]:
 
 
 def _tagged(step: StepRecord, group: str) -> StepRecord:
-    return StepRecord(
-        step.name, step.status, step.started_at, step.ended_at, f"[{group}] {step.detail}".strip()
-    )
+    return replace(step, detail=f"[{group}] {step.detail}".strip())
 
 
 def held_reason(kill_switch: str, progress: RunProgress) -> str:

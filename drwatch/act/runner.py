@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from drwatch.act.base import (
     JSON,
@@ -43,6 +43,8 @@ from drwatch.act.journal import (
     RunRow,
     StepRow,
 )
+from drwatch.cluster.sqlite_store import SqliteJournalStore
+from drwatch.cluster.store import JournalStore
 from drwatch.errors import DrwatchError, ProviderError
 from drwatch.logs import get_logger
 from drwatch.model.plan import (
@@ -53,9 +55,6 @@ from drwatch.model.plan import (
     StepRecord,
     StepStatus,
 )
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 CrashHook = Callable[[str], None]
 ROLE_WATCH_INTERVAL_S = 2.0
@@ -84,11 +83,6 @@ def _no_crash(_point: str) -> None:
     return None
 
 
-async def _io(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-    """Journal I/O off the event loop: an fsync must not stall the probes."""
-    return await asyncio.to_thread(fn, *args, **kwargs)
-
-
 def progress_of(run: RunRow, steps: list[StepRow]) -> RunProgress:
     """What the API and drill reports show of one run."""
     launched = tuple(i for s in steps for i in s.result.get("launched", ()))
@@ -98,7 +92,9 @@ def progress_of(run: RunRow, steps: list[StepRow]) -> RunProgress:
         playbook=run.playbook,
         outcome=_RUN_OUTCOME.get(run.status, RunOutcome.FAILED),
         steps=tuple(
-            StepRecord(s.name, _STEP_STATUS[s.status], s.started_at, s.ended_at, s.detail)
+            StepRecord(
+                s.name, _STEP_STATUS[s.status], s.started_at, s.ended_at, s.detail, by=s.owner
+            )
             for s in steps
         ),
         started_at=run.started_at,
@@ -115,7 +111,7 @@ class Runner:
 
     def __init__(
         self,
-        journal: Journal,
+        journal: Journal | JournalStore,
         playbooks: dict[PlaybookName, Playbook],
         deps: Deps,
         owner: str,
@@ -123,7 +119,11 @@ class Runner:
         *,
         crash_hook: CrashHook = _no_crash,
     ) -> None:
-        self._journal = journal
+        # One watcher: the SQLite journal, its calls off the loop (an fsync must not stall
+        # the probes). Several: the etcd journal, every write fenced by the leader key.
+        self._journal: JournalStore = (
+            SqliteJournalStore(journal) if isinstance(journal, Journal) else journal
+        )
         self._playbooks = playbooks
         self._deps = deps
         self._owner = owner
@@ -135,8 +135,8 @@ class Runner:
         self._log = get_logger(component="runner", owner=owner)
 
     @property
-    def journal(self) -> Journal:
-        """The journal this runner writes (the daemon closes it after `aclose`)."""
+    def journal(self) -> JournalStore:
+        """The journal this runner writes."""
         return self._journal
 
     # -- the Protocol -----------------------------------------------------------------------
@@ -173,15 +173,15 @@ class Runner:
     async def resume(self) -> int:
         """Load recent runs for `progress`, and continue every unfinished one. Returns how
         many were resumed."""
-        for row in await _io(self._journal.recent):
+        for row in await self._journal.recent():
             self._progress[row.incident_id] = progress_of(
-                row, await _io(self._journal.steps, row.run_id)
+                row, await self._journal.steps(row.run_id)
             )
         if self._role_watch is None:
             self._role_watch = asyncio.get_running_loop().create_task(
                 self._watch_roles(), name="runner-roles"
             )
-        unfinished = await _io(self._journal.unfinished)
+        unfinished = await self._journal.unfinished()
         for row in unfinished:
             if row.incident_id not in self._tasks:
                 self._log.info(
@@ -248,14 +248,14 @@ class Runner:
         log = self._log.bind(run=run_id, incident=plan.incident_id, playbook=plan.playbook.value)
         now = self._deps.clock.now()
         if resumed:
-            await _io(self._journal.take_over, run_id, self._owner, now)
+            await self._journal.take_over(run_id, self._owner, now)
         else:
-            await _io(self._journal.start_run, run_id, plan, self._owner, now)
+            await self._journal.start_run(run_id, plan, self._owner, now)
             log.info("run.start", targets=list(plan.targets), reason=plan.reason)
         await self._publish(run_id)
         status, detail = await self._steps(plan, run_id, log)
         await asyncio.shield(
-            _io(self._journal.finish_run, run_id, status, detail, self._deps.clock.now())
+            self._journal.finish_run(run_id, status, detail, self._deps.clock.now())
         )
         await self._publish(run_id)
         log.info(f"run.{status}", detail=detail)
@@ -264,9 +264,9 @@ class Runner:
         playbook = self._playbooks.get(plan.playbook)
         if playbook is None:
             return RUN_FAILED, f"no playbook named {plan.playbook.value} is installed"
-        effects = _Effects(self, run_id, await _io(self._journal.has_effects, run_id))
+        effects = _Effects(self, run_id, await self._journal.has_effects(run_id))
         ctx = RunContext(run_id=run_id, plan=plan, deps=self._deps, gate=effects)
-        journaled = {s.name: s for s in await _io(self._journal.steps, run_id)}
+        journaled = {s.name: s for s in await self._journal.steps(run_id)}
         try:
             for step in playbook.steps:
                 row = journaled.get(step.name)
@@ -285,7 +285,7 @@ class Runner:
             ctx.results[step.name] = row.result
             return
         ctx.step = step.name
-        await _io(self._journal.step_intent, ctx.run_id, step.name, self._owner, self._now())
+        await self._journal.step_intent(ctx.run_id, step.name, self._owner, self._now())
         await self._publish(ctx.run_id)
         outcome = await self._apply_step(ctx, step, log)
         status = STEP_DONE if outcome.status == "done" else STEP_SKIPPED
@@ -307,8 +307,7 @@ class Runner:
     ) -> None:
         # Shielded: a cancellation while the row is being written must not lose it.
         await asyncio.shield(
-            _io(
-                self._journal.step_end,
+            self._journal.step_end(
                 ctx.run_id,
                 name,
                 status,
@@ -330,11 +329,9 @@ class Runner:
         self._log.info("run.released", run=run_id, where=where)
 
     async def _publish(self, run_id: str) -> None:
-        run = await _io(self._journal.run, run_id)
+        run = await self._journal.run(run_id)
         if run is not None:
-            self._progress[run.incident_id] = progress_of(
-                run, await _io(self._journal.steps, run_id)
-            )
+            self._progress[run.incident_id] = progress_of(run, await self._journal.steps(run_id))
 
     def _now(self) -> float:
         return self._deps.clock.now()
@@ -351,7 +348,7 @@ class _Effects:
 
     async def effect(self, step: str, key: str, params: JSON, check: Check, apply: Apply) -> JSON:
         journal, owner, hook = self._r._journal, self._r._owner, self._r._crash_hook
-        row = await _io(journal.effect, self._run_id, step, key)
+        row = await journal.effect(self._run_id, step, key)
         if row is not None and row.status == EFFECT_DONE and row.result is not None:
             return row.result
         if row is not None:
@@ -362,8 +359,7 @@ class _Effects:
             await self._r.hold(self._run_id, f"before the first side effect ({step}/{key})")
             self._touched = True
         if row is None:
-            await _io(
-                journal.effect_intent,
+            await journal.effect_intent(
                 self._run_id,
                 step,
                 key,
@@ -382,14 +378,13 @@ class _Effects:
         return result
 
     async def recorded(self, step: str, key: str) -> JSON | None:
-        row = await _io(self._r._journal.effect, self._run_id, step, key)
+        row = await self._r._journal.effect(self._run_id, step, key)
         return row.result if row is not None and row.status == EFFECT_DONE else None
 
     async def _done(self, step: str, key: str, result: JSON) -> None:
         # Shielded: once the effect is made, losing its "done" row costs a world check.
         await asyncio.shield(
-            _io(
-                self._r._journal.effect_done,
+            self._r._journal.effect_done(
                 self._run_id,
                 step,
                 key,

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 
 from drwatch.config import Canary, LayerTiming
+from drwatch.fields import split_host_port
 from drwatch.model.fleet import Fleet
 from drwatch.model.observation import Layer, Observation
 from drwatch.observe.scheduler import CheckJob
@@ -54,5 +55,5 @@ class CanaryObserver:
         timeout = self._timing.timeout
         if canary.url is not None:
             return await self._http.check(canary.url, ANY_ANSWER, timeout)
-        host, _, port = (canary.tcp or "").rpartition(":")
-        return await self._tcp.check(host.strip("[]"), int(port), timeout)
+        host, port = split_host_port(canary.tcp or "")
+        return await self._tcp.check(host, port, timeout)

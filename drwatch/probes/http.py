@@ -43,6 +43,7 @@ def new_session(
     limit: int = 1000,
     keepalive_s: float = 60.0,
     resolver: aiohttp.abc.AbstractResolver | None = None,
+    user_agent: str | None = None,
 ) -> aiohttp.ClientSession:
     """A session for many targets: `limit` connections in use at once (idle ones do not
     count), kept alive longer than a check interval, no cookies, no session-wide timeout
@@ -60,6 +61,8 @@ def new_session(
         connector=connector,
         cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=None),
+        # Names the watcher: with several, a target's logs say which one checked it.
+        headers={"User-Agent": user_agent} if user_agent else None,
     )
 
 

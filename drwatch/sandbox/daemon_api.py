@@ -28,6 +28,7 @@ class Step:
     started_at: float | None
     ended_at: float | None
     detail: str
+    watcher: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ def _step(raw: Mapping[str, Any]) -> Step:
         started_at=_time(raw, "started_at"),
         ended_at=_time(raw, "ended_at"),
         detail=str(raw.get("detail", "")),
+        watcher=str(raw["watcher"]) if raw.get("watcher") else None,
     )
 
 

@@ -18,6 +18,7 @@ from drwatch.logs import get_logger
 from drwatch.sandbox import control
 from drwatch.sandbox.chaos import Chaos
 from drwatch.sandbox.cloud import SandboxError
+from drwatch.sandbox.cluster import LeaderLog, WatcherApis
 from drwatch.sandbox.daemon_api import DaemonApi, Incident
 from drwatch.sandbox.faults import Fault, parse_param
 from drwatch.sandbox.scenario import Event, Scenario
@@ -41,12 +42,24 @@ class Seen:
     # (finding, targets, data class) -> its first sighting in the daemon's status
     sightings: dict[tuple[str, tuple[str, ...], str | None], Sighting] = field(default_factory=dict)
     api_answered: bool = False
+    # Several watchers: who led when (None: one watcher).
+    leaders: LeaderLog | None = None
 
 
 def sandbox_healthy(sb: Sandbox) -> bool:
     """The sandbox's own view: every instance booted and both its ports answering."""
     hosts = list(sb.hosts.values())
     return bool(hosts) and all(h.booted and h.agent.running and h.app.running for h in hosts)
+
+
+Api = DaemonApi | WatcherApis
+
+
+def api_of(sb: Sandbox) -> Api:
+    """The daemon's API; with several watchers, all of theirs read as one."""
+    if len(sb.watchers) > 1:
+        return WatcherApis(sb.api_urls, sb.session())
+    return DaemonApi(sb.api_url, sb.session())
 
 
 def ready(
@@ -61,7 +74,7 @@ def ready(
     return daemon if daemon is not None else sandbox()
 
 
-async def wait_healthy(sb: Sandbox, api: DaemonApi, deadline_s: float) -> bool:
+async def wait_healthy(sb: Sandbox, api: Api, deadline_s: float) -> bool:
     """The daemon says every target is up (or, with no watcher of its own and no status
     API, the sandbox does)."""
     try:
@@ -92,13 +105,15 @@ async def replay(chaos: Chaos, timeline: list[Event], t0: float, start: float, s
         log.info("drill.event", at_s=at_s, do=ev.do, target=ev.target)
 
 
-async def poll_incidents(api: DaemonApi, seen: Seen) -> None:
+async def poll_incidents(api: Api, seen: Seen) -> None:
     while True:
         await _fetch(api, seen)
         await asyncio.sleep(POLL_S)
 
 
-async def _fetch(api: DaemonApi, seen: Seen) -> None:
+async def _fetch(api: Api, seen: Seen) -> None:
+    if isinstance(api, WatcherApis) and seen.leaders is not None:
+        seen.leaders.saw(await api.leader(), time.time())
     found = await api.incidents()
     if found is not None:
         seen.api_answered = True
@@ -124,7 +139,7 @@ def _with_history(before: Incident | None, now: Incident) -> Incident:
 
 async def _timeline(sb: Sandbox, chaos: Chaos, sc: Scenario, start: float, seen: Seen) -> None:
     """Replay the events and let the clock run to `duration`, polling incidents meanwhile."""
-    api = DaemonApi(sb.api_url, sb.session())
+    api = api_of(sb)
     t0 = time.monotonic()
     poller = asyncio.create_task(poll_incidents(api, seen))
     try:
@@ -146,12 +161,15 @@ async def run_drill(
     healthy_at: float | None = None
     if sc.postgres:
         options = replace(options, postgres=True)
+    if sc.watchers > 1:
+        options = replace(options, watchers=sc.watchers)
+        seen.leaders = LeaderLog(start)
     sb = Sandbox(topo, state_dir, options)
     chaos = control.attach(sb)
     data = None
     service = None
     async with sb:
-        api = DaemonApi(sb.api_url, sb.session())
+        api = api_of(sb)
         if await wait_healthy(sb, api, HEALTHY_DEADLINE_S):
             healthy_at = round(time.time() - start, 3)
             log.info("drill.healthy", at_s=healthy_at)
@@ -171,7 +189,10 @@ async def run_drill(
         data=data,
         service=service,
     )
-    return build_report(sc, facts)
+    report = build_report(sc, facts)
+    if seen.leaders is not None:
+        report["leaders"] = seen.leaders.terms
+    return report
 
 
 def write_report(report: dict[str, Any], path: Path) -> None:

@@ -28,6 +28,7 @@ from drwatch.sandbox.listener import (
     gate_middleware,
     hang,
     outside_gate_middleware,
+    vantage_middleware,
 )
 
 log = get_logger(component="sandbox.host")
@@ -100,8 +101,10 @@ class SimHost:
         resolve: Callable[[str], str | None],
         corrupt: Callable[[str], bool],
         session: Callable[[], aiohttp.ClientSession],
+        cut: Callable[[str], asyncio.Event | None] = lambda _agent: None,
     ) -> None:
         self.name = name
+        self._cut = cut  # a watcher (by its User-Agent) cut from this host: cut-vantage
         self.instance_id = instance_id
         self.role = role
         self.user_data = UserData()
@@ -239,6 +242,7 @@ class SimHost:
         app = self.agent_factory(self)
         app.middlewares.insert(0, gate_middleware(self._uplink))
         app.middlewares.insert(1, outside_gate_middleware(self.watcher_path))
+        app.middlewares.insert(2, vantage_middleware(self._cut))
         return app
 
     def _app_app(self) -> web.Application:
@@ -246,6 +250,7 @@ class SimHost:
             middlewares=[
                 gate_middleware(self._uplink),
                 outside_gate_middleware(self.watcher_path),
+                vantage_middleware(self._cut),
             ]
         )
         app.router.add_get("/healthz", self._healthz)

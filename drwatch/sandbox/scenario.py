@@ -112,6 +112,8 @@ class Scenario(_Strict):
     # At the end, the service address must answer (2xx) from a load balancer in this region
     # (a region failover drill: the public name now leads to the standby region).
     expect_service_region: str | None = None
+    # Several watchers: a local etcd and drwatch-1 .. drwatch-N; one leads, all observe.
+    watchers: Annotated[int, Field(ge=1, le=5)] = 1
 
     def timeline(self) -> list[Event]:
         return sorted(self.event, key=lambda e: e.at)
@@ -155,6 +157,9 @@ def _event_problems(i: int, ev: Event, sc: Scenario, topo: Topology) -> list[str
     return problems
 
 
+CLUSTER_VERBS = ("kill-leader", "etcd-outage", "cut-vantage", "cut-etcd")
+
+
 def _semantic_problems(sc: Scenario, topo: Topology) -> list[str]:
     problems = []
     if sc.duration <= 0:
@@ -163,6 +168,8 @@ def _semantic_problems(sc: Scenario, topo: Topology) -> list[str]:
         problems.append(f"duration: a drill lasts at most 24h (got {sc.duration:g}s)")
     for i, ev in enumerate(sc.event):
         problems += _event_problems(i, ev, sc, topo)
+        if ev.do in CLUSTER_VERBS and sc.watchers < 2:
+            problems.append(f"event[{i}].do: {ev.do} needs several watchers (watchers = 3)")
     for i, ex in enumerate(sc.expect):
         for name in ex.targets or []:
             if topo.by_name(name) is None:

@@ -113,6 +113,7 @@ def incident_report(inc: Incident, facts: DrillFacts) -> dict[str, Any]:
                 "started_at_s": _rel(s.started_at, facts.start),
                 "ended_at_s": _rel(s.ended_at, facts.start),
                 "detail": s.detail,
+                "watcher": s.watcher,
             }
             for s in inc.steps
         ],

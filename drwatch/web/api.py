@@ -368,6 +368,7 @@ def step_doc(s: StepRecord) -> JSON:
         "status": s.status.value,
         **_times(started_at=s.started_at, ended_at=s.ended_at),
         "detail": s.detail,
+        "watcher": s.by or None,
     }
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
-from drwatch.incidents import IncidentStore, new_incident_id
+from drwatch.incidents import IncidentStore, Retirement, Writes, new_incident_id
 from drwatch.model import PlaybookName, Scope, StepRecord, StepStatus
 from drwatch.model.findings import Finding, Severity
 from drwatch.model.incident import GateEntry, Incident, IncidentOutcome, Phase
@@ -99,20 +100,38 @@ def test_incident_ids_are_unique_and_sortable() -> None:
     assert a.startswith("inc-20261126T140000-")
 
 
-def test_a_failed_batch_leaves_nothing_behind(tmp_path: Path) -> None:
-    """A tick that fails halfway rolls its writes back; a checkpoint keeps what came before."""
+def test_a_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A tick's writes are one transaction: one that fails halfway (a retirement that
+    cannot be stored, after an incident was) leaves the store as it was."""
     store = IncidentStore(tmp_path)
-
-    def failing_tick() -> None:
-        with store.batch():
-            store.save(make(1))
-            store.checkpoint()
-            store.save(make(2))
-            raise RuntimeError("tick failed")
-
-    with pytest.raises(RuntimeError):
-        failing_tick()
+    store.write(Writes((make(1),)))
+    bad = Retirement(("i-1",), "inc-2", object())  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.Error):
+        store.write(Writes((make(2),), (bad,)))
     assert [i.id for i in store.recent()] == ["inc-1"]
+    assert store.retired() == frozenset()
+    store.write(Writes((), (Retirement(("i-1", "i-2"), "inc-1", T),)))
+    assert store.retired() == {"i-1", "i-2"}
+
+
+def test_a_record_changed_since_the_writer_read_it_is_left_alone(tmp_path: Path) -> None:
+    """`expected` holds the updated_at the writer last saw; a record stored since with
+    another one (the operator's approval) is kept, the rest of the writes go through."""
+    store = IncidentStore(tmp_path)
+    first, second = make(1), make(2)
+    store.write(Writes((first, second)))
+    store.save(first.with_(updated_at=T + 5, detail="approved meanwhile"))
+    stale = first.with_(updated_at=T + 6, detail="the tick's view")
+    newer = second.with_(updated_at=T + 6, detail="the tick's view")
+    skipped = store.write(
+        Writes((stale, newer), expected={first.id: first.updated_at, second.id: second.updated_at})
+    )
+    assert skipped == {first.id}
+    kept, written = store.get(first.id), store.get(second.id)
+    assert kept is not None
+    assert kept.detail == "approved meanwhile"
+    assert written is not None
+    assert written.detail == "the tick's view"
 
 
 def test_the_record_is_generated_from_every_field() -> None:

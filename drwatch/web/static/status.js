@@ -253,6 +253,14 @@ function renderWatcher(status) {
     healthy: status.counts ? status.counts.healthy + " / " + status.counts.total : null,
     version: watcher.version || status.version,
   };
+  // Several watchers: who leads and since when, from this watcher's own view (docs/cluster.md).
+  const cluster = typeof status.cluster === "object" && status.cluster ? status.cluster : null;
+  if (cluster) {
+    facts.role = cluster.role + (cluster.acting ? " (acting)" : "");
+    facts.leader = cluster.leader ? cluster.leader + (cluster.since ? " since " + hms(cluster.since) : "") : "nobody";
+    const cut = cluster.vantage && cluster.vantage.cut_from_zones;
+    if (cut && cut.length) facts["cut from"] = cut.join(", ");
+  }
   replace("watcher", Object.entries(facts).filter(([, v]) => v !== undefined && v !== null && v !== "")
     .map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   const canaries = list(status.canaries || watcher.canaries || [], "canaries");
