@@ -428,7 +428,7 @@ class Daemon:
             except Exception:
                 _log().exception("volumes.failed")
             try:
-                await self.images.poll()
+                await self.images.poll(time.time())
             except Exception:
                 _log().exception("images.failed")
             await asyncio.sleep(self.cfg.provider.discovery_interval)

@@ -100,8 +100,7 @@ class ReadinessInput:
     def state(self, inst: Instance) -> Ready:
         """ready | down | unknown (module docstring)."""
         snap, now = self.snapshot, self.now
-        provider = view(snap.get(inst.id, Layer.PROVIDER), now, self.rules)
-        if inst.state.is_gone or _gone_by_provider(provider.detail):
+        if self.gone(inst):
             return Ready.DOWN
         app_th = snap.get(inst.id, Layer.APP)
         agent = view(snap.get(inst.id, Layer.AGENT), now, self.rules)
@@ -113,6 +112,11 @@ class ReadinessInput:
         if agent.failing and (app.failing or app_th is None):
             return Ready.DOWN  # refused or failing; a timeout alone stays unknown
         return Ready.UNKNOWN
+
+    def gone(self, inst: Instance) -> bool:
+        """Stopped or terminated, as discovery or the provider's latest word says."""
+        provider = view(self.snapshot.get(inst.id, Layer.PROVIDER), self.now, self.rules)
+        return inst.state.is_gone or _gone_by_provider(provider.detail)
 
     def _booting(self, inst: Instance) -> bool:
         launched = inst.launched_at
@@ -178,11 +182,12 @@ def _names(insts: Iterable[Instance]) -> str:
 
 
 def rule_group_single_zone(inp: ReadinessInput) -> Iterable[Diagnosis]:
-    """A group of two or more whose members all run in one zone: one zone outage takes
-    the whole group. (A group of one has no second member to place elsewhere.)"""
+    """A group of two or more whose members (not stopped or terminated) all run in one
+    zone: one zone outage takes the whole group. (A group of one has no second member to
+    place elsewhere.)"""
     by_group: dict[str, list[Instance]] = {}
     for inst in inp.members():
-        if inp.state(inst) is not Ready.DOWN:  # the members that serve, or may
+        if not inp.gone(inst):  # where members are placed, answering or not yet
             by_group.setdefault(inst.group, []).append(inst)
     for group, members in sorted(by_group.items()):
         zones = {i.zone for i in members}

@@ -1,9 +1,10 @@
 """Machine images per region, from the provider (DescribeImages, own images only): what
 the readiness rules read to say whether a standby region could launch every group.
 
-Polled beside discovery. A region whose listing fails keeps its last known images (and
-logs the failure once); a region never listed is absent, which the rules read as
-unknown, never as "no images".
+Polled beside discovery, at most every `every` seconds: images change rarely, and a
+listing per region per discovery round is load the provider does not need. A region
+whose listing fails keeps its last known images (and logs the failure once); a region
+never listed is absent, which the rules read as unknown, never as "no images".
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ class ImageSource(Protocol):
 
 
 class ImageWatch:
-    def __init__(self, provider: ImageSource, regions: Sequence[str], timeout: float) -> None:
+    def __init__(
+        self, provider: ImageSource, regions: Sequence[str], timeout: float, every: float = 60.0
+    ) -> None:
         self.provider = provider
+        self.every = every
+        self._polled_at: float | None = None
         self.regions = tuple(regions)
         self.timeout = timeout
         self._by_region: dict[str, tuple[ImageRef, ...]] = {}
@@ -38,7 +43,11 @@ class ImageWatch:
     def current(self) -> Mapping[str, tuple[ImageRef, ...]]:
         return MappingProxyType(dict(self._by_region))
 
-    async def poll(self) -> Mapping[str, tuple[ImageRef, ...]]:
+    async def poll(self, now: float) -> Mapping[str, tuple[ImageRef, ...]]:
+        """List every region's images, unless the last listing is under `every` old."""
+        if self._polled_at is not None and now - self._polled_at < self.every:
+            return self.current()
+        self._polled_at = now
         for region in self.regions:
             try:
                 async with asyncio.timeout(self.timeout):
