@@ -37,7 +37,12 @@ What is reported:
                    topology gives it, or the Elastic IP not on exactly one instance;
   left_open        incidents still open after the final heal and `--settle` seconds;
   unsettled        episodes after which the world did not settle within `--settle`;
-  daemon           peak RSS (sampled every 2 s), kills, and restarts nobody asked for.
+  daemon           peak RSS (sampled every 2 s), kills, and restarts nobody asked for
+                   (a daemon that exits on its own is started again, as systemd would).
+
+Settled means: every incident ended and the daemon's status is `all_healthy` with every
+`health` in it `up`, except a target the daemon lists as `retired` (replaced and fenced
+by a playbook: stopped is its rightful state).
 
 Not a test: nothing here asserts. See bench/README.md for results.
 """
@@ -118,7 +123,9 @@ class Tally:
     faults: int = 0
     kills: int = 0
     unexpected_restarts: int = 0
+    exits: list[str] = field(default_factory=list)
     unsettled: int = 0
+    unsettled_detail: list[dict[str, Any]] = field(default_factory=list)
     doubles: list[str] = field(default_factory=list)
     peak_rss_bytes: int = 0
 
@@ -165,7 +172,7 @@ class Soak:
         self.records: list[Record] = []
         self.tally = Tally()
         self.incidents: dict[str, Incident] = {}
-        self._pids: set[int] = set()
+        self._last_pid: int | None = None
         self._killed: set[int] = set()
 
     # -- choosing faults ---------------------------------------------------------------------
@@ -240,7 +247,19 @@ class Soak:
                 await self.heal(rec)
         if not await self.settle(self.args.settle):
             self.tally.unsettled += 1
+            self.tally.unsettled_detail.append(self._unsettled(records))
         self.audit_cloud()
+
+    def _unsettled(self, records: list[Record]) -> dict[str, Any]:
+        """What an episode that did not settle left behind: its faults and open incidents."""
+        still_open = [i for i in self.incidents.values() if i.ended_at is None]
+        return {
+            "episode": self.tally.episodes,
+            "faults": [f"{r.verb} {r.target}" for r in records],
+            "open": [
+                {"id": i.id, "finding": i.finding, "targets": list(i.targets)} for i in still_open
+            ],
+        }
 
     # -- watching ----------------------------------------------------------------------------
 
@@ -264,20 +283,23 @@ class Soak:
 
     async def watch(self) -> None:
         """Keep every incident the API shows (runs end and are kept), the daemon's peak
-        RSS, and restarts nobody asked for."""
+        RSS, and exits nobody asked for: a daemon that exits on its own is restarted
+        (as systemd would) and counted."""
         while True:
             found = await self.api.incidents()
             self.incidents.update({i.id: i for i in found or []})
             pid = self.sb.watcher.pid
             if pid is not None:
-                self._note_pid(pid)
+                self._last_pid = pid
+                self._note_rss(pid)
+            elif self._last_pid is not None and self._last_pid not in self._killed:
+                self._last_pid = None
+                self.tally.unexpected_restarts += 1
+                self.tally.exits.append(f"after episode {self.tally.episodes}: exited on its own")
+                await self.sb.watcher.start()
             await asyncio.sleep(POLL_S * 2)
 
-    def _note_pid(self, pid: int) -> None:
-        if pid not in self._pids:
-            if self._pids and not (self._killed - {pid}):
-                self.tally.unexpected_restarts += 1
-            self._pids.add(pid)
+    def _note_rss(self, pid: int) -> None:
         try:
             rss = psutil.Process(pid).memory_info().rss
         except psutil.Error:
@@ -374,6 +396,19 @@ async def run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
                 1 for i in soak.incidents.values() if any(s.status in RUN_STATUSES for s in i.steps)
             ),
             "faults": [asdict(r) | {"affected": sorted(r.affected)} for r in soak.records],
+            "incident_log": [
+                {
+                    "id": i.id,
+                    "finding": i.finding,
+                    "targets": list(i.targets),
+                    "playbook": i.playbook,
+                    "outcome": i.outcome,
+                    "opened_at": i.opened_at,
+                    "ended_at": i.ended_at,
+                    "steps": [s.status for s in i.steps],
+                }
+                for i in sorted(soak.incidents.values(), key=lambda i: i.opened_at)
+            ],
         }
 
 
