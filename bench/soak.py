@@ -14,7 +14,9 @@ The run is a sequence of episodes, drawn from a seeded generator:
      control API and drill events); with `--kill-rate`, a `kill-watcher` (SIGKILL of the
      daemon, restarted 2 s later on the same state directory) lands inside the episode;
   2. heal (a fault whose instance drwatch has meanwhile replaced is not healed: healing a
-     `stop-instance` would start the retired instance again);
+     `stop-instance` would start the retired instance again; a `terminate-instance`
+     cannot heal, and counts as lasting until the episode settles, i.e. until drwatch's
+     replacement is up);
   3. wait until every incident has ended and the daemon sees everything healthy, then
      audit the cloud (below).
 
@@ -83,11 +85,12 @@ class Verb:
     acts: bool
     alerts: bool
     params: tuple[tuple[str, float], ...] = ()
+    heals: bool = True  # False: `heal` undoes nothing; the fault lasts until drwatch mends it
 
 
 VERBS = (
     Verb("stop-instance", "app", acts=True, alerts=True),
-    Verb("terminate-instance", "app", acts=True, alerts=True),
+    Verb("terminate-instance", "app", acts=True, alerts=True, heals=False),
     Verb("impair-instance", "app", acts=True, alerts=True),
     Verb("fail-app", "app", acts=True, alerts=True),
     Verb("hang-app", "app", acts=True, alerts=True),
@@ -113,6 +116,7 @@ class Record:
     affected: frozenset[str]  # instance names the fault silenced or broke
     acts: bool
     alerts: bool
+    heals: bool
     applied_at: float
     healed_at: float | None = None
 
@@ -204,7 +208,7 @@ class Soak:
         await self.chaos.do(Fault(verb.name, target, dict(verb.params)))
         rec = Record(
             verb.name, target, self.world.zone_of(target), self.world.affected(target),
-            verb.acts, verb.alerts, time.time(),
+            verb.acts, verb.alerts, verb.heals, time.time(),
         )  # fmt: skip
         self.records.append(rec)
         self.tally.faults += 1
@@ -212,14 +216,17 @@ class Soak:
 
     async def heal(self, rec: Record) -> None:
         """Heal, except a stopped instance that drwatch has replaced: starting it again
-        would be our double, not drwatch's."""
+        would be our double, not drwatch's. A fault that does not heal (a terminated
+        instance) lasts until the episode settles: until drwatch's replacement is up."""
+        await self.sb.poll()  # moto's view now, not the last reconcile's
         live = self.sb.view.named(rec.target)
         for applied in [a for a in self.chaos.active if a.fault.target == rec.target]:
             replaced = live is None or live.id != applied.resolved
             if applied.fault.verb == "stop-instance" and replaced:
                 self.chaos.active.remove(applied)
         await self.chaos.do(Fault(HEAL, rec.target))
-        rec.healed_at = time.time()
+        if rec.heals:
+            rec.healed_at = time.time()
 
     async def kill_watcher(self, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
@@ -245,7 +252,10 @@ class Soak:
             await asyncio.sleep(hold)
             for rec in records:
                 await self.heal(rec)
-        if not await self.settle(self.args.settle):
+        settled = await self.settle(self.args.settle)
+        for rec in records:
+            rec.healed_at = rec.healed_at or time.time()
+        if not settled:
             self.tally.unsettled += 1
             self.tally.unsettled_detail.append(self._unsettled(records))
         self.audit_cloud()
@@ -346,6 +356,27 @@ class Soak:
                 out.append({"incident": inc.id, "playbook": inc.playbook, "targets": inc.targets})
         return out
 
+    def unexplained(self) -> list[dict[str, Any]]:
+        """Incidents (acted on or not) that no fault of any verb explains: nothing aimed at
+        their targets, zone or region from 5 s before they opened to `--after` s after the
+        heal, and no cut uplink then. Not a failure by itself (the issue counts runs), but
+        the place to look for detection that the machine's load alone set off."""
+        out = []
+        for inc in self.incidents.values():
+            if not any(self._explains(r, inc) for r in self.records):
+                out.append({"incident": inc.id, "finding": inc.finding, "targets": inc.targets})
+        return out
+
+    def _explains(self, rec: Record, inc: Incident) -> bool:
+        healed = rec.healed_at if rec.healed_at is not None else time.time()
+        if not rec.applied_at - 5.0 <= inc.opened_at <= healed + self.args.after:
+            return False
+        if rec.target == WATCHER:
+            return True
+        if rec.target == self.world.region:
+            return inc.region == rec.target
+        return bool(rec.affected & set(inc.targets)) or inc.zone == rec.target
+
     def missed(self) -> list[dict[str, Any]]:
         out = []
         for rec in self.records:
@@ -390,6 +421,7 @@ async def run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
             "tally": asdict(soak.tally),
             "false_runs": soak.false_runs(),
             "missed": soak.missed(),
+            "unexplained_incidents": soak.unexplained(),
             "left_open": left_open,
             "incidents": len(soak.incidents),
             "playbook_runs": sum(
@@ -401,6 +433,8 @@ async def run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
                     "id": i.id,
                     "finding": i.finding,
                     "targets": list(i.targets),
+                    "zone": i.zone,
+                    "region": i.region,
                     "playbook": i.playbook,
                     "outcome": i.outcome,
                     "opened_at": i.opened_at,
@@ -421,6 +455,7 @@ def table(res: dict[str, Any]) -> str:
             ("incidents / playbook runs", f"{res['incidents']} / {res['playbook_runs']}"),
             ("false playbook runs", str(len(res["false_runs"]))),
             ("missed incidents", str(len(res["missed"]))),
+            ("incidents no fault explains", str(len(res["unexplained_incidents"]))),
             ("doubled side effects", str(len(t["doubles"]))),
             ("incidents left open after heal", str(len(res["left_open"]))),
             ("episodes that did not settle", str(t["unsettled"])),
