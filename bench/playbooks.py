@@ -60,6 +60,7 @@ from drwatch.act.journal import Journal
 from drwatch.act.runner import Runner
 from drwatch.act.testing import SimulatedHosts, seed_world
 from drwatch.act.wiring import build_runner, group_infos
+from drwatch.cluster.sqlite_store import SqliteJournalStore
 from drwatch.config import Config, ProviderConfig, load
 from drwatch.model.fleet import Instance
 from drwatch.model.observation import TargetHealth
@@ -500,7 +501,9 @@ def make_rig(cfg: Config) -> Rig:
         clock=cast(Clock, Timed(clock, "poll", waits)),
     )
     meter = Meter(waits, clock)
-    meter.install(runner.journal)
+    store = runner.journal
+    assert isinstance(store, SqliteJournalStore)  # one watcher: the SQLite journal, wrapped
+    meter.install(store.journal)
     return Rig(runner, meter, waits, clock, provider, fleet, agent)
 
 

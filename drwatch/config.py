@@ -17,7 +17,6 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     model_validator,
@@ -25,11 +24,11 @@ from pydantic import (
 
 from drwatch.backup.config import BackupConfig
 from drwatch.backup.config import cross_problems as backup_problems
+from drwatch.fields import Duration, HostPort, split_host_port
 from drwatch.model.fleet import Role
 from drwatch.tomlconfig import read_toml, validate
-from drwatch.units import format_duration, parse_duration
+from drwatch.units import format_duration
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Share = Annotated[float, Field(gt=0, le=1)]
 
@@ -46,16 +45,6 @@ def _check_name(value: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(_check_name)]
-
-
-def _check_host_port(value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{value!r} is not host:port (e.g. '127.0.0.1:9480')")
-    return value
-
-
-HostPort = Annotated[str, AfterValidator(_check_host_port)]
 
 
 class _Strict(BaseModel):
@@ -649,7 +638,7 @@ def _live_drill_problems(cfg: Config) -> Iterable[str]:
 
 
 def _is_loopback(host_port: str) -> bool:
-    host = host_port.rpartition(":")[0].strip("[]")
+    host = split_host_port(host_port)[0]
     if host == "localhost":
         return True
     try:

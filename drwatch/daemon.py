@@ -15,7 +15,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack, ExitStack, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 import aiohttp
@@ -24,15 +25,27 @@ from aiohttp import web
 from drwatch import __version__, logs
 from drwatch.act.wiring import build_runner
 from drwatch.alerts.alerter import Alerter
-from drwatch.alerts.model import AlertInput, alert_for_incident, watcher_impaired_alert
+from drwatch.alerts.model import (
+    AlertInput,
+    alert_for_incident,
+    rto_alert,
+    watcher_impaired_alert,
+)
 from drwatch.assess.trends import assess_trends
 from drwatch.backup.wiring import start_backups
+from drwatch.cluster.incidents import IncidentMirror
+from drwatch.cluster.leader import Election
+from drwatch.cluster.node import ClusterNode, SharedControls, Solo, Vantage, follower_report
+from drwatch.cluster.wiring import build_cluster
 from drwatch.config import Config
 from drwatch.cycle import Cycle, SummaryLog, TickReport, WatcherState
+from drwatch.decide.rto import RtoPolicy
 from drwatch.errors import ConfigError
-from drwatch.incidents import IncidentStore
+from drwatch.fields import split_host_port
+from drwatch.incidents import IncidentStore, IncidentWriter
 from drwatch.ledger import DrillLedger
 from drwatch.model import Fleet, Observation, Snapshot
+from drwatch.model.snapshot import Discovery
 from drwatch.notify import Notifier, notifier_from_env, watchdog_interval
 from drwatch.observe.agent import AgentClient, AgentObserver, client_tls_context
 from drwatch.observe.app import AppObserver
@@ -47,6 +60,7 @@ from drwatch.plan.schedule import LiveDrillScheduler, run_scheduled
 from drwatch.probes.http import HttpProbe, new_session
 from drwatch.probes.tcp import TcpProbe
 from drwatch.providers.aws import AwsProvider
+from drwatch.providers.base import Inventory
 from drwatch.roles import RoleMemory
 from drwatch.secretfile import read_secret
 from drwatch.statelock import state_dir_lock
@@ -72,7 +86,7 @@ class Watch:
     `FleetView` the playbooks see (latest snapshot; refresh = rediscover now)."""
 
     cfg: Config
-    provider: AwsProvider
+    provider: Inventory
     store: HealthStore
     scheduler: CheckScheduler
     job_sources: Sequence[Callable[[Fleet], dict[str, CheckJob]]]
@@ -82,6 +96,14 @@ class Watch:
 
     def latest(self) -> Snapshot:
         return self.store.snapshot(self.fleet, time.time())
+
+    def snapshot(self, now: float) -> Snapshot:
+        """The tick's snapshot: the health store's, with what discovery said (a watcher
+        that finds nothing is blind, not healthy)."""
+        seen = Discovery(
+            MappingProxyType(dict(self.discovery_errors)), tuple(g.name for g in self.cfg.groups)
+        )
+        return replace(self.store.snapshot(self.fleet, now), discovery=seen)
 
     async def refresh(self) -> Snapshot:
         await self.rediscover()
@@ -145,7 +167,7 @@ class Daemon:
         # read as a timeout and the observer's own backoff would never start.
         self.provider = AwsProvider(cfg.provider, throttle_budget=cfg.timing.provider.timeout / 2)
         self.stack.push_async_callback(self.provider.aclose)
-        session = new_session()
+        session = new_session(user_agent=f"drwatch/{__version__} ({cfg.watcher.name})")
         self.stack.push_async_callback(session.close)
         http, tcp = HttpProbe(session), TcpProbe()
         self.store = HealthStore(hysteresis_from(cfg.timing))
@@ -161,22 +183,42 @@ class Daemon:
             self.provider, cfg.provider.regions, timeout=cfg.timing.provider.timeout
         )
         self.incidents = IncidentStore(cfg.watcher.state_dir)
+        # The tick's writes run in this writer's thread: an fsync never stalls the probes.
+        self.incident_writer = IncidentWriter(self.incidents)
+        self.stack.callback(self.incident_writer.close)
         # One memory of database roles, kept in the incident store, for the cycle's
         # decisions and the playbooks' own refusal to recover a replica as the primary.
         roles = RoleMemory(self.incidents)
+        # With [cluster]: etcd's election, and the shared journal fenced by it.
+        self.shared = build_cluster(cfg.cluster) if cfg.cluster else None
+        if self.shared is not None:
+            self.stack.push_async_callback(self.shared.close)
         self.runner = build_runner(
-            cfg, self.provider, self.watch, self.agent, kill_switch=self._kill_switch, roles=roles
+            cfg,
+            self.provider,
+            self.watch,
+            self.agent,
+            kill_switch=self._kill_switch,
+            roles=roles,
+            journal=self.shared.journal if self.shared else None,
         )
         self.stack.push_async_callback(self.runner.aclose)
         self.cycle = Cycle(
-            cfg.policy, cfg.timing, self.incidents, self.runner, time.time(), roles=roles
+            cfg.policy,
+            cfg.timing,
+            self.incidents,
+            self.runner,
+            time.time(),
+            roles=roles,
+            rto=RtoPolicy.from_config(cfg.objectives, cfg.groups),
         )
+        controls = self._build_node()
         self.api_state = api.LiveApiState(
             watcher_name=cfg.watcher.name,
             dry_run=cfg.policy.dry_run,
             api_token=self.token,
             incidents=self.incidents,
-            controls=self.cycle,
+            controls=controls,
             read_requires_token=cfg.watcher.api_read_requires_token,
         )
         self.samples = SampleHistory(cfg.trends.window, cfg.trends.max_samples)
@@ -195,9 +237,36 @@ class Daemon:
         self.backups = await start_backups(cfg, self.stack, self.metrics.registry)
         await self._serve_web()
 
+    def _build_node(self) -> api.Controls:
+        """Lead or follow (cluster.node): alone, always lead; the API's controls."""
+        if self.shared is None or self.shared.incidents is None:
+            self.node: Solo | ClusterNode = Solo()
+            return self.cycle
+        commands = SharedControls(self.cycle)
+        mirror = IncidentMirror(self.incidents, self.shared.incidents)
+        self.node = ClusterNode(
+            self.shared.leadership,
+            self.cycle,
+            self.runner,
+            mirror=mirror,
+            shared_controls=self.shared.controls,
+            commands=commands,
+            vantage=self._vantage(),
+        )
+        return commands
+
+    def _vantage(self) -> Vantage | None:
+        cfg, shared = self.cfg.cluster, self.shared
+        if cfg is None or shared is None or shared.views is None:
+            return None
+        election = shared.leadership
+        lease = (lambda: election.lease) if isinstance(election, Election) else (lambda: 0)
+        # A view older than a lease says nothing of now: its watcher may be gone.
+        return Vantage(cfg.name, shared.views, lease, cfg.quorum, cfg.lease_ttl)
+
     def _kill_switch(self) -> bool:
         """Checked by the runner right before a playbook's first side effect."""
-        return self.cycle.paused or self.cfg.policy.dry_run
+        return self.cycle.paused or self.cfg.policy.dry_run or not self.node.may_act()
 
     def record(self, obs: Observation) -> None:
         self.store.record(obs)
@@ -210,21 +279,34 @@ class Daemon:
         outlook.add_routes(app, self.outlook)
         self.metrics.add_routes(app)
         status.add_routes(app)
+        app.setdefault(api.STATUS_HOOKS, []).append(self._cluster_status)
         if self.backups is not None:
             backups_web.add_routes(app, self.backups)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self.stack.push_async_callback(runner.cleanup)
-        host, _, port = self.cfg.watcher.listen.rpartition(":")
-        await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+        host, port = split_host_port(self.cfg.watcher.listen)
+        await web.TCPSite(runner, host, port).start()
         _log().info("web.listening", address=f"http://{self.cfg.watcher.listen}/")
 
+    def _cluster_status(self, doc: dict[str, Any], _snapshot: Snapshot | None) -> None:
+        cluster = self.node.status()
+        if cluster is not None:
+            doc["cluster"] = cluster
+
     async def run(self, stop: asyncio.Event) -> None:
-        resumed = await self.runner.resume()
-        if resumed:
-            _log().info("runner.resumed", runs=resumed)
+        if self.shared is None:
+            resumed = await self.runner.resume()
+            if resumed:
+                _log().info("runner.resumed", runs=resumed)
+        # A clustered watcher resumes the shared journal's runs when it wins (cluster.node).
         async with asyncio.TaskGroup() as tg:
             loops = [
+                *(
+                    [tg.create_task(self.shared.leadership.run(), name="election")]
+                    if self.shared
+                    else []
+                ),
                 tg.create_task(self.scheduler.run(), name="scheduler"),
                 tg.create_task(self._discovery_loop(), name="discovery"),
                 tg.create_task(self._provider_loop(), name="provider"),
@@ -284,7 +366,9 @@ class Daemon:
         while True:
             started = time.monotonic()
             try:
-                self.tick(time.time())
+                acting = await self.node.prepare(time.time())
+                await self.tick(time.time(), acting=acting)
+                await self.node.settle(time.time())
             except Exception:
                 _log().exception("tick.failed")
             else:
@@ -293,9 +377,13 @@ class Daemon:
             self.metrics.record_tick(time.monotonic() - started, time.time())
             await asyncio.sleep(interval)
 
-    def tick(self, now: float) -> TickReport:
-        snapshot = self.store.snapshot(self.watch.fleet, now)
-        report = self.cycle.tick(snapshot, now)
+    async def tick(self, now: float, *, acting: bool = True) -> TickReport:
+        # Several watchers: this watcher's silence, weighed against the others' views.
+        snapshot = self.node.corroborate(self.watch.snapshot(now), now)
+        if acting:
+            report = await self.cycle.run_tick(snapshot, now, self.incident_writer.write)
+        else:  # another watcher leads, or nobody may: observe and report, decide nothing
+            report = follower_report(self.cycle, snapshot, now, self.node.not_acting())
         self.api_state.update(report, snapshot)
         if self.summary_log(report):
             self.notifier.status(report.summary)
@@ -321,6 +409,7 @@ class Daemon:
         doc = api.status_doc(self.api_state)
         names = {i.id: i.name for i in self.watch.fleet}
         outlook.extend_status(doc, self.outlook, names)
+        self._cluster_status(doc, None)
         return doc
 
     async def _live_drill(self, spec: Any) -> None:
@@ -371,10 +460,17 @@ class Daemon:
 
     def _alerts(self, report: TickReport, now: float) -> list[AlertInput]:
         alerts = [alert_for_incident(inc) for inc in report.open_incidents]
+        alerts += [rto_alert(o.incident, o.reason) for o in report.rto_overdue]
+        alerts.extend(self.node.alerts(now))
         if report.watcher_state is WatcherState.IMPAIRED:
             self.impaired_since = self.impaired_since or now
             alerts.append(
-                watcher_impaired_alert(self.cfg.watcher.name, report.summary, self.impaired_since)
+                watcher_impaired_alert(
+                    self.cfg.watcher.name,
+                    report.summary,
+                    self.impaired_since,
+                    reason=report.watcher_reason,
+                )
             )
         else:
             self.impaired_since = None

@@ -3,21 +3,28 @@
 One row per incident (indexed columns plus the record as JSON), a table of retired
 instance ids (replaced by a playbook: assess no longer judges them), the database
 role each instance last reported (drwatch.roles), and a small key/value table for the
-operator's controls (pause). Calls are synchronous and short:
-the tick runs them between awaits.
+operator's controls (pause). Calls are synchronous and short. A tick's writes go
+through `write` as one transaction (one fsync) on a connection of their own; the daemon
+runs it in the `IncidentWriter`'s thread, so a slow disk never stalls the event loop
+(the probes), while reads on the loop's connection go on beside it (WAL).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from drwatch.logs import get_logger
 from drwatch.model.incident import Incident
+
+log = get_logger(component="incidents")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -43,6 +50,30 @@ CREATE TABLE IF NOT EXISTS db_roles (instance_id TEXT PRIMARY KEY, role TEXT NOT
 FILENAME = "incidents.sqlite3"
 
 
+@dataclass(frozen=True, slots=True)
+class Retirement:
+    """Instances replaced by an incident's playbook: assess no longer judges them."""
+
+    instance_ids: tuple[str, ...]
+    incident_id: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Writes:
+    """What a tick writes, as one transaction: the incidents that changed, and the
+    instances it retired."""
+
+    incidents: tuple[Incident, ...] = ()
+    retired: tuple[Retirement, ...] = ()
+    # id -> the `updated_at` the writer last saw stored: a record changed since (an
+    # approval from the API while the tick was being written) is not overwritten.
+    expected: Mapping[str, float] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.incidents or self.retired)
+
+
 def new_incident_id(now: float) -> str:
     """`inc-20261126T140501-3f9a`: sortable by time, unique by the random tail."""
     stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%S")
@@ -61,41 +92,43 @@ class IncidentStore:
         # FULL: an incident's "acting" must be on disk before the runner's first effect.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        # The tick's writes (`write`) have a connection of their own, used by one thread
+        # at a time (the IncidentWriter's): its commit's fsync holds no lock the loop's
+        # reads need.
+        self._writer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._writer.execute("PRAGMA synchronous=FULL")
 
     def close(self) -> None:
+        self._writer.close()
         self._db.close()
 
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        """One transaction (one fsync) for a tick's writes; rolled back if the tick fails."""
-        self._db.execute("BEGIN IMMEDIATE")
+    def write(self, writes: Writes) -> frozenset[str]:
+        """A tick's writes in one transaction: all on disk when this returns, or none.
+        Returns the ids of the incidents left alone because their record changed since
+        the writer read it (`Writes.expected`): the next tick reads them afresh."""
+        if not writes:
+            return frozenset()
+        db = self._writer
+        skipped = set()
+        db.execute("BEGIN IMMEDIATE")
         try:
-            yield
+            for incident in writes.incidents:
+                if _changed_since(db, incident.id, writes.expected.get(incident.id)):
+                    skipped.add(incident.id)
+                    continue
+                _save(db, incident)
+            for r in writes.retired:
+                _retire(db, r.instance_ids, r.incident_id, r.at)
         except BaseException:
-            self._db.execute("ROLLBACK")
+            db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
-
-    def checkpoint(self) -> None:
-        """Make what the batch wrote so far durable now (before a side effect starts)."""
-        if self._db.in_transaction:
-            self._db.execute("COMMIT")
-            self._db.execute("BEGIN IMMEDIATE")
+        db.execute("COMMIT")
+        if skipped:
+            log.warning("incident.write_conflict", incidents=sorted(skipped))
+        return frozenset(skipped)
 
     def save(self, incident: Incident) -> None:
-        self._db.execute(
-            "INSERT INTO incidents (id, scope_key, opened_at, closed_at, acted_at, body) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-            "closed_at = excluded.closed_at, acted_at = excluded.acted_at, body = excluded.body",
-            (
-                incident.id,
-                incident.scope_key,
-                incident.opened_at,
-                incident.closed_at,
-                incident.acted_at,
-                json.dumps(incident.to_dict()),
-            ),
-        )
+        _save(self._db, incident)
 
     def get(self, incident_id: str) -> Incident | None:
         row = self._db.execute("SELECT body FROM incidents WHERE id = ?", (incident_id,)).fetchone()
@@ -105,7 +138,7 @@ class IncidentStore:
         rows = self._db.execute(
             "SELECT body FROM incidents WHERE closed_at IS NULL ORDER BY opened_at, id"
         )
-        return [_load(r[0]) for r in rows]
+        return _readable(rows)
 
     def recent(self, *, open_only: bool = False, limit: int = 200) -> list[Incident]:
         """Newest first."""
@@ -114,20 +147,17 @@ class IncidentStore:
             f"SELECT body FROM incidents {where}ORDER BY opened_at DESC, id DESC LIMIT ?",  # noqa: S608
             (limit,),
         )
-        return [_load(r[0]) for r in rows]
+        return _readable(rows)
 
     def acted_since(self, since: float) -> list[Incident]:
         """Incidents whose playbooks started at or after `since` (cooldown, blast radius)."""
         rows = self._db.execute(
             "SELECT body FROM incidents WHERE acted_at >= ? ORDER BY acted_at", (since,)
         )
-        return [_load(r[0]) for r in rows]
+        return _readable(rows)
 
     def retire(self, instance_ids: Iterable[str], incident_id: str, at: float) -> None:
-        self._db.executemany(
-            "INSERT OR IGNORE INTO retired (instance_id, incident_id, at) VALUES (?, ?, ?)",
-            [(i, incident_id, at) for i in instance_ids],
-        )
+        _retire(self._db, instance_ids, incident_id, at)
 
     def retired(self) -> frozenset[str]:
         return frozenset(r[0] for r in self._db.execute("SELECT instance_id FROM retired"))
@@ -155,5 +185,74 @@ class IncidentStore:
         )
 
 
+class IncidentWriter:
+    """Runs the store's `write` in a thread of its own, one write at a time and in order
+    (as the journal's writes run off the loop): a slow fsync never stalls the probes."""
+
+    def __init__(self, store: IncidentStore) -> None:
+        self._store = store
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="incident-writer")
+
+    async def write(self, writes: Writes) -> frozenset[str]:
+        """Returns once `writes` are on disk (with the ids left alone, see
+        IncidentStore.write). Cancelling the caller does not cancel the write: it
+        completes in its thread (shielded, like the journal's cancel path)."""
+        if not writes:
+            return frozenset()
+        loop = asyncio.get_running_loop()
+        return await asyncio.shield(loop.run_in_executor(self._pool, self._store.write, writes))
+
+    def close(self) -> None:
+        """Wait for a write in flight, then stop the thread."""
+        self._pool.shutdown(wait=True)
+
+
+def _changed_since(db: sqlite3.Connection, incident_id: str, expected: float | None) -> bool:
+    if expected is None:
+        return False
+    row = db.execute("SELECT body FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+    return row is not None and json.loads(row[0]).get("updated_at") != expected
+
+
+def _save(db: sqlite3.Connection, incident: Incident) -> None:
+    db.execute(
+        "INSERT INTO incidents (id, scope_key, opened_at, closed_at, acted_at, body) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+        "closed_at = excluded.closed_at, acted_at = excluded.acted_at, body = excluded.body",
+        (
+            incident.id,
+            incident.scope_key,
+            incident.opened_at,
+            incident.closed_at,
+            incident.acted_at,
+            json.dumps(incident.to_dict()),
+        ),
+    )
+
+
+def _retire(
+    db: sqlite3.Connection, instance_ids: Iterable[str], incident_id: str, at: float
+) -> None:
+    db.executemany(
+        "INSERT OR IGNORE INTO retired (instance_id, incident_id, at) VALUES (?, ?, ?)",
+        [(i, incident_id, at) for i in instance_ids],
+    )
+
+
 def _load(body: str) -> Incident:
     return Incident.from_dict(json.loads(body))
+
+
+def _readable(rows: Iterable[tuple[str]]) -> list[Incident]:
+    """The records this version can read. One it cannot (written by a newer drwatch, say,
+    with a finding this one does not know) is logged and left out, so the tick and the
+    API go on; it stays in the store untouched."""
+    out = []
+    for (body,) in rows:
+        try:
+            out.append(_load(body))
+        except (ValueError, KeyError, TypeError) as err:
+            log.error(
+                "incident.unreadable", error=f"{type(err).__name__}: {err}", record=body[:200]
+            )
+    return out

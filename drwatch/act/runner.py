@@ -6,6 +6,11 @@ the run's first side effect -> journal intent -> apply -> journal done); the ste
 `done`, `skipped` or `failed` in the journal. A crash anywhere leaves the run
 `running` in the journal; `resume()` on the next start continues it, and effects that
 were journaled done (or that the world already shows) are not applied again.
+
+The kill switch is checked at every step boundary (and before the run's first side
+effect): while it is on, the run waits there, still `running` in the journal, and goes
+on when it is lifted. A step in flight finishes, so nothing is left half-done inside a
+step; a run resumed at start while paused waits the same way.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from drwatch.act.base import (
     JSON,
@@ -38,6 +43,8 @@ from drwatch.act.journal import (
     RunRow,
     StepRow,
 )
+from drwatch.cluster.sqlite_store import SqliteJournalStore
+from drwatch.cluster.store import JournalStore
 from drwatch.errors import DrwatchError, ProviderError
 from drwatch.logs import get_logger
 from drwatch.model.plan import (
@@ -49,11 +56,11 @@ from drwatch.model.plan import (
     StepStatus,
 )
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 CrashHook = Callable[[str], None]
 ROLE_WATCH_INTERVAL_S = 2.0
+# How often a run held by the kill switch looks again (the operator's resume is the
+# only deadline of that wait; shutdown cancels it, and the run resumes on next start).
+HOLD_POLL_S = 0.5
 
 _STEP_STATUS = {
     "intent": StepStatus.RUNNING,
@@ -69,16 +76,11 @@ _RUN_OUTCOME = {
 
 
 class KillSwitchError(DrwatchError):
-    """The kill switch was on right before the run's first side effect."""
+    """Kept for callers that catch it; the runner now waits instead of raising it."""
 
 
 def _no_crash(_point: str) -> None:
     return None
-
-
-async def _io(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-    """Journal I/O off the event loop: an fsync must not stall the probes."""
-    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 def progress_of(run: RunRow, steps: list[StepRow]) -> RunProgress:
@@ -90,7 +92,9 @@ def progress_of(run: RunRow, steps: list[StepRow]) -> RunProgress:
         playbook=run.playbook,
         outcome=_RUN_OUTCOME.get(run.status, RunOutcome.FAILED),
         steps=tuple(
-            StepRecord(s.name, _STEP_STATUS[s.status], s.started_at, s.ended_at, s.detail)
+            StepRecord(
+                s.name, _STEP_STATUS[s.status], s.started_at, s.ended_at, s.detail, by=s.owner
+            )
             for s in steps
         ),
         started_at=run.started_at,
@@ -101,11 +105,13 @@ def progress_of(run: RunRow, steps: list[StepRow]) -> RunProgress:
 
 
 class Runner:
-    """Implements the cycle's runner Protocol: `submit`, `progress`, `active`."""
+    """Implements the cycle's runner Protocol: `submit`, `progress`, `active`, `acts`."""
+
+    acts = True
 
     def __init__(
         self,
-        journal: Journal,
+        journal: Journal | JournalStore,
         playbooks: dict[PlaybookName, Playbook],
         deps: Deps,
         owner: str,
@@ -113,7 +119,11 @@ class Runner:
         *,
         crash_hook: CrashHook = _no_crash,
     ) -> None:
-        self._journal = journal
+        # One watcher: the SQLite journal, its calls off the loop (an fsync must not stall
+        # the probes). Several: the etcd journal, every write fenced by the leader key.
+        self._journal: JournalStore = (
+            SqliteJournalStore(journal) if isinstance(journal, Journal) else journal
+        )
         self._playbooks = playbooks
         self._deps = deps
         self._owner = owner
@@ -125,8 +135,8 @@ class Runner:
         self._log = get_logger(component="runner", owner=owner)
 
     @property
-    def journal(self) -> Journal:
-        """The journal this runner writes (the daemon closes it after `aclose`)."""
+    def journal(self) -> JournalStore:
+        """The journal this runner writes."""
         return self._journal
 
     # -- the Protocol -----------------------------------------------------------------------
@@ -163,15 +173,15 @@ class Runner:
     async def resume(self) -> int:
         """Load recent runs for `progress`, and continue every unfinished one. Returns how
         many were resumed."""
-        for row in await _io(self._journal.recent):
+        for row in await self._journal.recent():
             self._progress[row.incident_id] = progress_of(
-                row, await _io(self._journal.steps, row.run_id)
+                row, await self._journal.steps(row.run_id)
             )
         if self._role_watch is None:
             self._role_watch = asyncio.get_running_loop().create_task(
                 self._watch_roles(), name="runner-roles"
             )
-        unfinished = await _io(self._journal.unfinished)
+        unfinished = await self._journal.unfinished()
         for row in unfinished:
             if row.incident_id not in self._tasks:
                 self._log.info(
@@ -238,14 +248,14 @@ class Runner:
         log = self._log.bind(run=run_id, incident=plan.incident_id, playbook=plan.playbook.value)
         now = self._deps.clock.now()
         if resumed:
-            await _io(self._journal.take_over, run_id, self._owner, now)
+            await self._journal.take_over(run_id, self._owner, now)
         else:
-            await _io(self._journal.start_run, run_id, plan, self._owner, now)
+            await self._journal.start_run(run_id, plan, self._owner, now)
             log.info("run.start", targets=list(plan.targets), reason=plan.reason)
         await self._publish(run_id)
         status, detail = await self._steps(plan, run_id, log)
         await asyncio.shield(
-            _io(self._journal.finish_run, run_id, status, detail, self._deps.clock.now())
+            self._journal.finish_run(run_id, status, detail, self._deps.clock.now())
         )
         await self._publish(run_id)
         log.info(f"run.{status}", detail=detail)
@@ -254,12 +264,15 @@ class Runner:
         playbook = self._playbooks.get(plan.playbook)
         if playbook is None:
             return RUN_FAILED, f"no playbook named {plan.playbook.value} is installed"
-        effects = _Effects(self, run_id, await _io(self._journal.has_effects, run_id))
+        effects = _Effects(self, run_id, await self._journal.has_effects(run_id))
         ctx = RunContext(run_id=run_id, plan=plan, deps=self._deps, gate=effects)
-        journaled = {s.name: s for s in await _io(self._journal.steps, run_id)}
+        journaled = {s.name: s for s in await self._journal.steps(run_id)}
         try:
             for step in playbook.steps:
-                await self._step(ctx, step, journaled.get(step.name), log)
+                row = journaled.get(step.name)
+                if row is None or row.status not in (STEP_DONE, STEP_SKIPPED):
+                    await self.hold(run_id, f"before step {step.name}")
+                await self._step(ctx, step, row, log)
         except (StepError, ProviderError, KillSwitchError) as err:
             return RUN_FAILED, str(err)
         except Exception as err:  # a bug in a step must fail the run, not kill the daemon
@@ -272,7 +285,7 @@ class Runner:
             ctx.results[step.name] = row.result
             return
         ctx.step = step.name
-        await _io(self._journal.step_intent, ctx.run_id, step.name, self._owner, self._now())
+        await self._journal.step_intent(ctx.run_id, step.name, self._owner, self._now())
         await self._publish(ctx.run_id)
         outcome = await self._apply_step(ctx, step, log)
         status = STEP_DONE if outcome.status == "done" else STEP_SKIPPED
@@ -294,8 +307,7 @@ class Runner:
     ) -> None:
         # Shielded: a cancellation while the row is being written must not lose it.
         await asyncio.shield(
-            _io(
-                self._journal.step_end,
+            self._journal.step_end(
                 ctx.run_id,
                 name,
                 status,
@@ -307,12 +319,19 @@ class Runner:
         )
         await self._publish(ctx.run_id)
 
+    async def hold(self, run_id: str, where: str) -> None:
+        """Wait here while the kill switch is on (logged once when held, once when let go)."""
+        if not self._kill_switch():
+            return
+        self._log.info("run.held", run=run_id, where=where)
+        while self._kill_switch():
+            await self._deps.clock.sleep(HOLD_POLL_S)
+        self._log.info("run.released", run=run_id, where=where)
+
     async def _publish(self, run_id: str) -> None:
-        run = await _io(self._journal.run, run_id)
+        run = await self._journal.run(run_id)
         if run is not None:
-            self._progress[run.incident_id] = progress_of(
-                run, await _io(self._journal.steps, run_id)
-            )
+            self._progress[run.incident_id] = progress_of(run, await self._journal.steps(run_id))
 
     def _now(self) -> float:
         return self._deps.clock.now()
@@ -329,17 +348,18 @@ class _Effects:
 
     async def effect(self, step: str, key: str, params: JSON, check: Check, apply: Apply) -> JSON:
         journal, owner, hook = self._r._journal, self._r._owner, self._r._crash_hook
-        row = await _io(journal.effect, self._run_id, step, key)
+        row = await journal.effect(self._run_id, step, key)
         if row is not None and row.status == EFFECT_DONE and row.result is not None:
             return row.result
         if row is not None:
             params = row.params  # the crashed attempt's choices stand: same zone, same token
         found = await check(params)
-        if row is None and found is None:
-            self._guard_first_effect()
+        if row is None and found is None and not self._touched:
+            # Paused since the step began: nothing changed yet, so wait right here.
+            await self._r.hold(self._run_id, f"before the first side effect ({step}/{key})")
+            self._touched = True
         if row is None:
-            await _io(
-                journal.effect_intent,
+            await journal.effect_intent(
                 self._run_id,
                 step,
                 key,
@@ -358,14 +378,13 @@ class _Effects:
         return result
 
     async def recorded(self, step: str, key: str) -> JSON | None:
-        row = await _io(self._r._journal.effect, self._run_id, step, key)
+        row = await self._r._journal.effect(self._run_id, step, key)
         return row.result if row is not None and row.status == EFFECT_DONE else None
 
     async def _done(self, step: str, key: str, result: JSON) -> None:
         # Shielded: once the effect is made, losing its "done" row costs a world check.
         await asyncio.shield(
-            _io(
-                self._r._journal.effect_done,
+            self._r._journal.effect_done(
                 self._run_id,
                 step,
                 key,
@@ -374,12 +393,3 @@ class _Effects:
                 now=self._r._now(),
             )
         )
-
-    def _guard_first_effect(self) -> None:
-        if self._touched:
-            return
-        if self._r._kill_switch():
-            raise KillSwitchError(
-                "kill switch engaged before the first side effect: nothing was changed"
-            )
-        self._touched = True

@@ -4,7 +4,8 @@ runner = build_runner(cfg, provider, fleet_view, agent_client, kill_switch=pause
 await runner.resume()          # on start: continue what a crash left unfinished
 ...
 await runner.aclose()          # on stop: runs stay `running` in the journal
-runner.journal.close()
+
+With `[cluster]` the daemon passes the etcd journal (`journal=`): fenced by the election.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from drwatch.act.base import (
 from drwatch.act.journal import Journal
 from drwatch.act.playbooks import all_playbooks
 from drwatch.act.runner import Runner
+from drwatch.cluster.sqlite_store import SqliteJournalStore
+from drwatch.cluster.store import JournalStore
 from drwatch.config import Config, GroupConfig, LayerTiming
 from drwatch.providers.base import Provider
 from drwatch.roles import RoleMemory
@@ -68,10 +71,12 @@ def build_runner(
     kill_switch: Callable[[], bool],
     clock: Clock | None = None,
     roles: RoleMemory | None = None,
+    journal: JournalStore | None = None,
 ) -> Runner:
-    """The runner, its journal under `watcher.state_dir`, every playbook, named after the
-    watcher (journal rows carry that name)."""
-    journal = Journal.in_state_dir(cfg.watcher.state_dir)
+    """The runner, its journal (by default under `watcher.state_dir`), every playbook,
+    named after the watcher (journal rows carry that name)."""
+    if journal is None:
+        journal = SqliteJournalStore(Journal.in_state_dir(cfg.watcher.state_dir))
     deps = Deps(
         provider=provider,
         fleet=fleet,

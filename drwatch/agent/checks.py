@@ -27,6 +27,7 @@ from drwatch.agent.config import (
 )
 from drwatch.agent.postgres import Postgres, PostgresCheck
 from drwatch.agent.wire import CheckResult, Status
+from drwatch.fields import split_host_port
 from drwatch.units import format_duration
 
 MAX_DETAIL = 500
@@ -85,10 +86,10 @@ class TcpCheck:
 
     async def run(self) -> CheckResult:
         cfg = self._cfg
-        host, _, port = cfg.address.rpartition(":")
+        host, port = split_host_port(cfg.address)
         start = time.monotonic()
         try:
-            _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+            _, writer = await asyncio.open_connection(host, port)
         except OSError as err:
             detail = f"connect to {cfg.address} failed: {err.strerror or err}"
             return CheckResult(cfg.name, self.kind, Status.CRITICAL, detail)

@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     model_validator,
@@ -22,10 +21,10 @@ from pydantic import (
 
 from drwatch.agent import keycheck
 from drwatch.errors import ConfigError
+from drwatch.fields import Duration, HostPort, split_host_port
 from drwatch.tomlconfig import read_toml, validate
-from drwatch.units import format_duration, parse_duration
+from drwatch.units import format_duration
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _PARAM = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -41,13 +40,6 @@ def _check_name(value: str) -> str:
             f"{value!r} is not a valid name: lower-case letters, digits, '.', '_' and '-', "
             "starting with a letter or digit, at most 63 characters"
         )
-    return value
-
-
-def _check_host_port(value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{value!r} is not host:port (e.g. '127.0.0.1:9180')")
     return value
 
 
@@ -67,7 +59,6 @@ def _check_instance_id(value: str) -> str:
 
 Name = Annotated[str, AfterValidator(_check_name)]
 InstanceId = Annotated[str, AfterValidator(_check_instance_id)]
-HostPort = Annotated[str, AfterValidator(_check_host_port)]
 ParamName = Annotated[str, AfterValidator(_check_param)]
 
 
@@ -323,8 +314,7 @@ class AgentConfig(_Strict):
 
     @property
     def host_port(self) -> tuple[str, int]:
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]"), int(port)
+        return split_host_port(self.listen)
 
 
 def parse(data: dict[str, Any]) -> AgentConfig:

@@ -16,9 +16,9 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from drwatch.units import format_duration, parse_duration
+from drwatch.fields import Duration
+from drwatch.units import format_duration
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 Count = Annotated[int, Field(ge=1, le=100_000)]
 
 MIB = 1024 * 1024

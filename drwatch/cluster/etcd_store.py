@@ -228,6 +228,9 @@ class EtcdJournalStore:
     async def has_effects(self, run_id: str) -> bool:
         return bool(await self._etcd.get_prefix(self._effect_key(run_id)))
 
+    def close(self) -> None:
+        return None  # the etcd client belongs to the daemon's `Shared`
+
 
 class EtcdControlStore:
     """`ControlStore` in etcd: any watcher writes; the first approval stands."""

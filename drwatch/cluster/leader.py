@@ -250,6 +250,8 @@ class Election:
         """Give the lease back so another watcher leads now, not after the TTL."""
         lease = self._lease or self._stale_lease
         self._won, self._lease, self._stale_lease = None, 0, 0
+        # Stopped: no longer leads, whatever it saw last.
+        self._see(Role.NO_LEADER, None, None, 0, "stopped: this watcher gave its lease back")
         if lease:
             with suppress(EtcdUnavailableError, EtcdRefusedError):
                 await self._etcd.revoke(lease)

@@ -106,6 +106,9 @@ class SqliteJournalStore:
     async def has_effects(self, run_id: str) -> bool:
         return await _io(self.journal.has_effects, run_id)
 
+    def close(self) -> None:
+        self.journal.close()
+
 
 class SqliteControlStore:
     """`ControlStore` over the incident store's `controls` table."""

@@ -54,6 +54,9 @@ class JournalStore(Protocol):
         self, run_id: str, step: str, key: str, *, result: JSON, owner: str, now: float
     ) -> None: ...
     async def has_effects(self, run_id: str) -> bool: ...
+    def close(self) -> None:
+        """Release what this store holds of its own (the SQLite file; etcd's client is
+        the daemon's)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,11 @@ from typing import Protocol
 from drwatch.act.journal import Journal
 from drwatch.cluster.etcd import Etcd
 from drwatch.cluster.etcd_store import EtcdControlStore, EtcdJournalStore, ViewBoard
+from drwatch.cluster.incidents import EtcdSharedIncidents, SharedIncidents, SqliteSharedIncidents
 from drwatch.cluster.leader import Election, Leadership, Role
 from drwatch.cluster.sqlite_store import SqliteControlStore, SqliteJournalStore
 from drwatch.cluster.store import ControlStore, JournalStore
-from drwatch.config import Config
+from drwatch.config import ClusterConfig, Config
 from drwatch.incidents import IncidentStore
 
 
@@ -56,6 +57,7 @@ class Shared:
     # Vantage views: None alone (a single watcher's view is its own observations).
     views: ViewBoard | None = None
     etcd: Etcd | None = None
+    incidents: SharedIncidents | None = None
 
     async def close(self) -> None:
         if self.etcd is not None:
@@ -70,7 +72,13 @@ def build(config: Config, journal: Journal, incidents: IncidentStore) -> Shared:
             Alone(config.watcher.name),
             SqliteJournalStore(journal),
             SqliteControlStore(incidents),
+            incidents=SqliteSharedIncidents(incidents),
         )
+    return build_cluster(cfg)
+
+
+def build_cluster(cfg: ClusterConfig) -> Shared:
+    """The etcd side: an election, and every shared store fenced by it."""
     etcd = Etcd.from_config(cfg)
     election = Election(etcd, cfg)
     return Shared(
@@ -79,4 +87,5 @@ def build(config: Config, journal: Journal, incidents: IncidentStore) -> Shared:
         EtcdControlStore(etcd, cfg.namespace),
         ViewBoard(etcd, cfg.namespace),
         etcd,
+        EtcdSharedIncidents(etcd, cfg.namespace, election.fence),
     )

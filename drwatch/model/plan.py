@@ -61,6 +61,8 @@ class StepRecord:
     started_at: float | None = None
     ended_at: float | None = None
     detail: str = ""
+    # The watcher that ran it (the journal row's owner): with several, who acted.
+    by: str = ""
 
 
 class RunOutcome(StrEnum):

@@ -24,6 +24,7 @@ import re
 import ssl
 import time
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,7 @@ from drwatch.agent.wire import (
 )
 from drwatch.config import AgentClientConfig, LayerTiming
 from drwatch.errors import ConfigError, DrwatchError, WireError
+from drwatch.fields import split_host_port
 from drwatch.logs import get_logger
 from drwatch.model.fleet import Fleet, Instance
 from drwatch.model.observation import Health, Layer, Observation
@@ -102,9 +104,8 @@ def agent_address(instance: Instance, cfg: AgentClientConfig) -> tuple[str, int]
     `drwatch:agent-addr` tag when the config allows that tag."""
     override = instance.tag(AGENT_ADDR_TAG) if cfg.allow_address_tag else None
     if override:
-        host, _, port = override.rpartition(":")
-        if host and port.isdigit():
-            return host.strip("[]"), int(port)
+        with suppress(ValueError):  # a malformed tag: the configured address
+            return split_host_port(override)
     ip = instance.private_ip if cfg.address == "private_ip" else instance.public_ip
     return (ip, cfg.port) if ip else None
 

@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 
 from drwatch.config import AppCheck, CheckKind, GroupConfig, LayerTiming
+from drwatch.fields import split_host_port
 from drwatch.model.fleet import Fleet, Instance
 from drwatch.model.observation import Health, Layer, Observation
 from drwatch.observe.scheduler import CheckJob, CheckRun
-from drwatch.probes.http import HttpConditions, HttpProbe
+from drwatch.probes.http import HttpCheck, HttpConditions
 from drwatch.probes.result import ProbeResult
-from drwatch.probes.tcp import TcpProbe
+from drwatch.probes.tcp import TcpCheck
 
 APP_ADDR_TAG = "drwatch:app-addr"
 _SEVERITY = {Health.UP: 0, Health.UNKNOWN: 1, Health.DOWN: 2}
@@ -45,9 +47,8 @@ def endpoint(instance: Instance, check: AppCheck) -> tuple[str, int] | None:
     """(host, port) of `check` on `instance`, or None when it has no address."""
     override = instance.tag(APP_ADDR_TAG)
     if override:
-        host, _, port = override.rpartition(":")
-        if host and port.isdigit():
-            return host.strip("[]"), int(port)
+        with suppress(ValueError):  # a malformed tag: the instance's own address
+            return split_host_port(override)
     if instance.private_ip:
         return instance.private_ip, check.port
     return None
@@ -74,8 +75,8 @@ class AppObserver:
         self,
         groups: Sequence[GroupConfig],
         timing: LayerTiming,
-        http: HttpProbe,
-        tcp: TcpProbe,
+        http: HttpCheck,
+        tcp: TcpCheck,
     ) -> None:
         self._groups = {g.name: g for g in groups}
         self._timing = timing

@@ -12,12 +12,13 @@ import time
 from collections.abc import Sequence
 
 from drwatch.config import Canary, LayerTiming
+from drwatch.fields import split_host_port
 from drwatch.model.fleet import Fleet
 from drwatch.model.observation import Layer, Observation
 from drwatch.observe.scheduler import CheckJob
-from drwatch.probes.http import HttpConditions, HttpProbe
+from drwatch.probes.http import HttpCheck, HttpConditions
 from drwatch.probes.result import ProbeResult
-from drwatch.probes.tcp import TcpProbe
+from drwatch.probes.tcp import TcpCheck
 
 # An empty status list accepts every status: the answer itself is the proof.
 ANY_ANSWER = HttpConditions(expect_status=())
@@ -27,7 +28,7 @@ class CanaryObserver:
     """One CANARY job per configured canary (url or tcp)."""
 
     def __init__(
-        self, canaries: Sequence[Canary], timing: LayerTiming, http: HttpProbe, tcp: TcpProbe
+        self, canaries: Sequence[Canary], timing: LayerTiming, http: HttpCheck, tcp: TcpCheck
     ) -> None:
         self._canaries = tuple(canaries)
         self._timing = timing
@@ -54,5 +55,5 @@ class CanaryObserver:
         timeout = self._timing.timeout
         if canary.url is not None:
             return await self._http.check(canary.url, ANY_ANSWER, timeout)
-        host, _, port = (canary.tcp or "").rpartition(":")
-        return await self._tcp.check(host.strip("[]"), int(port), timeout)
+        host, port = split_host_port(canary.tcp or "")
+        return await self._tcp.check(host, port, timeout)

@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from yarl import URL
@@ -43,6 +43,7 @@ def new_session(
     limit: int = 1000,
     keepalive_s: float = 60.0,
     resolver: aiohttp.abc.AbstractResolver | None = None,
+    user_agent: str | None = None,
 ) -> aiohttp.ClientSession:
     """A session for many targets: `limit` connections in use at once (idle ones do not
     count), kept alive longer than a check interval, no cookies, no session-wide timeout
@@ -60,7 +61,15 @@ def new_session(
         connector=connector,
         cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=None),
+        # Names the watcher: with several, a target's logs say which one checked it.
+        headers={"User-Agent": user_agent} if user_agent else None,
     )
+
+
+class HttpCheck(Protocol):
+    """What the observers need of an HTTP probe (HttpProbe; fakes in tests)."""
+
+    async def check(self, url: str, cond: HttpConditions, timeout_s: float) -> ProbeResult: ...
 
 
 class HttpProbe:

@@ -12,8 +12,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import aiohttp
+
 from drwatch.logs import get_logger
 from drwatch.sandbox.cloud import SandboxError
+from drwatch.sandbox.cluster import leader_of
 from drwatch.sandbox.faults import HEAL, VERBS, Fault, TargetKind, check_target
 from drwatch.sandbox.hosts import AppMode, SimHost
 from drwatch.sandbox.pgcluster import PgError
@@ -70,6 +73,12 @@ class Chaos:
 
     async def _resolve(self, kind: TargetKind, target: str) -> str:
         view = self.sb.view
+        if kind in (TargetKind.VANTAGE, TargetKind.MEMBER) and target.partition("/")[0] == "leader":
+            leader = await leader_of(self.sb.session(), self.sb.api_urls)
+            if leader is None:
+                raise SandboxError("no watcher leads now: cannot cut the leader's path")
+            zone = target.partition("/")[2]
+            return f"{leader}/{zone}" if zone else leader
         if kind is TargetKind.INSTANCE:
             inst = view.named(target)
             if inst is None:
@@ -281,6 +290,101 @@ async def _kill_watcher(ch: Chaos, fault: Fault, _t: str) -> Undo:
     return _nothing
 
 
+async def _kill_leader(ch: Chaos, fault: Fault, _t: str) -> Undo:
+    """SIGKILL whichever watcher leads now; it starts again after `delay`, on its state."""
+    leader = await leader_of(ch.sb.session(), ch.sb.api_urls)
+    watcher = ch.sb.watcher_named(leader) if leader else None
+    if watcher is None:
+        raise SandboxError(f"no watcher leads now (leader: {leader or 'none'}): nothing to kill")
+    await watcher.kill()
+    log.info("fault.leader_killed", leader=leader)
+    ch.sb.after(fault.param("delay"), watcher.start)
+    return _nothing
+
+
+async def _etcd_outage(ch: Chaos, _f: Fault, _t: str) -> Undo:
+    etcd = ch.sb.etcd
+    if etcd is None:
+        raise SandboxError("etcd-outage needs several watchers (watchers = 3)")
+    etcd.pause()
+
+    async def undo() -> None:
+        etcd.resume()
+
+    return undo
+
+
+async def _cut_vantage(ch: Chaos, _f: Fault, target: str) -> Undo:
+    """One watcher's path to one zone's hosts hangs; the others and the provider are fine."""
+    watcher, _, zone = target.partition("/")
+    healed = asyncio.Event()
+    ch.sb.vantage_cuts[(watcher, zone)] = healed
+
+    async def undo() -> None:
+        healed.set()
+        ch.sb.vantage_cuts.pop((watcher, zone), None)
+
+    return undo
+
+
+async def _cut_etcd(ch: Chaos, _f: Fault, watcher: str) -> Undo:
+    """One watcher's path to etcd black-holes; the others still reach it."""
+    path = ch.sb.etcd_paths.get(watcher)
+    if path is None:
+        raise SandboxError(f"no watcher {watcher!r} in this sandbox")
+    path.open.clear()
+
+    async def undo() -> None:
+        path.open.set()
+
+    return undo
+
+
+async def _operator(ch: Chaos, action: str) -> None:
+    """The operator's control through the daemon's API, with its token, as a person would."""
+    token_file = ch.sb.api_token_file
+    if not ch.sb.options.api_token or not token_file.exists():
+        raise SandboxError(f"{action} needs the daemon's API token (sandbox Options.api_token)")
+    headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+    url = f"{ch.sb.api_url}/api/v1/{action}"
+    try:
+        async with ch.sb.session().post(
+            url, json={"by": "drill"}, headers=headers, timeout=aiohttp.ClientTimeout(total=5)
+        ) as resp:
+            if resp.status != 200:
+                raise SandboxError(f"{action}: the daemon answered HTTP {resp.status}")
+    except (aiohttp.ClientError, TimeoutError) as err:
+        raise SandboxError(f"{action}: the daemon's API did not answer ({err})") from None
+
+
+async def _pause(ch: Chaos, _f: Fault, _t: str) -> Undo:
+    await _operator(ch, "pause")
+    return lambda: _operator(ch, "resume")
+
+
+async def _resume(ch: Chaos, _f: Fault, _t: str) -> Undo:
+    await _operator(ch, "resume")
+    return _nothing
+
+
+async def _partition_zone(ch: Chaos, _f: Fault, zone: str) -> Undo:
+    """The watchers' own path to the zone's instances is cut (their requests hang); the
+    provider, the load balancers' path to them (the service) and the canaries are fine."""
+    hosts = [
+        h
+        for h in ch.sb.hosts.values()
+        if (inst := ch.sb.view.instances.get(h.instance_id)) is not None and inst.zone == zone
+    ]
+    for host in hosts:
+        host.watcher_path.shut()
+
+    async def undo() -> None:
+        for host in hosts:
+            host.watcher_path.open()
+
+    return undo
+
+
 _APPLY: dict[str, Applier] = {
     "stop-instance": _stop,
     "terminate-instance": _terminate,
@@ -300,7 +404,15 @@ _APPLY: dict[str, Applier] = {
     "corrupt-volume": _corrupt_volume,
     "corrupt-snapshot": _corrupt_snapshot,
     "kill-watcher": _kill_watcher,
+    "kill-leader": _kill_leader,
+    "etcd-outage": _etcd_outage,
+    "cut-vantage": _cut_vantage,
+    "cut-etcd": _cut_etcd,
     "grow-disk": _grow_disk,
     "lag-replica": _lag_replica,
+    "pause": _pause,
+    "resume": _resume,
+    "partition-zone": _partition_zone,
+    "refuse-credentials": _region_set("credentials_refused"),
 }
 assert set(_APPLY) == set(VERBS), "every fault verb has an applier"

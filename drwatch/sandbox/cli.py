@@ -30,6 +30,7 @@ from drwatch.errors import ConfigError
 from drwatch.ledger import record_report
 from drwatch.sandbox import control
 from drwatch.sandbox.cloud import SandboxError
+from drwatch.sandbox.cluster import watcher_name
 from drwatch.sandbox.daemon_api import DaemonApi
 from drwatch.sandbox.drill import run_drill, write_report
 from drwatch.sandbox.faults import VERBS
@@ -67,6 +68,14 @@ def register(sub: Any) -> None:
         "--postgres",
         action="store_true",
         help="run real PostgreSQL 15 behind db-1 (primary), db-2 and db-3 (replicas)",
+    )
+    p.add_argument(
+        "--watchers",
+        type=int,
+        choices=range(1, 6),
+        default=1,
+        metavar="N",
+        help="run N daemons (drwatch-1 .. drwatch-N) sharing a local etcd: one leads, all watch",
     )
     p.set_defaults(func=cmd_sandbox)
     actions = p.add_subparsers(dest="sandbox_command", metavar="ACTION")
@@ -162,7 +171,9 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     logs.configure("auto", "info")
     try:
-        options = Options(alertmanager_urls=alertmanagers, postgres=args.postgres)
+        options = Options(
+            alertmanager_urls=alertmanagers, postgres=args.postgres, watchers=args.watchers
+        )
         _run_until_signal(_serve(topo, args.state_dir, options))
     except (SandboxError, OSError, PgError) as err:
         print(f"the sandbox could not start: {err}", file=sys.stderr)
@@ -207,6 +218,12 @@ async def _serve(topo: Topology, state_dir: Path, options: Options) -> None:
             + "".join(
                 f"  postgres   : {vol} on {addr}\n" for vol, addr in sb.databases.describe().items()
             )
+            + "".join(
+                f"  watcher    : {watcher_name(i)} on {url}/\n"
+                for i, url in enumerate(sb.api_urls)
+                if len(sb.api_urls) > 1
+            )
+            + (f"  etcd       : {sb.etcd.endpoint}\n" if sb.etcd else "")
             + f"  state dir  : {sb.state_dir}  (config, logs)\n"
             + "".join(f"  alerts to  : {url}\n" for url in options.alertmanager_urls)
             + (

@@ -28,6 +28,7 @@ class Step:
     started_at: float | None
     ended_at: float | None
     detail: str
+    watcher: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class Incident:
     recovered_at: float | None
     ended_at: float | None
     steps: tuple[Step, ...] = field(default=())
+    # What opened it (the finding may have changed since), and its verdicts so far.
+    opened_finding: str = ""
+    outcomes_seen: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ def _step(raw: Mapping[str, Any]) -> Step:
         started_at=_time(raw, "started_at"),
         ended_at=_time(raw, "ended_at"),
         detail=str(raw.get("detail", "")),
+        watcher=str(raw["watcher"]) if raw.get("watcher") else None,
     )
 
 
@@ -121,6 +126,7 @@ def parse_incident(raw: Mapping[str, Any]) -> Incident:
         recovered_at=_time(raw, "recovered_at"),
         ended_at=_time(raw, "closed_at") or _time(raw, "ended_at"),
         steps=tuple(_step(s) for s in steps if isinstance(s, Mapping)),
+        opened_finding=str(raw.get("opened_finding") or raw.get("finding", "")),
     )
 
 

@@ -7,10 +7,10 @@ drill is cancelled (SIGINT/SIGTERM). The verdict itself is pure (`verdict.py`).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from drwatch.logs import get_logger
 from drwatch.sandbox import control
 from drwatch.sandbox.chaos import Chaos
 from drwatch.sandbox.cloud import SandboxError
+from drwatch.sandbox.cluster import LeaderLog, WatcherApis
 from drwatch.sandbox.daemon_api import DaemonApi, Incident
 from drwatch.sandbox.faults import Fault, parse_param
 from drwatch.sandbox.scenario import Event, Scenario
@@ -41,6 +42,8 @@ class Seen:
     # (finding, targets, data class) -> its first sighting in the daemon's status
     sightings: dict[tuple[str, tuple[str, ...], str | None], Sighting] = field(default_factory=dict)
     api_answered: bool = False
+    # Several watchers: who led when (None: one watcher).
+    leaders: LeaderLog | None = None
 
 
 def sandbox_healthy(sb: Sandbox) -> bool:
@@ -49,14 +52,40 @@ def sandbox_healthy(sb: Sandbox) -> bool:
     return bool(hosts) and all(h.booted and h.agent.running and h.app.running for h in hosts)
 
 
-async def wait_healthy(sb: Sandbox, api: DaemonApi, deadline_s: float) -> bool:
-    """The daemon says every target is up (or, without its status API, the sandbox does)."""
+Api = DaemonApi | WatcherApis
+
+
+def api_of(sb: Sandbox) -> Api:
+    """The daemon's API; with several watchers, all of theirs read as one."""
+    if len(sb.watchers) > 1:
+        return WatcherApis(sb.api_urls, sb.session())
+    return DaemonApi(sb.api_url, sb.session())
+
+
+def ready(
+    daemon: bool | None, *, own_watcher: bool, watching: bool, sandbox: Callable[[], bool]
+) -> bool:
+    """Whether the drill may start. With its own watcher, only the daemon's word counts:
+    the sandbox can be healthy before the daemon has seen a single target up, and a fault
+    applied then (a partition) would meet targets the daemon still takes for booting.
+    Without one, the daemon's word if some API answers, else the sandbox's own view."""
+    if own_watcher:
+        return daemon is True and watching
+    return daemon if daemon is not None else sandbox()
+
+
+async def wait_healthy(sb: Sandbox, api: Api, deadline_s: float) -> bool:
+    """The daemon says every target is up (or, with no watcher of its own and no status
+    API, the sandbox does)."""
     try:
         async with asyncio.timeout(deadline_s):
             while True:
                 daemon = await api.healthy()
-                watching = sb.watcher.pid is not None or not sb.options.with_watcher
-                if (daemon if daemon is not None else sandbox_healthy(sb)) and watching:
+                own = sb.options.with_watcher
+                watching = sb.watcher.pid is not None
+                if ready(
+                    daemon, own_watcher=own, watching=watching, sandbox=lambda: sandbox_healthy(sb)
+                ):
                     return True
                 await asyncio.sleep(0.5)
     except TimeoutError:
@@ -76,17 +105,19 @@ async def replay(chaos: Chaos, timeline: list[Event], t0: float, start: float, s
         log.info("drill.event", at_s=at_s, do=ev.do, target=ev.target)
 
 
-async def poll_incidents(api: DaemonApi, seen: Seen) -> None:
+async def poll_incidents(api: Api, seen: Seen) -> None:
     while True:
         await _fetch(api, seen)
         await asyncio.sleep(POLL_S)
 
 
-async def _fetch(api: DaemonApi, seen: Seen) -> None:
+async def _fetch(api: Api, seen: Seen) -> None:
+    if isinstance(api, WatcherApis) and seen.leaders is not None:
+        seen.leaders.saw(await api.leader(), time.time())
     found = await api.incidents()
     if found is not None:
         seen.api_answered = True
-        seen.incidents.update((i.id, i) for i in found)
+        seen.incidents.update((i.id, _with_history(seen.incidents.get(i.id), i)) for i in found)
     findings = await api.findings()
     now = time.time()
     for f in findings or []:
@@ -98,9 +129,17 @@ async def _fetch(api: DaemonApi, seen: Seen) -> None:
             )
 
 
+def _with_history(before: Incident | None, now: Incident) -> Incident:
+    """The incident as read now, with every outcome it has shown so far, in order."""
+    seen = before.outcomes_seen if before is not None else ()
+    if now.outcome is not None and (not seen or seen[-1] != now.outcome):
+        seen = (*seen, now.outcome)
+    return replace(now, outcomes_seen=seen)
+
+
 async def _timeline(sb: Sandbox, chaos: Chaos, sc: Scenario, start: float, seen: Seen) -> None:
     """Replay the events and let the clock run to `duration`, polling incidents meanwhile."""
-    api = DaemonApi(sb.api_url, sb.session())
+    api = api_of(sb)
     t0 = time.monotonic()
     poller = asyncio.create_task(poll_incidents(api, seen))
     try:
@@ -116,17 +155,20 @@ async def run_drill(
     sc: Scenario, topo: Topology, state_dir: Path, options: Options | None = None
 ) -> dict[str, Any]:
     """Run one drill end to end and return its report (see verdict.build_report)."""
+    options = replace(options or Options(), api_token=True)  # pause, resume: the API
     start = time.time()
     seen = Seen()
     healthy_at: float | None = None
-    options = options or Options()
     if sc.postgres:
-        options = dataclasses.replace(options, postgres=True)
+        options = replace(options, postgres=True)
+    if sc.watchers > 1:
+        options = replace(options, watchers=sc.watchers)
+        seen.leaders = LeaderLog(start)
     sb = Sandbox(topo, state_dir, options)
     chaos = control.attach(sb)
     data = None
     async with sb:
-        api = DaemonApi(sb.api_url, sb.session())
+        api = api_of(sb)
         if await wait_healthy(sb, api, HEALTHY_DEADLINE_S):
             healthy_at = round(time.time() - start, 3)
             log.info("drill.healthy", at_s=healthy_at)
@@ -144,7 +186,10 @@ async def run_drill(
         sightings=tuple(sorted(seen.sightings.values(), key=lambda s: s.first_seen)),
         data=data,
     )
-    return build_report(sc, facts)
+    report = build_report(sc, facts)
+    if seen.leaders is not None:
+        report["leaders"] = seen.leaders.terms
+    return report
 
 
 def write_report(report: dict[str, Any], path: Path) -> None:

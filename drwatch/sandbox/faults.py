@@ -6,6 +6,7 @@ one accepts the others accept too.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -18,6 +19,8 @@ class TargetKind(StrEnum):
     ZONE = "zone"
     REGION = "region"
     WATCHER = "watcher"
+    VANTAGE = "watcher/zone"  # one watcher's path to one zone: drwatch-2/us-east-1b
+    MEMBER = "watcher name"  # one of several watchers: drwatch-2, or leader
     VOLUME = "volume"
     SNAPSHOT = "snapshot"
 
@@ -45,8 +48,16 @@ VERBS: dict[str, tuple[TargetKind, str | None]] = {
     "corrupt-volume": (TargetKind.VOLUME, None),
     "corrupt-snapshot": (TargetKind.SNAPSHOT, None),
     "kill-watcher": (TargetKind.WATCHER, "delay"),
+    "kill-leader": (TargetKind.WATCHER, "delay"),
+    "etcd-outage": (TargetKind.WATCHER, None),
+    "cut-vantage": (TargetKind.VANTAGE, None),
+    "cut-etcd": (TargetKind.MEMBER, None),
     "grow-disk": (TargetKind.INSTANCE, "rate"),
     "lag-replica": (TargetKind.INSTANCE, "delay"),
+    "pause": (TargetKind.WATCHER, None),
+    "resume": (TargetKind.WATCHER, None),
+    "partition-zone": (TargetKind.ZONE, None),
+    "refuse-credentials": (TargetKind.REGION, None),
 }
 
 DEFAULTS = {"delay": 2.0, "period": 2.0, "percent": 95.0, "rate": 10.0}
@@ -66,6 +77,12 @@ def target_kind(topo: Topology, target: str) -> TargetKind | None:
     """What `target` names in this topology, or None when it names nothing."""
     if target == WATCHER:
         return TargetKind.WATCHER
+    if re.fullmatch(r"drwatch-[1-9]|leader", target):
+        return TargetKind.MEMBER
+    watcher, _, zone = target.partition("/")
+    # `leader/ZONE`: whichever watcher leads when the fault is applied.
+    if zone in topo.zones and re.fullmatch(r"drwatch-[1-9]|leader", watcher):
+        return TargetKind.VANTAGE
     names: list[tuple[TargetKind, list[str]]] = [
         (TargetKind.INSTANCE, [i.name for i in topo.instance]),
         (TargetKind.ZONE, topo.zones),

@@ -34,6 +34,7 @@ class FrontFaults:
     """What the front currently breaks. Zones and instance ids, regions by name."""
 
     api_outage: set[str] = field(default_factory=set)
+    credentials_refused: set[str] = field(default_factory=set)
     throttled: set[str] = field(default_factory=set)
     impaired_zones: set[str] = field(default_factory=set)
     launch_refused_zones: set[str] = field(default_factory=set)
@@ -121,6 +122,10 @@ class Front:
         error = rest_error if rest else ec2_error
         if region in self.faults.api_outage:
             return error("ServiceUnavailable", "The service is unavailable.", 503)
+        if region in self.faults.credentials_refused:
+            return error(
+                "AuthFailure", "AWS was not able to validate the provided access credentials", 401
+            )
         if region in self.faults.throttled:
             code = "Throttling" if rest else "RequestLimitExceeded"
             return error(code, "Request limit exceeded.", 400)

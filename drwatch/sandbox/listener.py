@@ -61,6 +61,37 @@ def gate_middleware(gate: Gate) -> Middleware:
     return middleware
 
 
+def vantage_middleware(cut: Callable[[str], asyncio.Event | None]) -> Middleware:
+    """A request from a watcher whose path is cut (`cut(user_agent)` gives the event
+    that heals it) hangs until healed: to that watcher, silence."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        healed = cut(request.headers.get("User-Agent", ""))
+        if healed is not None:
+            await hang(healed)
+        return await handler(request)
+
+    return middleware
+
+
+# Marks a request made inside the sandbox (a load balancer reaching its backends), as
+# opposed to one from a watcher: a partition cuts only the watchers' path.
+INTERNAL_HEADER = "X-Sandbox-Internal"
+
+
+def outside_gate_middleware(gate: Gate) -> Middleware:
+    """Requests from outside the sandbox (the watchers) wait at `gate`; internal ones pass."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.headers.get(INTERNAL_HEADER) != "1":
+            await gate.passage()
+        return await handler(request)
+
+    return middleware
+
+
 class Listener:
     """One port on 127.0.0.1; `start()`/`stop()` are idempotent and keep the port."""
 

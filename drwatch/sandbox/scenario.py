@@ -63,10 +63,12 @@ class Expect(_Strict):
     playbook: str | None = None
     outcome: Outcome | None = None
     within: Duration | None = None
+    # Outcomes the incident must have shown on its way (say `blocked` while paused).
+    seen: list[Outcome] | None = None
 
     def describe(self) -> str:
         parts = [f"scope={self.scope}"]
-        for key in ("role", "targets", "playbook", "outcome"):
+        for key in ("role", "targets", "playbook", "outcome", "seen"):
             value = getattr(self, key)
             if value is not None:
                 parts.append(f"{key}={value}")
@@ -107,6 +109,8 @@ class Scenario(_Strict):
     expect_no_playbooks: bool = False
     max_incidents: Annotated[int, Field(ge=0, le=10_000)] | None = None
     postgres: bool = False
+    # Several watchers: a local etcd and drwatch-1 .. drwatch-N; one leads, all observe.
+    watchers: Annotated[int, Field(ge=1, le=5)] = 1
 
     def timeline(self) -> list[Event]:
         return sorted(self.event, key=lambda e: e.at)
@@ -150,6 +154,9 @@ def _event_problems(i: int, ev: Event, sc: Scenario, topo: Topology) -> list[str
     return problems
 
 
+CLUSTER_VERBS = ("kill-leader", "etcd-outage", "cut-vantage", "cut-etcd")
+
+
 def _semantic_problems(sc: Scenario, topo: Topology) -> list[str]:
     problems = []
     if sc.duration <= 0:
@@ -158,6 +165,8 @@ def _semantic_problems(sc: Scenario, topo: Topology) -> list[str]:
         problems.append(f"duration: a drill lasts at most 24h (got {sc.duration:g}s)")
     for i, ev in enumerate(sc.event):
         problems += _event_problems(i, ev, sc, topo)
+        if ev.do in CLUSTER_VERBS and sc.watchers < 2:
+            problems.append(f"event[{i}].do: {ev.do} needs several watchers (watchers = 3)")
     for i, ex in enumerate(sc.expect):
         for name in ex.targets or []:
             if topo.by_name(name) is None:

@@ -47,6 +47,13 @@ class WorldAddresses:
     canaries: dict[str, str]
     # Alertmanager replicas the daemon pushes alerts to; none: no [alerts] section.
     alertmanager_urls: tuple[str, ...] = ()
+    # The watcher's name, and more sections (a watcher among several: its [cluster]).
+    name: str = "sandbox"
+    extra: tuple[str, ...] = ()
+    # Several watchers share one moto: each polls it half as often, with more time to answer.
+    shared_provider: bool = False
+    # The daemon's API token (pause, resume, approve through its API); none: no token.
+    api_token_file: Path | None = None
 
 
 def _q(value: object) -> str:
@@ -58,10 +65,11 @@ def render_config(topo: Topology, where: WorldAddresses) -> str:
     lines = [
         "# Written by `drwatch sandbox`: the world it simulates, with sandbox timing.",
         "[watcher]",
-        f"name = {_q('sandbox')}",
+        f"name = {_q(where.name)}",
         f"listen = {_q(where.listen)}",
         f"state_dir = {_q(str(where.state_dir))}",
         'log_format = "json"',
+        *([f"api_token_file = {_q(str(where.api_token_file))}"] if where.api_token_file else []),
         "",
         "[objectives]",
         'rpo = "15m"',
@@ -69,7 +77,7 @@ def render_config(topo: Topology, where: WorldAddresses) -> str:
         "",
         "[provider]",
         f"regions = {_q(topo.regions)}",
-        'discovery_interval = "2s"',
+        f"discovery_interval = {_q('4s' if where.shared_provider else '2s')}",
         "[provider.endpoints]",
         *(f"{_q(r)} = {_q(url)}" for r, url in where.endpoints.items()),
         "",
@@ -80,11 +88,12 @@ def render_config(topo: Topology, where: WorldAddresses) -> str:
         # Every simulated agent listens on its own loopback port, named by this tag.
         "allow_address_tag = true",
         "",
-        *_timing(),
+        *_timing(where.shared_provider),
         *_policy(),
         *_trends(),
         *_plan(),
         *_alerts(where),
+        *where.extra,
     ]
     for name, specs in topo.groups().items():
         lines += _group(topo, name, specs[0].role, len(specs), where.service_url)
@@ -93,9 +102,9 @@ def render_config(topo: Topology, where: WorldAddresses) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _timing() -> list[str]:
+def _timing(shared_provider: bool = False) -> list[str]:
     rows = {
-        "provider": ("2s", "1s", 1, 2),
+        "provider": ("3s", "2s", 1, 2) if shared_provider else ("2s", "1s", 1, 2),
         "agent": ("1s", "500ms", 2, 3),
         "app": ("1s", "500ms", 2, 3),
         "canary": ("1s", "500ms", 2, 3),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -31,6 +32,7 @@ from drwatch.model.fleet import Role
 from drwatch.sandbox import agent_plug
 from drwatch.sandbox.cloud import Moto, MotoProcess, SandboxError, Seeded, seed, user_data_text
 from drwatch.sandbox.cloudview import CloudView, InstanceView, describe
+from drwatch.sandbox.cluster import EtcdPath, EtcdProcess, cluster_lines, watcher_name
 from drwatch.sandbox.front import Front
 from drwatch.sandbox.hosts import SimHost, UserData
 from drwatch.sandbox.leftovers import reap_leftovers
@@ -108,6 +110,9 @@ def free_port() -> int:
     raise RuntimeError(f"no free loopback port between {low} and {high}")
 
 
+API_TOKEN_FILE = "api.token"  # noqa: S105 (a file name, not a secret)
+
+
 @dataclass
 class Options:
     boot_delay_s: float = 2.0
@@ -119,6 +124,11 @@ class Options:
     alertmanager_urls: tuple[str, ...] = ()
     # Real PostgreSQL behind the database hosts (pgworld.RealDatabases).
     postgres: bool = False
+    # More than one: a local etcd and that many daemons, drwatch-1 .. drwatch-N (cluster.py).
+    watchers: int = 1
+    # Give the daemon an API token (api.token in the state directory), so the operator's
+    # controls (pause, resume, approve) can be driven through its API, as drills do.
+    api_token: bool = False
 
 
 @dataclass
@@ -147,6 +157,24 @@ class Sandbox:
         self.secret = secrets.token_hex(32).encode()
         self.api_listen = f"127.0.0.1:{self.options.api_port or free_port()}"
         self.watcher = WatcherProcess(self.state_dir / CONFIG_FILE, self.state_dir / "drwatch.log")
+        # Several watchers: the first is `self.watcher` (its API is `api_url`); each other
+        # one has its own config, state directory, log and status page.
+        self.watchers = [self.watcher]
+        self.watcher_listens = [self.api_listen]
+        self.etcd: EtcdProcess | None = None
+        self.etcd_paths: dict[str, EtcdPath] = {}  # watcher -> its own path (cut-etcd)
+        if self.options.watchers > 1:
+            self.etcd = EtcdProcess(self.state_dir / "etcd" / "data", free_port(), free_port())
+            self.etcd_paths = {
+                watcher_name(i): EtcdPath(self.etcd.endpoint, free_port())
+                for i in range(self.options.watchers)
+            }
+            for i in range(1, self.options.watchers):
+                name = watcher_name(i)
+                self.watchers.append(
+                    WatcherProcess(self.state_dir / f"{name}.toml", self.state_dir / f"{name}.log")
+                )
+                self.watcher_listens.append(f"127.0.0.1:{free_port()}")
         self._session: aiohttp.ClientSession | None = None
         self.front = Front(
             self.moto_proc.url, {r: free_port() for r in topo.regions}, self.uplink, self.session
@@ -163,6 +191,8 @@ class Sandbox:
             self.secret, self.state_dir / "agent.secret", self.databases
         )
         self._booting: dict[str, float] = {}  # instance id -> running since (monotonic)
+        # (watcher, zone) -> set when healed: that watcher's path to that zone (cut-vantage).
+        self.vantage_cuts: dict[tuple[str, str], asyncio.Event] = {}
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -184,6 +214,8 @@ class Sandbox:
         # Every start seeds a new world: the daemon's memory of an old one (incidents,
         # journals naming instances that no longer exist) would be wrong, so it goes.
         shutil.rmtree(self.state_dir / DAEMON_DIR, ignore_errors=True)
+        for i in range(1, self.options.watchers):
+            shutil.rmtree(self.state_dir / f"{DAEMON_DIR}-{watcher_name(i)}", ignore_errors=True)
         secret_file = self.state_dir / "agent.secret"
         secret_file.write_bytes(self.secret)
         secret_file.chmod(0o600)
@@ -200,8 +232,13 @@ class Sandbox:
         self._track(self._reconcile_forever())
         await self.databases.run_writer(self.database_target)
         self._write_files(secret_file)
+        if self.etcd is not None:
+            await self.etcd.start()
+        for path in self.etcd_paths.values():
+            await path.start()
         if self.options.with_watcher:
-            await self.watcher.start()
+            for watcher in self.watchers:
+                await watcher.start()
         log.info("sandbox.ready", api=self.api_url, control=self.control_url)
 
     async def stop(self) -> None:
@@ -210,7 +247,12 @@ class Sandbox:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self.watcher.stop()
+        for watcher in self.watchers:
+            await watcher.stop()
+        for path in self.etcd_paths.values():
+            await path.stop()
+        if self.etcd is not None:
+            await self.etcd.stop()
         await self.databases.stop()
         for host in self.hosts.values():
             await host.close()
@@ -251,6 +293,22 @@ class Sandbox:
         return f"http://{self.api_listen}"
 
     @property
+    def api_urls(self) -> list[str]:
+        """Every watcher's API, drwatch-1 first."""
+        return [f"http://{listen}" for listen in self.watcher_listens]
+
+    def vantage_cut(self, user_agent: str, zone: str) -> asyncio.Event | None:
+        """The heal event if the watcher named in `user_agent` is cut from `zone`."""
+        for (watcher, cut_zone), healed in self.vantage_cuts.items():
+            if cut_zone == zone and f"({watcher})" in user_agent:
+                return healed
+        return None
+
+    def watcher_named(self, name: str) -> WatcherProcess | None:
+        names = [watcher_name(i) for i in range(len(self.watchers))]
+        return self.watchers[names.index(name)] if name in names else None
+
+    @property
     def control_url(self) -> str | None:
         return f"http://{self.control.address}" if self.control else None
 
@@ -270,9 +328,40 @@ class Sandbox:
             service_url=self.service_url,
             canaries=self.canary_urls(),
             alertmanager_urls=self.options.alertmanager_urls,
+            api_token_file=self._write_api_token() if self.options.api_token else None,
         )
         (self.state_dir / CONFIG_FILE).write_text(render_config(self.topo, where))
+        if self.etcd is not None:
+            self._write_cluster_configs(where)
         (self.state_dir / STATE_FILE).write_text(json.dumps(self.describe_self(), indent=2))
+
+    def _write_cluster_configs(self, first: WorldAddresses) -> None:
+        assert self.etcd is not None
+        n = len(self.watchers)
+        for i, (watcher, listen) in enumerate(
+            zip(self.watchers, self.watcher_listens, strict=True)
+        ):
+            name = watcher_name(i)
+            state_dir = first.state_dir if i == 0 else self.state_dir / f"{DAEMON_DIR}-{name}"
+            where = dataclasses.replace(
+                first,
+                name=name,
+                listen=listen,
+                state_dir=state_dir,
+                extra=tuple(cluster_lines(name, self.etcd_paths[name].endpoint, n)),
+                shared_provider=True,
+            )
+            watcher.config_path.write_text(render_config(self.topo, where))
+
+    @property
+    def api_token_file(self) -> Path:
+        return self.state_dir / API_TOKEN_FILE
+
+    def _write_api_token(self) -> Path:
+        path = self.api_token_file
+        path.write_text(secrets.token_hex(16))
+        path.chmod(0o600)
+        return path
 
     def describe_self(self) -> dict[str, Any]:
         """Where everything is: written to sandbox.json for `drwatch sandbox fault`."""
@@ -286,6 +375,8 @@ class Sandbox:
             "canaries": self.canary_urls(),
             "config": str(self.state_dir / CONFIG_FILE),
             "postgres": self.databases.describe(),
+            "watchers": {watcher_name(i): url for i, url in enumerate(self.api_urls)},
+            "etcd": self.etcd.endpoint if self.etcd else None,
         }
 
     # --- the reconciler ---------------------------------------------------------------------
@@ -322,6 +413,7 @@ class Sandbox:
             resolve=self.resolve,
             corrupt=self.is_corrupt,
             session=self.session,
+            cut=lambda agent: self.vantage_cut(agent, inst.zone),
         )
         host.agent_factory = self._agent
         tags = [

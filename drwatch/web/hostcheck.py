@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from drwatch.config import Config
+from drwatch.fields import split_host_port
 from drwatch.logs import get_logger
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -52,7 +53,7 @@ class AllowedHosts:
 
     @classmethod
     def from_config(cls, cfg: Config) -> AllowedHosts:
-        names = [cfg.watcher.listen.rpartition(":")[0], *cfg.watcher.allowed_hosts]
+        names = [split_host_port(cfg.watcher.listen)[0], *cfg.watcher.allowed_hosts]
         if cfg.alerts.external_url:
             names.append(urlsplit(cfg.alerts.external_url).hostname or "")
         return cls(names)

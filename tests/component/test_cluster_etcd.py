@@ -5,6 +5,7 @@ endpoints. Errors arrive as drwatch's own: unavailable (nobody acts) or refused.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aetcd
@@ -108,3 +109,48 @@ async def test_a_dead_endpoint_fails_over_to_the_next(tmp_path: Path) -> None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await both.close()
+
+
+async def test_calls_sharing_a_client_fail_as_unavailable_while_etcd_is_stopped(
+    tmp_path: Path,
+) -> None:
+    """etcd stopped (SIGSTOP: sockets open, no answer) under three loops sharing one
+    client (reads, lease keepalives, a watch), as a watcher's tick and election do:
+    every call ends within its deadline as EtcdUnavailableError (nothing hangs, no loop
+    ends), and once etcd answers again every loop succeeds. (The daemon-level failure
+    this guards, a tick loop ended by a CancelledError from a channel closed under it,
+    was seen in the etcd-outage drill; this test did not reproduce it on its own.)"""
+    with etcd_server(tmp_path) as srv:
+        etcd = Etcd([srv.endpoint], timeout=0.5)
+        lease = await etcd.grant(10)
+        outcomes: dict[str, list[str]] = {"get": [], "keepalive": [], "watch": []}
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "get": lambda: etcd.get_prefix("/k/"),
+            "keepalive": lambda: etcd.keepalive(lease),
+            "watch": lambda: etcd.wait_change("/w", 1, 0.5),
+        }
+
+        async def loop(name: str) -> None:
+            while True:
+                try:
+                    async with asyncio.timeout(5):  # a hung call fails the test
+                        await calls[name]()
+                    outcomes[name].append("ok")
+                except EtcdUnavailableError:
+                    outcomes[name].append("unavailable")
+                await asyncio.sleep(0.1)
+
+        tasks = [asyncio.create_task(loop(name)) for name in calls]
+        try:
+            srv.pause()
+            await asyncio.sleep(4)
+            srv.resume()
+            for name in calls:
+                outcomes[name].clear()
+            await until(lambda: all(o.count("ok") >= 3 for o in outcomes.values()), 20.0)
+            assert not any(t.done() for t in tasks), [t for t in tasks if t.done()]
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await etcd.close()

@@ -184,6 +184,17 @@ def test_shipped_drill_passes(tmp_path: Path, name: str) -> None:
         assert_rung(report, RUNG[name])
     if name == "disk-trend.toml":
         assert_warned_well_before_full(report)
+    if name == "kill-leader.toml":
+        assert_taken_over_once(report)
+    if name == "etcd-outage.toml":
+        assert_no_action_without_etcd(report)
+    if name == "cut-etcd.toml":
+        assert_another_leads_after_the_cut(report)
+    if name == "cut-vantage.toml":
+        # The cut watcher led: without the quorum it would have opened a zone outage.
+        (cut,) = [e for e in report["events"] if e["do"] == "cut-vantage"]
+        assert "/us-east-1b)" in cut["result"], cut
+        assert [i for i in report["incidents"] if i["scope"] in ("zone", "instance")] == []
 
     if name.endswith("-pg.toml"):  # real PostgreSQL: the writer's rows were measured
         assert report["data"]["rows_written"] > 0
@@ -204,3 +215,44 @@ def assert_warned_well_before_full(report: Any) -> None:
     assert full_at - seen["first_seen_s"] > 120, seen
     truth = full_at - seen["first_seen_s"]
     assert abs(float(seen["facts"]["eta_s"]) - truth) < truth / 3, seen
+
+
+def _replacement(report: Any) -> Any:
+    (inc,) = [i for i in report["incidents"] if i["playbook"] == "app_server.replace"]
+    return inc
+
+
+def assert_taken_over_once(report: Any) -> None:
+    """The leader was killed mid-run: another watcher led afterwards, and the run it
+    resumed launched one replacement (the launch step ran once, before the kill)."""
+    (kill,) = [e for e in report["events"] if e["do"] == "kill-leader"]
+    assert not kill["error"], kill
+    names = [t["name"] for t in report["leaders"]]
+    assert len(set(names)) >= 2, report["leaders"]
+    steps = _replacement(report)["steps"]
+    (launch,) = [s for s in steps if s["name"] == "launch_replacement"]
+    assert launch["started_at_s"] < kill["at_s"], (launch, kill)
+    assert [s["status"] for s in steps] == ["done"] * len(steps), steps
+    # The step report names who ran each: the killed leader launched, another finished.
+    assert launch["watcher"] != steps[-1]["watcher"], steps
+    assert {s["watcher"] for s in steps} <= {t["name"] for t in report["leaders"]}, steps
+
+
+def assert_no_action_without_etcd(report: Any) -> None:
+    """While etcd was out nobody acted: the replacement started only after it came back."""
+    (heal,) = [e for e in report["events"] if e["do"] == "heal"]
+    first = min(s["started_at_s"] for s in _replacement(report)["steps"])
+    assert first >= heal["at_s"], (first, heal)
+
+
+def assert_another_leads_after_the_cut(report: Any) -> None:
+    """The leader cut from etcd lost its term; another watcher led while it was cut (and
+    replaced app-3: the expectation)."""
+    (cut,) = [e for e in report["events"] if e["do"] == "cut-etcd"]
+    cut_watcher = cut["result"].rpartition("(")[2].rstrip(")")
+    (heal,) = [e for e in report["events"] if e["do"] == "heal"]
+    terms = report["leaders"]
+    assert any(t["name"] == cut_watcher and t["to_s"] is not None for t in terms), terms
+    assert any(
+        t["name"] != cut_watcher and cut["at_s"] < t["from_s"] < heal["at_s"] for t in terms
+    ), terms

@@ -67,7 +67,7 @@ def test_every_problem_is_listed_with_its_dotted_path() -> None:
         }
     )
     assert problems == [
-        "listen: 'nowhere' is not host:port (e.g. '127.0.0.1:9180')",
+        "listen: 'nowhere' is not host:port (e.g. '127.0.0.1:9480' or '[::1]:9480')",
         "secret_file: required key is missing",
         "checks[0].url: required key is missing",
         "checks[1]: kind must be one of disk_free, http, postgres, process, tcp",

@@ -14,6 +14,7 @@ NEUTRAL = (
     "drwatch.secretfile",
     "drwatch.logs",
     "drwatch.tomlconfig",
+    "drwatch.fields",
 )
 ALLOWED = ("drwatch.agent", *NEUTRAL)
 

@@ -296,3 +296,35 @@ def test_drill_command_exits_2_on_a_non_utf8_scenario(tmp_path: Path) -> None:
     assert "not UTF-8: byte 0xe9 at line 1, column 12" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not report.exists()
+
+
+@pytest.mark.parametrize("verb", ["kill-leader", "etcd-outage"])
+def test_a_cluster_verb_needs_several_watchers(verb: str) -> None:
+    """kill-leader and etcd-outage mean nothing to one watcher: the scenario says so;
+    with `watchers = 3` the same event parses."""
+    event = [{"at": "5s", "do": verb, "target": "watcher"}]
+    assert _problems(_base(event=event)) == [
+        f"event[0].do: {verb} needs several watchers (watchers = 3)"
+    ]
+    assert parse_scenario(_base(event=event, watchers=3), TOPO).watchers == 3
+
+
+def test_cut_vantage_names_a_watcher_and_a_zone() -> None:
+    """`WATCHER/ZONE` (or `leader/ZONE`) with a zone of the topology; anything else is
+    refused with what the verb needs."""
+    for target in ("drwatch-2/us-east-1b", "leader/us-east-1a"):
+        event = [{"at": "5s", "do": "cut-vantage", "target": target}]
+        assert parse_scenario(_base(event=event, watchers=3), TOPO).event[0].target == target
+    event = [{"at": "5s", "do": "cut-vantage", "target": "drwatch-2/nowhere"}]
+    (problem,) = _problems(_base(event=event, watchers=3))
+    assert problem.startswith("event[0].target: unknown target 'drwatch-2/nowhere'")
+
+
+def test_cut_etcd_names_one_watcher_or_the_leader() -> None:
+    """cut-etcd takes `drwatch-N` or `leader`, with several watchers."""
+    for target in ("drwatch-3", "leader"):
+        event = [{"at": "5s", "do": "cut-etcd", "target": target}]
+        assert parse_scenario(_base(event=event, watchers=3), TOPO).event[0].do == "cut-etcd"
+    event = [{"at": "5s", "do": "cut-etcd", "target": "app-3"}]
+    (problem,) = _problems(_base(event=event, watchers=3))
+    assert "cut-etcd needs a watcher name" in problem
