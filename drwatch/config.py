@@ -138,6 +138,18 @@ class ProviderConfig(_Strict):
         return self
 
 
+class DnsConfig(_Strict):
+    """The service's public name in Route 53 (docs/playbooks.md, region.failover): the
+    PRIMARY/SECONDARY failover records say which region serves."""
+
+    hosted_zone: str = Field(min_length=1)  # the zone's id (Z...) or its name
+    public_name: str = Field(min_length=1)
+    # An endpoint to use instead of AWS's (the sandbox, moto in tests).
+    endpoint: str | None = None
+    # How long a record change may take to reach INSYNC (AWS: usually under a minute).
+    change_timeout: Duration = 120.0
+
+
 class CheckKind(StrEnum):
     HTTP = "http"
     HTTPS = "https"
@@ -566,6 +578,11 @@ class Config(_Strict):
     cluster: ClusterConfig | None = None
     # Backups by data class (drwatch/backup/config.py); none configured: no backups.
     backup: BackupConfig | None = None
+    # Data residency: per data class, the regions its data may live in. region.failover
+    # refuses to move the service where a class may not live (a readiness warning too).
+    residency: dict[Name, list[Annotated[str, Field(min_length=1)]]] = Field(default_factory=dict)
+    # The public name and its hosted zone (region.failover); None: no DNS is read or switched.
+    dns: DnsConfig | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
@@ -599,6 +616,7 @@ def _cross_problems(cfg: Config) -> Iterable[str]:
                 )
     if cfg.backup is not None:
         yield from backup_problems(cfg.backup, backup_rpo_of(cfg), names)
+    yield from _residency_problems(cfg)
     grace_floor = cfg.timing.provider.interval
     if cfg.policy.dead_grace < grace_floor:
         yield (
@@ -612,6 +630,19 @@ def _cross_problems(cfg: Config) -> Iterable[str]:
             f"watcher.api_token_file: required when watcher.listen ({cfg.watcher.listen}) "
             "is not a loopback address"
         )
+
+
+def _residency_problems(cfg: Config) -> Iterable[str]:
+    known = set(cfg.objectives.data_classes) | {g.data_class for g in cfg.groups if g.data_class}
+    known |= set(cfg.backup.classes) if cfg.backup is not None else set()
+    for name, regions in sorted(cfg.residency.items()):
+        if name not in known:
+            yield (
+                f"residency.{name}: not a data class (define it under objectives.data_classes "
+                "or backup.classes)"
+            )
+        if not regions:
+            yield f"residency.{name}: name at least one region its data may live in"
 
 
 def backup_rpo_of(cfg: Config) -> dict[str, float]:

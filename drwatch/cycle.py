@@ -12,13 +12,14 @@ The caller (the daemon) logs `report.summary` once per change.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
 from drwatch import lifecycle
 from drwatch.assess import Assessment, RulesConfig, assess
+from drwatch.assess.regions import serving_regions
 from drwatch.assess.views import BootWatch, view
 from drwatch.config import PolicyConfig, TimingConfig
 from drwatch.decide import GateInput, decide, plans_for, utc_hm
@@ -205,6 +206,7 @@ class Cycle:
         *,
         roles: RoleMemory | None = None,
         rto: RtoPolicy | None = None,
+        regions: Sequence[str] = (),
     ) -> None:
         self.policy = policy
         self.rules = RulesConfig.from_config(policy, timing)
@@ -217,6 +219,8 @@ class Cycle:
         self.roles = roles if roles is not None else RoleMemory(incidents_store)
         self.rto = rto
         self.boots = BootWatch()
+        # The configured regions, for the serving-region model (drwatch.assess.regions).
+        self.regions = tuple(regions)
 
     # -- operator controls ------------------------------------------------------------------
 
@@ -304,7 +308,8 @@ class Cycle:
                     now=now,
                 )
                 t.apply(step, now)
-        result = assess(t.snapshot, now, self.rules, frozenset(t.retired))
+        serving = serving_regions(t.snapshot, self.roles.known(), self.regions)
+        result = assess(t.snapshot, now, self.rules, frozenset(t.retired), serving)
         if result.watcher_impaired is None:
             present = self._findings(t, result, now)
             self._decide(t, present, now)
@@ -340,7 +345,7 @@ class Cycle:
         for key, inc in by_key.items():
             if key in current:
                 continue
-            if _left_fleet(inc, t.snapshot):
+            if _left_fleet(inc, t.snapshot, retired):
                 # Terminated and dropped by discovery: not healed. The incident stays open
                 # and is still decided from its record (its replacement is still due).
                 present.add(key)
@@ -480,8 +485,11 @@ def _acted_since(stored: list[Incident], t: Tick, since: float) -> tuple[Inciden
     return tuple(sorted(by_id.values(), key=lambda i: (i.acted_at or 0.0, i.id)))
 
 
-def _left_fleet(inc: Incident, snapshot: Snapshot) -> bool:
-    return bool(inc.target_ids) and all(snapshot.fleet.get(t) is None for t in inc.target_ids)
+def _left_fleet(inc: Incident, snapshot: Snapshot, retired: frozenset[str]) -> bool:
+    """Every target left the fleet and some are not replaced yet. Targets all replaced
+    (a region failover's, restarted while that region's API is down) have nothing due."""
+    gone = all(snapshot.fleet.get(t) is None for t in inc.target_ids)
+    return bool(inc.target_ids) and gone and not all(t in retired for t in inc.target_ids)
 
 
 __all__ = [

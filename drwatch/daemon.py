@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack, ExitStack, suppress
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -23,7 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from drwatch import __version__, logs
-from drwatch.act.wiring import build_runner
+from drwatch.act.wiring import build_runner, region_setup
 from drwatch.alerts.alerter import Alerter
 from drwatch.alerts.model import (
     AlertInput,
@@ -31,6 +32,14 @@ from drwatch.alerts.model import (
     rto_alert,
     watcher_impaired_alert,
 )
+from drwatch.assess.readiness import (
+    ReadinessConfig,
+    ReadinessInput,
+    ReadinessReport,
+    assess_readiness,
+    regional_fallback,
+)
+from drwatch.assess.regions import serving_regions
 from drwatch.assess.trends import assess_trends
 from drwatch.backup.alerting import backup_alerts
 from drwatch.backup.wiring import fleet_deps, start_backups
@@ -41,18 +50,23 @@ from drwatch.cluster.wiring import build_cluster
 from drwatch.config import Config
 from drwatch.cycle import Cycle, SummaryLog, TickReport, WatcherState
 from drwatch.decide.rto import RtoPolicy
-from drwatch.errors import ConfigError
+from drwatch.errors import ConfigError, ProviderError
 from drwatch.fields import split_host_port
 from drwatch.incidents import IncidentStore, IncidentWriter
 from drwatch.ledger import DrillLedger
 from drwatch.model import Fleet, Observation, Snapshot
+from drwatch.model.findings import Finding
+from drwatch.model.regions import AddressBook
 from drwatch.model.snapshot import Discovery
 from drwatch.notify import Notifier, notifier_from_env, watchdog_interval
 from drwatch.observe.agent import AgentClient, AgentObserver, client_tls_context
 from drwatch.observe.app import AppObserver
 from drwatch.observe.canary import CanaryObserver
 from drwatch.observe.discovery import discover
+from drwatch.observe.fleetfile import FLEET_FILE, load_fleet, save_fleet
+from drwatch.observe.images import ImageWatch
 from drwatch.observe.provider import ProviderObserver
+from drwatch.observe.regions import RegionWatch, learn_addresses
 from drwatch.observe.samples import SampleHistory
 from drwatch.observe.scheduler import CheckJob, CheckScheduler
 from drwatch.observe.store import HealthStore, hysteresis_from
@@ -62,11 +76,15 @@ from drwatch.probes.http import HttpProbe, new_session
 from drwatch.probes.tcp import TcpProbe
 from drwatch.providers.aws import AwsProvider
 from drwatch.providers.base import Inventory
+from drwatch.providers.dns import Dns, NullDns
+from drwatch.providers.route53 import Route53Dns
 from drwatch.roles import RoleMemory
 from drwatch.secretfile import read_secret
 from drwatch.statelock import state_dir_lock
 from drwatch.web import api, outlook, status
 from drwatch.web import backups as backups_web
+from drwatch.web import readiness as readiness_web
+from drwatch.web import regions as regions_web
 from drwatch.web.hostcheck import AllowedHosts, host_check
 from drwatch.web.metrics import Metrics
 
@@ -94,6 +112,8 @@ class Watch:
     fleet: Fleet = field(default_factory=Fleet)
     discovered: asyncio.Event = field(default_factory=asyncio.Event)
     discovery_errors: dict[str, str] = field(default_factory=dict)
+    # Where the last discovered fleet is kept across restarts (drwatch/observe/fleetfile.py).
+    fleet_file: Path | None = None
 
     def latest(self) -> Snapshot:
         return self.store.snapshot(self.fleet, time.time())
@@ -139,6 +159,8 @@ class Watch:
                 joined=sorted(after - before),
                 left=sorted(before - after),
             )
+        if self.fleet_file is not None and fleet.instances != self.fleet.instances:
+            save_fleet(self.fleet_file, fleet)
         self.fleet = fleet
         self.store.prune(fleet)
         jobs: dict[str, CheckJob] = {}
@@ -179,7 +201,16 @@ class Daemon:
             AppObserver(cfg.groups, cfg.timing.app, http, tcp).jobs_for,
             CanaryObserver(cfg.canaries, cfg.timing.canary, http, tcp).jobs_for,
         ]
-        self.watch = Watch(cfg, self.provider, self.store, self.scheduler, sources)
+        kept = cfg.watcher.state_dir / FLEET_FILE
+        self.watch = Watch(
+            cfg,
+            self.provider,
+            self.store,
+            self.scheduler,
+            sources,
+            fleet=load_fleet(kept),
+            fleet_file=kept,
+        )
         self.provider_observer = ProviderObserver(
             self.provider, cfg.provider.regions, timeout=cfg.timing.provider.timeout
         )
@@ -190,6 +221,7 @@ class Daemon:
         # One memory of database roles, kept in the incident store, for the cycle's
         # decisions and the playbooks' own refusal to recover a replica as the primary.
         roles = RoleMemory(self.incidents)
+        self.regions = self._region_watch()
         # With [cluster]: etcd's election, and the shared journal fenced by it.
         self.shared = build_cluster(cfg.cluster) if cfg.cluster else None
         if self.shared is not None:
@@ -201,6 +233,7 @@ class Daemon:
             self.agent,
             kill_switch=self._kill_switch,
             roles=roles,
+            region=region_setup(cfg, self.regions.dns, self.regions.book),
             journal=self.shared.journal if self.shared else None,
         )
         self.stack.push_async_callback(self.runner.aclose)
@@ -212,6 +245,7 @@ class Daemon:
             time.time(),
             roles=roles,
             rto=RtoPolicy.from_config(cfg.objectives, cfg.groups),
+            regions=cfg.provider.regions,
         )
         controls = self._build_node()
         self.api_state = api.LiveApiState(
@@ -226,6 +260,10 @@ class Daemon:
         self.volumes = VolumeWatch(
             self.provider, cfg.provider.regions, timeout=cfg.timing.provider.timeout
         )
+        self.images = ImageWatch(
+            self.provider, cfg.provider.regions, timeout=cfg.timing.provider.timeout
+        )
+        self.readiness = readiness_web.ReadinessState()
         self.ledger = DrillLedger(cfg.watcher.state_dir)
         self.stack.callback(self.ledger.close)
         self.outlook = outlook.OutlookState(
@@ -238,6 +276,35 @@ class Daemon:
         deps = fleet_deps(cfg, lambda: self.watch.fleet, roles.role, self.agent, self.provider)
         self.backups = await start_backups(cfg, self.stack, self.metrics.registry, fleet=deps)
         await self._serve_web()
+
+    def _region_watch(self) -> RegionWatch:
+        """The public name's records (Route 53) and the serving region ([dns])."""
+        dns: Dns = NullDns()
+        if self.cfg.dns is not None:
+            route53 = Route53Dns(endpoint=self.cfg.dns.endpoint, profile=self.cfg.provider.profile)
+            self.stack.push_async_callback(route53.aclose)
+            dns = route53
+        zone, name = (
+            (self.cfg.dns.hosted_zone, self.cfg.dns.public_name) if self.cfg.dns else ("", "")
+        )
+        return RegionWatch(dns, zone, name, list(self.cfg.provider.regions), AddressBook())
+
+    async def _regions_loop(self) -> None:
+        """Which region serves: the addresses of each region, then the records, as often
+        as discovery."""
+        await self.watch.discovered.wait()
+        while True:
+            try:
+                snap = self.watch.latest()
+                for region in self.cfg.provider.regions:
+                    with suppress(ProviderError):
+                        addresses = await self.provider.addresses(region)
+                        learn_addresses(self.regions.book, snap, addresses)
+                learn_addresses(self.regions.book, snap)
+                await self.regions.read(snap, self.cycle.roles.known())
+            except Exception:
+                _log().exception("regions.failed")
+            await asyncio.sleep(self.cfg.provider.discovery_interval)
 
     def _build_node(self) -> api.Controls:
         """Lead or follow (cluster.node): alone, always lead; the API's controls."""
@@ -279,8 +346,10 @@ class Daemon:
         app = web.Application(middlewares=[host_check(AllowedHosts.from_config(self.cfg))])
         api.add_routes(app, self.api_state)
         outlook.add_routes(app, self.outlook)
+        readiness_web.add_routes(app, self.readiness)
         self.metrics.add_routes(app)
         status.add_routes(app)
+        regions_web.add_routes(app, self.regions)
         app.setdefault(api.STATUS_HOOKS, []).append(self._cluster_status)
         if self.backups is not None:
             backups_web.add_routes(app, self.backups)
@@ -315,6 +384,7 @@ class Daemon:
                 tg.create_task(self._tick_loop(), name="tick"),
                 tg.create_task(self._volume_loop(), name="volumes"),
                 tg.create_task(self._outlook_loop(), name="outlook"),
+                tg.create_task(self._regions_loop(), name="regions"),
             ]
             await self._ready()
             self.live_drills.start()
@@ -359,6 +429,10 @@ class Daemon:
                 await self.volumes.poll()
             except Exception:
                 _log().exception("volumes.failed")
+            try:
+                await self.images.poll(time.time())
+            except Exception:
+                _log().exception("images.failed")
             await asyncio.sleep(self.cfg.provider.discovery_interval)
 
     async def _tick_loop(self) -> None:
@@ -450,6 +524,34 @@ class Daemon:
             self.cfg.objectives.drill_interval,
             self.cfg.objectives.drill_kinds,
         )
+        self.refresh_readiness(now)
+
+    def refresh_readiness(self, now: float) -> None:
+        """Readiness warnings beside the tick (drwatch.assess.readiness, pure); none while
+        drwatch doubts its own network, as for the tick's findings."""
+        snapshot, report = self.watch.latest(), self.api_state.latest_report()
+        known = self.cycle.roles.known()
+        dns = self.regions.latest  # the public name's records, as last read
+        regions = serving_regions(
+            snapshot,
+            known,
+            self.cfg.provider.regions,
+            records=dns.records,
+            address_regions=self.regions.book.regions,
+            dns_error=dns.dns_error,
+        )
+        if report is None or report.watcher_state is WatcherState.IMPAIRED:
+            self.readiness.report = ReadinessReport((), regions)
+        else:
+            self.readiness.report = assess_readiness(
+                ReadinessInput(snapshot, now, self.cycle.rules, regions,
+                               ReadinessConfig.from_config(self.cfg), self.images.current(),
+                               known, self.incidents.retired())
+            )  # fmt: skip
+        findings = report.findings if report is not None else ()
+        lost = {d.region for d in findings if d.finding is Finding.DR_CAPACITY_LOST}
+        fallback, _ = regional_fallback(regions, lost)
+        self.metrics.update_readiness(self.readiness.report.diagnoses, fallback)
 
     async def _outlook_loop(self) -> None:
         await self.watch.discovered.wait()

@@ -22,8 +22,10 @@ from drwatch.errors import DrwatchError
 from drwatch.model.fleet import Instance, Role
 from drwatch.model.observation import Health, Layer
 from drwatch.model.plan import Plan, PlaybookName
+from drwatch.model.regions import AddressBook
 from drwatch.model.snapshot import Snapshot
 from drwatch.providers.base import Provider, Tags
+from drwatch.providers.dns import Dns, NullDns
 from drwatch.roles import RoleMemory, database_check, reported_role
 
 JSON = dict[str, Any]
@@ -102,6 +104,26 @@ class ActSettings:
     data_device: str = "/dev/sdf"
 
 
+def no_residency_rule(_from_region: str, _to_region: str) -> str | None:
+    """The data-residency check `region.failover` asks: why moving the service's data from
+    one region to the other breaks a residency rule, or None when it does not."""
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class RegionSetup:
+    """What `region.failover` needs beyond the compute provider (config `[dns]`)."""
+
+    dns: Dns = field(default_factory=NullDns)
+    hosted_zone: str = ""
+    public_name: str = ""
+    # The load balancer group whose service check goes through the public name.
+    service_group: str = ""
+    change_timeout: float = 120.0
+    addresses: AddressBook = field(default_factory=AddressBook)
+    residency: Callable[[str, str], str | None] = no_residency_rule
+
+
 @dataclass(frozen=True, slots=True)
 class Deps:
     """Everything a playbook may touch, handed in by the composition root."""
@@ -113,6 +135,7 @@ class Deps:
     settings: ActSettings = ActSettings()
     clock: Clock = field(default_factory=SystemClock)
     roles: RoleMemory = field(default_factory=RoleMemory)
+    region: RegionSetup = field(default_factory=RegionSetup)
 
 
 class StepError(DrwatchError):

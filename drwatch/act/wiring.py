@@ -11,6 +11,7 @@ With `[cluster]` the daemon passes the etcd journal (`journal=`): fenced by the 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from drwatch.act.base import (
     ActSettings,
@@ -19,15 +20,19 @@ from drwatch.act.base import (
     Deps,
     FleetView,
     GroupInfo,
+    RegionSetup,
     SystemClock,
 )
 from drwatch.act.journal import Journal
 from drwatch.act.playbooks import all_playbooks
 from drwatch.act.runner import Runner
+from drwatch.assess.readiness import residency_refusal
 from drwatch.cluster.sqlite_store import SqliteJournalStore
 from drwatch.cluster.store import JournalStore
 from drwatch.config import Config, GroupConfig, LayerTiming
+from drwatch.model.regions import AddressBook
 from drwatch.providers.base import Provider
+from drwatch.providers.dns import Dns
 from drwatch.roles import RoleMemory
 
 
@@ -44,6 +49,30 @@ def group_infos(groups: Iterable[GroupConfig]) -> dict[str, GroupInfo]:
         )
         for g in groups
     }
+
+
+def region_setup(cfg: Config, dns: Dns, book: AddressBook) -> RegionSetup:
+    """What region.failover reads from the config: the public name, its zone, the load
+    balancer group whose service check goes through that name, the residency rule."""
+    residency = cfg.residency
+
+    def refusal(_from_region: str, to_region: str) -> str | None:
+        return residency_refusal(residency, to_region)
+
+    base = RegionSetup(
+        service_group=next((g.name for g in cfg.groups if g.service_url), ""),
+        addresses=book,
+        residency=refusal,
+    )
+    if cfg.dns is None:
+        return base
+    return replace(
+        base,
+        dns=dns,
+        hosted_zone=cfg.dns.hosted_zone,
+        public_name=cfg.dns.public_name,
+        change_timeout=cfg.dns.change_timeout,
+    )
 
 
 def _settle(timing: LayerTiming) -> float:
@@ -71,6 +100,7 @@ def build_runner(
     kill_switch: Callable[[], bool],
     clock: Clock | None = None,
     roles: RoleMemory | None = None,
+    region: RegionSetup | None = None,
     journal: JournalStore | None = None,
 ) -> Runner:
     """The runner, its journal (by default under `watcher.state_dir`), every playbook,
@@ -85,5 +115,6 @@ def build_runner(
         settings=act_settings(cfg),
         clock=clock or SystemClock(),
         roles=roles if roles is not None else RoleMemory(),
+        region=region or RegionSetup(),
     )
     return Runner(journal, all_playbooks(), deps, cfg.watcher.name, kill_switch)

@@ -116,6 +116,11 @@ ALERT_BY_SCOPE: dict[str, tuple[str, str]] = {
     "region": ("DrwatchRegionOutage", "critical"),
     "provider_api": ("DrwatchProviderApiDown", "warning"),
 }
+# Findings whose alert is not their scope's: a lost standby region is a region incident
+# (it still mutes the zone and instance alerts inside it) but the service is fine.
+ALERT_BY_FINDING: dict[str, tuple[str, str]] = {
+    "dr_capacity_lost": ("DrwatchDrCapacityLost", "warning"),
+}
 
 
 def incident_alert(
@@ -128,9 +133,12 @@ def incident_alert(
     region: str = "",
     zone: str = "",
     description: str = "",
+    finding: str = "",
 ) -> AlertInput:
-    """The alert for one open incident, named and graded by its scope."""
-    alertname, severity = ALERT_BY_SCOPE.get(scope, ("DrwatchIncident", "warning"))
+    """The alert for one open incident, named and graded by its finding or else its scope."""
+    alertname, severity = ALERT_BY_FINDING.get(finding) or ALERT_BY_SCOPE.get(
+        scope, ("DrwatchIncident", "warning")
+    )
     return AlertInput(
         incident_id=incident_id,
         alertname=alertname,
@@ -176,6 +184,7 @@ def alert_for_incident(inc: Incident) -> AlertInput:
         region=inc.region,
         zone=inc.zone,
         description=inc.evidence,
+        finding=str(inc.finding),
     )
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drwatch.assess import rules, scopes
+from drwatch.assess.regions import serving_regions
 from drwatch.assess.rules import Context, Rule
 from drwatch.assess.views import RulesConfig, instance_views, named_views
 from drwatch.model.findings import Diagnosis, Finding, Severity
 from drwatch.model.observation import Layer
 from drwatch.model.plan import Scope
+from drwatch.model.regions import RegionRoles
 from drwatch.model.snapshot import Snapshot
 
 # The rules, in the order their diagnoses are listed. Explicit: one line per rule.
@@ -63,8 +65,11 @@ def assess(
     now: float,
     cfg: RulesConfig,
     retired: frozenset[str] = frozenset(),
+    regions: RegionRoles | None = None,
 ) -> Assessment:
-    """Classify the fleet. `retired` instance ids (replaced by a playbook) are not judged."""
+    """Classify the fleet. `retired` instance ids (replaced by a playbook) are not judged.
+    `regions`: which region serves (drwatch.model.regions); by default, from the
+    snapshot alone (drwatch.assess.regions.serving_regions)."""
     views = instance_views(snapshot, now, cfg, retired)
     ctx = Context(
         now=now,
@@ -73,6 +78,7 @@ def assess(
         zones=named_views(snapshot, Layer.ZONE, now, cfg),
         apis=named_views(snapshot, Layer.API, now, cfg),
         canaries=named_views(snapshot, Layer.CANARY, now, cfg),
+        regions=regions if regions is not None else serving_regions(snapshot),
         discovery=snapshot.discovery,
         fleet_groups=frozenset(i.group for i in snapshot.fleet),
     )

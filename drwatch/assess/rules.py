@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from drwatch.assess.regions import UNKNOWN_ROLES
 from drwatch.assess.views import (
     InstanceView,
     LayerView,
@@ -22,6 +23,7 @@ from drwatch.assess.views import (
 from drwatch.model.findings import Diagnosis, Finding, scope_key
 from drwatch.model.fleet import InstanceState
 from drwatch.model.plan import Scope
+from drwatch.model.regions import RegionRoles
 from drwatch.model.snapshot import Discovery
 
 
@@ -33,6 +35,8 @@ class Context:
     zones: Mapping[str, LayerView]
     apis: Mapping[str, LayerView]
     canaries: Mapping[str, LayerView]
+    # Which region serves: losing a standby region is DR capacity lost, not an outage.
+    regions: RegionRoles = field(default=UNKNOWN_ROLES)
     discovery: Discovery = field(default_factory=Discovery)
     fleet_groups: frozenset[str] = frozenset()
 

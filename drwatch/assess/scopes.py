@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from drwatch.assess.regions import is_standby
 from drwatch.assess.rules import Context
 from drwatch.assess.views import UNSEEN, InstanceView, LayerView, Seen, zone_impaired
 from drwatch.model.findings import Diagnosis, Finding, scope_key
@@ -153,10 +154,11 @@ def rule_region(ctx: Context) -> Iterable[Diagnosis]:
         note = (
             f"{region} API {api.seen.value} ({api.reason or 'no answer'}); none of its "
             f"{len(members)} instance(s) answers; canaries and {', '.join(others)} answer"
+            f"{_standby_note(ctx, region)}"
         )
         if ctx.matured(since):
             yield _wide(
-                Finding.REGION_OUTAGE,
+                _region_lost(ctx, region),
                 Scope.REGION,
                 region,
                 members,
@@ -174,6 +176,21 @@ def rule_region(ctx: Context) -> Iterable[Diagnosis]:
                 evidence=note + ctx.left(since),
                 since=since,
             )
+
+
+def _region_lost(ctx: Context, region: str) -> Finding:
+    """The serving region lost is an outage (region.failover); a standby region lost is
+    DR capacity lost: the service is fine, only its regional fallback is gone."""
+    return Finding.DR_CAPACITY_LOST if is_standby(ctx.regions, region) else Finding.REGION_OUTAGE
+
+
+def _standby_note(ctx: Context, region: str) -> str:
+    if not is_standby(ctx.regions, region):
+        return ""
+    return (
+        f"; {region} is a standby region ({ctx.regions.detail}): while it is lost the service "
+        "has no regional fallback"
+    )
 
 
 def rule_provider_api(ctx: Context) -> Iterable[Diagnosis]:

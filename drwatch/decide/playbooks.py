@@ -3,7 +3,8 @@
 app_server -> app_server.replace; load_balancer -> load_balancer.failover_eip while
 another LB of its group answers (the playbook moves the Elastic IP there if the lost
 one held it, then rebuilds a standby), else load_balancer.replace; database primary
--> database.recover (a replica has no playbook yet); region -> region.failover.
+-> database.recover (a replica has no playbook yet); the serving region lost
+(region_outage) -> region.failover; a standby region lost (dr_capacity_lost) -> none.
 A database's role comes from its agent's check (now, else as last reported), its tag
 only as a fallback; a database whose role nobody knows is recovered as the primary
 only with an operator's approval (the plan says why).
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from drwatch.assess.views import RulesConfig, is_retired, view
+from drwatch.model.findings import Finding
 from drwatch.model.fleet import Instance, Role
 from drwatch.model.incident import Incident
 from drwatch.model.observation import Layer
@@ -39,7 +41,12 @@ def plans_for(
     if incident.severity != "outage" or incident.scope not in ACTIONABLE_SCOPES:
         return ()
     if incident.scope is Scope.REGION:
-        return (_region_plan(incident),)
+        # Only the serving region's loss moves the service; a lost standby region
+        # (dr_capacity_lost) is an alert and never reaches here as an outage. Once
+        # region.failover has run, its targets are retired: nothing is left to do.
+        serving_lost = incident.finding == Finding.REGION_OUTAGE
+        left = [t for t in incident.target_ids if t not in retired]
+        return (_region_plan(incident),) if serving_lost and left else ()
     by_group = _targets_by_group(incident, snapshot, retired)
     plans = []
     for group, members in sorted(by_group.items(), key=_order):

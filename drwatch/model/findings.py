@@ -53,6 +53,8 @@ class Finding(StrEnum):
     ZONE_UNREACHABLE = "zone_unreachable"
     REGION_OUTAGE = "region_outage"
     REGION_SUSPECT = "region_suspect"
+    # The standby region is lost while the serving one answers: an alert, never a failover.
+    DR_CAPACITY_LOST = "dr_capacity_lost"
     PROVIDER_API_DOWN = "provider_api_down"
     CANARY_FAILING = "canary_failing"
     WATCHER_IMPAIRED = "watcher_impaired"
@@ -61,6 +63,15 @@ class Finding(StrEnum):
     CPU_PRESSURE = "cpu_pressure"
     MEMORY_PRESSURE = "memory_pressure"
     VOLUME_IMPAIRED = "volume_impaired"
+    # Readiness: could the service survive losing a zone or its region? (drwatch.assess.readiness)
+    GROUP_SINGLE_ZONE = "group_single_zone"
+    LB_STANDBY_MISSING = "lb_standby_missing"
+    DB_ZONE_REPLICA_MISSING = "db_zone_replica_missing"
+    REGION_REPLICA_MISSING = "region_replica_missing"
+    REGION_REPLICA_LAGGING = "region_replica_lagging"
+    STANDBY_IMAGE_MISSING = "standby_image_missing"
+    RESIDENCY_BLOCKS_FAILOVER = "residency_blocks_failover"
+    DNS_MISMATCH = "dns_mismatch"
     WATCHER_BLIND = "watcher_blind"
     DISCOVERY_FAILING = "discovery_failing"
 
@@ -161,6 +172,13 @@ _DESCRIPTIONS: dict[Finding, tuple[str, Severity, Scope]] = {
         Severity.WARNING,
         _R,
     ),
+    Finding.DR_CAPACITY_LOST: (
+        "the standby region is lost (its API and every instance in it unreachable) while "
+        "the serving region answers: the service is fine but has no regional fallback; "
+        "alert, never fail over",
+        Severity.ALERT,
+        _R,
+    ),
     Finding.PROVIDER_API_DOWN: (
         "the region's provider API fails while its agents and apps answer: alert, never act",
         Severity.ALERT,
@@ -197,6 +215,53 @@ _DESCRIPTIONS: dict[Finding, tuple[str, Severity, Scope]] = {
         Severity.WARNING,
         _I,
     ),
+    Finding.GROUP_SINGLE_ZONE: (
+        "readiness: every member of a group of two or more runs in one zone, so losing "
+        "that zone takes the whole group",
+        Severity.WARNING,
+        _Z,
+    ),
+    Finding.LB_STANDBY_MISSING: (
+        "readiness: no healthy standby load balancer: the serving region has no healthy "
+        "load balancer in a second zone, or the standby region has none at all",
+        Severity.WARNING,
+        _R,
+    ),
+    Finding.DB_ZONE_REPLICA_MISSING: (
+        "readiness: the primary database has no healthy replica in another zone of its region",
+        Severity.WARNING,
+        _R,
+    ),
+    Finding.REGION_REPLICA_MISSING: (
+        "readiness: the primary database has no healthy replica in the standby region",
+        Severity.WARNING,
+        _R,
+    ),
+    Finding.REGION_REPLICA_LAGGING: (
+        "readiness: the standby region's replica lags the primary by more than the RPO: a "
+        "region failover now would lose more data than the objective allows",
+        Severity.WARNING,
+        _R,
+    ),
+    Finding.STANDBY_IMAGE_MISSING: (
+        "readiness: no machine image for a group in the standby region (tagged with the "
+        "group or its role): a region failover could not launch it there",
+        Severity.WARNING,
+        _R,
+    ),
+    Finding.RESIDENCY_BLOCKS_FAILOVER: (
+        "readiness: a data class may not live in the standby region (residency): "
+        "region.failover would refuse to move the service there",
+        Severity.WARNING,
+        _R,
+    ),
+    Finding.DNS_MISMATCH: (
+        "readiness: the public name's DNS records do not match the serving region: the "
+        "PRIMARY record points at another region than the primary database, or the "
+        "SECONDARY record does not point at the standby region",
+        Severity.WARNING,
+        _R,
+    ),
     Finding.WATCHER_BLIND: (
         "discovery finds nothing to watch: it fails, or the fleet is empty while the "
         "config expects groups; drwatch cannot see the fleet, so it says so and never acts",
@@ -209,6 +274,18 @@ _DESCRIPTIONS: dict[Finding, tuple[str, Severity, Scope]] = {
         Scope.WATCHER,
     ),
 }
+
+# The readiness findings, which drwatch.assess.readiness makes (beside the cycle).
+READINESS_FINDINGS = (
+    Finding.GROUP_SINGLE_ZONE,
+    Finding.LB_STANDBY_MISSING,
+    Finding.DB_ZONE_REPLICA_MISSING,
+    Finding.REGION_REPLICA_MISSING,
+    Finding.REGION_REPLICA_LAGGING,
+    Finding.STANDBY_IMAGE_MISSING,
+    Finding.RESIDENCY_BLOCKS_FAILOVER,
+    Finding.DNS_MISMATCH,
+)
 
 
 def scope_key(scope: Scope, name: str = "") -> str:

@@ -120,6 +120,54 @@ async def _nothing() -> None:
     return None
 
 
+APPROVE_WAIT_S = 25.0
+
+
+async def _approve(ch: Chaos, _f: Fault, target: str) -> Undo:
+    """The operator approves the open incident on `target` (its region, zone or one of
+    its instances) through the daemon's API, with its token, as a person would. The
+    incident may still be on its way to awaiting approval: wait for it, within a limit."""
+    if not ch.sb.options.api_token or not ch.sb.api_token_file.exists():
+        raise SandboxError("approve needs the daemon's API token (sandbox Options.api_token)")
+    headers = {"Authorization": f"Bearer {ch.sb.api_token_file.read_text().strip()}"}
+    deadline = time.monotonic() + APPROVE_WAIT_S
+    while True:
+        found = await _awaiting(ch, target, headers)
+        if found is not None:
+            break
+        if time.monotonic() > deadline:
+            raise SandboxError(f"approve: no open incident on {target} awaits approval")
+        await asyncio.sleep(0.5)
+    url = f"{ch.sb.api_url}/api/v1/incidents/{found}/approve"
+    try:
+        async with ch.sb.session().post(
+            url, json={"by": "drill"}, headers=headers, timeout=aiohttp.ClientTimeout(total=5)
+        ) as resp:
+            if resp.status != 200:
+                raise SandboxError(f"approve {found}: the daemon answered HTTP {resp.status}")
+    except (aiohttp.ClientError, TimeoutError) as err:
+        raise SandboxError(f"approve: the daemon's API did not answer ({err})") from None
+    return _nothing
+
+
+async def _awaiting(ch: Chaos, target: str, headers: dict[str, str]) -> str | None:
+    """The id of the open incident on `target` that awaits approval, if there is one."""
+    url = f"{ch.sb.api_url}/api/v1/incidents?open=1"
+    try:
+        async with ch.sb.session().get(
+            url, headers=headers, timeout=aiohttp.ClientTimeout(total=5)
+        ) as resp:
+            found = await resp.json() if resp.status == 200 else {}
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    items = found.get("incidents", found) if isinstance(found, dict) else found
+    for inc in items if isinstance(items, list) else []:
+        named = target in (inc.get("region"), inc.get("zone"), *inc.get("targets", []))
+        if named and inc.get("outcome") == "awaiting_approval":
+            return str(inc["id"])
+    return None
+
+
 async def _stop(ch: Chaos, _f: Fault, iid: str) -> Undo:
     await ch.ec2_call(iid, "stop_instances")
     return lambda: ch.ec2_call(iid, "start_instances")
@@ -447,6 +495,7 @@ async def _restore_test(ch: Chaos, _f: Fault, data_class: str) -> Undo:
 
 
 _APPLY: dict[str, Applier] = {
+    "approve": _approve,
     "stop-instance": _stop,
     "terminate-instance": _terminate,
     "impair-instance": _impair,

@@ -156,11 +156,11 @@ def seed(moto: Moto, topo: Topology) -> Seeded:
 
 def _register_image(ec2: Any, role: str) -> str:
     image: str = ec2.register_image(
-        Name=f"drwatch-{role}",
-        Architecture="x86_64",
-        RootDeviceName="/dev/sda1",
-        TagSpecifications=[{"ResourceType": "image", "Tags": tag_list({ROLE_TAG: role})}],
+        Name=f"drwatch-{role}", Architecture="x86_64", RootDeviceName="/dev/sda1"
     )["ImageId"]
+    # moto drops RegisterImage's TagSpecifications (AWS keeps them): tag it again, so the
+    # role's image is found by its tag (readiness, and the playbooks' image fallback).
+    ec2.create_tags(Resources=[image], Tags=tag_list({ROLE_TAG: role}))
     return image
 
 

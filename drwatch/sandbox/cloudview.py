@@ -51,6 +51,11 @@ class CloudView:
     snapshots: dict[str, SnapshotView] = field(default_factory=dict)
     # Elastic IP Name tag -> the instance id holding it (None: unassociated)
     addresses: dict[str, str | None] = field(default_factory=dict)
+    # A public address -> the instance behind it (Elastic IPs, instances' own addresses).
+    public_ips: dict[str, str] = field(default_factory=dict)
+    # What the service's public name answers: the values of its PRIMARY failover record
+    # (moto has no health checks, so the PRIMARY record is always the answer).
+    dns_answer: tuple[str, ...] = ()
 
     def named(self, name: str) -> InstanceView | None:
         """The current instance with this Name: running first, then the newest not terminated."""
@@ -65,14 +70,17 @@ class CloudView:
         return next((s for s in self.snapshots.values() if s.name == name), None)
 
 
-def describe(moto: Moto, regions: list[str]) -> CloudView:
-    """One full read of every region (blocking: run it in a thread)."""
+def describe(moto: Moto, regions: list[str], dns: tuple[str, str] | None = None) -> CloudView:
+    """One full read of every region (blocking: run it in a thread); with `dns` (hosted
+    zone id, record name), what the public name answers too."""
     view = CloudView()
     for region in regions:
         ec2 = moto.ec2(region)
         for raw_inst in _instances(ec2):
             inst = _instance(region, raw_inst)
             view.instances[inst.id] = inst
+            if raw_inst.get("PublicIpAddress") and inst.state != "terminated":
+                view.public_ips[raw_inst["PublicIpAddress"]] = inst.id
         for raw in ec2.describe_volumes()["Volumes"]:
             vol = _volume(raw)
             view.volumes[vol.id] = vol
@@ -82,7 +90,20 @@ def describe(moto: Moto, regions: list[str]) -> CloudView:
         for addr in ec2.describe_addresses()["Addresses"]:
             name = tags_dict(addr.get("Tags")).get("Name", addr["AllocationId"])
             view.addresses[name] = addr.get("InstanceId")
+            if addr.get("InstanceId"):
+                view.public_ips[addr["PublicIp"]] = addr["InstanceId"]
+    if dns is not None:
+        view.dns_answer = _dns_answer(moto, *dns)
     return view
+
+
+def _dns_answer(moto: Moto, zone_id: str, name: str) -> tuple[str, ...]:
+    r53 = moto.client("route53", "us-east-1")
+    raw = r53.list_resource_record_sets(HostedZoneId=zone_id, StartRecordName=name)
+    for rec in raw["ResourceRecordSets"]:
+        if rec["Name"] == name and rec.get("Failover") == "PRIMARY":
+            return tuple(v["Value"] for v in rec.get("ResourceRecords", []))
+    return ()
 
 
 def _instances(ec2: Any) -> list[dict[str, Any]]:

@@ -164,8 +164,11 @@ def parse_findings(body: object) -> list[SeenFinding]:
 
 
 def _healths(node: object) -> Iterator[str]:
-    """Every value under a `health` key, anywhere in the status document."""
+    """Every value under a `health` key, anywhere in the status document, except a
+    retired target's (replaced and fenced by a playbook: down is its rightful state)."""
     if isinstance(node, Mapping):
+        if node.get("retired") is True:
+            return
         for key, value in node.items():
             if key == "health" and isinstance(value, str):
                 yield value
@@ -177,7 +180,8 @@ def _healths(node: object) -> Iterator[str]:
 
 
 def status_healthy(body: object) -> bool:
-    """The daemon says `all_healthy`; without that field, everything it reports is `up`."""
+    """The daemon says `all_healthy`; without that field, everything it reports is `up`.
+    A retired target (`targets[].retired`) counts for neither."""
     if isinstance(body, Mapping) and isinstance(body.get("all_healthy"), bool):
         return bool(body["all_healthy"]) and all(v == "up" for v in _healths(body))
     values = list(_healths(body))

@@ -183,6 +183,7 @@ async def run_drill(
     sb = Sandbox(topo, state_dir, options)
     chaos = control.attach(sb)
     data = None
+    service = None
     async with sb:
         api = api_of(sb)
         if await wait_healthy(sb, api, HEALTHY_DEADLINE_S):
@@ -190,6 +191,7 @@ async def run_drill(
             log.info("drill.healthy", at_s=healthy_at)
             await _timeline(sb, chaos, sc, start, seen)
             data = await sb.databases.data_facts()
+            service = await sb.probe_service()
     facts = DrillFacts(
         start=start,
         healthy_at_s=healthy_at,
@@ -202,6 +204,7 @@ async def run_drill(
         sightings=tuple(sorted(seen.sightings.values(), key=lambda s: s.first_seen)),
         backups=tuple(sorted(seen.backups.values(), key=lambda s: s.first_seen)),
         data=data,
+        service=service,
     )
     report = build_report(sc, facts)
     if seen.leaders is not None:

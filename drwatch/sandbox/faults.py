@@ -28,12 +28,17 @@ class TargetKind(StrEnum):
 
 
 HEAL = "heal"
+APPROVE = "approve"
+# What an `approve` may name: the region, zone or instance of an open incident.
+APPROVABLE = frozenset({TargetKind.REGION, TargetKind.ZONE, TargetKind.INSTANCE})
 WATCHER = "watcher"
 OFFSITE = "offsite"
 DATA_CLASSES = ("orders", "app-config", "images", "scratch")
 
 # verb -> (what it targets, its parameter or None)
 VERBS: dict[str, tuple[TargetKind, str | None]] = {
+    # An operator's approval of the open incident on a region, zone or instance.
+    "approve": (TargetKind.REGION, None),
     "stop-instance": (TargetKind.INSTANCE, None),
     "terminate-instance": (TargetKind.INSTANCE, None),
     "impair-instance": (TargetKind.INSTANCE, None),
@@ -119,6 +124,9 @@ def check_target(topo: Topology, verb: str, target: str) -> str | None:
     kind = target_kind(topo, target)
     if kind is None:
         return f"unknown target {target!r} for {verb} (it needs a {want.value})"
+    if verb == APPROVE:
+        approvable = kind in APPROVABLE
+        return None if approvable else f"approve needs a region, zone or instance, not {kind.value}"
     if kind is not want:
         return f"{verb} needs a {want.value} as its target; {target!r} is a {kind.value}"
     return None

@@ -126,6 +126,9 @@ class Scenario(_Strict):
     # gives the watcher the private key's copy.
     backups: bool = False
     watcher_key: bool = False
+    # At the end, the service address must answer (2xx) from a load balancer in this region
+    # (a region failover drill: the public name now leads to the standby region).
+    expect_service_region: str | None = None
     # Several watchers: a local etcd and drwatch-1 .. drwatch-N; one leads, all observe.
     watchers: Annotated[int, Field(ge=1, le=5)] = 1
 

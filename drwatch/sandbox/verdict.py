@@ -54,6 +54,8 @@ class DrillFacts:
     sightings: tuple[Sighting, ...] = ()
     data: DataFacts | None = None  # with `postgres = true`: the writer's rows
     backups: tuple[BackupSighting, ...] = ()  # the catalogue as the drill saw it
+    # The service address probed at the end: status, the LB that answered ("via"), its region.
+    service: dict[str, Any] | None = None
 
 
 def _rel(t: float | None, start: float) -> float | None:
@@ -278,6 +280,19 @@ def data_violations(block: dict[str, Any] | None, rpo_s: float | None) -> list[s
     return []
 
 
+def service_violations(region: str | None, service: dict[str, Any] | None) -> list[str]:
+    """The service must answer from `region` at the end (expect_service_region)."""
+    if region is None:
+        return []
+    if service is None or not service.get("ok"):
+        what = service.get("detail") if service else "not probed"
+        return [f"service: expected an answer from {region}; it did not answer ({what})"]
+    if service.get("region") != region:
+        got = f"{service.get('via')} in {service.get('region')}"
+        return [f"service: expected an answer from {region}, got one from {got}"]
+    return []
+
+
 def build_report(sc: Scenario, facts: DrillFacts) -> dict[str, Any]:
     incidents = [incident_report(i, facts) for i in facts.incidents]
     expectations = [judge(ex, facts) for ex in sc.expect]
@@ -287,7 +302,9 @@ def build_report(sc: Scenario, facts: DrillFacts) -> dict[str, Any]:
     broken = violations(sc, facts, incidents)
     data = data_block(facts.data, facts.start) if facts.data is not None else None
     broken += data_violations(data, facts.rpo_s)
+    broken += service_violations(sc.expect_service_region, facts.service)
     extra = {"data": data} if data is not None else {}
+    extra.update({"service": facts.service} if facts.service is not None else {})
     return {
         "scenario": sc.name,
         "started_at": facts.start,

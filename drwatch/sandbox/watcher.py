@@ -54,6 +54,21 @@ class WorldAddresses:
     shared_provider: bool = False
     # The daemon's API token (pause, resume, approve through its API); none: no token.
     api_token_file: Path | None = None
+    # Route 53 through the front; none: no [dns] section.
+    dns_endpoint: str | None = None
+
+
+def _dns(topo: Topology, where: WorldAddresses) -> list[str]:
+    if topo.dns is None or where.dns_endpoint is None:
+        return []
+    return [
+        "[dns]",
+        f"hosted_zone = {_q(topo.dns.zone)}",
+        f"public_name = {_q(topo.dns.record)}",
+        f"endpoint = {_q(where.dns_endpoint)}",
+        'change_timeout = "30s"',
+        "",
+    ]
 
 
 def _q(value: object) -> str:
@@ -93,6 +108,7 @@ def render_config(topo: Topology, where: WorldAddresses) -> str:
         *_trends(),
         *_plan(),
         *_alerts(where),
+        *_dns(topo, where),
         *where.extra,
     ]
     for name, specs in topo.groups().items():

@@ -49,6 +49,8 @@ STATE_FILE = "sandbox.json"
 CONFIG_FILE = "drwatch.toml"
 DAEMON_DIR = "daemon"
 SERVICE_PATH = "/app/healthz"
+# The front's listener for Route 53: a global service, untouched by a region's outage.
+ROUTE53 = "route53"
 
 
 def _ephemeral_low() -> int:
@@ -123,6 +125,9 @@ class Options:
     api_port: int | None = None
     # Alertmanager replicas (API v2 base URLs) the daemon sends its alerts to.
     alertmanager_urls: tuple[str, ...] = ()
+    # Give the daemon an API token (api.token in the state directory), so the operator's
+    # controls (pause, resume, approve) can be driven through its API, as drills do.
+    api_token: bool = False
     # Real PostgreSQL behind the database hosts (pgworld.RealDatabases).
     postgres: bool = False
     # Backups by data class (sandbox.backups): on in `drwatch sandbox` (unless
@@ -135,9 +140,6 @@ class Options:
     backup_rpo: float | None = None
     # More than one: a local etcd and that many daemons, drwatch-1 .. drwatch-N (cluster.py).
     watchers: int = 1
-    # Give the daemon an API token (api.token in the state directory), so the operator's
-    # controls (pause, resume, approve) can be driven through its API, as drills do.
-    api_token: bool = False
 
 
 @dataclass
@@ -185,9 +187,8 @@ class Sandbox:
                 )
                 self.watcher_listens.append(f"127.0.0.1:{free_port()}")
         self._session: aiohttp.ClientSession | None = None
-        self.front = Front(
-            self.moto_proc.url, {r: free_port() for r in topo.regions}, self.uplink, self.session
-        )
+        ports = {r: free_port() for r in (*topo.regions, ROUTE53)}
+        self.front = Front(self.moto_proc.url, ports, self.uplink, self.session)
         self.canaries = {n: Listener(free_port(), self._canary_app) for n in CANARIES}
         self.service = Listener(free_port(), self._service_app)
         self.control: Listener | None = None  # set by the control module
@@ -354,6 +355,7 @@ class Sandbox:
             service_url=self.service_url,
             canaries=self.canary_urls(),
             alertmanager_urls=self.options.alertmanager_urls,
+            dns_endpoint=self.front.endpoint(ROUTE53) if self.topo.dns else None,
             api_token_file=self._write_api_token() if self.options.api_token else None,
         )
         extra = self.backups.config_lines() if self.backups else []
@@ -425,7 +427,9 @@ class Sandbox:
     async def poll(self) -> None:
         """Read moto, adopt new instances, boot or silence hosts, and sync their ports."""
         async with asyncio.timeout(30):
-            self.view = await asyncio.to_thread(describe, self.moto, self.topo.regions)
+            self.view = await asyncio.to_thread(
+                describe, self.moto, self.topo.regions, self._dns_name()
+            )
             for inst in self.view.instances.values():
                 host = self.hosts.get(inst.id)
                 if host is None and inst.state in ("pending", "running"):
@@ -433,6 +437,11 @@ class Sandbox:
                 if host is not None:
                     await self._life(host, inst)
             await self.sync_hosts()
+
+    def _dns_name(self) -> tuple[str, str] | None:
+        """(hosted zone id, record name) of the service's public name, when seeded."""
+        dns, zone = self.topo.dns, self.seeded.hosted_zone
+        return (zone, dns.record) if dns is not None and zone else None
 
     async def _adopt(self, inst: InstanceView) -> SimHost:
         """A new instance: give it loopback ports and tag it with them, as DHCP would."""
@@ -516,11 +525,13 @@ class Sandbox:
         return self.hosts.get(inst.id) if inst else None
 
     def database_target(self) -> str | None:
-        """The instance behind the database address most app servers are told, when up."""
+        """The instance behind the database address most answering app servers are told,
+        when up. Silent app servers do not count: after a region failover the lost
+        region's servers still name the old primary, and the service no longer uses them."""
         told = Counter(
             h.user_data.database
             for h in self.hosts.values()
-            if h.role is Role.APP_SERVER and h.booted and h.user_data.database
+            if h.role is Role.APP_SERVER and not h.silent and h.user_data.database
         )
         if not told:
             return None
@@ -574,11 +585,49 @@ class Sandbox:
         holder = self.view.addresses.get(eip) if eip else None
         return self.hosts.get(holder) if holder else None
 
+    def serving_lb(self) -> tuple[SimHost | None, str]:
+        """The load balancer behind the service address, and why none when there is none.
+        With a DNS zone, the public name's PRIMARY record says which address serves (and
+        behind it, the instance holding that Elastic IP or public address); without one,
+        the holder of the Elastic IP."""
+        if self._dns_name() is None:
+            return self.eip_holder(), "no load balancer holds the address"
+        answer = self.view.dns_answer
+        if not answer:
+            return None, "the public name has no PRIMARY record"
+        holder = self.view.public_ips.get(answer[0])
+        if holder is None:
+            return None, f"the public name points at {answer[0]}, which nothing holds"
+        return self.hosts.get(holder), f"no load balancer answers at {answer[0]}"
+
+    async def probe_service(self) -> dict[str, Any]:
+        """One GET of the service address: its status, the load balancer that answered
+        and that load balancer's region (for a drill's report)."""
+        try:
+            async with self.session().get(
+                self.service_url, timeout=aiohttp.ClientTimeout(total=3)
+            ) as resp:
+                body = await resp.json(content_type=None)
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, ValueError) as err:
+            return {"ok": False, "status": None, "detail": f"{type(err).__name__}: {err}"}
+        via = str(body.get("via", "")) if isinstance(body, dict) else ""
+        inst = self.view.named(via) if via else None
+        return {
+            "ok": 200 <= status < 300,
+            "status": status,
+            "via": via or None,
+            "region": inst.region if inst else None,
+            "address": self.view.dns_answer[0] if self.view.dns_answer else None,
+            "detail": "" if 200 <= status < 300 else str(body)[:200],
+        }
+
     async def _serve(self, request: web.Request) -> web.StreamResponse:
-        """Moving the Elastic IP moves what answers here."""
-        holder = self.eip_holder()
+        """Switching the DNS record (or, inside a region, moving the Elastic IP) moves what
+        answers here."""
+        holder, why = self.serving_lb()
         if holder is None or holder.silent:
-            return web.json_response({"status": "no load balancer holds the address"}, status=503)
+            return web.json_response({"status": why}, status=503)
         try:
             async with self.session().get(
                 f"http://{holder.app_addr}{request.path_qs}",

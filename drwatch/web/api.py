@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from aiohttp import StreamReader, web
 
+from drwatch.assess.views import is_retired
 from drwatch.cycle import (
     IncidentNotFoundError,
     NotAwaitingApprovalError,
@@ -69,6 +70,8 @@ class IncidentReader(Protocol):
     def open_incidents(self) -> list[Incident]: ...
 
     def recent(self, *, open_only: bool = False, limit: int = 200) -> list[Incident]: ...
+
+    def retired(self) -> frozenset[str]: ...
 
 
 class ApiState(Protocol):
@@ -429,7 +432,7 @@ def _named(snapshot: Snapshot, layer: Layer) -> list[JSON]:
     return out
 
 
-def _target_doc(snapshot: Snapshot, inst_id: str) -> JSON:
+def _target_doc(snapshot: Snapshot, inst_id: str, retired: frozenset[str]) -> JSON:
     inst = snapshot.fleet.get(inst_id)
     assert inst is not None
     layers = {
@@ -445,6 +448,8 @@ def _target_doc(snapshot: Snapshot, inst_id: str) -> JSON:
         "region": inst.region,
         "zone": inst.zone,
         "state": inst.state.value,
+        # Replaced by a playbook (and fenced): no longer judged, its layers as last seen.
+        "retired": is_retired(inst, retired),
         "layers": layers,
     }
 
@@ -487,11 +492,13 @@ def status_doc(state: ApiState) -> JSON:
             for o in (report.rto_overdue if report else ())
         ],
     }
-    doc.update(_fleet_part(report, snapshot))
+    doc.update(_fleet_part(report, snapshot, state.incidents.retired()))
     return doc
 
 
-def _fleet_part(report: TickReport | None, snapshot: Snapshot | None) -> JSON:
+def _fleet_part(
+    report: TickReport | None, snapshot: Snapshot | None, retired: frozenset[str]
+) -> JSON:
     if snapshot is None:
         return {
             "counts": {"healthy": 0, "total": 0},
@@ -512,7 +519,7 @@ def _fleet_part(report: TickReport | None, snapshot: Snapshot | None) -> JSON:
         "all_healthy": bool(report)
         and healthy == total
         and not any(d.severity.value in ("outage", "alert", "watcher") for d in findings),
-        "targets": [_target_doc(snapshot, i.id) for i in snapshot.fleet],
+        "targets": [_target_doc(snapshot, i.id, retired) for i in snapshot.fleet],
         "zones": _named(snapshot, Layer.ZONE),
         "regions": _named(snapshot, Layer.API),
         "canaries": _named(snapshot, Layer.CANARY),

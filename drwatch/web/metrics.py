@@ -44,7 +44,7 @@ from drwatch.model import (
     StepStatus,
     TargetHealth,
 )
-from drwatch.model.findings import Finding, Severity
+from drwatch.model.findings import READINESS_FINDINGS, Finding, Severity
 
 
 class _ChangeLike(Protocol):
@@ -98,7 +98,10 @@ TREND_FINDINGS = (
 )
 # Every finding that is a warning, exported at 0 from start-up so alert rules see it.
 _WARNING_FINDINGS = tuple(f for f in Finding if f.severity is Severity.WARNING)
-_CYCLE_WARNINGS = tuple(f for f in _WARNING_FINDINGS if f not in TREND_FINDINGS)
+# Found beside the cycle too (drwatch.assess.readiness), counted by update_readiness.
+_CYCLE_WARNINGS = tuple(
+    f for f in _WARNING_FINDINGS if f not in TREND_FINDINGS and f not in READINESS_FINDINGS
+)
 
 
 class _DiskTrendLike(Protocol):
@@ -368,6 +371,12 @@ class Metrics:
         )
         for finding in _WARNING_FINDINGS:
             self.warnings.labels(finding.value).set(0)
+        self.regional_fallback = Gauge(
+            "drwatch_regional_fallback",
+            "1 when a standby region could take the service over now (it is known and not "
+            "lost), 0 when the service has no regional fallback.",
+            registry=r,
+        )
 
     def _build_playbooks(self) -> None:
         r = self.registry
@@ -499,6 +508,16 @@ class Metrics:
                 warnings[d.finding] = warnings.get(d.finding, 0) + 1
         for finding, count in warnings.items():
             self.warnings.labels(finding.value).set(count)
+
+    def update_readiness(self, diagnoses: Iterable[_DiagnosisLike], fallback: bool) -> None:
+        """The readiness warnings' counts and whether a regional fallback exists (call
+        after update_from_report, which counts only the cycle's own findings)."""
+        counts = dict.fromkeys(READINESS_FINDINGS, 0)
+        for d in diagnoses:
+            counts[d.finding] = counts.get(d.finding, 0) + 1
+        for finding, count in counts.items():
+            self.warnings.labels(finding.value).set(count)
+        self.regional_fallback.set(1 if fallback else 0)
 
     def update_trends(self, trends: TrendsLike) -> None:
         """Disk fits, pressure runs, and the trend warnings' counts (call after

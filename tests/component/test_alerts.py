@@ -263,3 +263,37 @@ def test_alert_for_incident_says_what_drwatch_does() -> None:
     assert db.summary.endswith(
         f"waiting for approval to run database.recover: `drwatch approve {DB_INC}`"
     )
+
+
+def test_a_lost_standby_region_has_its_own_alert() -> None:
+    """DR capacity lost is a region incident (its scope label still mutes the zone and
+    instance alerts inside it) with its own alert name, graded a warning: the service
+    is fine, its regional fallback is not."""
+    from drwatch.alerts import alert_for_incident
+    from drwatch.model.findings import Finding, Severity
+    from drwatch.model.incident import Incident, Phase
+    from drwatch.model.plan import Scope
+
+    inc = Incident(
+        id="inc-dr",
+        scope=Scope.REGION,
+        scope_key="region:eu-west-1",
+        finding=Finding.DR_CAPACITY_LOST,
+        severity=Severity.ALERT,
+        region="eu-west-1",
+        zone="",
+        roles=("app_server", "database", "load_balancer"),
+        groups=("app-eu", "db-eu", "lb-eu"),
+        target_ids=("i-1", "i-2", "i-3"),
+        target_names=("app-eu-1", "db-3", "lb-eu-1"),
+        opened_at=1.0,
+        updated_at=1.0,
+        phase=Phase.DETECTED_ONLY,
+    )
+    alert = alert_for_incident(inc)
+    assert (alert.alertname, alert.severity, alert.labels["scope"]) == (
+        "DrwatchDrCapacityLost",
+        "warning",
+        "region",
+    )
+    assert alert.summary.startswith("region eu-west-1: dr capacity lost (app-eu-1, db-3, lb-eu-1)")

@@ -15,6 +15,7 @@ from drwatch.cycle import Cycle, NullRunner
 from drwatch.incidents import IncidentStore
 from drwatch.model import Fleet, Health, Layer, Snapshot
 from drwatch.model.snapshot import Discovery
+from drwatch.sandbox.daemon_api import status_healthy
 from drwatch.web.api import LiveApiState, add_routes
 from tests.scenarios.world import NOW, World
 
@@ -23,7 +24,10 @@ AUTH = {"Authorization": f"Bearer {TOKEN.decode()}"}
 
 
 def _region_down() -> World:
-    world = World.healthy().provider_blind("eu-west-1")
+    """eu-west-1 lost while it serves (db-3 is the primary): a region_outage, which waits
+    for approval (losing a standby region would be dr_capacity_lost, detected only)."""
+    world = World.healthy().db_role("db-1", "replica").db_role("db-3", "primary")
+    world.provider_blind("eu-west-1")
     for n in ("db-3", "app-eu-1", "lb-eu-1"):
         world.dark(n, health=Health.UNKNOWN)
     return world
@@ -237,6 +241,27 @@ async def test_watcher_impaired_shows_in_status(
     assert doc["summary"] == "watcher impaired: canaries failing, not acting"
     assert doc["all_healthy"] is False
     assert doc["open_incidents"] == []
+
+
+async def test_status_marks_a_replaced_instance_retired(
+    client: tuple[TestClient[web.Request, web.Application], LiveApiState],
+) -> None:
+    """An instance a playbook replaced (and fenced) is listed with `retired: true`: its
+    layers stay down as last seen, it counts against nothing, and a client reading every
+    `health` (the sandbox's settle, the soak) can tell it from a real outage."""
+    c, state = client
+    world = World.healthy().stop("app-3")
+    old = next(i.id for i in world.snapshot().fleet if i.name == "app-3")
+    assert isinstance(state.incidents, IncidentStore)
+    state.incidents.retire([old], "inc-replaced", NOW)
+    tick(state, world)
+    doc = await (await c.get("/api/v1/status")).json()
+    app3 = next(t for t in doc["targets"] if t["name"] == "app-3")
+    assert app3["retired"] is True
+    assert app3["layers"]["provider"]["health"] == "down"
+    assert not any(t["retired"] for t in doc["targets"] if t["name"] != "app-3")
+    assert doc["all_healthy"] is True
+    assert status_healthy(doc)
 
 
 async def test_a_blind_watcher_is_not_ok_and_not_healthy(

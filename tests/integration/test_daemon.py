@@ -111,6 +111,18 @@ def _status(port: int) -> dict[str, object]:
         return doc
 
 
+def _until_finding(port: int, finding: str) -> dict[str, object]:
+    """The status once it lists `finding` (readiness is judged every few seconds)."""
+    end = time.monotonic() + DEADLINE_S
+    while time.monotonic() < end:
+        status = _status(port)
+        found = status.get("findings")
+        if isinstance(found, list) and any(f.get("finding") == finding for f in found):
+            return status
+        time.sleep(0.5)
+    raise AssertionError(f"{finding} never showed in the status")
+
+
 def test_daemon_notifies_systemd_discovers_and_stops_cleanly(
     moto: MotoServer, tmp_path: Path, notify_socket: tuple[socket.socket, str]
 ) -> None:
@@ -145,6 +157,12 @@ def test_daemon_notifies_systemd_discovers_and_stops_cleanly(
         watcher = status["watcher"]
         assert isinstance(watcher, dict)
         assert watcher["dry_run"] is True
+        # Readiness beside the tick: both app servers sit in us-east-1a, and with no
+        # database and a single region nothing stands by.
+        status = _until_finding(port, "group_single_zone")
+        readiness = status["readiness"]
+        assert isinstance(readiness, dict)
+        assert readiness["regional_fallback"] is False
         proc.send_signal(signal.SIGTERM)
         _wait_for(sock, "STOPPING=1")
         assert proc.wait(timeout=DEADLINE_S) == 0

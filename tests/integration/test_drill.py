@@ -187,6 +187,8 @@ def test_shipped_drill_passes(tmp_path: Path, name: str) -> None:
     if name == "restore-test-pg.toml":  # the restore said what it restored
         (restore,) = report["events"]
         assert " rows in " in restore["result"], restore
+    if name.startswith("region-failover"):
+        assert_region_failover(report, refused=name == "region-failover-refused.toml")
     if name == "kill-leader.toml":
         assert_taken_over_once(report)
     if name == "etcd-outage.toml":
@@ -202,6 +204,31 @@ def test_shipped_drill_passes(tmp_path: Path, name: str) -> None:
     if name.endswith("-pg.toml"):  # real PostgreSQL: the writer's rows were measured
         assert report["data"]["rows_written"] > 0
         assert report["data"]["rows_lost"] is not None
+
+
+REGION_STEPS = [
+    "preconditions",
+    "fence_lost_region",
+    "promote_replica",
+    "scale_app_servers",
+    "ensure_load_balancer",
+    "switch_dns",
+    "verify_service",
+]
+
+
+def assert_region_failover(report: Any, *, refused: bool) -> None:
+    """One region.failover run: refused at its preconditions with the reason and nothing
+    after; or every step once (a resumed run too), the service answering from eu-west-1."""
+    (inc,) = [i for i in report["incidents"] if i["playbook"] == "region.failover"]
+    names = [s["name"] for s in inc["steps"]]
+    if refused:
+        assert names == ["preconditions"], inc["steps"]
+        assert "replica db-3 in eu-west-1 is not reachable" in inc["steps"][0]["detail"]
+        return
+    assert names == REGION_STEPS, inc["steps"]
+    assert report["service"]["region"] == "eu-west-1"
+    assert str(report["service"]["via"]).startswith("lb-eu")
 
 
 def assert_warned_well_before_full(report: Any) -> None:

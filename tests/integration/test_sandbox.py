@@ -464,6 +464,45 @@ async def test_moving_the_elastic_ip_moves_the_service_address(world: World) -> 
     )
 
 
+async def test_switching_the_dns_record_moves_the_service_address(world: World) -> None:
+    """The service address follows the public name's PRIMARY record (Route 53, through
+    the front's own listener): pointed at lb-eu-1's address, the service answers from
+    eu-west-1; pointed back, from lb-1 again."""
+    assert world.sb.topo.dns is not None
+    r53 = boto3.client(
+        "route53",
+        region_name="us-east-1",
+        endpoint_url=world.sb.front.endpoint("route53"),
+        aws_access_key_id="t",
+        aws_secret_access_key="t",
+        config=BOTO,
+    )
+    zone, name = world.sb.seeded.hosted_zone, world.sb.topo.dns.record
+    listed = await asyncio.to_thread(
+        r53.list_resource_record_sets, HostedZoneId=zone, StartRecordName=name
+    )
+    sets = {r.get("Failover"): r for r in listed["ResourceRecordSets"] if r["Name"] == name}
+    primary, secondary = sets["PRIMARY"], sets["SECONDARY"]
+
+    async def point_primary_at(values: list[dict[str, str]]) -> None:
+        change = {"Action": "UPSERT", "ResourceRecordSet": {**primary, "ResourceRecords": values}}
+        await asyncio.to_thread(
+            r53.change_resource_record_sets, HostedZoneId=zone, ChangeBatch={"Changes": [change]}
+        )
+
+    async def answered_by(lb: str) -> bool:
+        found = await world.sb.probe_service()
+        return bool(found["ok"]) and found["via"] == lb
+
+    await point_primary_at(secondary["ResourceRecords"])
+    try:
+        await eventually(lambda: answered_by("lb-eu-1"))
+        assert (await world.sb.probe_service())["region"] == "eu-west-1"
+    finally:
+        await point_primary_at(primary["ResourceRecords"])
+    await eventually(lambda: answered_by("lb-1"))
+
+
 async def test_agent_actions_change_the_simulated_hosts(world: World) -> None:
     """promote makes a replica primary; deregister/register_backend change what an LB uses."""
     assert (await world.action("db-3", "promote", {}))["previous_role"] == "replica"

@@ -11,7 +11,13 @@ from aiohttp import web
 
 from drwatch.web import backups as backups_web
 from tests.support.operator_services import chromium, dom_text
-from tests.support.operator_world import DB_INC, STEPS, ZONE_INC, build_app
+from tests.support.operator_world import (
+    DB_INC,
+    READINESS_EVIDENCE,
+    STEPS,
+    ZONE_INC,
+    build_app,
+)
 from tests.support.services import free_port
 
 pytestmark = pytest.mark.services
@@ -51,6 +57,10 @@ async def test_page_shows_zone_incident_steps_and_approvals(page_url: str, tmp_p
     assert "eu-west-1" in text
     assert "quad9: up" in text
     assert "recovered" in text
+    # Readiness: which region serves, the fallback, and the standby's readiness gap.
+    assert "Serving: us-east-1 · standby: eu-west-1 · regional fallback: yes" in text
+    assert 'data-finding="lb_standby_missing"' in dom
+    assert READINESS_EVIDENCE in text
 
 
 async def test_page_screenshot_on_a_phone(page_url: str, tmp_path: Path) -> None:

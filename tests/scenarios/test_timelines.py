@@ -102,6 +102,7 @@ def _in(names: tuple[str, ...], layers: tuple[Layer, ...]) -> Callable[[str, Lay
 
 EU = ("db-3", "app-eu-1", "lb-eu-1")
 US_1C = ("app-5", "app-6")
+US_EAST = tuple(sorted(("lb-1", "lb-2", "db-1", "db-2", *(f"app-{n}" for n in range(1, 7)))))
 HOST = (Layer.AGENT, Layer.APP)
 
 
@@ -162,7 +163,7 @@ CASES: dict[str, tuple[Fault, list[tuple[str, str, tuple[str, ...], str]]]] = {
         during(5, 99, REFUSED, _in(US_1C, HOST)),
         [("zone", "zone_unreachable", ("app-5", "app-6"), "detected_only")],
     ),
-    "region outage: one region incident awaiting approval": (
+    "standby region lost: DR capacity lost, an alert with no playbook": (
         combine(
             during(5, 99, REFUSED, lambda t, lyr: t == "eu-west-1" and lyr is Layer.API),
             during(
@@ -176,7 +177,23 @@ CASES: dict[str, tuple[Fault, list[tuple[str, str, tuple[str, ...], str]]]] = {
             ),
             during(5, 99, HANG, _in(EU, HOST)),
         ),
-        [("region", "region_outage", ("app-eu-1", "db-3", "lb-eu-1"), "awaiting_approval")],
+        [("region", "dr_capacity_lost", ("app-eu-1", "db-3", "lb-eu-1"), "detected_only")],
+    ),
+    "serving region lost: one region incident awaiting approval": (
+        combine(
+            during(5, 99, REFUSED, lambda t, lyr: t == "us-east-1" and lyr is Layer.API),
+            during(
+                5,
+                99,
+                (Health.UNKNOWN, "region API unreachable", {}),
+                lambda t, lyr: (
+                    lyr in (Layer.PROVIDER, Layer.ZONE)
+                    and not t.startswith(("i-db-3", "i-app-eu", "i-lb-eu", "eu-"))
+                ),
+            ),
+            during(5, 99, HANG, _in(US_EAST, HOST)),
+        ),
+        [("region", "region_outage", US_EAST, "awaiting_approval")],
     ),
     "api outage: provider_api only": (
         combine(

@@ -124,6 +124,16 @@ class World:
         self.fleet = Fleet((*others, replace(inst, launched_at=at)), self.fleet.discovered_at)
         return self
 
+    def db_role(self, name: str, role: str | None) -> World:
+        """Set (or, with None, drop) the instance's drwatch:db-role tag."""
+        inst = self.fleet.get(iid(name))
+        assert inst is not None
+        tags = tuple((k, v) for k, v in inst.tags if k != "drwatch:db-role")
+        tags += (("drwatch:db-role", role),) if role else ()
+        others = tuple(i for i in self.fleet if i.id != inst.id)
+        self.fleet = Fleet((*others, replace(inst, tags=tags)), self.fleet.discovered_at)
+        return self
+
     def never_answered(self, name: str, since: float = LONG_AGO) -> World:
         """Agent and app refused every attempt so far: no `ok_at` on either layer."""
         i = iid(name)

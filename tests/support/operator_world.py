@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 from aiohttp import web
 
+from drwatch.assess.readiness import ReadinessReport
 from drwatch.config import PolicyConfig, TimingConfig
 from drwatch.cycle import Cycle, NullRunner
 from drwatch.incidents import IncidentStore
@@ -30,9 +31,11 @@ from drwatch.model import (
     StepStatus,
     TargetHealth,
 )
-from drwatch.model.findings import Finding, Severity
+from drwatch.model.findings import Diagnosis, Finding, Severity
 from drwatch.model.incident import GateEntry, Incident, IncidentOutcome, Phase
+from drwatch.model.regions import RegionRoles
 from drwatch.web import api
+from drwatch.web import readiness as readiness_web
 from drwatch.web.status import add_routes as add_status_routes
 
 NOW = 1_795_000_000.0  # a fixed clock: two reads of the API give the same document
@@ -165,6 +168,28 @@ def incidents() -> list[Incident]:
     return [zone, db, old]
 
 
+READINESS_EVIDENCE = "eu-west-1 (standby region): no load balancer answers (lb-eu-1 down)"
+
+
+def readiness() -> ReadinessReport:
+    """us-east-1 serves, eu-west-1 stands by, and its load balancer is down."""
+    regions = RegionRoles(
+        regions=("us-east-1", "eu-west-1"),
+        serving="us-east-1",
+        standby="eu-west-1",
+        database_regions=("us-east-1",),
+        detail="us-east-1 serves (DNS PRIMARY: unknown; db-1 in us-east-1); standby eu-west-1",
+    )
+    lb = Diagnosis(
+        Finding.LB_STANDBY_MISSING,
+        key="region:eu-west-1",
+        region="eu-west-1",
+        targets=_ids("lb-eu-1"),
+        evidence=READINESS_EVIDENCE,
+    )
+    return ReadinessReport((lb,), regions)
+
+
 def build_app(state_dir: Path, *, token: str | None = TOKEN) -> web.Application:
     """The real API and status page over the fixed world."""
     store = IncidentStore(state_dir)
@@ -182,6 +207,7 @@ def build_app(state_dir: Path, *, token: str | None = TOKEN) -> web.Application:
     )
     app = web.Application()
     api.add_routes(app, state)
+    readiness_web.add_routes(app, readiness_web.ReadinessState(readiness()))
     add_status_routes(app)
     app.on_cleanup.append(lambda _app: _close(store))
     return app

@@ -241,3 +241,17 @@ def test_unreadable_path_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         config.load(tmp_path)
     assert "cannot read" in err.value.problems[0]
+
+
+def test_residency_names_known_data_classes_and_some_region() -> None:
+    """[residency] rules: a data class that does not exist, or no region at all, is named
+    by its dotted path; a rule for a known class loads."""
+    data = minimal()
+    data["objectives"] = {"data_classes": {"orders": {"rpo": "5m", "rto": "5m"}}}
+    data["residency"] = {"orders": ["us-east-1"], "ordres": ["us-east-1"], "users": []}
+    found = " ".join(problems_of(data))
+    assert "residency.ordres: not a data class" in found
+    assert "residency.users: not a data class" in found
+    assert "residency.users: name at least one region" in found
+    data["residency"] = {"orders": ["us-east-1", "eu-west-1"]}
+    assert config.parse(data).residency == {"orders": ["us-east-1", "eu-west-1"]}

@@ -225,15 +225,19 @@ def test_dry_run_records_and_never_acts(tmp_path: Path) -> None:
     assert report.dry_run
 
 
-def _region_down(world: World) -> World:
-    world.provider_blind("eu-west-1")
-    for n in ("db-3", "app-eu-1", "lb-eu-1"):
+US_EAST = ("app-1", "app-2", "app-3", "app-4", "app-5", "app-6", "db-1", "db-2", "lb-1", "lb-2")
+EU_WEST = ("db-3", "app-eu-1", "lb-eu-1")
+
+
+def _region_down(world: World, region: str = "us-east-1") -> World:
+    world.provider_blind(region)
+    for n in US_EAST if region == "us-east-1" else EU_WEST:
         world.dark(n, health=Health.UNKNOWN)
     return world
 
 
 def test_region_waits_for_approval_then_fails_over(tmp_path: Path) -> None:
-    """A region incident waits for approval; once approved the next tick starts
+    """A serving region's incident waits for approval; once approved the next tick starts
     region.failover. Approving what is not waiting is refused."""
     runner = FakeRunner()
     cycle = make(tmp_path, runner)
@@ -241,15 +245,66 @@ def test_region_waits_for_approval_then_fails_over(tmp_path: Path) -> None:
     (inc,) = report.open_incidents
     assert inc.outcome is IncidentOutcome.AWAITING_APPROVAL
     assert (
-        report.summary == f"awaiting approval: region eu-west-1 failover (drwatch approve {inc.id})"
+        report.summary == f"awaiting approval: region us-east-1 failover (drwatch approve {inc.id})"
     )
     with pytest.raises(IncidentNotFoundError):
         cycle.approve("inc-nope", NOW)
     cycle.approve(inc.id, NOW + 1, by="test")
     report = cycle.tick(_region_down(World.healthy()).snapshot(), NOW + 1)
-    assert report.summary == "started region.failover for app-eu-1,db-3,lb-eu-1"
+    assert report.summary == f"started region.failover for {','.join(US_EAST)}"
     with pytest.raises(NotAwaitingApprovalError):
         cycle.approve(inc.id, NOW + 2)
+
+
+def test_standby_region_lost_is_an_alert_with_no_playbook(tmp_path: Path) -> None:
+    """Losing the standby region (no primary database there) is DR capacity lost: an
+    incident detected only, never a failover, and never waiting for an approval."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, runner)
+    report = cycle.tick(_region_down(World.healthy(), "eu-west-1").snapshot(), NOW)
+    (inc,) = report.open_incidents
+    assert (inc.scope.value, inc.finding, inc.severity) == ("region", "dr_capacity_lost", "alert")
+    assert inc.outcome is IncidentOutcome.DETECTED_ONLY
+    assert inc.gate_reasons == ("detect only: dr_capacity_lost is never acted on",)
+    assert "no regional fallback" in inc.evidence
+    assert runner.submitted == []
+
+
+def test_the_serving_region_comes_from_the_remembered_primary(tmp_path: Path) -> None:
+    """With no role tags and every database silent, the role each database last reported
+    decides which region serves: db-3 was promoted, so losing us-east-1 is DR capacity."""
+    cycle = make(tmp_path, FakeRunner())
+    world = World.healthy()
+    for n in ("db-1", "db-2", "db-3"):
+        world.db_role(n, None)
+    promoted = {"checks": {"pg": {"kind": "postgres", "data": {"role": "primary"}}}}
+    cycle.tick(world.layer("db-3", Layer.AGENT, Health.UP, detail=promoted).snapshot(), NOW)
+    # Now db-3's agent says nothing (a timeout): only the memory of its report is left.
+    world.layer("db-3", Layer.AGENT, Health.UNKNOWN, since=NOW, reason="timeout")
+    report = cycle.tick(_region_down(world).snapshot(), NOW + 1)
+    (inc,) = report.open_incidents
+    assert inc.finding == "dr_capacity_lost"
+    assert "db-3 in eu-west-1" in inc.evidence
+
+
+def test_with_nothing_known_a_lost_region_is_treated_as_serving(tmp_path: Path) -> None:
+    """No database role known at all (and no DNS records): which region serves is unknown,
+    so a lost region is a region_outage, waiting for an approval, never taken for a
+    standby; configured regions do not change that (the model reads, never assumes)."""
+    world = World.healthy()
+    for n in ("db-1", "db-2", "db-3"):
+        world.db_role(n, None)
+    lost = _region_down(world, "eu-west-1").snapshot()
+    configured = Cycle(
+        PolicyConfig(warmup=0.0),
+        TimingConfig(),
+        IncidentStore(tmp_path),
+        FakeRunner(),
+        0.0,
+        regions=("us-east-1", "eu-west-1"),
+    )
+    (inc,) = configured.tick(lost, NOW).open_incidents
+    assert (inc.finding, inc.outcome) == ("region_outage", IncidentOutcome.AWAITING_APPROVAL)
 
 
 def test_provider_api_outage_is_detected_never_acted_on(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from drwatch.config import PolicyConfig
 from drwatch.decide import GateInput, decide, plans_for
 from drwatch.decide.gates import (
@@ -297,3 +299,32 @@ def test_an_unknown_role_waits_for_approval_and_acts_once_approved() -> None:
     assert reason.endswith("drwatch approve inc-1")
     approved = replace(db1, approved_at=T)
     assert decide(gi(incident=approved, plans=plans, group_sizes={"db": 3})).act
+
+
+@pytest.mark.parametrize(
+    ("finding", "severity", "playbooks"),
+    [
+        ("region_outage", "outage", ("region.failover",)),
+        # A lost standby region: an alert, and no plan even if it were graded an outage.
+        ("dr_capacity_lost", "alert", ()),
+        ("dr_capacity_lost", "outage", ()),
+        ("region_suspect", "warning", ()),
+    ],
+)
+def test_only_the_serving_regions_loss_plans_a_failover(
+    finding: str, severity: str, playbooks: tuple[str, ...]
+) -> None:
+    """region.failover is planned for region_outage (the serving region lost) only."""
+    inc = incident(
+        Scope.REGION, ("i-db-3", "i-app-eu-1"), finding=finding, severity=severity, zone=""
+    )
+    plans = plans_for(inc, World.healthy().snapshot(), RULES)
+    assert tuple(p.playbook.value for p in plans) == playbooks
+
+
+def test_dr_capacity_lost_is_detected_only_with_its_reason() -> None:
+    """With no plan, the decision is detected-only, and the reason names the finding."""
+    inc = incident(Scope.REGION, ("i-db-3",), finding="dr_capacity_lost", severity="alert")
+    d = decide(gi(incident=inc, plans=()))
+    assert (d.act, d.outcome) == (False, IncidentOutcome.DETECTED_ONLY)
+    assert d.reasons == ("detect only: dr_capacity_lost is never acted on",)

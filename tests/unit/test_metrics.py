@@ -304,3 +304,31 @@ def test_trend_and_drill_series() -> None:
     assert "drwatch_disk_full_eta_seconds{" not in text
     assert 'drwatch_warnings{finding="disk_full_soon"} 0.0' in text
     assert_promtool_clean(m.exposition())
+
+
+def test_readiness_warnings_and_the_regional_fallback() -> None:
+    """Readiness warnings are counted by finding and survive the tick's own reset (they
+    are found beside it); the regional fallback reads 1 or 0."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Report:
+        findings: tuple[Diagnosis, ...] = ()
+        watcher_state: str = "ok"
+        paused: bool = False
+        open_incidents: tuple[Any, ...] = ()
+        changes: tuple[Any, ...] = ()
+        rto_overdue: tuple[Any, ...] = ()
+
+    m = Metrics(process_metrics=False)
+    assert _samples(m, "drwatch_warnings")[(("finding", "lb_standby_missing"),)] == 0.0
+    lb = Diagnosis(Finding.LB_STANDBY_MISSING, key="region:eu-west-1")
+    m.update_readiness((lb, Diagnosis(Finding.GROUP_SINGLE_ZONE, key="zone:a")), fallback=False)
+    m.update_from_report(Report())
+    during = _samples(m, "drwatch_warnings")
+    assert during[(("finding", "lb_standby_missing"),)] == 1.0
+    assert during[(("finding", "group_single_zone"),)] == 1.0
+    assert _samples(m, "drwatch_regional_fallback")[()] == 0.0
+    m.update_readiness((), fallback=True)
+    assert _samples(m, "drwatch_warnings")[(("finding", "lb_standby_missing"),)] == 0.0
+    assert _samples(m, "drwatch_regional_fallback")[()] == 1.0

@@ -168,3 +168,30 @@ def test_drills_record_refuses_what_is_not_a_report(tmp_path: Path) -> None:
     bogus.write_text('{"hello": 1}')
     args = ["drills", "record", str(bogus), "--kind", "restore_test", "--config", str(path)]
     assert main(args) == 2
+
+
+def test_live_plan_says_which_region_serves_and_that_there_is_no_fallback(
+    tmp_path: Path,
+) -> None:
+    """With live readiness, the plan names the serving region as drwatch sees it, and a
+    lost standby region is an unmet note: the service has no regional fallback now."""
+    cfg = load(example(tmp_path))
+    readiness: dict[str, Any] = {
+        "serving_region": "us-east-1",
+        "standby_region": "eu-west-1",
+        "regional_fallback": False,
+        "fallback": "none: the standby region eu-west-1 is lost (dr_capacity_lost)",
+        "regions": {"detail": "us-east-1 serves (DNS PRIMARY: unknown; db-1 in us-east-1)"},
+    }
+    lost: dict[str, Any] = {**STATUS, "readiness": readiness}
+    text = markdown(build_plan(cfg, Live(status=lost, api="http://x"), Drills(), NOW))
+    assert "Serving region: us-east-1 (us-east-1 serves (DNS PRIMARY: unknown; db-1" in text
+    plan = build_plan(cfg, Live(status=lost, api="http://x"), Drills(), NOW)
+    unmet = [t for _, t in plan.notes("unmet")]
+    assert (
+        "The service has no regional fallback now: none: the standby region eu-west-1 is "
+        "lost (dr_capacity_lost)." in unmet
+    )
+    fine: dict[str, Any] = {**STATUS, "readiness": {**readiness, "regional_fallback": True}}
+    plan = build_plan(cfg, Live(status=fine, api="http://x"), Drills(), NOW)
+    assert not any("regional fallback" in t for _, t in plan.notes("unmet"))

@@ -222,6 +222,17 @@ def test_status_is_healthy_only_when_everything_is_up() -> None:
     assert not status_healthy({"targets": []})
 
 
+def test_status_healthy_skips_a_retired_target() -> None:
+    """A target the daemon retired (replaced and fenced) is down by design: it does not
+    stop the world from reading as healthy; the same target not retired does."""
+    fenced = {"name": "app-4", "layers": {"provider": {"health": "down"}}}
+    live = {"name": "app-4", "layers": {"agent": {"health": "up"}}}
+    doc = {"all_healthy": True, "targets": [live, {**fenced, "retired": True}]}
+    assert status_healthy(doc)
+    assert not status_healthy({**doc, "targets": [live, {**fenced, "retired": False}]})
+    assert not status_healthy({**doc, "targets": [live, fenced]})
+
+
 def _sighting(finding: str, targets: tuple[str, ...], at_s: float) -> Sighting:
     return Sighting(finding, targets, None, START + at_s, evidence=f"{finding} seen")
 

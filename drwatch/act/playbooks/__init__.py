@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from drwatch.act.base import Playbook
-from drwatch.act.playbooks import app_server, database, load_balancer
+from drwatch.act.playbooks import app_server, database, load_balancer, region
 from drwatch.model.plan import PlaybookName
 
 
@@ -14,5 +14,6 @@ def all_playbooks() -> dict[PlaybookName, Playbook]:
         load_balancer.FAILOVER_EIP,
         load_balancer.REPLACE,
         database.PLAYBOOK,
+        region.PLAYBOOK,
     )
     return {b.name: b for b in books}

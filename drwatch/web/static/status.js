@@ -227,6 +227,18 @@ function renderGrid(status, open) {
   replace("grid", regions);
 }
 
+// Which region serves (region_roles): one line; a split between DNS and the databases is
+// shown as such, never as a guess.
+function renderRegions(status) {
+  const line = document.getElementById("region-roles");
+  const roles = status.region_roles;
+  if (!roles || typeof roles !== "object") { line.hidden = true; return; }
+  line.hidden = false;
+  line.className = roles.split ? "legend split attention" : "legend";
+  const dns = roles.dns_error ? " · DNS: " + roles.dns_error : "";
+  line.textContent = "Regions: " + (roles.detail || "unknown") + dns;
+}
+
 // -- watcher --------------------------------------------------------------------------
 
 function renderWatcher(status) {
@@ -325,6 +337,29 @@ function renderBackups(backups) {
   document.getElementById("backup-notes").textContent = notes.join(" ");
 }
 
+// -- readiness ------------------------------------------------------------------------
+
+const READINESS_FINDINGS = ["group_single_zone", "lb_standby_missing", "db_zone_replica_missing",
+  "region_replica_missing", "region_replica_lagging", "standby_image_missing", "residency_blocks_failover",
+  "dns_mismatch"];
+
+function renderReadiness(status) {
+  const r = status.readiness;
+  const node = document.getElementById("regions");
+  if (!r) {
+    node.className = "empty";
+    node.textContent = "This drwatch does not report readiness.";
+  } else {
+    node.className = r.regional_fallback ? "" : "no-fallback";
+    node.textContent = "Serving: " + (r.serving_region || "unknown") + " · standby: " + (r.standby_region || "none") +
+      " · regional fallback: " + (r.regional_fallback ? "yes (" + r.fallback + ")" : "NONE — " + r.fallback);
+  }
+  const warnings = list(status.findings, "findings").filter((f) => READINESS_FINDINGS.includes(f.finding));
+  replace("ready-warnings", warnings.length
+    ? warnings.map((f) => el("li", { class: "warn", "data-finding": f.finding }, f.evidence || f.finding))
+    : el("li", { class: "empty" }, "No readiness gap found."));
+}
+
 // -- loop -----------------------------------------------------------------------------
 
 function setConn(text, ok) {
@@ -340,10 +375,12 @@ async function refresh() {
     const open = renderIncidents(all);
     renderHeader(status, open);
     renderGrid(status, open);
+    renderRegions(status);
     renderWatcher(status);
     renderDrills(status.drills);
     renderEarly(status);
     renderBackups(status.backups);
+    renderReadiness(status);
     document.getElementById("auth").hidden = true;
     document.getElementById("updated").textContent = "updated " + hms(new Date());
     setConn("live", true);
