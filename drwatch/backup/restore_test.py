@@ -32,7 +32,7 @@ from drwatch.backup.manifest import MANIFEST_NAME, Manifest
 from drwatch.backup.model import State
 from drwatch.backup.proc import communicate
 from drwatch.backup.restore import Decryptor, into_command, plaintext
-from drwatch.backup.store import S3Store
+from drwatch.backup.store import ObjectStore, S3Store
 from drwatch.backup.verify import verify
 from drwatch.errors import ConfigError
 
@@ -102,25 +102,33 @@ async def restore_test(  # noqa: PLR0917
 ) -> RestoreReport:
     async with S3Store(location_name, location) as store:
         manifest = await newest_dump(store, location.prefix, data_class)
-        verdict = await verify(store, manifest, location.prefix, frozenset(manifest.key_ids))
-        if verdict.state is not State.VERIFIED:
-            raise BackupError(f"{manifest.backup_id} is {verdict.state.value}: {verdict.why}")
-        async with scratch_postgres(pg_bin) as pg, Decryptor(gpg, key) as decryptor:
-            started = time.monotonic()
-            restore = [
-                str(pg_bin / "pg_restore"),
-                *pg.conn_args(),
-                "--exit-on-error",
-                "--no-owner",
-                "-d",
-                pg.database,
-            ]
-            await into_command(plaintext(store, manifest, location.prefix, decryptor), restore)
-            elapsed = time.monotonic() - started
-            rows = int(await _psql(pg, _COUNT_ROWS))
+        return await restore_manifest(gpg, store, location.prefix, manifest, key, pg_bin)
+
+
+async def restore_manifest(  # noqa: PLR0917
+    gpg: str, store: ObjectStore, root: str, manifest: Manifest, key: Path, pg_bin: Path
+) -> RestoreReport:
+    """Verify `manifest`'s dump at `store`, decrypt it with `key` and restore it into a
+    scratch PostgreSQL; what it restored, how long that took and how old the data is."""
+    verdict = await verify(store, manifest, root, frozenset(manifest.key_ids))
+    if verdict.state is not State.VERIFIED:
+        raise BackupError(f"{manifest.backup_id} is {verdict.state.value}: {verdict.why}")
+    async with scratch_postgres(pg_bin) as pg, Decryptor(gpg, key) as decryptor:
+        started = time.monotonic()
+        restore = [
+            str(pg_bin / "pg_restore"),
+            *pg.conn_args(),
+            "--exit-on-error",
+            "--no-owner",
+            "-d",
+            pg.database,
+        ]
+        await into_command(plaintext(store, manifest, root, decryptor), restore)
+        elapsed = time.monotonic() - started
+        rows = int(await _psql(pg, _COUNT_ROWS))
     return RestoreReport(
-        data_class=data_class,
-        location=location_name,
+        data_class=manifest.data_class,
+        location=store.name,
         backup_id=manifest.backup_id,
         rows=rows,
         restore_s=elapsed,
