@@ -26,7 +26,7 @@ from drwatch.act.wiring import build_runner
 from drwatch.alerts.alerter import Alerter
 from drwatch.alerts.model import AlertInput, alert_for_incident, watcher_impaired_alert
 from drwatch.assess.trends import assess_trends
-from drwatch.backup.wiring import start_backups
+from drwatch.backup.wiring import fleet_deps, start_backups
 from drwatch.config import Config
 from drwatch.cycle import Cycle, SummaryLog, TickReport, WatcherState
 from drwatch.errors import ConfigError
@@ -192,7 +192,8 @@ class Daemon:
         self.alerter = await self.stack.enter_async_context(
             Alerter.from_config(cfg.alerts, self.metrics)
         )
-        self.backups = await start_backups(cfg, self.stack, self.metrics.registry)
+        deps = fleet_deps(cfg, lambda: self.watch.fleet, roles.role, self.agent, self.provider)
+        self.backups = await start_backups(cfg, self.stack, self.metrics.registry, fleet=deps)
         await self._serve_web()
 
     def _kill_switch(self) -> bool:

@@ -350,6 +350,8 @@ class AgentService:
             params = decode_action_request(await request.read())
         except WireError as err:
             return _error(f"bad request: {err}", 400)
+        if not getattr(action, "exclusive", True):  # a long backup holds nothing back
+            return await self._run_action(name, action, params)
         async with self._action_lock:
             return await self._run_action(name, action, params)
 

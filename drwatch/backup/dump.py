@@ -19,7 +19,7 @@ from pathlib import Path
 from drwatch.backup.errors import BackupError
 from drwatch.backup.pipeline import command_stream
 from drwatch.backup.proc import communicate
-from drwatch.backup.runner import Source
+from drwatch.backup.source import Source
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 _QUERY = (

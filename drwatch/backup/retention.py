@@ -1,6 +1,7 @@
 """Retention: which backups a location may drop. Pure: entries, rules and `now` in.
 
-Per class, kind and location, a backup is dropped when it is beyond the `keep` newest
+Per class, kind, location and source host (each host's configuration archive is kept on
+its own), a backup is dropped when it is beyond the `keep` newest
 or older than `max_age`, except the newest verified one (whatever its age: it is what
 the RPO and a restore rest on) and a run still pending (in progress or unchecked).
 """
@@ -18,12 +19,13 @@ def to_prune(
     entries: Iterable[Entry], retention_of: Mapping[str, Retention], now: float
 ) -> list[Entry]:
     """The entries to delete (objects and catalogue row), oldest first."""
-    groups: dict[tuple[str, str, str], list[Entry]] = {}
+    groups: dict[tuple[str, str, str, str], list[Entry]] = {}
     for e in entries:
         if e.location in retention_of:
-            groups.setdefault((e.data_class, e.kind, e.location), []).append(e)
+            host = e.manifest.source.get("host", "") if e.manifest is not None else ""
+            groups.setdefault((e.data_class, e.kind, e.location, host), []).append(e)
     out: list[Entry] = []
-    for (_, _, location), group in groups.items():
+    for (_, _, location, _), group in groups.items():
         out.extend(_prune_group(group, retention_of[location], now))
     return sorted(out, key=lambda e: (e.created_at, e.backup_id, e.location))
 

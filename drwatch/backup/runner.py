@@ -11,7 +11,7 @@ runs a crash interrupted into failed ones and aborts their orphaned multipart up
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +20,19 @@ import structlog
 from drwatch.backup.catalogue import Catalogue, Entry
 from drwatch.backup.config import LocationName
 from drwatch.backup.errors import BackupError
-from drwatch.backup.manifest import Manifest, new_backup_id, object_prefix
+from drwatch.backup.manifest import MANIFEST_NAME, Manifest, new_backup_id, object_prefix
 from drwatch.backup.model import State
 from drwatch.backup.pipeline import Pipeline, Target
+from drwatch.backup.source import Source
 from drwatch.backup.store import ObjectStore
 from drwatch.backup.verify import copy, verify
 
 Clock = Callable[[], float]
+# Makes a backup elsewhere: (backup_id, created_at) -> when uploaded.
+Produce = Callable[[str, float], Awaitable[object]]
+# Kinds whose catalogue entries point at provider resources, not objects (their own
+# source checks them again).
+EXTERNAL_KINDS = frozenset({"volume_snapshot", "image"})
 INTERRUPTED = "interrupted: drwatch stopped during the run"
 
 
@@ -41,16 +47,6 @@ class Place:
 
     store: ObjectStore
     root: str
-
-
-@dataclass(frozen=True)
-class Source:
-    """What a run backs up: the plaintext stream and what it is a copy of."""
-
-    stream: AsyncIterable[bytes]
-    identity: dict[str, str]
-    consistent_at: dict[str, str]
-    expected_size: int | None = None
 
 
 class BackupRunner:
@@ -71,6 +67,8 @@ class BackupRunner:
         self._pipeline = pipeline
         self._key_ids = key_ids
         self._clock = clock
+        # Deletes what an external entry names (drwatch.backup.fleet sets it).
+        self.delete_external: Callable[[Entry], Awaitable[None]] | None = None
 
     async def run_stream(self, data_class: str, kind: str, source: Source) -> list[Entry]:
         """Back up one stream; the catalogue entries it made, one per location."""
@@ -92,6 +90,40 @@ class BackupRunner:
         except (BackupError, OSError) as err:  # OSError: a command that cannot start
             _log().error("backup.failed", backup=backup_id, data_class=data_class, error=str(err))
             return self._failed_everywhere(running, str(err))
+        return await self._finish(running, manifest)
+
+    async def run_remote(self, data_class: str, kind: str, produce: Produce) -> list[Entry]:
+        """A backup another host encrypts and uploads (the agent on a database host, so
+        the plaintext never leaves it). Journaled before it starts like any run;
+        `produce(backup_id, created_at)` returns once the host has uploaded it. The
+        manifest that counts is the one read back from the primary location, never the
+        host's word; a run that fails has its objects deleted here, with drwatch's own
+        credentials (the host's can only write)."""
+        now = self._clock()
+        backup_id = new_backup_id(data_class, now, secrets.token_hex(2))
+        running = Entry(backup_id, data_class, kind, LocationName.PRIMARY, now, State.PENDING)
+        self._catalogue.record(running)
+        primary = self._places[LocationName.PRIMARY]
+        try:
+            await produce(backup_id, now)
+            manifest = await read_manifest(primary.store, primary.root, running)
+        except (BackupError, OSError) as err:
+            _log().error("backup.failed", backup=backup_id, data_class=data_class, error=str(err))
+            try:
+                await _clean(primary, [running])
+            except BackupError as clean_err:
+                _log().warning("backup.cleanup_failed", backup=backup_id, error=str(clean_err))
+            return self._failed_everywhere(running, str(err))
+        return await self._finish(running, manifest)
+
+    def record_external(self, entries: list[Entry]) -> list[Entry]:
+        """Record entries a source checked itself (volume snapshots, images)."""
+        for entry in entries:
+            self._catalogue.record(entry)
+        return entries
+
+    async def _finish(self, running: Entry, manifest: Manifest) -> list[Entry]:
+        """Verify at the primary, then copy to every other location and verify there."""
         entry = self._check(await self._verified(running, manifest, LocationName.PRIMARY))
         entries = [entry]
         for name in self._places:
@@ -188,6 +220,8 @@ class BackupRunner:
         the newest verified and is checked on the next pass."""
         changed = []
         for entry in _due(self._catalogue.entries(), older_than):
+            if entry.kind in EXTERNAL_KINDS:
+                continue
             if entry.manifest is None or entry.location not in self._places:
                 continue
             after = await self._verified(entry, entry.manifest, entry.location)
@@ -211,6 +245,10 @@ class BackupRunner:
         done. A location that fails keeps its backups until the next pass."""
         done = []
         for entry in doomed:
+            if entry.kind in EXTERNAL_KINDS:
+                if await self._drop_external(entry):
+                    done.append(entry)
+                continue
             place = self._places.get(entry.location)
             if place is None:
                 continue
@@ -226,6 +264,18 @@ class BackupRunner:
         if done:
             _log().info("backup.pruned", count=len(done))
         return done
+
+    async def _drop_external(self, entry: Entry) -> bool:
+        """A snapshot's or an image's entry: its resource deleted by the hook its source
+        set (a catalogue row of an image check only goes: images are never deleted)."""
+        try:
+            if self.delete_external is not None:
+                await self.delete_external(entry)
+        except BackupError as err:
+            _log().warning("backup.prune_failed", backup=entry.backup_id, error=str(err))
+            return False
+        self._catalogue.forget(entry.backup_id, entry.location)
+        return True
 
     async def resume(self) -> list[Entry]:
         """At start: runs a crash interrupted become failed (their objects deleted), and
@@ -264,3 +314,17 @@ async def _clean(place: Place, stale: list[Entry]) -> None:
     for key, upload_id in await place.store.open_uploads(place.root):
         await place.store.abort_multipart(key, upload_id)
         _log().warning("backup.orphan_aborted", store=place.store.name, key=key)
+
+
+async def read_manifest(store: ObjectStore, root: str, running: Entry) -> Manifest:
+    """The manifest a host uploaded for `running`, checked against what was asked."""
+    key = object_prefix(root, running.data_class, running.kind, running.backup_id) + MANIFEST_NAME
+    raw = b"".join([data async for data in store.read(key, 1024 * 1024)])
+    try:
+        manifest = Manifest.from_json(raw)
+    except (ValueError, KeyError, TypeError) as err:
+        raise BackupError(f"{key}: not a manifest ({err})") from None
+    asked = (running.backup_id, running.data_class, running.kind)
+    if (manifest.backup_id, manifest.data_class, manifest.kind) != asked:
+        raise BackupError(f"{key}: the manifest names another backup than the one asked for")
+    return manifest

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from drwatch.backup.catalogue import Catalogue, Entry, SqliteCatalogue
-from drwatch.backup.config import KINDS, BackupConfig, ClassKind, DataClass
+from drwatch.backup.config import KINDS, BackupConfig, ClassKind, DataClass, LocationName
 from drwatch.backup.gpg import Recipient, check_private_key
 from drwatch.backup.jobs import BackupScheduler, Job
 from drwatch.backup.ladder import unrestorable
@@ -30,11 +30,15 @@ from drwatch.backup.restore_schedule import (
 )
 from drwatch.backup.retention import to_prune
 from drwatch.backup.rpo import Diagnosis, Objective, Status, compliance, findings
-from drwatch.backup.runner import BackupRunner, Place, Source
+from drwatch.backup.runner import BackupRunner, Place, Produce
+from drwatch.backup.source import Source
 from drwatch.backup.store import S3Store
 
 # Makes the plaintext stream for one run of a class (a dump, an archive).
 SourceFactory = Callable[[str, DataClass], Awaitable[Source]]
+# Runs one kind of backup of a class where its data lives (drwatch.backup.fleet): the
+# entries it recorded through the service (run_remote, record).
+Producer = Callable[["BackupService", str, DataClass], Awaitable[list[Entry]]]
 Clock = Callable[[], float]
 RECENT = 200
 
@@ -70,12 +74,17 @@ class BackupService:
         for e in known:
             first[e.data_class] = min(first.get(e.data_class, e.created_at), e.created_at)
         locations = tuple(self.cfg.locations.configured())
+        # Images live in regions: the fixed class has no off-site copy.
+        regional = tuple(n for n in locations if n != LocationName.OFFSITE)
         return [
             Objective(
-                name, self._rpo_of[name], locations, min(self._since, first.get(name, self._since))
+                name,
+                self._rpo_of[name],
+                regional if dc.kind is ClassKind.FIXED else locations,
+                min(self._since, first.get(name, self._since)),
             )
             for name, dc in self.cfg.classes.items()
-            if dc.kind in (ClassKind.PERSISTENT, ClassKind.CONFIGURATION)
+            if dc.kind is not ClassKind.TRANSIENT
         ]
 
     def statuses(self, now: float) -> list[Status]:
@@ -112,6 +121,36 @@ class BackupService:
         self.refresh_metrics()
         return entries
 
+    async def run_remote(self, data_class: str, kind: str, produce: Produce) -> list[Entry]:
+        """One backup another host makes (see BackupRunner.run_remote), then the metrics."""
+        assert self.runner is not None, "a read-only service has no runner"
+        started = time.monotonic()
+        entries = await self.runner.run_remote(data_class, kind, produce)
+        self._metrics.record_run(entries, time.monotonic() - started)
+        self.refresh_metrics()
+        return entries
+
+    def failed(self, data_class: str, kind: str, why: str) -> list[Entry]:
+        """A run that could not start (no host to take it from): failed everywhere."""
+        assert self.runner is not None, "a read-only service has no runner"
+        entries = self.runner.failed_to_start(data_class, kind, why)
+        self._metrics.record_run(entries, 0.0)
+        self.refresh_metrics()
+        return entries
+
+    def record(self, entries: list[Entry], duration: float) -> list[Entry]:
+        """Entries a producer checked itself (volume snapshots, images)."""
+        assert self.runner is not None, "a read-only service has no runner"
+        self.runner.record_external(entries)
+        self._metrics.record_run(entries, duration)
+        self.refresh_metrics()
+        return entries
+
+    def runner_hook(self, delete_external: Callable[[Entry], Awaitable[None]]) -> None:
+        """How retention deletes what an external entry names (a snapshot)."""
+        if self.runner is not None:
+            self.runner.delete_external = delete_external
+
     async def reverify(self, now: float) -> list[Entry]:
         assert self.runner is not None, "a read-only service has no runner"
         changed = await self.runner.reverify(older_than=now - self.cfg.reverify_every)
@@ -136,14 +175,22 @@ class BackupService:
     def refresh_metrics(self) -> None:
         self._metrics.update(self.catalogue.entries())
 
-    def jobs(self, sources: Mapping[str, SourceFactory], clock: Clock) -> list[Job]:
-        """One job per class and kind that has a source, and the re-verification job
-        (which applies retention after it)."""
+    def jobs(
+        self,
+        sources: Mapping[str, SourceFactory],
+        clock: Clock,
+        producers: Mapping[str, Producer] | None = None,
+    ) -> list[Job]:
+        """One job per class and kind that has a producer (or a local source), and the
+        re-verification job (which applies retention after it)."""
         out = []
         for name, dc in self.cfg.classes.items():
             for kind, every in dc.intervals(self._rpo_of[name]).items():
+                producer = (producers or {}).get(kind)
                 make = sources.get(kind)
-                if make is not None:
+                if producer is not None:
+                    out.append(Job(name, kind, every, _bind_producer(self, name, producer)))
+                elif make is not None:
                     out.append(Job(name, kind, every, _bind(self, name, kind, make)))
         every = self.cfg.reverify_every
 
@@ -208,6 +255,15 @@ def _bind(
     return run
 
 
+def _bind_producer(
+    service: BackupService, data_class: str, producer: Producer
+) -> Callable[[], Awaitable[object]]:
+    async def run() -> object:
+        return await producer(service, data_class, service.cfg.classes[data_class])
+
+    return run
+
+
 @asynccontextmanager
 async def open_service(
     cfg: BackupConfig,
@@ -217,6 +273,8 @@ async def open_service(
     sources: Mapping[str, SourceFactory],
     metrics: BackupMetrics | None = None,
     clock: Clock = time.time,
+    producers: Mapping[str, Producer] | None = None,
+    extra_jobs: Callable[[BackupService], list[Job]] | None = None,
 ) -> AsyncIterator[BackupService]:
     """The running service (see the module doc); its jobs stop when the block ends."""
     if cfg.recipient is None:
@@ -264,7 +322,10 @@ async def open_service(
         service.refresh_metrics()
         service.export_rpo()
         service.export_restore_tests()
-        scheduler = BackupScheduler(service.jobs(sources, clock))
+        jobs = service.jobs(sources, clock, producers)
+        if extra_jobs is not None:
+            jobs += extra_jobs(service)
+        scheduler = BackupScheduler(jobs)
         scheduler.start(catalogue.entries(), clock())
         stack.callback(scheduler.shutdown)
         yield service

@@ -7,16 +7,18 @@ not match the recipient) stops the start as a configuration error, with the reas
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 
 from prometheus_client import CollectorRegistry
 
 from drwatch.backup.errors import BackupError
+from drwatch.backup.fleet import Agents, Cloud, FleetDeps, FleetSources
 from drwatch.backup.metrics import BackupMetrics
 from drwatch.backup.service import BackupService, SourceFactory, open_service
 from drwatch.config import Config, backup_rpo_of
 from drwatch.errors import ConfigError
+from drwatch.model.fleet import Fleet
 
 
 async def start_backups(
@@ -24,13 +26,16 @@ async def start_backups(
     stack: AsyncExitStack,
     registry: CollectorRegistry,
     sources: Mapping[str, SourceFactory] | None = None,
+    fleet: FleetDeps | None = None,
 ) -> BackupService | None:
     """The running service, owned by `stack`; None when `[backup]` is not configured.
 
     `sources` maps a kind (`dump`, `config_archive`) to what makes its stream; kinds
-    without one are not scheduled (the agent-side dump is still to come)."""
+    without one are not scheduled. `fleet` gives the real sources: snapshots, dumps and
+    archives through the hosts' agents, images through the provider."""
     if cfg.backup is None:
         return None
+    fleet_sources = FleetSources(fleet) if fleet is not None else None
     try:
         return await stack.enter_async_context(
             open_service(
@@ -39,7 +44,31 @@ async def start_backups(
                 cfg.watcher.state_dir,
                 sources=sources or {},
                 metrics=BackupMetrics(registry),
+                producers=fleet_sources.producers() if fleet_sources else None,
+                extra_jobs=fleet_sources.image_jobs if fleet_sources else None,
             )
         )
     except BackupError as err:
         raise ConfigError([f"backup: {err}"]) from None
+
+
+def fleet_deps(
+    cfg: Config,
+    fleet: Callable[[], Fleet],
+    role: Callable[[str], str | None],
+    agents: Agents,
+    cloud: Cloud,
+) -> FleetDeps | None:
+    """What the real sources need from the daemon; None without `[backup]`."""
+    if cfg.backup is None:
+        return None
+    standby = cfg.backup.locations.standby_region
+    return FleetDeps(
+        fleet=fleet,
+        role=role,
+        agents=agents,
+        cloud=cloud,
+        regions=tuple(cfg.provider.regions),
+        standby_region=standby.region if standby is not None else None,
+        image_every=max(cfg.provider.discovery_interval, 30.0),
+    )

@@ -309,6 +309,14 @@ class AwsProvider:
         snapshot_id: str = raw["SnapshotId"]
         return snapshot_id
 
+    async def delete_snapshot(self, region: str, snapshot_id: str) -> None:
+        """Retention of backup snapshots (drwatch.backup.fleet); gone already is done."""
+        try:
+            await self._call(region, "delete_snapshot", SnapshotId=snapshot_id)
+        except ProviderError as err:
+            if "NotFound" not in str(err):
+                raise
+
     async def create_volume(
         self,
         region: str,

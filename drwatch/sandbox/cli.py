@@ -68,6 +68,16 @@ def register(sub: Any) -> None:
         action="store_true",
         help="run real PostgreSQL 15 behind db-1 (primary), db-2 and db-3 (replicas)",
     )
+    p.add_argument(
+        "--no-backups",
+        action="store_true",
+        help="leave backups off (by default the sandbox backs up every data class)",
+    )
+    p.add_argument(
+        "--watcher-key",
+        action="store_true",
+        help="give the watcher its own copy of the backup key's private half",
+    )
     p.set_defaults(func=cmd_sandbox)
     actions = p.add_subparsers(dest="sandbox_command", metavar="ACTION")
     f = actions.add_parser("fault", help="inject a fault into a running sandbox")
@@ -162,7 +172,12 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     logs.configure("auto", "info")
     try:
-        options = Options(alertmanager_urls=alertmanagers, postgres=args.postgres)
+        options = Options(
+            alertmanager_urls=alertmanagers,
+            postgres=args.postgres,
+            backups=not args.no_backups,
+            watcher_key=args.watcher_key,
+        )
         _run_until_signal(_serve(topo, args.state_dir, options))
     except (SandboxError, OSError, PgError) as err:
         print(f"the sandbox could not start: {err}", file=sys.stderr)

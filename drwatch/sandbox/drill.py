@@ -122,6 +122,8 @@ async def run_drill(
     options = options or Options()
     if sc.postgres:
         options = dataclasses.replace(options, postgres=True)
+    if sc.backups:
+        options = dataclasses.replace(options, backups=True, watcher_key=sc.watcher_key)
     sb = Sandbox(topo, state_dir, options)
     chaos = control.attach(sb)
     data = None

@@ -38,6 +38,7 @@ class FrontFaults:
     impaired_zones: set[str] = field(default_factory=set)
     launch_refused_zones: set[str] = field(default_factory=set)
     impaired_instances: set[str] = field(default_factory=set)
+    s3_outage: set[str] = field(default_factory=set)  # regions whose object storage fails
 
 
 def ec2_error(code: str, message: str, status: int) -> web.Response:
@@ -58,6 +59,16 @@ def rest_error(code: str, message: str, status: int) -> web.Response:
         f"<Message>{message}</Message></Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
     )
     return web.Response(status=status, text=body, content_type="text/xml")
+
+
+def s3_error(code: str, message: str, status: int) -> web.Response:
+    """S3's REST error shape."""
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{message}</Message>"
+        f"<RequestId>{uuid.uuid4()}</RequestId></Error>"
+    )
+    return web.Response(status=status, text=body, content_type="application/xml")
 
 
 class Front:
@@ -114,6 +125,9 @@ class Front:
             return refusal
         status, headers, payload = await self._forward(request, body)
         payload = self._rewrite(action, payload) if status == 200 else payload
+        if request.method == "HEAD":  # S3's HeadObject: the size is the answer
+            return web.Response(status=status, headers=headers)
+        headers.pop("Content-Length", None)
         return web.Response(status=status, body=payload, headers=headers)
 
     def _refusal(self, region: str, path: str, action: str, body: bytes) -> web.Response | None:
@@ -121,6 +135,8 @@ class Front:
         error = rest_error if rest else ec2_error
         if region in self.faults.api_outage:
             return error("ServiceUnavailable", "The service is unavailable.", 503)
+        if region in self.faults.s3_outage and not action and not rest:
+            return s3_error("ServiceUnavailable", "Please reduce your request rate.", 503)
         if region in self.faults.throttled:
             code = "Throttling" if rest else "RequestLimitExceeded"
             return error(code, "Request limit exceeded.", 400)
@@ -149,6 +165,8 @@ class Front:
         ) as resp:
             payload = await resp.read()
             out = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP_HEADERS}
+            if request.method == "HEAD" and "Content-Length" in resp.headers:
+                out["Content-Length"] = resp.headers["Content-Length"]
             return resp.status, out, payload
 
     def _rewrite(self, action: str, payload: bytes) -> bytes:

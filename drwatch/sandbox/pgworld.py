@@ -87,6 +87,7 @@ class Databases(Protocol):
     async def data_facts(self) -> DataFacts | None: ...
     def corrupt(self, kind: str, ident: str) -> None: ...
     def lag(self, instance_id: str, delay_s: str) -> None: ...
+    def dump_port(self, host: SimHost) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,9 @@ class SimulatedDatabases:
         return None
 
     def corrupt(self, kind: str, ident: str) -> None:
+        return None
+
+    def dump_port(self, host: SimHost) -> int | None:
         return None
 
     def lag(self, instance_id: str, delay_s: str) -> None:
@@ -358,6 +362,11 @@ class RealDatabases:
                     # boots and the playbook's wait says so.
                     self._failed.add(snap.id)
                     log.warning("pg.snapshot_failed", snapshot=snap.id, error=str(err))
+        for sid in [s for s in self.snapshots if s not in view.snapshots]:
+            # Deleted at the provider (backup retention): its copy goes too.
+            if sid not in self._seeded.snapshots.values():
+                shutil.rmtree(self.snapshots.pop(sid), ignore_errors=True)
+                log.info("pg.snapshot_deleted", snapshot=sid)
         for vol in view.volumes.values():
             if vol.id not in self.clusters and vol.snapshot_id in self.snapshots:
                 dest = self.root / "volumes" / vol.id
@@ -429,6 +438,13 @@ class RealDatabases:
         value = f"'{millis}ms'" if millis else "DEFAULT"
         cluster.sql(f"ALTER SYSTEM SET recovery_min_apply_delay = {value}")
         cluster.sql("SELECT pg_reload_conf()")
+
+    def dump_port(self, host: SimHost) -> int | None:
+        """The port of the server on the host's volume, while it runs (pg_dump's, and the
+        sandbox freeze's CHECKPOINT's)."""
+        vid = self._host_volume(host)
+        cluster = self.clusters.get(vid) if vid else None
+        return cluster.port if cluster is not None and cluster.running() else None
 
     # --- what the hosts' agents report ------------------------------------------------------
 

@@ -107,6 +107,10 @@ class Scenario(_Strict):
     expect_no_playbooks: bool = False
     max_incidents: Annotated[int, Field(ge=0, le=10_000)] | None = None
     postgres: bool = False
+    # Backups by data class, with short schedules (docs/sandbox.md); `watcher_key`
+    # gives the watcher the private key's copy.
+    backups: bool = False
+    watcher_key: bool = False
 
     def timeline(self) -> list[Event]:
         return sorted(self.event, key=lambda e: e.at)

@@ -29,6 +29,7 @@ from aiohttp import web
 from drwatch.logs import get_logger
 from drwatch.model.fleet import Role
 from drwatch.sandbox import agent_plug
+from drwatch.sandbox.backups import SandboxBackups
 from drwatch.sandbox.cloud import Moto, MotoProcess, SandboxError, Seeded, seed, user_data_text
 from drwatch.sandbox.cloudview import CloudView, InstanceView, describe
 from drwatch.sandbox.front import Front
@@ -119,6 +120,12 @@ class Options:
     alertmanager_urls: tuple[str, ...] = ()
     # Real PostgreSQL behind the database hosts (pgworld.RealDatabases).
     postgres: bool = False
+    # Backups by data class (sandbox.backups): on in `drwatch sandbox` (unless
+    # --no-backups); a drill turns them on with `backups = true`, so older drills' and
+    # tests' timelines stay as they were.
+    backups: bool = False
+    # Give the watcher its own copy of the backup key's private half.
+    watcher_key: bool = False
 
 
 @dataclass
@@ -159,8 +166,18 @@ class Sandbox:
             RealDatabases(topo, self.state_dir / "pg") if self.options.postgres
             else SimulatedDatabases()
         )  # fmt: skip
+        self.backups = (
+            SandboxBackups(
+                topo, self.state_dir, (free_port(), free_port()), self.uplink, self.session,
+                watcher_key=self.options.watcher_key,
+            ) if self.options.backups else None
+        )  # fmt: skip
         self._agent = agent_plug.agent_factory(
-            self.secret, self.state_dir / "agent.secret", self.databases
+            self.secret,
+            self.state_dir / "agent.secret",
+            self.databases,
+            backups=lambda: self.backups.upload_settings() if self.backups else None,
+            host_root=self.state_dir / "hosts",
         )
         self._booting: dict[str, float] = {}  # instance id -> running since (monotonic)
 
@@ -192,6 +209,8 @@ class Sandbox:
         self.seeded = await asyncio.to_thread(seed, self.moto, self.topo)
         await self.databases.start(self.seeded, free_port)
         await self.front.start()
+        if self.backups is not None:
+            await self.backups.start(self.moto_proc.url, self.front)
         for listener in (*self.canaries.values(), self.service):
             await listener.start()
         if self.control is not None:
@@ -211,6 +230,8 @@ class Sandbox:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.watcher.stop()
+        if self.backups is not None:
+            await self.backups.stop()
         await self.databases.stop()
         for host in self.hosts.values():
             await host.close()
@@ -271,7 +292,10 @@ class Sandbox:
             canaries=self.canary_urls(),
             alertmanager_urls=self.options.alertmanager_urls,
         )
-        (self.state_dir / CONFIG_FILE).write_text(render_config(self.topo, where))
+        extra = self.backups.config_lines(self.front) if self.backups else []
+        (self.state_dir / CONFIG_FILE).write_text(
+            render_config(self.topo, where) + "\n".join(extra) + "\n"
+        )
         (self.state_dir / STATE_FILE).write_text(json.dumps(self.describe_self(), indent=2))
 
     def describe_self(self) -> dict[str, Any]:
@@ -286,6 +310,10 @@ class Sandbox:
             "canaries": self.canary_urls(),
             "config": str(self.state_dir / CONFIG_FILE),
             "postgres": self.databases.describe(),
+            "offsite": self.backups.offsite_moto.url if self.backups else None,
+            "backup_key": (
+                str(self.backups.key.private_file) if self.backups and self.backups.key else None
+            ),
         }
 
     # --- the reconciler ---------------------------------------------------------------------

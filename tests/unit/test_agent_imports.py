@@ -15,7 +15,14 @@ NEUTRAL = (
     "drwatch.logs",
     "drwatch.tomlconfig",
 )
-ALLOWED = ("drwatch.agent", *NEUTRAL)
+# The upload side of backups: the agent encrypts and uploads a dump on its own host
+# (drwatch.agent.backup), with the same pipeline the watcher uses. These import only
+# each other and neutral modules (checked below), never the daemon.
+UPLOAD_SIDE = tuple(
+    f"drwatch.backup.{m}"
+    for m in ("config", "dump", "errors", "gpg", "manifest", "pipeline", "proc", "source", "store")
+)
+ALLOWED = ("drwatch.agent", *NEUTRAL, *UPLOAD_SIDE)
 
 
 def drwatch_imports(path: Path) -> set[str]:
@@ -63,3 +70,16 @@ def test_the_walk_notices_a_daemon_import(tmp_path: Path) -> None:
     source = tmp_path / "bad.py"
     source.write_text("from drwatch.config import Config\nimport drwatch.logs\n")
     assert drwatch_imports(source) == {"drwatch.config.Config", "drwatch.logs"}
+
+
+def test_upload_side_imports_only_itself_and_neutral_modules() -> None:
+    """The backup modules the agent uses drag no daemon module in behind them."""
+    root = Path(drwatch.agent.__file__).parent.parent
+    ok = (*NEUTRAL, *UPLOAD_SIDE)
+    offenders = {
+        f"{mod}: {name}"
+        for mod in UPLOAD_SIDE
+        for name in drwatch_imports(root / (mod.removeprefix("drwatch.").replace(".", "/") + ".py"))
+        if not any(name == o or name.startswith(o + ".") for o in ok)
+    }
+    assert offenders == set()
