@@ -107,7 +107,7 @@ class ActSettings:
 @dataclass(frozen=True, slots=True)
 class BackupRef:
     """One backup of drwatch's catalogue as a playbook sees it (at one location).
-    For a volume snapshot, `backup_id` is the provider's snapshot id."""
+    For a volume snapshot, `resource` is the provider's snapshot id."""
 
     backup_id: str
     data_class: str
@@ -116,6 +116,11 @@ class BackupRef:
     created_at: float  # the data's time
     state: str  # verified | corrupt | missing | pending | failed
     why: str = ""
+    resource: str = ""
+
+    @property
+    def snapshot_id(self) -> str:
+        return self.resource or self.backup_id
 
 
 class BackupCatalogue(Protocol):

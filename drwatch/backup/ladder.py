@@ -32,9 +32,12 @@ NO_KEY = "the watcher holds no private key (backup.watcher_private_key_file is n
 
 
 def _ref(e: Entry) -> BackupRef:
+    """A snapshot's entry names its provider snapshot in `manifest.source`."""
+    resource = e.manifest.source.get("snapshot_id", "") if e.manifest else ""
     return BackupRef(
-        e.backup_id, e.data_class, e.kind, e.location, e.created_at, e.state.value, e.why
-    )
+        e.backup_id, e.data_class, e.kind, e.location, e.created_at, e.state.value, e.why,
+        resource,
+    )  # fmt: skip
 
 
 class LadderCatalogue:

@@ -30,7 +30,8 @@ from drwatch.backup.restore_schedule import (
 )
 from drwatch.backup.restore_test import RestoreReport
 from drwatch.backup.rpo import BackupFinding
-from drwatch.backup.runner import BackupRunner, Place, Source
+from drwatch.backup.runner import BackupRunner, Place
+from drwatch.backup.source import Source
 from drwatch.backup.store import S3Store
 from tests.component.test_backup_pipeline import blocks, expected_digest
 from tests.conftest import MotoServer

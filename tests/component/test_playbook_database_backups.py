@@ -28,9 +28,10 @@ DUMP = b"PGDMP" + bytes(range(256)) * 100
 
 
 def snap_ref(world: World, k: int, state: str = "verified", why: str = "") -> BackupRef:
-    """The catalogue's row for db-1-data-snap-k (taken at 1000*k)."""
-    return BackupRef(world.snapshots[k - 1], "orders", "volume_snapshot", "primary",
-                     1000.0 * k, state, why)  # fmt: skip
+    """The catalogue's row for db-1-data-snap-k (taken at 1000*k): its own backup id, the
+    provider's snapshot id as its resource."""
+    return BackupRef(f"orders-snap-{k}", "orders", "volume_snapshot", "primary", 1000.0 * k,
+                     state, why, resource=world.snapshots[k - 1])  # fmt: skip
 
 
 def dump_ref(n: int, at: float, state: str = "verified") -> BackupRef:
@@ -105,7 +106,7 @@ async def test_a_verified_snapshot_that_restores_corrupt_is_marked_and_rung_5_sa
         f"the newest verified backup {world.snapshots[2]} was bad: it restored corrupt"
         in steps["restore_older_snapshot"][1]
     )
-    assert [m[0] for m in catalogue.marked] == [world.snapshots[2]]
+    assert [m[0] for m in catalogue.marked] == ["orders-snap-3"]
     assert "database.recover" in catalogue.marked[0][1]
     assert steps["restore_from_dump"][0] is StepStatus.SKIPPED
     assert catalogue.streamed == 0

@@ -205,20 +205,21 @@ async def _ladder_snapshots(
     at_provider = {
         s.id for s in await ctx.deps.provider.snapshots(ctx.plan.region) if s.state == "completed"
     }
-    usable = [r for r in refs if r.state == "verified" and r.backup_id in at_provider]
+    usable = [r for r in refs if r.state == "verified" and r.snapshot_id in at_provider]
     newest_ok = usable[0].created_at if usable else float("-inf")
     newer = [r for r in refs if r not in usable and r.created_at >= newest_ok]
     unusable = [_unusable(r) for r in newer[:3]]
-    return [r.backup_id for r in usable], {
-        "refs": {r.backup_id: _ref_json(r) for r in usable},
+    return [r.snapshot_id for r in usable], {
+        "refs": {r.snapshot_id: _ref_json(r) for r in usable},
         "unusable": unusable,
     }
 
 
 def _unusable(r: BackupRef) -> str:
+    name = r.snapshot_id if r.resource else r.backup_id
     if r.state != "verified":
-        return f"{r.backup_id} ({r.state}{': ' + r.why if r.why else ''})"
-    return f"{r.backup_id} (verified, but the provider no longer lists it completed)"
+        return f"{name} ({r.state}{': ' + r.why if r.why else ''})"
+    return f"{name} (verified, but the provider no longer lists it completed)"
 
 
 def _ref_json(r: BackupRef) -> JSON:
@@ -229,12 +230,19 @@ def _ref_json(r: BackupRef) -> JSON:
         "location": r.location,
         "created_at": r.created_at,
         "state": r.state,
+        "resource": r.resource,
     }
 
 
 def _ref(d: JSON) -> BackupRef:
     return BackupRef(
-        d["backup_id"], d["data_class"], d["kind"], d["location"], d["created_at"], d["state"]
+        d["backup_id"],
+        d["data_class"],
+        d["kind"],
+        d["location"],
+        d["created_at"],
+        d["state"],
+        resource=d.get("resource", ""),
     )
 
 
