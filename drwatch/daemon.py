@@ -164,8 +164,17 @@ class Daemon:
         # One memory of database roles, kept in the incident store, for the cycle's
         # decisions and the playbooks' own refusal to recover a replica as the primary.
         roles = RoleMemory(self.incidents)
+        # Backups before the runner: the database ladder reads their catalogue.
+        deps = fleet_deps(cfg, lambda: self.watch.fleet, roles.role, self.agent, self.provider)
+        self.backups = await start_backups(cfg, self.stack, self.metrics.registry, fleet=deps)
         self.runner = build_runner(
-            cfg, self.provider, self.watch, self.agent, kill_switch=self._kill_switch, roles=roles
+            cfg,
+            self.provider,
+            self.watch,
+            self.agent,
+            kill_switch=self._kill_switch,
+            roles=roles,
+            backups=self.backups.ladder if self.backups is not None else None,
         )
         self.stack.push_async_callback(self.runner.aclose)
         self.cycle = Cycle(
@@ -192,8 +201,6 @@ class Daemon:
         self.alerter = await self.stack.enter_async_context(
             Alerter.from_config(cfg.alerts, self.metrics)
         )
-        deps = fleet_deps(cfg, lambda: self.watch.fleet, roles.role, self.agent, self.provider)
-        self.backups = await start_backups(cfg, self.stack, self.metrics.registry, fleet=deps)
         await self._serve_web()
 
     def _kill_switch(self) -> bool:

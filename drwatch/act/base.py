@@ -177,8 +177,19 @@ class DumpRestore(Protocol):
     async def restored(self, instance: Instance, backup_id: str) -> JSON | None:
         """What the host says of a restore of `backup_id` it finished, or None."""
 
+    def missing(self) -> str | None:
+        """Why dumps cannot be streamed into a host here, or None when they can."""
+
 
 class NoDumpRestore:
+    """No channel into a new host for a dump's plaintext: rung 6 is skipped, saying so."""
+
+    def missing(self) -> str | None:
+        return (
+            "this build has no channel to stream a dump into a new database host "
+            '(restore it by hand: docs/backups.md, "Restoring")'
+        )
+
     async def restore(
         self, instance: Instance, backup_id: str, stream: AsyncIterator[bytes]
     ) -> JSON:

@@ -161,6 +161,9 @@ class SimulatedHosts:
 
     # -- DumpRestore ----------------------------------------------------------------------
 
+    def missing(self) -> str | None:
+        return None
+
     async def restore(
         self, instance: Instance, backup_id: str, stream: AsyncIterator[bytes]
     ) -> JSON:

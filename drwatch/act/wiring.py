@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterable
 from drwatch.act.base import (
     ActSettings,
     AgentActions,
+    BackupCatalogue,
     Clock,
     Deps,
     FleetView,
     GroupInfo,
+    NoBackups,
     SystemClock,
 )
 from drwatch.act.journal import Journal
@@ -68,6 +70,7 @@ def build_runner(
     kill_switch: Callable[[], bool],
     clock: Clock | None = None,
     roles: RoleMemory | None = None,
+    backups: BackupCatalogue | None = None,
 ) -> Runner:
     """The runner, its journal under `watcher.state_dir`, every playbook, named after the
     watcher (journal rows carry that name)."""
@@ -80,5 +83,6 @@ def build_runner(
         settings=act_settings(cfg),
         clock=clock or SystemClock(),
         roles=roles if roles is not None else RoleMemory(),
+        backups=backups if backups is not None else NoBackups(),
     )
     return Runner(journal, all_playbooks(), deps, cfg.watcher.name, kill_switch)

@@ -19,7 +19,7 @@ from drwatch.backup.catalogue import Catalogue, Entry, SqliteCatalogue
 from drwatch.backup.config import KINDS, BackupConfig, ClassKind, DataClass, LocationName
 from drwatch.backup.gpg import Recipient, check_private_key
 from drwatch.backup.jobs import BackupScheduler, Job
-from drwatch.backup.ladder import unrestorable
+from drwatch.backup.ladder import LadderCatalogue, unrestorable
 from drwatch.backup.metrics import BackupMetrics
 from drwatch.backup.pipeline import Pipeline
 from drwatch.backup.restore_schedule import (
@@ -64,6 +64,8 @@ class BackupService:
         self._since = since
         self._metrics = metrics or BackupMetrics(None)
         self.restore_test = restore_test
+        # The database ladder's view (rungs 4 to 6); set by open_service, which has the stores.
+        self.ladder: LadderCatalogue | None = None
 
     def objectives(self, entries: list[Entry] | None = None) -> list[Objective]:
         """Classes that are backed up, each at every configured location. A class is
@@ -322,6 +324,7 @@ async def open_service(
         service.refresh_metrics()
         service.export_rpo()
         service.export_restore_tests()
+        service.ladder = LadderCatalogue(cfg, catalogue, places, recipient.key_ids, clock)
         jobs = service.jobs(sources, clock, producers)
         if extra_jobs is not None:
             jobs += extra_jobs(service)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from drwatch.act.base import BackupRef, Deps
+from drwatch.act.base import BackupRef, Deps, NoDumpRestore
 from drwatch.act.testing import (
     FakeCatalogue,
     ManualApprovals,
@@ -224,3 +224,19 @@ async def test_rung_6_survives_a_crash_at_every_point(tmp_path: Path, lag: bool)
 
     points = await crash_at_every_point(tmp_path, setup, verify)
     assert any("restore:orders-dump-2" in p for p in points)
+
+
+async def test_rung_6_without_a_channel_into_the_new_host_is_skipped_before_approval(
+    tmp_path: Path,
+) -> None:
+    """The daemon's default: no dump stream into a host is wired, so rung 6 says so and
+    asks nobody for an approval it could not use."""
+    _world, deps, plan, catalogue, approvals = every_snapshot_corrupt(approved=False)
+    deps = replace(deps, dump_restore=NoDumpRestore())
+    progress = await run_plan(tmp_path / "j.db", deps, plan, owner="w1")
+    assert progress is not None
+    assert progress.outcome is RunOutcome.FAILED
+    status, detail = statuses(progress)["restore_from_dump"]
+    assert status is StepStatus.SKIPPED
+    assert detail.startswith("this build has no channel to stream a dump into a new database host")
+    assert (approvals.requests, catalogue.streamed) == ([], 0)

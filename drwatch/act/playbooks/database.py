@@ -609,6 +609,8 @@ async def restore_from_dump(ctx: RunContext) -> Outcome:
         return not_needed
     if (why := ctx.deps.backups.key_missing()) is not None:
         return _skip(f"the watcher cannot decrypt a dump: {why}")
+    if (why := ctx.deps.dump_restore.missing()) is not None:
+        return _skip(why)
     chosen = await _chosen_dump(ctx)
     if chosen is None:
         return _skip("no verified dump of this group in drwatch's catalogue")
