@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -143,8 +143,9 @@ class BackupCatalogue(Protocol):
     def key_missing(self) -> str | None:
         """Why the watcher cannot decrypt a dump (no private key), or None when it can."""
 
-    def plaintext(self, ref: BackupRef) -> AsyncIterator[bytes]:
-        """The dump's plaintext, checked against its manifest and decrypted in memory."""
+    def plaintext(self, ref: BackupRef) -> AsyncGenerator[bytes]:
+        """The dump's plaintext, checked against its manifest and decrypted in memory
+        (an async generator: close it to stop gpg and remove its key home at once)."""
 
 
 class NoBackups:
@@ -162,7 +163,10 @@ class NoBackups:
     def key_missing(self) -> str | None:
         return "backups are not configured ([backup])"
 
-    def plaintext(self, ref: BackupRef) -> AsyncIterator[bytes]:
+    async def plaintext(self, ref: BackupRef) -> AsyncGenerator[bytes]:
+        nothing: tuple[bytes, ...] = ()
+        for block in nothing:  # an async generator like the real one, that yields nothing
+            yield block
         raise DrwatchError("backups are not configured ([backup])")
 
 

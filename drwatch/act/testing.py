@@ -11,7 +11,7 @@ the sandbox hosts do (idempotent: a set of backends, a role, a database address)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -58,6 +58,7 @@ class SimulatedHosts:
     actions: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     restores: list[tuple[str, str, int]] = field(default_factory=list)  # (host, backup, bytes)
     restored_data: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    fail_restores: bool = False  # a restore breaks after the first block
     now: float = 1_000_000.0
     _latest: Snapshot = field(default_factory=lambda: Snapshot(taken_at=0.0, fleet=Fleet()))
 
@@ -170,6 +171,9 @@ class SimulatedHosts:
         """Read the whole stream into the host (as the agent's pg_restore would)."""
         if instance.id in self.down:
             raise AgentUnreachableError(f"{instance.name}: agent does not answer")
+        if self.fail_restores:
+            await anext(stream)
+            raise AgentUnreachableError(f"{instance.name}: the connection broke mid-restore")
         data = b"".join([chunk async for chunk in stream])
         self.restores.append((instance.id, backup_id, len(data)))
         self.restored_data[instance.id] = (backup_id, data)
@@ -193,6 +197,7 @@ class FakeCatalogue:
     holds_key: bool = True
     marked: list[tuple[str, str]] = field(default_factory=list)
     streamed: int = 0
+    closed: int = 0  # streams finished or closed early
 
     def snapshots(self, group: str) -> Sequence[BackupRef] | None:
         return self.snapshot_refs
@@ -206,11 +211,14 @@ class FakeCatalogue:
     def key_missing(self) -> str | None:
         return None if self.holds_key else "no private key (backup.watcher_private_key_file)"
 
-    async def plaintext(self, ref: BackupRef) -> AsyncIterator[bytes]:
+    async def plaintext(self, ref: BackupRef) -> AsyncGenerator[bytes]:
         self.streamed += 1
         data = self.dumps_data[ref.backup_id]
-        for i in range(0, len(data), 4096):
-            yield data[i : i + 4096]
+        try:
+            for i in range(0, len(data), 4096):
+                yield data[i : i + 4096]
+        finally:
+            self.closed += 1
 
 
 @dataclass

@@ -240,3 +240,18 @@ async def test_rung_6_without_a_channel_into_the_new_host_is_skipped_before_appr
     assert status is StepStatus.SKIPPED
     assert detail.startswith("this build has no channel to stream a dump into a new database host")
     assert (approvals.requests, catalogue.streamed) == ([], 0)
+
+
+async def test_a_restore_that_breaks_closes_the_decrypting_stream_and_fails_the_run(
+    tmp_path: Path,
+) -> None:
+    """The connection to the new host breaks mid-restore: the step fails saying so, and
+    the plaintext stream is closed at once (gpg stopped, its key home removed)."""
+    world, deps, plan, catalogue, _ = every_snapshot_corrupt()
+    world.hosts.fail_restores = True
+    progress = await run_plan(tmp_path / "j.db", deps, plan, owner="w1")
+    assert progress is not None
+    assert progress.outcome is RunOutcome.FAILED
+    assert "restoring orders-dump-2 into" in progress.detail
+    assert "the connection broke mid-restore" in progress.detail
+    assert (catalogue.streamed, catalogue.closed) == (1, 1)

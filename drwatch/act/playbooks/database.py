@@ -32,6 +32,7 @@ skipped with the reason; the next rung runs. Once a rung has a primary, the rest
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -689,11 +690,13 @@ async def _stream_dump(ctx: RunContext, instance_id: str, ref: BackupRef) -> Non
         return await ctx.deps.dump_restore.restored(inst, p["backup_id"])
 
     async def apply(p: JSON) -> JSON:
+        # Closed on every way out: gpg stops and the key's throwaway home goes at once.
         try:
-            async with asyncio.timeout(ctx.deps.settings.restore_timeout):
-                return await ctx.deps.dump_restore.restore(
-                    inst, p["backup_id"], ctx.deps.backups.plaintext(ref)
-                )
+            async with (
+                contextlib.aclosing(ctx.deps.backups.plaintext(ref)) as stream,
+                asyncio.timeout(ctx.deps.settings.restore_timeout),
+            ):
+                return await ctx.deps.dump_restore.restore(inst, p["backup_id"], stream)
         except TimeoutError:
             raise StepError(
                 f"restoring {p['backup_id']} into {instance_id} took longer than "
