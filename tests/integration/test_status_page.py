@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from drwatch.web import backups as backups_web
 from tests.support.operator_services import chromium, dom_text
 from tests.support.operator_world import DB_INC, STEPS, ZONE_INC, build_app
 from tests.support.services import free_port
@@ -73,3 +74,45 @@ async def test_page_serves_no_third_party_assets(page_url: str) -> None:
         csp = resp.headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp
     assert not re.search(r"""(src|href)=["']https?://""", html)
+
+
+class _Backups:
+    """GET /api/v1/backups as a daemon with the watcher's key answers it."""
+
+    def __init__(self, overdue: bool) -> None:
+        self.overdue = overdue
+
+    def doc(self, now: float) -> dict[str, object]:
+        last = {"at": 1_790_000_000.0, "backup_id": "orders-20260921T1453-ab12", "rows": 5000,
+                "restore_s": 3.2, "data_age_s": 75.0, "passed": True}  # fmt: skip
+        test = {"enabled": True, "last_passed": last, "overdue": self.overdue}
+        return {"classes": [], "findings": [], "backups": [], "restore_test": test}
+
+
+@pytest.mark.parametrize("overdue", [False, True])
+async def test_page_shows_when_data_was_last_proven_restorable(
+    tmp_path: Path, overdue: bool
+) -> None:
+    """The restore test's last pass (backup, rows, time, data age), marked when overdue."""
+    app = build_app(tmp_path / "state")
+    backups_web.add_routes(app, _Backups(overdue))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        dom = await chromium(tmp_path, "--dump-dom", f"http://127.0.0.1:{port}/")
+    finally:
+        await runner.cleanup()
+    text = dom_text(dom)
+    assert (
+        "Last proven restorable 2026-09-21 14:13Z: orders-20260921T1453-ab12, 5000 rows in "
+        "3 s, data 75 s old" in text
+    )
+    assert ('id="restore-test" class="overdue"' in dom) is overdue
+    assert ("· overdue" in text) is overdue
+
+
+async def test_page_without_backups_says_so(page_url: str, tmp_path: Path) -> None:
+    dom = await chromium(tmp_path, "--dump-dom", page_url)
+    assert "This drwatch takes no backups." in dom_text(dom)

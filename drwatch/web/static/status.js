@@ -273,6 +273,21 @@ function renderDrills(drills) {
   replace("drills-due", due.map((d) => el("li", { class: d.overdue ? "overdue" : "due", "data-kind": d.kind }, d.text)));
 }
 
+// When data was last proven restorable (GET /api/v1/backups, restore_test); null: no backups.
+function renderRestoreTest(backups) {
+  const node = document.getElementById("restore-test");
+  const test = backups && backups.restore_test;
+  const last = test && test.last_passed;
+  let text = "This drwatch takes no backups.";
+  if (test && !test.enabled) text = "Not scheduled: " + (test.why_not || "off") + ".";
+  else if (test && last) text = "Last proven restorable " + day(last.at) + ": " + last.backup_id + ", " +
+    last.rows + " rows in " + secs(last.restore_s) + ", data " + secs(last.data_age_s) + " old" +
+    (test.overdue ? " · overdue" : "");
+  else if (test) text = "No restore test has passed yet" + (test.overdue ? " · overdue" : "") + ".";
+  node.className = test && test.overdue ? "overdue" : (last ? "" : "empty");
+  node.textContent = text;
+}
+
 function renderEarly(status) {
   const warnings = list(status.findings, "findings").filter((f) => TREND_FINDINGS.includes(f.finding));
   const items = warnings.map((f) => el("li", { class: "warn", "data-finding": f.finding }, f.evidence || f.finding));
@@ -304,6 +319,7 @@ async function refresh() {
     renderWatcher(status);
     renderDrills(status.drills);
     renderEarly(status);
+    renderRestoreTest(await api("api/v1/backups").catch((err) => { if (err.auth) throw err; return null; }));
     document.getElementById("auth").hidden = true;
     document.getElementById("updated").textContent = "updated " + hms(new Date());
     setConn("live", true);
