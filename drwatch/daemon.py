@@ -26,6 +26,7 @@ from drwatch.act.wiring import build_runner
 from drwatch.alerts.alerter import Alerter
 from drwatch.alerts.model import AlertInput, alert_for_incident, watcher_impaired_alert
 from drwatch.assess.trends import assess_trends
+from drwatch.backup.alerting import backup_alerts
 from drwatch.backup.wiring import fleet_deps, start_backups
 from drwatch.config import Config
 from drwatch.cycle import Cycle, SummaryLog, TickReport, WatcherState
@@ -386,6 +387,8 @@ class Daemon:
             )
         else:
             self.impaired_since = None
+        if self.backups is not None:
+            alerts += backup_alerts(self.backups.findings(now), now)
         return alerts
 
 

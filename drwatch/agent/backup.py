@@ -16,16 +16,20 @@ or a thaw on the same host (drwatch.agent.server's action lock).
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from drwatch.agent.actions import ActionError, check_params
+from drwatch.agent.config import AgentBackupConfig, PostgresConfig
 from drwatch.backup.config import DEFAULT_CHUNK, Location
+from drwatch.backup.dump import PgEndpoint, replica_dump
 from drwatch.backup.errors import BackupError
 from drwatch.backup.gpg import Recipient
 from drwatch.backup.manifest import Manifest
-from drwatch.backup.pipeline import Pipeline, Target
+from drwatch.backup.pipeline import Pipeline, Target, command_stream
 from drwatch.backup.source import Source
 from drwatch.backup.store import S3Store
 from drwatch.logs import get_logger
@@ -127,3 +131,34 @@ def _parse(params: Mapping[str, str]) -> tuple[str, str, str, float]:
     except (KeyError, ValueError):
         raise ActionError("created_at: expected epoch seconds", status=400) from None
     return params["backup_id"], params["data_class"], params["kind"], created_at
+
+
+def build_backup_action(cfg: AgentBackupConfig, pg: PostgresConfig | None) -> BackupAction:
+    """The `backup` action a real agent runs, from its `[backup]` (and `[postgres]`)."""
+    sources: dict[str, SourceMaker] = {}
+    if cfg.dump and pg is not None:
+        endpoint = PgEndpoint(pg.host, pg.port, pg.user, pg.database)
+
+        async def dump() -> Source:
+            return await replica_dump(endpoint)
+
+        sources["dump"] = dump
+    if cfg.archive_paths:
+        argv = ["tar", "-C", "/", "-czf", "-", *(p.lstrip("/") for p in cfg.archive_paths)]
+
+        async def archive() -> Source:
+            when = {"time": datetime.now(UTC).isoformat(timespec="seconds")}
+            return Source(command_stream(argv), {"host": socket.gethostname(),
+                          "paths": ",".join(cfg.archive_paths)}, when)  # fmt: skip
+
+        sources["config_archive"] = archive
+    settings = UploadSettings(
+        location=cfg.location,
+        public_key_file=cfg.public_key_file,
+        fingerprint=cfg.fingerprint,
+        gnupg_home=cfg.gnupg_home,
+        gpg_binary=cfg.gpg_binary,
+        compression=cfg.compression,
+        chunk_size=cfg.chunk_size,
+    )
+    return BackupAction(settings, sources)

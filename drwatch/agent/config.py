@@ -21,6 +21,14 @@ from pydantic import (
 )
 
 from drwatch.agent import keycheck
+from drwatch.backup.config import (
+    DEFAULT_CHUNK,
+    MIB,
+    S3_MAX_OBJECT,
+    Compression,
+    Fingerprint,
+    Location,
+)
 from drwatch.errors import ConfigError
 from drwatch.tomlconfig import read_toml, validate
 from drwatch.units import format_duration, parse_duration
@@ -246,6 +254,34 @@ class CommandActionConfig(_Strict):
         return self
 
 
+class AgentBackupConfig(_Strict):
+    """Backups taken on this host by the `backup` action (docs/backups.md): the primary
+    backup bucket with this host's write-only credentials, and the recipient's public
+    key. Never a private key (check-config refuses one anywhere in this file)."""
+
+    location: Location
+    public_key_file: Path
+    fingerprint: Fingerprint
+    gpg_binary: str = "gpg"
+    # Scratch home for gpg's key check; no keyring is kept there.
+    gnupg_home: Path = Path("/var/lib/drwatch-agent/gnupg")
+    compression: Compression = "none"
+    chunk_size: Annotated[int, Field(ge=5 * MIB, le=S3_MAX_OBJECT)] = DEFAULT_CHUNK
+    # A database host dumps its local server ([postgres]); a dump is refused on a primary.
+    dump: bool = False
+    # Absolute paths archived by `config_archive` (tar, gzip), if any.
+    archive_paths: list[str] = Field(default_factory=list, max_length=64)
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        relative = [p for p in self.archive_paths if not p.startswith("/")]
+        if relative:
+            raise ValueError(f"archive_paths must be absolute (got {', '.join(relative)})")
+        if not self.dump and not self.archive_paths:
+            raise ValueError("set dump = true, archive_paths, or both (else nothing is backed up)")
+        return self
+
+
 class AgentConfig(_Strict):
     """The whole agent configuration."""
 
@@ -276,6 +312,8 @@ class AgentConfig(_Strict):
     actions: list[CommandActionConfig] = Field(default_factory=list, max_length=MAX_ACTIONS)
     # The local PostgreSQL server: needed by a `postgres` check and the database actions.
     postgres: PostgresConfig | None = None
+    # Backups taken here, encrypted here, uploaded with write-only credentials.
+    backup: AgentBackupConfig | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
@@ -319,6 +357,10 @@ class AgentConfig(_Strict):
         builtin = set(self.postgres.actions) if self.postgres is not None else set()
         for clash in sorted(builtin & {a.name for a in self.actions}):
             problems.append(f"actions: {clash!r} is also a built-in [postgres] action")
+        if self.backup is not None and self.backup.dump and self.postgres is None:
+            problems.append("backup.dump needs a [postgres] section (the server it dumps)")
+        if self.backup is not None and "backup" in {a.name for a in self.actions}:
+            problems.append("actions: 'backup' is the built-in action of [backup]")
         return problems
 
     @property

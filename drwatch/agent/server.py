@@ -32,6 +32,7 @@ import aiohttp
 from aiohttp import web
 
 from drwatch.agent.actions import Action, ActionError, build_actions
+from drwatch.agent.backup import build_backup_action
 from drwatch.agent.checks import Check, build_checks, run_checks
 from drwatch.agent.config import AgentConfig
 from drwatch.agent.host import HostFacts, PsutilHost
@@ -491,7 +492,10 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event) -> None:
     timeout = aiohttp.ClientTimeout(total=None)
     async with aiohttp.ClientSession(timeout=timeout) as session, database(cfg.postgres) as pg:
         checks = build_checks(cfg, session, pg)
-        actions = build_actions(cfg, database_actions(pg))
+        builtin = database_actions(pg)
+        if cfg.backup is not None:
+            builtin["backup"] = build_backup_action(cfg.backup, cfg.postgres)
+        actions = build_actions(cfg, builtin)
         app = create_app(
             cfg,
             PsutilHost(cfg.mounts),

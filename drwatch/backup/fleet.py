@@ -184,6 +184,7 @@ class FleetSources:
     async def snapshot(self, service: BackupService, data_class: str, dc: DataClass) -> list[Entry]:
         kind = BackupKind.VOLUME_SNAPSHOT.value
         await self._recheck(service, data_class)
+        await self._sweep(service, data_class)
         await self._wait_for(lambda: self._database(dc.groups, "primary"))
         primary = self._database(dc.groups, "primary")
         started = time.monotonic()
@@ -324,6 +325,31 @@ class FleetSources:
                 changed.append(entry.checked(bad, why, self._clock()))
         if changed:
             service.record(changed, 0.0)
+
+    async def _sweep(self, service: BackupService, data_class: str) -> None:
+        """Snapshots drwatch started whose run does not count (drwatch stopped between
+        the snapshot and its catalogue row, or the run failed after it): deleted, so
+        none is left orphaned. Counted ones (verified, or still pending) stay."""
+        counted = {
+            e.backup_id
+            for e in service.catalogue.entries()
+            if e.kind == BackupKind.VOLUME_SNAPSHOT.value
+            and e.state in (State.VERIFIED, State.PENDING)
+        }
+        regions = [
+            self._d.regions[0],
+            *([self._d.standby_region] if self._d.standby_region else []),
+        ]
+        for region in dict.fromkeys(regions):
+            try:
+                for snap in await self._d.cloud.snapshots(region):
+                    tags = dict(snap.tags)
+                    ours = tags.get(BACKUP_TAG)
+                    if ours and tags.get(CLASS_TAG) == data_class and ours not in counted:
+                        await self._d.cloud.delete_snapshot(region, snap.id)
+                        _log().warning("backup.orphan_deleted", snapshot=snap.id, backup=ours)
+            except DrwatchError as err:
+                _log().warning("backup.sweep_failed", region=region, error=str(err))
 
     async def delete_external(self, entry: Entry) -> None:
         """Retention's delete of a snapshot (images are never deleted)."""

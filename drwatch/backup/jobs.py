@@ -62,10 +62,12 @@ class BackupScheduler:
         self.jobs = list(jobs)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
 
-    def start(self, entries: Iterable[Entry], now: float) -> None:
+    def start(self, entries: Iterable[Entry], now: float, stagger: float = 0.0) -> None:
+        """Schedule every job; with `stagger`, the n-th job's first run waits n x stagger
+        more (runs due at once do not all hit the object store at the same moment)."""
         known = list(entries)
-        for job in self.jobs:
-            first = first_run(job, known, now)
+        for n, job in enumerate(self.jobs):
+            first = first_run(job, known, now) + n * stagger
             self._scheduler.add_job(
                 _logged(job),
                 IntervalTrigger(seconds=job.every, start_date=_utc(first)),

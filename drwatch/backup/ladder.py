@@ -14,7 +14,7 @@ starting `database.recover`; `unrestorable` turns those into the finding
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from drwatch.act.base import BackupRef
@@ -99,7 +99,7 @@ class LadderCatalogue:
     def key_missing(self) -> str | None:
         return None if self._cfg.watcher_private_key_file is not None else NO_KEY
 
-    async def plaintext(self, ref: BackupRef) -> AsyncIterator[bytes]:
+    async def plaintext(self, ref: BackupRef) -> AsyncGenerator[bytes]:
         """Verified again at its location right before it is read, then decrypted."""
         key = self._cfg.watcher_private_key_file
         entry = self._catalogue.get(ref.backup_id, ref.location)
@@ -117,10 +117,10 @@ class LadderCatalogue:
                 yield block
 
 
-def unrestorable(entries: Iterable[Entry]) -> list[Diagnosis]:
+def unrestorable(entries: Iterable[Entry], now: float) -> list[Diagnosis]:
     """`backup_unrestorable`: a backup the catalogue had verified that the ladder found
     corrupt when it restored it, while no newer one of its class, kind and location
-    has verified since."""
+    has verified since. Its age counts from when it was found bad (the alert's start)."""
     newest_ok: dict[tuple[str, str, str], float] = {}
     marked: list[Entry] = []
     for e in entries:
@@ -134,7 +134,7 @@ def unrestorable(entries: Iterable[Entry]) -> list[Diagnosis]:
             BackupFinding.UNRESTORABLE,
             e.data_class,
             e.location,
-            None,
+            now - (e.checked_at if e.checked_at is not None else e.created_at),
             f"{e.data_class} at {e.location}: {e.kind} {e.backup_id} was verified but did "
             f"not restore ({e.why})",
         )

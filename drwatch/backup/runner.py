@@ -212,14 +212,18 @@ class BackupRunner:
         self._catalogue.record(entry)
         return entry
 
-    async def reverify(self, older_than: float) -> list[Entry]:
+    async def reverify(
+        self, older_than: float, recent: Mapping[str, float] | None = None
+    ) -> list[Entry]:
         """Check again, when last checked before `older_than`, the backups the RPO rests
-        on (the newest verified per class, kind and location) and any left pending; the
-        entries whose state changed. Reading every retained backup each time would
-        download them all every pass; when the newest turns bad, the next older one is
-        the newest verified and is checked on the next pass."""
+        on (the newest verified per class, kind and location, and every verified one
+        whose data is younger than `recent[class]`, the class's RPO: the RPO falls back
+        on those when the newest turns bad) and any left pending; the entries whose state
+        changed. Reading every retained backup each time would download them all every
+        pass; older ones are checked once they are the newest verified."""
         changed = []
-        for entry in _due(self._catalogue.entries(), older_than):
+        now = self._clock()
+        for entry in _due(self._catalogue.entries(), older_than, recent or {}, now):
             if entry.kind in EXTERNAL_KINDS:
                 continue
             if entry.manifest is None or entry.location not in self._places:
@@ -293,16 +297,22 @@ class BackupRunner:
         return interrupted
 
 
-def _due(entries: list[Entry], older_than: float) -> list[Entry]:
+def _due(
+    entries: list[Entry], older_than: float, recent: Mapping[str, float], now: float
+) -> list[Entry]:
     newest: dict[tuple[str, str, str], Entry] = {}
-    pending = []
+    others = []
     for e in entries:  # newest first
         if e.state is State.PENDING:
-            pending.append(e)
+            others.append(e)
         elif e.state is State.VERIFIED:
-            newest.setdefault((e.data_class, e.kind, e.location), e)
+            key = (e.data_class, e.kind, e.location)
+            if key not in newest:
+                newest[key] = e
+            elif now - e.created_at < recent.get(e.data_class, 0.0):
+                others.append(e)
     return [
-        e for e in [*newest.values(), *pending] if e.checked_at is None or e.checked_at < older_than
+        e for e in [*newest.values(), *others] if e.checked_at is None or e.checked_at < older_than
     ]
 
 

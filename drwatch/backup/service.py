@@ -41,6 +41,7 @@ SourceFactory = Callable[[str, DataClass], Awaitable[Source]]
 Producer = Callable[["BackupService", str, DataClass], Awaitable[list[Entry]]]
 Clock = Callable[[], float]
 RECENT = 200
+STAGGER_S = 2.0
 
 
 class BackupService:
@@ -99,7 +100,7 @@ class BackupService:
     def _findings(self, statuses: list[Status], now: float) -> list[Diagnosis]:
         """RPO and failing runs, backups the ladder found bad, an overdue restore test."""
         tested = self.restore_test.findings(now) if self.restore_test else []
-        return findings(statuses) + unrestorable(self.catalogue.entries()) + tested
+        return findings(statuses) + unrestorable(self.catalogue.entries(), now) + tested
 
     async def run_restore_test(self, clock: Clock) -> list[RestoreResult]:
         """One round of the scheduled restore test (drwatch.backup.restore_schedule)."""
@@ -155,7 +156,9 @@ class BackupService:
 
     async def reverify(self, now: float) -> list[Entry]:
         assert self.runner is not None, "a read-only service has no runner"
-        changed = await self.runner.reverify(older_than=now - self.cfg.reverify_every)
+        changed = await self.runner.reverify(
+            older_than=now - self.cfg.reverify_every, recent=self._rpo_of
+        )
         self.refresh_metrics()
         return changed
 
@@ -209,6 +212,23 @@ class BackupService:
             out.append(Job("all", "restore_test", self.cfg.restore_test.every, restore_test))
         return out
 
+    def status_part(self, now: float) -> dict[str, Any]:
+        """What GET /api/v1/status shows of backups: each class at each location, and
+        the findings in the status document's shape (`data_class`, `location` and `age_s`
+        in `facts`; `targets` empty: a finding about data, not about instances)."""
+        statuses = self.statuses(now)
+        return {
+            "backups": {
+                "classes": [s.to_dict() for s in statuses],
+                "not_backed_up": [
+                    n for n, dc in self.cfg.classes.items() if dc.kind is ClassKind.TRANSIENT
+                ],
+                "watcher_holds_private_key": self.cfg.watcher_private_key_file is not None,
+                "restore_test": self.restore_test.status(now) if self.restore_test else None,
+            },
+            "findings": [_finding_doc(d) for d in self._findings(statuses, now)],
+        }
+
     def doc(self, now: float) -> dict[str, Any]:
         """GET /api/v1/backups: each class's RPO status per location, recent backups, findings."""
         statuses = self.statuses(now)
@@ -246,6 +266,32 @@ class BackupService:
             "restore_test": self.restore_test.status(now) if self.restore_test else None,
             "backups": [e.to_dict() for e in self.catalogue.entries()[:RECENT]],
         }
+
+
+SEVERITY = {
+    "backup_rpo_breached": "alert",
+    "backup_failing": "warning",
+    "backup_unrestorable": "alert",
+    "backup_restore_test_overdue": "warning",
+}
+
+
+def _finding_doc(d: Diagnosis) -> dict[str, Any]:
+    age = "" if d.age is None else f"{d.age:.0f}"
+    return {
+        "finding": d.finding.value,
+        "description": d.finding.description,
+        "severity": SEVERITY[d.finding.value],
+        "scope": "data",
+        "scope_key": f"{d.data_class}@{d.location}",
+        "data_class": d.data_class,
+        "location": d.location,
+        "age_s": d.age,
+        "targets": [],
+        "target_ids": [],
+        "evidence": d.message,
+        "facts": {"data_class": d.data_class, "location": d.location, "age_s": age},
+    }
 
 
 def _bind(
@@ -329,6 +375,6 @@ async def open_service(
         if extra_jobs is not None:
             jobs += extra_jobs(service)
         scheduler = BackupScheduler(jobs)
-        scheduler.start(catalogue.entries(), clock())
+        scheduler.start(catalogue.entries(), clock(), stagger=STAGGER_S)
         stack.callback(scheduler.shutdown)
         yield service

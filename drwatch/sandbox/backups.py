@@ -28,8 +28,11 @@ import boto3
 
 from drwatch.agent.backup import UploadSettings
 from drwatch.backup.config import MIB, Location
+from drwatch.backup.dump import PG_BIN
+from drwatch.backup.errors import BackupError
+from drwatch.backup.restore_test import restore_test
 from drwatch.logs import get_logger
-from drwatch.sandbox.cloud import CREDENTIALS, MotoProcess
+from drwatch.sandbox.cloud import CREDENTIALS, MotoProcess, SandboxError
 from drwatch.sandbox.front import Front
 from drwatch.sandbox.listener import Gate
 from drwatch.sandbox.topology import Topology
@@ -99,17 +102,25 @@ class SandboxBackups:
         self,
         topo: Topology,
         state_dir: Path,
-        ports: tuple[int, int],
+        port: Callable[[], int],
         uplink: Gate,
         session: Callable[[], aiohttp.ClientSession],
         *,
         watcher_key: bool = False,
+        rpo: float | None = None,
     ) -> None:
         self.topo = topo
         self.dir = state_dir / "backup"
         self.watcher_key = watcher_key
-        self.offsite_moto = MotoProcess(ports[0], state_dir / "moto-offsite.log")
-        self.offsite = Front(self.offsite_moto.url, {OFFSITE: ports[1]}, uplink, session)
+        self.rpo = rpo  # a drill's objectives.rpo: every class's, schedules within it
+        # The cloud's object storage: its own moto process behind its own front (one
+        # listener per region), so backup traffic never slows the EC2 API drwatch polls
+        # with a one-second timeout; `s3-outage` fails a region's listener here.
+        self.storage_moto = MotoProcess(port(), state_dir / "moto-s3.log")
+        regions = {r: port() for r in topo.regions}
+        self.storage = Front(self.storage_moto.url, regions, uplink, session)
+        self.offsite_moto = MotoProcess(port(), state_dir / "moto-offsite.log")
+        self.offsite = Front(self.offsite_moto.url, {OFFSITE: port()}, uplink, session)
         self.key: KeyPair | None = None
         self._primary_endpoint = ""
 
@@ -118,7 +129,7 @@ class SandboxBackups:
         regions = self.topo.regions
         return regions[0], regions[1] if len(regions) > 1 else None
 
-    async def start(self, moto_url: str, front: Front) -> None:
+    async def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.key = await asyncio.to_thread(make_key_pair, self.dir)
         if self.watcher_key:
@@ -129,34 +140,39 @@ class SandboxBackups:
             creds = self.dir / f"{name}.credentials"
             creds.touch(mode=0o600)
             creds.write_text(f'access_key_id = "{name}"\nsecret_access_key = "{secret}"\n')
-        await self.offsite_moto.start()
-        await self.offsite.start()
+        for moto, front in ((self.storage_moto, self.storage), (self.offsite_moto, self.offsite)):
+            await moto.start()
+            await front.start()
         home, standby = self.regions
-        self._primary_endpoint = front.endpoint(home)
-        buckets = [(moto_url, home), (self.offsite_moto.url, OFFSITE)]
+        self._primary_endpoint = self.storage.endpoint(home)
+        buckets = [(self.storage_moto.url, home), (self.offsite_moto.url, OFFSITE)]
         if standby:
-            buckets.append((moto_url, standby))
+            buckets.append((self.storage_moto.url, standby))
         await asyncio.to_thread(_make_buckets, buckets)
         log.info("backups.ready", fingerprint=self.key.fingerprint, offsite=self.offsite_moto.url)
 
     async def stop(self) -> None:
-        await self.offsite.stop()
-        await self.offsite_moto.stop()
+        for moto, front in ((self.storage_moto, self.storage), (self.offsite_moto, self.offsite)):
+            await front.stop()
+            await moto.stop()
 
-    def config_lines(self, front: Front) -> list[str]:
+    def config_lines(self) -> list[str]:
         """The daemon's `[objectives.data_classes]` and `[backup]` sections."""
         assert self.key is not None, "start() first"
         home, standby = self.regions
         q = json.dumps
         lines = []
-        for name, rpo in ((PERSISTENT, "3m"), (CONFIGURATION, "5m"), (FIXED, "5m")):
-            lines += [f"[objectives.data_classes.{q(name)}]", f"rpo = {q(rpo)}", 'rto = "2m"']
+        rpos = {PERSISTENT: 180.0, CONFIGURATION: 300.0, FIXED: 300.0}
+        if self.rpo is not None:
+            rpos = dict.fromkeys(rpos, self.rpo)
+        for name, rpo in rpos.items():
+            lines += [f"[objectives.data_classes.{q(name)}]", f"rpo = {rpo:g}", 'rto = "2m"']
         lines += [
             "",
             "[backup]",
             f"custody = {q([f'operator: {self.key.private_file}', 'nowhere else (sandbox)'])}",
             f"chunk_size = {5 * MIB}",
-            'reverify_every = "1m"',
+            'reverify_every = "30s"',
         ]
         if self.watcher_key:
             lines.append(f"watcher_private_key_file = {q(str(self.dir / 'watcher-private.asc'))}")
@@ -164,10 +180,10 @@ class SandboxBackups:
             "[backup.recipient]",
             f"public_key_file = {q(str(self.key.public_file))}",
             f"fingerprint = {q(self.key.fingerprint)}",
-            *self._location("primary", home, front.endpoint(home), None),
+            *self._location("primary", home, self.storage.endpoint(home), None),
         ]
         if standby:
-            lines += self._location("standby_region", standby, front.endpoint(standby), None)
+            lines += self._location("standby_region", standby, self.storage.endpoint(standby), None)
         creds = self.dir / f"{OFFSITE}.credentials"
         lines += self._location(OFFSITE, OFFSITE, self.offsite.endpoint(OFFSITE), creds)
         groups = list(self.topo.groups())
@@ -176,12 +192,12 @@ class SandboxBackups:
             f"[backup.classes.{q(PERSISTENT)}]",
             'kind = "persistent"',
             f"groups = {q(db_groups)}",
-            'snapshot_every = "30s"',
-            'dump_every = "1m"',
+            f"snapshot_every = {min(30.0, rpos[PERSISTENT] / 2):g}",
+            f"dump_every = {min(60.0, rpos[PERSISTENT]):g}",
             f"[backup.classes.{q(CONFIGURATION)}]",
             'kind = "configuration"',
             f"groups = {q([g for g in CONFIG_GROUPS if g in groups])}",
-            'archive_every = "2m"',
+            f"archive_every = {min(120.0, rpos[CONFIGURATION]):g}",
             f"paths = {q(['/' + ARCHIVED])}",
             f"[backup.classes.{q(FIXED)}]",
             'kind = "fixed"',
@@ -191,6 +207,61 @@ class SandboxBackups:
             "",
         ]
         return lines
+
+    def corrupt_newest(self, data_class: str) -> Callable[[], None]:
+        """Change one byte of the first chunk of the class's newest complete dump (or
+        archive) at the primary location, behind drwatch's back (blocking); the function
+        that puts the original back."""
+        kind = {PERSISTENT: "dump", CONFIGURATION: "config_archive"}.get(data_class)
+        if kind is None:
+            raise SandboxError(f"{data_class} has no backup objects to corrupt")
+        home, _ = self.regions
+        url = self.storage_moto.url
+        s3: Any = boto3.client("s3", region_name=home, endpoint_url=url, **CREDENTIALS)
+        bucket, prefix = _bucket(home), f"{PREFIX}/{data_class}/{kind}/"
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        done = sorted(
+            o["Key"].rsplit("/", 1)[0] for o in listed if o["Key"].endswith("/manifest.json")
+        )
+        if not done:
+            raise SandboxError(f"no complete {kind} of {data_class} at the primary location yet")
+        key = f"{done[-1]}/chunk-00000.gpg"
+        original = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        spot = len(original) // 2
+        changed = original[:spot] + bytes([original[spot] ^ 0xFF]) + original[spot + 1 :]
+        s3.put_object(Bucket=bucket, Key=key, Body=changed)
+        log.info("backups.corrupted", key=key, offset=spot)
+
+        def restore() -> None:
+            s3.put_object(Bucket=bucket, Key=key, Body=original)
+
+        return restore
+
+    async def restore_test(self, data_class: str) -> str:
+        """`drwatch backup restore-test` with the operator's key: the newest dump of the
+        class at the off-site provider, decrypted and restored into a scratch PostgreSQL;
+        what it restored, in words (SandboxError when nothing was restored)."""
+        if self.key is None or data_class != PERSISTENT:
+            raise SandboxError(f"{data_class} has no dumps to restore")
+        location = Location(
+            bucket=_bucket(OFFSITE),
+            region="us-east-1",
+            endpoint=self.offsite_moto.url,
+            credentials_file=self.dir / f"{OFFSITE}.credentials",
+            prefix=PREFIX,
+        )
+        try:
+            report = await restore_test(
+                "gpg", location, OFFSITE, data_class, self.key.private_file, PG_BIN
+            )
+        except BackupError as err:
+            raise SandboxError(f"restore test failed: {err}") from None
+        if report.rows == 0:
+            raise SandboxError(f"restore test: {report.backup_id} restored no rows")
+        return (
+            f"restored {report.backup_id} from {OFFSITE}: {report.rows} rows in "
+            f"{report.restore_s:.1f}s, data {report.data_age_s:.0f}s old"
+        )
 
     def _location(self, name: str, region: str, endpoint: str, creds: Path | None) -> list[str]:
         q = json.dumps

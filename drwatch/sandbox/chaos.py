@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from drwatch.logs import get_logger
+from drwatch.sandbox.backups import SandboxBackups
 from drwatch.sandbox.cloud import SandboxError
-from drwatch.sandbox.faults import HEAL, VERBS, Fault, TargetKind, check_target
+from drwatch.sandbox.faults import HEAL, OFFSITE, VERBS, Fault, TargetKind, check_target
 from drwatch.sandbox.hosts import AppMode, SimHost
 from drwatch.sandbox.pgcluster import PgError
 from drwatch.sandbox.world import Sandbox
@@ -55,7 +56,8 @@ class Chaos:
         self.active.append(Applied(fault, resolved, time.time(), undo))
         await self.sb.sync_hosts()
         log.info("fault.apply", verb=fault.verb, target=fault.target, resolved=resolved)
-        return f"{fault.verb} {fault.target} ({resolved})"
+        detail = undo.detail if isinstance(undo, _Told) else resolved
+        return f"{fault.verb} {fault.target} ({detail})"
 
     async def _heal(self, target: str) -> str:
         mine = [a for a in self.active if a.fault.target == target]
@@ -205,10 +207,15 @@ async def _fail_launches(ch: Chaos, _f: Fault, zone: str) -> Undo:
 async def _region_outage(ch: Chaos, _f: Fault, region: str) -> Undo:
     ch.sb.outages.regions.add(region)
     await ch.sb.front.set_region_reachable(region, False)
+    storage = ch.sb.backups.storage if ch.sb.backups is not None else None
+    if storage is not None:  # the region's object storage goes with it
+        await storage.set_region_reachable(region, False)
 
     async def undo() -> None:
         ch.sb.outages.regions.discard(region)
         await ch.sb.front.set_region_reachable(region, True)
+        if storage is not None:
+            await storage.set_region_reachable(region, True)
 
     return undo
 
@@ -281,6 +288,60 @@ async def _kill_watcher(ch: Chaos, fault: Fault, _t: str) -> Undo:
     return _nothing
 
 
+def _backups(ch: Chaos) -> SandboxBackups:
+    if ch.sb.backups is None:
+        raise SandboxError(
+            "backups are off in this sandbox (a drill turns them on: backups = true)"
+        )
+    return ch.sb.backups
+
+
+async def _s3_outage(ch: Chaos, _f: Fault, region: str) -> Undo:
+    faults = _backups(ch).storage.faults
+    faults.s3_outage.add(region)
+
+    async def undo() -> None:
+        faults.s3_outage.discard(region)
+
+    return undo
+
+
+async def _offsite_outage(ch: Chaos, _f: Fault, _t: str) -> Undo:
+    faults = _backups(ch).offsite.faults
+    faults.s3_outage.add(OFFSITE)
+
+    async def undo() -> None:
+        faults.s3_outage.discard(OFFSITE)
+
+    return undo
+
+
+async def _corrupt_backup(ch: Chaos, _f: Fault, data_class: str) -> Undo:
+    backups = _backups(ch)
+    restore = await asyncio.to_thread(backups.corrupt_newest, data_class)
+
+    async def undo() -> None:
+        await asyncio.to_thread(restore)
+
+    return undo
+
+
+class _Told:
+    """Nothing to undo; what the verb found, for the event's result."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+
+    async def __call__(self) -> None:
+        return None
+
+
+async def _restore_test(ch: Chaos, _f: Fault, data_class: str) -> Undo:
+    result = await _backups(ch).restore_test(data_class)
+    log.info("backups.restore_test", result=result)
+    return _Told(result)
+
+
 _APPLY: dict[str, Applier] = {
     "stop-instance": _stop,
     "terminate-instance": _terminate,
@@ -302,5 +363,9 @@ _APPLY: dict[str, Applier] = {
     "kill-watcher": _kill_watcher,
     "grow-disk": _grow_disk,
     "lag-replica": _lag_replica,
+    "s3-outage": _s3_outage,
+    "offsite-outage": _offsite_outage,
+    "corrupt-backup": _corrupt_backup,
+    "restore-test": _restore_test,
 }
 assert set(_APPLY) == set(VERBS), "every fault verb has an applier"

@@ -208,6 +208,18 @@ def _alertmanagers(urls: list[str]) -> tuple[str, ...] | None:
     return tuple(urls)
 
 
+def _backup_lines(sb: Sandbox) -> str:
+    key = sb.backups.key if sb.backups is not None else None
+    if sb.backups is None or key is None:
+        return ""
+    return (
+        f"  backups    : drwatch backups --api {sb.api_url}\n"
+        f"  backup key : {key.private_file}  (yours; the watcher "
+        f"{'has a copy' if sb.backups.watcher_key else 'has none'})\n"
+        f"  off-site   : {sb.backups.offsite_moto.url}\n"
+    )
+
+
 async def _serve(topo: Topology, state_dir: Path, options: Options) -> None:
     sb = Sandbox(topo, state_dir, options)
     control.attach(sb)
@@ -222,6 +234,7 @@ async def _serve(topo: Topology, state_dir: Path, options: Options) -> None:
             + "".join(
                 f"  postgres   : {vol} on {addr}\n" for vol, addr in sb.databases.describe().items()
             )
+            + _backup_lines(sb)
             + f"  state dir  : {sb.state_dir}  (config, logs)\n"
             + "".join(f"  alerts to  : {url}\n" for url in options.alertmanager_urls)
             + (

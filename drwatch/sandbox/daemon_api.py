@@ -16,8 +16,11 @@ from typing import Any
 
 import aiohttp
 
+from drwatch.sandbox.backup_verdict import parse_backups
+
 INCIDENTS_PATH = "/api/v1/incidents"
 STATUS_PATH = "/api/v1/status"
+BACKUPS_PATH = "/api/v1/backups"
 TIMEOUT = aiohttp.ClientTimeout(total=3)
 
 
@@ -199,6 +202,11 @@ class DaemonApi:
     async def findings(self) -> list[SeenFinding] | None:
         body = await self._get(STATUS_PATH)
         return None if body is None else parse_findings(body)
+
+    async def backups(self) -> list[tuple[str, str, str, str, str]] | None:
+        """The catalogue's backups (GET /api/v1/backups); None without an answer."""
+        body = await self._get(BACKUPS_PATH)
+        return None if body is None else parse_backups(body)
 
     async def healthy(self) -> bool | None:
         body = await self._get(STATUS_PATH)

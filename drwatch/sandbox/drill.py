@@ -16,6 +16,7 @@ from typing import Any
 
 from drwatch.logs import get_logger
 from drwatch.sandbox import control
+from drwatch.sandbox.backup_verdict import BackupSighting
 from drwatch.sandbox.chaos import Chaos
 from drwatch.sandbox.cloud import SandboxError
 from drwatch.sandbox.daemon_api import DaemonApi, Incident
@@ -40,6 +41,8 @@ class Seen:
     incidents: dict[str, Incident] = field(default_factory=dict)
     # (finding, targets, data class) -> its first sighting in the daemon's status
     sightings: dict[tuple[str, tuple[str, ...], str | None], Sighting] = field(default_factory=dict)
+    # (backup id, location, state) -> when the drill first saw it in the catalogue
+    backups: dict[tuple[str, str, str], BackupSighting] = field(default_factory=dict)
     api_answered: bool = False
 
 
@@ -89,8 +92,15 @@ async def _fetch(api: DaemonApi, seen: Seen) -> None:
         seen.incidents.update((i.id, i) for i in found)
     findings = await api.findings()
     now = time.time()
+    for backup_id, data_class, kind, location, state in await api.backups() or []:
+        seen.backups.setdefault(
+            (backup_id, location, state),
+            BackupSighting(backup_id, data_class, kind, location, state, now),
+        )
     for f in findings or []:
-        key = (f.finding, f.targets, f.data_class)
+        # A backup finding is about a class at a location: one sighting per location.
+        where = f.facts.get("location")
+        key = (f.finding, f.targets, f"{f.data_class}@{where}" if where else f.data_class)
         if key not in seen.sightings:
             facts = tuple(sorted(f.facts.items()))
             seen.sightings[key] = Sighting(
@@ -123,7 +133,9 @@ async def run_drill(
     if sc.postgres:
         options = dataclasses.replace(options, postgres=True)
     if sc.backups:
-        options = dataclasses.replace(options, backups=True, watcher_key=sc.watcher_key)
+        options = dataclasses.replace(
+            options, backups=True, watcher_key=sc.watcher_key, backup_rpo=sc.objectives.rpo
+        )
     sb = Sandbox(topo, state_dir, options)
     chaos = control.attach(sb)
     data = None
@@ -144,6 +156,7 @@ async def run_drill(
         rto_s=sc.objectives.rto or DEFAULT_RTO_S,
         rpo_s=sc.objectives.rpo,
         sightings=tuple(sorted(seen.sightings.values(), key=lambda s: s.first_seen)),
+        backups=tuple(sorted(seen.backups.values(), key=lambda s: s.first_seen)),
         data=data,
     )
     return build_report(sc, facts)

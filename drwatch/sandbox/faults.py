@@ -20,10 +20,14 @@ class TargetKind(StrEnum):
     WATCHER = "watcher"
     VOLUME = "volume"
     SNAPSHOT = "snapshot"
+    OFFSITE = "offsite"  # the off-site backup provider
+    DATA_CLASS = "data_class"  # a backup data class of the sandbox (DESIGN.md: a contract)
 
 
 HEAL = "heal"
 WATCHER = "watcher"
+OFFSITE = "offsite"
+DATA_CLASSES = ("orders", "app-config", "images", "scratch")
 
 # verb -> (what it targets, its parameter or None)
 VERBS: dict[str, tuple[TargetKind, str | None]] = {
@@ -47,7 +51,15 @@ VERBS: dict[str, tuple[TargetKind, str | None]] = {
     "kill-watcher": (TargetKind.WATCHER, "delay"),
     "grow-disk": (TargetKind.INSTANCE, "rate"),
     "lag-replica": (TargetKind.INSTANCE, "delay"),
+    "s3-outage": (TargetKind.REGION, None),
+    "offsite-outage": (TargetKind.OFFSITE, None),
+    "corrupt-backup": (TargetKind.DATA_CLASS, None),
+    # Not a fault: the operator's restore test with the offline key (its result in the
+    # event; a failed restore fails the drill). Needs `backups = true` and `postgres = true`.
+    "restore-test": (TargetKind.DATA_CLASS, None),
 }
+# Verbs that need the sandbox's backups (`backups = true` in a drill).
+BACKUP_VERBS = frozenset({"s3-outage", "offsite-outage", "corrupt-backup", "restore-test"})
 
 DEFAULTS = {"delay": 2.0, "period": 2.0, "percent": 95.0, "rate": 10.0}
 
@@ -66,6 +78,10 @@ def target_kind(topo: Topology, target: str) -> TargetKind | None:
     """What `target` names in this topology, or None when it names nothing."""
     if target == WATCHER:
         return TargetKind.WATCHER
+    if target == OFFSITE:
+        return TargetKind.OFFSITE
+    if target in DATA_CLASSES:
+        return TargetKind.DATA_CLASS
     names: list[tuple[TargetKind, list[str]]] = [
         (TargetKind.INSTANCE, [i.name for i in topo.instance]),
         (TargetKind.ZONE, topo.zones),

@@ -12,7 +12,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from drwatch.errors import ConfigError
-from drwatch.sandbox.faults import HEAL, VERBS, check_target, parse_param
+from drwatch.sandbox.backup_verdict import ExpectBackup
+from drwatch.sandbox.faults import (
+    BACKUP_VERBS,
+    DATA_CLASSES,
+    HEAL,
+    VERBS,
+    check_target,
+    parse_param,
+)
 from drwatch.sandbox.topology import Topology
 from drwatch.tomlconfig import read_toml
 from drwatch.units import parse_duration
@@ -81,6 +89,8 @@ class ExpectFinding(_Strict):
     finding: str = Field(min_length=1)
     targets: list[str] | None = None
     data_class: str | None = None
+    # Backup findings: the location (primary | standby_region | offsite) in their facts.
+    location: str | None = None
     within: Duration | None = None
     absent: bool = False
 
@@ -90,6 +100,8 @@ class ExpectFinding(_Strict):
             parts.append(f"targets={self.targets}")
         if self.data_class is not None:
             parts.append(f"data_class={self.data_class}")
+        if self.location is not None:
+            parts.append(f"location={self.location}")
         if self.within is not None:
             parts.append(f"within={self.within:g}s")
         if self.absent:
@@ -104,6 +116,7 @@ class Scenario(_Strict):
     event: list[Event] = Field(default_factory=list)
     expect: list[Expect] = Field(default_factory=list)
     expect_finding: list[ExpectFinding] = Field(default_factory=list)
+    expect_backup: list[ExpectBackup] = Field(default_factory=list)
     expect_no_playbooks: bool = False
     max_incidents: Annotated[int, Field(ge=0, le=10_000)] | None = None
     postgres: bool = False
@@ -168,6 +181,23 @@ def _semantic_problems(sc: Scenario, topo: Topology) -> list[str]:
                 problems.append(f"expect[{i}].targets: unknown instance {name!r}")
     for i, ef in enumerate(sc.expect_finding):
         problems += _finding_problems(i, ef, topo)
+    return problems + _backup_problems(sc)
+
+
+def _backup_problems(sc: Scenario) -> list[str]:
+    problems = [
+        f"event[{i}]: {ev.do} needs backups = true (the sandbox's backups)"
+        for i, ev in enumerate(sc.event)
+        if ev.do in BACKUP_VERBS and not sc.backups
+    ]
+    for i, eb in enumerate(sc.expect_backup):
+        if not sc.backups:
+            problems.append(f"expect_backup[{i}]: needs backups = true (the sandbox's backups)")
+        if eb.data_class not in DATA_CLASSES:
+            problems.append(
+                f"expect_backup[{i}].data_class: {eb.data_class!r} is not one of the sandbox's "
+                f"classes ({', '.join(DATA_CLASSES)})"
+            )
     return problems
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from drwatch.sandbox.backup_verdict import BackupSighting, judge_backup, reference_s
 from drwatch.sandbox.daemon_api import Incident
 from drwatch.sandbox.faults import HEAL
 from drwatch.sandbox.pgworld import DataFacts
@@ -52,6 +53,7 @@ class DrillFacts:
     rpo_s: float | None = None
     sightings: tuple[Sighting, ...] = ()
     data: DataFacts | None = None  # with `postgres = true`: the writer's rows
+    backups: tuple[BackupSighting, ...] = ()  # the catalogue as the drill saw it
 
 
 def _rel(t: float | None, start: float) -> float | None:
@@ -151,6 +153,7 @@ def _sighting_matches(ef: ExpectFinding, s: Sighting) -> bool:
         s.finding == ef.finding
         and (ef.targets is None or set(s.targets) == set(ef.targets))
         and (ef.data_class is None or s.data_class == ef.data_class)
+        and (ef.location is None or dict(s.facts).get("location") == ef.location)
     )
 
 
@@ -265,6 +268,8 @@ def build_report(sc: Scenario, facts: DrillFacts) -> dict[str, Any]:
     incidents = [incident_report(i, facts) for i in facts.incidents]
     expectations = [judge(ex, facts) for ex in sc.expect]
     expectations += [judge_finding(ef, facts) for ef in sc.expect_finding]
+    ref_s = reference_s(facts.events, facts.healthy_at_s)
+    expectations += [judge_backup(eb, facts.backups, facts.start, ref_s) for eb in sc.expect_backup]
     broken = violations(sc, facts, incidents)
     data = data_block(facts.data, facts.start) if facts.data is not None else None
     broken += data_violations(data, facts.rpo_s)
@@ -314,7 +319,7 @@ def summary(report: dict[str, Any]) -> str:
     lines.append("expectations:")
     for ex in report["expectations"]:
         mark = "met " if ex["met"] else "FAIL"
-        what = ex.get("expect", ex.get("expect_finding"))
+        what = ex.get("expect", ex.get("expect_finding", ex.get("expect_backup")))
         lines.append(f"  [{mark}] {what}: {ex['reason']}")
     lines += [f"violation: {v}" for v in report["violations"]]
     lines.append("PASSED" if report["passed"] else "FAILED")

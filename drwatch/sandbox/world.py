@@ -126,6 +126,8 @@ class Options:
     backups: bool = False
     # Give the watcher its own copy of the backup key's private half.
     watcher_key: bool = False
+    # Every backup class's RPO (a drill's objectives.rpo); None: the sandbox's own.
+    backup_rpo: float | None = None
 
 
 @dataclass
@@ -168,8 +170,8 @@ class Sandbox:
         )  # fmt: skip
         self.backups = (
             SandboxBackups(
-                topo, self.state_dir, (free_port(), free_port()), self.uplink, self.session,
-                watcher_key=self.options.watcher_key,
+                topo, self.state_dir, free_port, self.uplink, self.session,
+                watcher_key=self.options.watcher_key, rpo=self.options.backup_rpo,
             ) if self.options.backups else None
         )  # fmt: skip
         self._agent = agent_plug.agent_factory(
@@ -210,7 +212,7 @@ class Sandbox:
         await self.databases.start(self.seeded, free_port)
         await self.front.start()
         if self.backups is not None:
-            await self.backups.start(self.moto_proc.url, self.front)
+            await self.backups.start()
         for listener in (*self.canaries.values(), self.service):
             await listener.start()
         if self.control is not None:
@@ -292,7 +294,7 @@ class Sandbox:
             canaries=self.canary_urls(),
             alertmanager_urls=self.options.alertmanager_urls,
         )
-        extra = self.backups.config_lines(self.front) if self.backups else []
+        extra = self.backups.config_lines() if self.backups else []
         (self.state_dir / CONFIG_FILE).write_text(
             render_config(self.topo, where) + "\n".join(extra) + "\n"
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from drwatch.act.base import BackupRef
+from drwatch.backup.alerting import backup_alerts
 from drwatch.backup.catalogue import Entry, SqliteCatalogue
 from drwatch.backup.config import BackupConfig
 from drwatch.backup.dump import PgEndpoint, replica_dump
@@ -173,13 +174,17 @@ async def test_a_backup_the_ladder_found_bad_is_marked_and_alerted_until_a_newer
         "database.recover (run-1): restored corrupt",
     )
     assert ladder.dumps("db") == []
-    (diag,) = unrestorable(world.catalogue.entries())
+    (diag,) = unrestorable(world.catalogue.entries(), world.now + 5)
     assert diag.finding is BackupFinding.UNRESTORABLE
     assert entry.backup_id in diag.message
     assert "database.recover (run-1)" in diag.message
+    assert diag.age == 5.0  # since it was found bad: the alert's start stays put
+    (alert,) = backup_alerts([diag], world.now + 5)
+    assert (alert.alertname, alert.severity) == ("DrwatchBackupUnrestorable", "critical")
+    assert alert.started_at == world.now
     world.now += 60
     await world.runner.run_stream("orders", "dump", Source(blocks(1000), {}, {}))
-    assert unrestorable(world.catalogue.entries()) == []
+    assert unrestorable(world.catalogue.entries(), world.now) == []
 
 
 async def test_snapshots_come_from_the_catalogue_only_when_it_holds_some(

@@ -19,8 +19,8 @@ from drwatch.backup.errors import BackupError
 from drwatch.backup.metrics import BackupMetrics
 from drwatch.backup.model import State
 from drwatch.backup.render import render_backups
-from drwatch.backup.runner import Source
 from drwatch.backup.service import BackupService, open_service
+from drwatch.backup.source import Source
 from drwatch.backup.store import S3Store
 from drwatch.web import backups as backups_web
 from drwatch.web.api import add_routes

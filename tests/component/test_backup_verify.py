@@ -19,7 +19,8 @@ from drwatch.backup.model import State
 from drwatch.backup.pipeline import Pipeline, Target, command_stream
 from drwatch.backup.retention import to_prune
 from drwatch.backup.rpo import BackupFinding, Objective, compliance, findings
-from drwatch.backup.runner import INTERRUPTED, BackupRunner, Place, Source
+from drwatch.backup.runner import INTERRUPTED, BackupRunner, Place
+from drwatch.backup.source import Source
 from drwatch.backup.store import S3Store
 from drwatch.backup.verify import copy, verify
 from tests.component.test_backup_pipeline import blocks

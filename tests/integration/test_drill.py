@@ -184,6 +184,9 @@ def test_shipped_drill_passes(tmp_path: Path, name: str) -> None:
         assert_rung(report, RUNG[name])
     if name == "disk-trend.toml":
         assert_warned_well_before_full(report)
+    if name == "restore-test-pg.toml":  # the restore said what it restored
+        (restore,) = report["events"]
+        assert " rows in " in restore["result"], restore
 
     if name.endswith("-pg.toml"):  # real PostgreSQL: the writer's rows were measured
         assert report["data"]["rows_written"] > 0

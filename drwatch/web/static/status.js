@@ -273,7 +273,7 @@ function renderDrills(drills) {
   replace("drills-due", due.map((d) => el("li", { class: d.overdue ? "overdue" : "due", "data-kind": d.kind }, d.text)));
 }
 
-// When data was last proven restorable (GET /api/v1/backups, restore_test); null: no backups.
+// When data was last proven restorable (the status's backups.restore_test); none: no backups.
 function renderRestoreTest(backups) {
   const node = document.getElementById("restore-test");
   const test = backups && backups.restore_test;
@@ -301,6 +301,33 @@ function renderEarly(status) {
   replace("early", items.length ? items : el("li", { class: "empty" }, "Nothing is trending toward trouble."));
 }
 
+// -- backups --------------------------------------------------------------------------
+
+function backupState(c) {
+  if (c.breached) return ["down", "RPO breached"];
+  if (c.failing) return ["warn", "failing"];
+  return ["up", "ok"];
+}
+
+function renderBackups(backups) {
+  const card = document.getElementById("backups");
+  card.hidden = !backups;
+  if (!backups) return;
+  replace("backup-rows", (backups.classes || []).map((c) => {
+    const [cls, text] = backupState(c);
+    const age = c.age_s === null || c.age_s === undefined ? "none yet" : secs(c.age_s) + " ago";
+    return el("tr", { class: cls, "data-class": c.data_class, "data-location": c.location },
+      el("td", {}, c.data_class), el("td", {}, c.location), el("td", {}, age),
+      el("td", {}, secs(c.rpo_s)), el("td", { class: "state" }, text));
+  }));
+  const notes = [];
+  if ((backups.not_backed_up || []).length) notes.push("Not backed up, on purpose: " + backups.not_backed_up.join(", ") + ".");
+  notes.push(backups.watcher_holds_private_key
+    ? "The watcher holds a copy of the backup key (automated restore tests)."
+    : "The watcher does not hold the backup key: restores are an operator's command.");
+  document.getElementById("backup-notes").textContent = notes.join(" ");
+}
+
 // -- loop -----------------------------------------------------------------------------
 
 function setConn(text, ok) {
@@ -319,7 +346,8 @@ async function refresh() {
     renderWatcher(status);
     renderDrills(status.drills);
     renderEarly(status);
-    renderRestoreTest(await api("api/v1/backups").catch((err) => { if (err.auth) throw err; return null; }));
+    renderBackups(status.backups);
+    renderRestoreTest(status.backups);
     document.getElementById("auth").hidden = true;
     document.getElementById("updated").textContent = "updated " + hms(new Date());
     setConn("live", true);
