@@ -53,13 +53,17 @@ def sandbox_healthy(sb: Sandbox) -> bool:
 
 
 async def wait_healthy(sb: Sandbox, api: DaemonApi, deadline_s: float) -> bool:
-    """The daemon says every target is up (or, without its status API, the sandbox does)."""
+    """The daemon says every target is up (or, with no daemon, the sandbox does). With a
+    daemon, only its word counts: a daemon slow to start (a loaded machine) has not seen
+    the fleet yet, and faults injected then hit hosts whose roles it never heard."""
     try:
         async with asyncio.timeout(deadline_s):
             while True:
-                daemon = await api.healthy()
-                watching = sb.watcher.pid is not None or not sb.options.with_watcher
-                if (daemon if daemon is not None else sandbox_healthy(sb)) and watching:
+                if sb.options.with_watcher:
+                    ready = sb.watcher.pid is not None and await api.healthy() is True
+                else:
+                    ready = sandbox_healthy(sb)
+                if ready:
                     return True
                 await asyncio.sleep(0.5)
     except TimeoutError:
