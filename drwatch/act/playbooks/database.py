@@ -306,7 +306,25 @@ async def _discard(ctx: RunContext, instance_id: str, suffix: str) -> None:
         return {}
 
     await ctx.effect(f"release{suffix}", {"instance_id": instance_id}, check=check, apply=apply)
+    await _out_of_the_group(ctx, instance_id)
     await stop(ctx, f"discard{suffix}", instance_id)
+
+
+async def _out_of_the_group(ctx: RunContext, instance_id: str) -> None:
+    """Rediscover until drwatch's own fleet no longer counts the host in the group: one
+    stopped while the daemon still counts it opens a second incident (seen in drills on
+    a loaded machine). A describe that lags past `describe_lag` is waited out no longer:
+    the stop goes ahead, as it did before this check."""
+
+    async def gone() -> bool | None:
+        snap = await ctx.deps.fleet.refresh()
+        member = any(i.id == instance_id for i in snap.fleet.in_group(ctx.plan.group))
+        return None if member else True
+
+    with contextlib.suppress(StepError):
+        await ctx.wait_for(
+            f"{instance_id} to leave the group", gone, ctx.deps.settings.describe_lag
+        )
 
 
 async def _restore_snapshot(ctx: RunContext, snapshot_id: str) -> CloudInstance | str | None:
