@@ -1,30 +1,35 @@
-"""One tick: snapshot -> assess -> incidents -> decide -> runner, returning a report.
+"""One tick: snapshot -> assess -> the incident state machine -> decide -> runner.
 
-The tick is synchronous and short (SQLite writes of a few rows); it never awaits. The
-runner owns the playbook tasks; the cycle only submits plans and reads progress.
-The caller (the daemon) logs `report.summary` once per change.
+The tick loads the open incidents once, applies the lifecycle's pure transitions
+(drwatch/lifecycle.py) to what it saw, submits the plans the gates allow, and saves the
+incidents that changed. It is synchronous and short (SQLite writes of a few rows); it
+never awaits. The runner owns the playbook tasks; the cycle only submits plans and reads
+progress. The caller (the daemon) logs `report.summary` once per change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from drwatch import lifecycle
 from drwatch.assess import Assessment, RulesConfig, assess
-from drwatch.assess.views import view
+from drwatch.assess.views import BootWatch, view
 from drwatch.config import PolicyConfig, TimingConfig
 from drwatch.decide import GateInput, decide, plans_for, utc_hm
-from drwatch.decide.gates import APPROVAL_PREFIX
+from drwatch.decide.gates import APPROVAL_PREFIX, pause_reason
+from drwatch.decide.rto import RtoOverdue, RtoPolicy, rto_overdue
 from drwatch.decide.summary import summarise
 from drwatch.errors import DrwatchError
 from drwatch.incidents import IncidentStore, new_incident_id
+from drwatch.lifecycle import IncidentChange, Step
 from drwatch.logs import get_logger
 from drwatch.model.findings import Diagnosis, Severity
-from drwatch.model.incident import GateEntry, Incident, IncidentOutcome, IncidentState
+from drwatch.model.incident import Incident, Phase
 from drwatch.model.observation import Layer
-from drwatch.model.plan import Plan, PlaybookName, RunOutcome, RunProgress, Scope, StepRecord
+from drwatch.model.plan import Plan, RunProgress, Scope
 from drwatch.model.snapshot import Snapshot
 from drwatch.roles import RoleMemory
 
@@ -49,9 +54,15 @@ class Runner(Protocol):
     def active(self) -> int:
         """How many runs are in flight."""
 
+    @property
+    def acts(self) -> bool:
+        """Whether it runs playbooks at all (NullRunner: no, every incident is detected only)."""
+
 
 class NullRunner:
     """No playbooks: every incident is detected only."""
+
+    acts = False
 
     def submit(self, plan: Plan) -> None:
         raise DrwatchError(f"no playbook runner: cannot run {plan.playbook.value}")
@@ -79,15 +90,6 @@ class NotAwaitingApprovalError(DrwatchError):
 
 
 @dataclass(frozen=True, slots=True)
-class IncidentChange:
-    incident_id: str
-    scope_key: str
-    change: str  # opened | updated | acting | blocked | awaiting_approval | detected_only |
-    #              recovered | failed | cleared | closed | step
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
 class TickReport:
     at: float
     watcher_state: WatcherState
@@ -100,6 +102,8 @@ class TickReport:
     open_incidents: tuple[Incident, ...] = ()
     dry_run: bool = False
     paused: bool = False
+    # Open incidents past their recovery time objective (RTO watch).
+    rto_overdue: tuple[RtoOverdue, ...] = ()
 
     @property
     def findings(self) -> tuple[Diagnosis, ...]:
@@ -119,6 +123,49 @@ def primary_by_key(diagnoses: tuple[Diagnosis, ...]) -> dict[str, Diagnosis]:
     return out
 
 
+class Tick:
+    """One tick's working set: the open incidents (loaded once), what changed, what
+    started. `apply` takes a transition's step."""
+
+    def __init__(self, store: IncidentStore, snapshot: Snapshot) -> None:
+        self.store = store
+        self.snapshot = snapshot
+        self.loaded = {i.id: i for i in store.open_incidents()}
+        self.incidents = dict(self.loaded)
+        self.changes: list[IncidentChange] = []
+        self.started: list[Plan] = []
+        self.names = {i.id: i.name for i in snapshot.fleet}
+
+    def apply(self, step: Step, now: float) -> Incident:
+        inc = step.incident
+        if step.retire:
+            self.store.retire(step.retire, inc.id, now)
+        self.incidents[inc.id] = inc
+        self.changes.extend(step.changes)
+        for change in step.changes:
+            log.info(
+                f"incident.{change.change}",
+                incident=inc.id,
+                scope=inc.scope_key,
+                phase=inc.phase.value,
+                detail=change.detail,
+            )
+        return inc
+
+    def save(self, now: float, only: str | None = None) -> None:
+        """Write the incidents that changed (only one of them, given `only`)."""
+        for iid, inc in list(self.incidents.items()):
+            if (only is None or iid == only) and inc != self.loaded.get(iid):
+                saved = inc.with_(updated_at=now)
+                self.loaded[iid] = self.incidents[iid] = saved
+                self.store.save(saved)
+
+    def open(self) -> list[Incident]:
+        return sorted(
+            (i for i in self.incidents.values() if i.is_open), key=lambda i: (i.opened_at, i.id)
+        )
+
+
 class Cycle:
     """Holds the policy, the incident store and the runner; `tick` does one round."""
 
@@ -131,17 +178,19 @@ class Cycle:
         started_at: float,
         *,
         roles: RoleMemory | None = None,
+        rto: RtoPolicy | None = None,
     ) -> None:
         self.policy = policy
         self.rules = RulesConfig.from_config(policy, timing)
         self.store = incidents_store
         self.runner = runner
         self.started_at = started_at
-        self.can_act = not isinstance(runner, NullRunner)
         # The database role each instance last reported: a lost host reports nothing, and
         # a lost replica must not be "recovered" as a primary. Kept in the store, so it
         # also holds for hosts lost while drwatch itself was down.
         self.roles = roles if roles is not None else RoleMemory(incidents_store)
+        self.rto = rto
+        self.boots = BootWatch()
 
     # -- operator controls ------------------------------------------------------------------
 
@@ -171,14 +220,12 @@ class Cycle:
         inc = self.store.get(incident_id)
         if inc is None:
             raise IncidentNotFoundError(f"no incident {incident_id}")
-        waiting = inc.is_open and inc.state is IncidentState.OPEN and inc.approved_at is None
-        if not waiting or not any(r.startswith(APPROVAL_PREFIX) for r in inc.gate_reasons):
+        if not inc.is_open or not lifecycle.approvable(inc, APPROVAL_PREFIX):
             state = "approved" if inc.approved_at else (inc.outcome or inc.state).value
             raise NotAwaitingApprovalError(
                 f"incident {incident_id} is not awaiting approval ({state})"
             )
-        entry = GateEntry(now, (f"approved by {by}",))
-        inc = inc.with_(approved_at=now, updated_at=now, gate_history=(*inc.gate_history, entry))
+        inc = lifecycle.approved(inc, by, now)
         self.store.save(inc)
         log.info("incident.approved", incident=incident_id, by=by)
         return inc
@@ -199,196 +246,56 @@ class Cycle:
         before a plan is submitted)."""
         # Outside the batch: a role heard is kept even if the tick fails and rolls back.
         self.roles.observe(snapshot)
+        snapshot = self.boots.apply(snapshot)
         with self.store.batch():
             return self._tick(snapshot, now)
 
     def _tick(self, snapshot: Snapshot, now: float) -> TickReport:
-        changes: list[IncidentChange] = []
-        self._follow_runs(snapshot, now, changes)
+        t = Tick(self.store, snapshot)
+        held_by = pause_reason(self.pause_note()) if self.paused else None
+        for inc in t.open():
+            if inc.phase.in_flight:
+                progress = self.runner.progress(inc.id)
+                step = lifecycle.run_progress(
+                    inc,
+                    progress,
+                    held_by=held_by,
+                    verify_window=self.policy.verify_window,
+                    now=now,
+                )
+                t.apply(step, now)
+        result = assess(snapshot, now, self.rules, self.store.retired())
+        if result.watcher_impaired is None:
+            present = self._findings(t, result, now)
+            self._decide(t, present, now)
+        t.save(now)
+        return self._report(t, result, now)
+
+    def _findings(self, t: Tick, result: Assessment, now: float) -> frozenset[str]:
+        """Open, follow and end incidents from this tick's findings; returns the scope keys
+        whose finding is present (or whose targets left the fleet): only those are decided."""
         retired = self.store.retired()
-        result = assess(snapshot, now, self.rules, retired)
-        started: list[Plan] = []
-        watcher = result.watcher_impaired
-        if watcher is None:
-            present = self._reconcile(result, snapshot, now, retired, changes)
-            started = self._decide_all(snapshot, now, retired, present, changes)
-        open_now = tuple(self.store.open_incidents())
-        report = TickReport(
-            at=now,
-            watcher_state=self.watcher_state(now, result),
-            watcher_reason=watcher.evidence
-            if watcher
-            else self.pause_note()
-            if self.paused
-            else "",
-            summary="",
-            assessment=result,
-            changes=tuple(changes),
-            plans_started=tuple(started),
-            gate_reasons={i.id: i.gate_reasons for i in open_now if i.gate_reasons},
-            open_incidents=open_now,
-            dry_run=self.policy.dry_run,
-            paused=self.paused,
-        )
-        names = {i.id: i.name for i in snapshot.fleet}
-        line = summarise(
-            impaired_reason=watcher.evidence if watcher else None,
-            started=tuple(started),
-            open_incidents=open_now,
-            assessment=result,
-            paused=self.paused,
-            names=names,
-        )
-        return replace(report, summary=line)
-
-    # -- runs -------------------------------------------------------------------------------
-
-    def _follow_runs(self, snapshot: Snapshot, now: float, changes: list[IncidentChange]) -> None:
-        for inc in self.store.open_incidents():
-            if inc.state is not IncidentState.ACTING or inc.run_ended_at is not None:
-                continue
-            progress = self.runner.progress(inc.id)
-            if progress is None or progress.run_id in inc.run_ids_done:
-                self._maybe_lost(inc, now, changes)
-            elif progress.outcome is RunOutcome.RUNNING:
-                self._running(inc, progress, now, changes)
-            elif progress.outcome is RunOutcome.SUCCEEDED:
-                self._succeeded(inc, progress, snapshot, now, changes)
-            else:
-                self._failed(inc, progress, now, changes)
-
-    def _maybe_lost(self, inc: Incident, now: float, changes: list[IncidentChange]) -> None:
-        """Submitted, but the runner shows nothing for it: allow the verify window."""
-        if inc.submitted_at is not None and now - inc.submitted_at <= self.policy.verify_window:
-            return
-        detail = "the runner has no record of the submitted run"
-        self._save_change(
-            inc.with_(
-                state=IncidentState.OPEN,
-                outcome=IncidentOutcome.FAILED,
-                run_ended_at=now,
-                detail=detail,
-            ),
-            now,
-            "failed",
-            detail,
-            changes,
-        )
-
-    def _running(
-        self, inc: Incident, p: RunProgress, now: float, changes: list[IncidentChange]
-    ) -> None:
-        steps = self._steps(inc, p)
-        if steps != inc.steps:
-            running = next((s.name for s in reversed(steps) if s.status.value == "running"), "")
-            self._save_change(inc.with_(steps=steps), now, "step", running, changes)
-
-    def _succeeded(
-        self,
-        inc: Incident,
-        p: RunProgress,
-        snapshot: Snapshot,
-        now: float,
-        changes: list[IncidentChange],
-    ) -> None:
-        self.store.retire(inc.current_targets, inc.id, now)
-        steps = self._steps(inc, p)
-        inc = inc.with_(
-            steps=steps,
-            steps_done=steps,
-            run_ids_done=(*inc.run_ids_done, p.run_id),
-            groups_done=(*inc.groups_done, inc.current_group or ""),
-            detail=p.detail,
-        )
-        remaining = plans_for(inc, snapshot, self.rules, self.store.retired(), self.roles.known())
-        if remaining:
-            self._submit(inc, remaining[0], now, changes)
-            return
-        self._save_change(
-            inc.with_(run_ended_at=now), now, "step", "playbooks done; verifying", changes
-        )
-
-    def _failed(
-        self, inc: Incident, p: RunProgress, now: float, changes: list[IncidentChange]
-    ) -> None:
-        steps = self._steps(inc, p)
-        inc = inc.with_(
-            steps=steps,
-            state=IncidentState.OPEN,
-            outcome=IncidentOutcome.FAILED,
-            run_ended_at=now,
-            detail=p.detail or "playbook failed",
-        )
-        self._save_change(inc, now, "failed", inc.detail, changes)
-
-    def _steps(self, inc: Incident, p: RunProgress) -> tuple[StepRecord, ...]:
-        """The finished runs' steps, then this run's. With several targets, each step's
-        detail starts with the targets its run is for (`[app-5,app-6] ...`)."""
-        mine = p.steps
-        if len(inc.target_ids) > 1:
-            names = dict(zip(inc.target_ids, inc.target_names, strict=False))
-            label = ",".join(names.get(t, t) for t in inc.current_targets)
-            mine = tuple(_tagged(s, label) for s in mine)
-        return (*inc.steps_done, *mine)
-
-    def _submit(self, inc: Incident, plan: Plan, now: float, changes: list[IncidentChange]) -> None:
-        inc = inc.with_(
-            state=IncidentState.ACTING,
-            outcome=None,
-            playbook=inc.playbook or plan.playbook,
-            playbooks=tuple(dict.fromkeys((*inc.playbooks, plan.playbook))),
-            acted_at=inc.acted_at or now,
-            submitted_at=now,
-            current_group=plan.group,
-            current_targets=plan.targets,
-            gate_reasons=(),
-        )
-        # Durable before submit: the record says "acting" before any side effect can happen.
-        self._save_change(inc, now, "acting", f"{plan.playbook.value} for {plan.group}", changes)
-        self.store.checkpoint()
-        try:
-            self.runner.submit(plan)
-        except DrwatchError as err:
-            # The runner refused the plan (say, a playbook it does not have): nothing ran.
-            detail = f"the runner refused {plan.playbook.value}: {err}"
-            failed = inc.with_(
-                state=IncidentState.OPEN,
-                outcome=IncidentOutcome.FAILED,
-                run_ended_at=now,
-                detail=detail,
-            )
-            self._save_change(failed, now, "failed", detail, changes)
-
-    # -- incidents --------------------------------------------------------------------------
-
-    def _reconcile(
-        self,
-        result: Assessment,
-        snapshot: Snapshot,
-        now: float,
-        retired: frozenset[str],
-        changes: list[IncidentChange],
-    ) -> frozenset[str]:
-        """Open, follow and end incidents; returns the scope keys whose finding is present
-        (or whose targets left the fleet): only those are decided."""
         current = primary_by_key(result.incidents)
-        open_by_key = {i.scope_key: i for i in self.store.open_incidents()}
-        for key, d in current.items():
-            inc = open_by_key.get(key)
-            if inc is None:
-                self._open(d, snapshot, now, changes)
-            else:
-                self._still(inc, d, snapshot=snapshot, now=now, retired=retired, changes=changes)
+        by_key = {i.scope_key: i for i in t.open()}
         present = set(current)
-        for key, inc in open_by_key.items():
+        for key, d in current.items():
+            inc = by_key.get(key)
+            if inc is None:
+                t.apply(lifecycle.opened(d, new_incident_id(now), t.names, now), now)
+                continue
+            due = bool(self._plans(inc, t.snapshot, retired))
+            step = lifecycle.finding_seen(inc, d, t.names, retired=retired, plan_due=due, now=now)
+            t.apply(step, now)
+        for key, inc in by_key.items():
             if key in current:
                 continue
-            if _left_fleet(inc, snapshot):
+            if _left_fleet(inc, t.snapshot):
                 # Terminated and dropped by discovery: not healed. The incident stays open
                 # and is still decided from its record (its replacement is still due).
                 present.add(key)
-            elif self._healed(inc, snapshot, now, retired):
-                self._gone(inc, now, changes)
+                continue
+            healed = self._healed(inc, t.snapshot, now, retired)
+            t.apply(lifecycle.finding_gone(inc, healed=healed, now=now), now)
         return frozenset(present)
 
     def _healed(
@@ -399,246 +306,57 @@ class Cycle:
         unknown (a restart with no observations yet, silence) ends nothing."""
         if inc.scope is Scope.PROVIDER_API:
             return view(snapshot.get(inc.region, Layer.API), now, self.rules).answering
-        for t in inc.target_ids:
-            if t in retired or snapshot.fleet.get(t) is None:
+        for target in inc.target_ids:
+            if target in retired or snapshot.fleet.get(target) is None:
                 continue
-            agent = view(snapshot.get(t, Layer.AGENT), now, self.rules)
-            app = view(snapshot.get(t, Layer.APP), now, self.rules)
+            agent = view(snapshot.get(target, Layer.AGENT), now, self.rules)
+            app = view(snapshot.get(target, Layer.APP), now, self.rules)
             if not (agent.answering or app.answering):
                 return False
         return True
 
-    def _open(
-        self, d: Diagnosis, snapshot: Snapshot, now: float, changes: list[IncidentChange]
-    ) -> None:
-        names = tuple(_name(snapshot, t) for t in d.targets)
-        inc = Incident(
-            id=new_incident_id(now),
-            scope=d.scope,
-            scope_key=d.key,
-            finding=d.finding.value,
-            severity=d.severity.value,
-            region=d.region,
-            zone=d.zone,
-            roles=tuple(r.value for r in d.roles),
-            groups=d.groups,
-            target_ids=d.targets,
-            target_names=names,
-            opened_at=now,
-            updated_at=now,
-            evidence=d.evidence,
-        )
-        self.store.save(inc)
-        changes.append(IncidentChange(inc.id, inc.scope_key, "opened", d.evidence))
-        log.info(
-            "incident.opened",
-            incident=inc.id,
-            scope=d.key,
-            finding=d.finding.value,
-            targets=list(names),
-            evidence=d.evidence,
-        )
-
-    def _still(
-        self,
-        inc: Incident,
-        d: Diagnosis,
-        *,
-        snapshot: Snapshot,
-        now: float,
-        retired: frozenset[str],
-        changes: list[IncidentChange],
-    ) -> None:
-        """The finding persists. Before any action the record follows it (targets may
-        change, a degraded instance may turn dead); while acting, targets only grow (a
-        zone loses its instances one by one) and each new one gets its plan in turn."""
-        if inc.outcome in (IncidentOutcome.FAILED, IncidentOutcome.RECOVERED):
-            return
-        if inc.state is IncidentState.ACTING:
-            self._grow(inc, d, snapshot=snapshot, now=now, retired=retired, changes=changes)
-            return
-        if d.finding.value == inc.finding and d.targets == inc.target_ids:
-            return
-        inc = inc.with_(
-            finding=d.finding.value,
-            severity=d.severity.value,
-            evidence=d.evidence,
-            roles=tuple(r.value for r in d.roles),
-            groups=d.groups,
-            target_ids=d.targets,
-            target_names=tuple(_name(snapshot, t) for t in d.targets),
-            # A changed finding is decided afresh (e.g. degraded -> dead has a playbook).
-            outcome=None if inc.outcome is IncidentOutcome.DETECTED_ONLY else inc.outcome,
-        )
-        self._save_change(inc, now, "updated", d.evidence, changes)
-
-    def _grow(
-        self,
-        inc: Incident,
-        d: Diagnosis,
-        *,
-        snapshot: Snapshot,
-        now: float,
-        retired: frozenset[str],
-        changes: list[IncidentChange],
-    ) -> None:
-        new = [t for t in d.targets if t not in inc.target_ids]
-        if new:
-            ids = (*inc.target_ids, *new)
-            inc = inc.with_(
-                target_ids=ids,
-                target_names=(*inc.target_names, *(_name(snapshot, t) for t in new)),
-                roles=tuple(sorted({*inc.roles, *(r.value for r in d.roles)})),
-                groups=tuple(sorted({*inc.groups, *d.groups})),
-                evidence=d.evidence,
-            )
-            self._save_change(
-                inc, now, "updated", f"more targets: {_names(snapshot, new)}", changes
-            )
-        if inc.run_ended_at is None:
-            return  # a run is in flight; the next plan waits for it
-        remaining = plans_for(inc, snapshot, self.rules, retired, self.roles.known())
-        if remaining:
-            self._submit(inc.with_(run_ended_at=None), remaining[0], now, changes)
-        else:
-            self._settle(inc, snapshot, retired, now, changes)
-
-    def _settle(
-        self,
-        inc: Incident,
-        snapshot: Snapshot,
-        retired: frozenset[str],
-        now: float,
-        changes: list[IncidentChange],
-    ) -> None:
-        """Every plan ran and the finding persists only through targets no playbook can
-        recover (a replica in a lost zone): the service is recovered; the rest is left
-        to the operator, and the incident stays open until the finding goes."""
-        left = [t for t in inc.target_ids if t not in retired]
-        detail = f"recovered; no playbook for {_names(snapshot, left)}: left to the operator"
-        inc = inc.with_(
-            state=IncidentState.OPEN,
-            outcome=IncidentOutcome.RECOVERED,
-            recovered_at=now,
-            detail=detail,
-        )
-        self._save_change(inc, now, "recovered", detail, changes)
-
-    def _gone(self, inc: Incident, now: float, changes: list[IncidentChange]) -> None:
-        """The finding is gone and the targets answer. How it ends depends on what was done."""
-        if inc.state is IncidentState.ACTING and inc.outcome is None:
-            if inc.run_ended_at is None:
-                return  # a run is in flight: it ends the incident, not the finding
-            self._close(inc, IncidentOutcome.RECOVERED, now, changes, recovered=True)
-            return
-        if inc.outcome is IncidentOutcome.RECOVERED:
-            self._close(inc, inc.outcome, now, changes, recovered=True)
-            return
-        if inc.outcome in (IncidentOutcome.DETECTED_ONLY, IncidentOutcome.FAILED):
-            self._close(inc, inc.outcome, now, changes)
-            return
-        self._close(inc, IncidentOutcome.CLEARED, now, changes)
-
-    def _close(
-        self,
-        inc: Incident,
-        outcome: IncidentOutcome,
-        now: float,
-        changes: list[IncidentChange],
-        *,
-        recovered: bool = False,
-    ) -> None:
-        inc = inc.with_(
-            state=IncidentState.ENDED,
-            outcome=outcome,
-            closed_at=now,
-            recovered_at=now if recovered else inc.recovered_at,
-        )
-        self._save_change(inc, now, outcome.value, inc.finding, changes)
-        log.info("incident.closed", incident=inc.id, scope=inc.scope_key, outcome=outcome.value)
-
-    def _save_change(
-        self, inc: Incident, now: float, change: str, detail: str, changes: list[IncidentChange]
-    ) -> None:
-        self.store.save(inc.with_(updated_at=now))
-        changes.append(IncidentChange(inc.id, inc.scope_key, change, detail))
-
     # -- decisions --------------------------------------------------------------------------
 
-    def _decide_all(
-        self,
-        snapshot: Snapshot,
-        now: float,
-        retired: frozenset[str],
-        present: frozenset[str],
-        changes: list[IncidentChange],
-    ) -> list[Plan]:
-        started: list[Plan] = []
-        acting = sum(1 for i in self.store.open_incidents() if _in_flight(i))
-        for inc in self.store.open_incidents():
-            if inc.scope_key not in present:
-                continue  # its evidence is unknown this tick: neither ended nor decided
-            if inc.state is not IncidentState.OPEN or inc.outcome in (
-                IncidentOutcome.DETECTED_ONLY,
-                IncidentOutcome.FAILED,
-                IncidentOutcome.RECOVERED,
-            ):
+    def _decide(self, t: Tick, present: frozenset[str], now: float) -> None:
+        """Every plan, an incident's first or its next (a zone's next group), goes through
+        decide() and every gate, in the order the incidents opened."""
+        retired = self.store.retired()
+        in_flight = sum(1 for i in t.open() if i.phase.in_flight)
+        for inc in t.open():
+            if inc.scope_key not in present or inc.phase not in lifecycle.DECIDABLE:
                 continue
-            plan = self._decide_one(
-                inc,
-                snapshot,
-                now=now,
-                active=acting + len(started),
-                retired=retired,
-                changes=changes,
-            )
-            if plan is not None:
-                started.append(plan)
-        return started
+            plans = self._plans(inc, t.snapshot, retired)
+            gate = self._gate_input(inc, plans, t, now=now, active=in_flight + len(t.started))
+            step = lifecycle.decided(inc, plans, decide(gate), acts=self.runner.acts, now=now)
+            after = t.apply(step, now)
+            if step.submit is not None:
+                self._submit(t, after, step.submit, now)
 
-    def _decide_one(
-        self,
-        inc: Incident,
-        snapshot: Snapshot,
-        *,
-        now: float,
-        active: int,
-        retired: frozenset[str],
-        changes: list[IncidentChange],
-    ) -> Plan | None:
-        plans = plans_for(inc, snapshot, self.rules, retired, self.roles.known())
-        gate = self._gate_input(inc, plans, snapshot, now=now, active=active, retired=retired)
-        verdict = decide(gate)
-        if verdict.act and not self.can_act:
-            why = "no playbook runner configured: would start " + plans[0].playbook.value
-            self._record(
-                inc, plans, IncidentOutcome.DETECTED_ONLY, (why,), now=now, changes=changes
-            )
-            return None
-        if verdict.act:
-            inc = inc.with_(playbook=plans[0].playbook, playbooks=_playbooks(plans))
-            self._submit(inc, plans[0], now, changes)
-            return plans[0]
-        assert verdict.outcome is not None
-        self._record(inc, plans, verdict.outcome, verdict.reasons, now=now, changes=changes)
-        return None
+    def _submit(self, t: Tick, inc: Incident, plan: Plan, now: float) -> None:
+        # Durable before submit: the record says "acting" before any side effect can happen.
+        t.save(now, only=inc.id)
+        self.store.checkpoint()
+        try:
+            self.runner.submit(plan)
+        except DrwatchError as err:
+            t.apply(lifecycle.refused(t.incidents[inc.id], plan, str(err)), now)
+            return
+        t.started.append(plan)
 
-    def _lookback(self) -> float:
-        return max(self.policy.cooldown, self.policy.blast_window)
+    def _plans(
+        self, inc: Incident, snapshot: Snapshot, retired: frozenset[str]
+    ) -> tuple[Plan, ...]:
+        return plans_for(inc, snapshot, self.rules, retired, self.roles.known())
 
     def _gate_input(
-        self,
-        inc: Incident,
-        plans: tuple[Plan, ...],
-        snapshot: Snapshot,
-        *,
-        now: float,
-        active: int,
-        retired: frozenset[str],
+        self, inc: Incident, plans: tuple[Plan, ...], t: Tick, *, now: float, active: int
     ) -> GateInput:
+        retired = self.store.retired()
         recent = tuple(self.store.acted_since(now - self._lookback()))
+        # This tick's own records are newer than the store's.
+        recent = tuple(t.incidents.get(i.id, i) for i in recent)
         sizes: dict[str, int] = {}
-        for i in snapshot.fleet:
+        for i in t.snapshot.fleet:
             if i.id not in retired:
                 sizes[i.group] = sizes.get(i.group, 0) + 1
         return GateInput(
@@ -652,33 +370,43 @@ class Cycle:
             # Our own count of incidents in flight, or the runner's, whichever is higher.
             active_runs=max(self.runner.active(), active),
             recent=recent,
-            replacing=tuple(i for i in recent if _replacing(i, retired)),
-            group_of={i.id: i.group for i in snapshot.fleet},
+            replacing=tuple(i for i in recent if lifecycle.replaces(i, retired)),
+            group_of={i.id: i.group for i in t.snapshot.fleet},
             group_sizes=sizes,
-            names={i.id: i.name for i in snapshot.fleet},
+            names=t.names,
         )
 
-    def _record(
-        self,
-        inc: Incident,
-        plans: tuple[Plan, ...],
-        outcome: IncidentOutcome,
-        reasons: tuple[str, ...],
-        *,
-        now: float,
-        changes: list[IncidentChange],
-    ) -> None:
-        if inc.outcome is outcome and inc.gate_reasons == reasons:
-            return
-        inc = inc.with_(
-            outcome=outcome,
-            gate_reasons=reasons,
-            gate_history=(*inc.gate_history, GateEntry(now, reasons)),
-            playbook=plans[0].playbook if plans else None,
-            playbooks=_playbooks(plans),
+    def _lookback(self) -> float:
+        return max(self.policy.cooldown, self.policy.blast_window)
+
+    # -- the report -------------------------------------------------------------------------
+
+    def _report(self, t: Tick, result: Assessment, now: float) -> TickReport:
+        watcher = result.watcher_impaired
+        open_now = tuple(t.open())
+        reason = watcher.evidence if watcher else self.pause_note() if self.paused else ""
+        line = summarise(
+            impaired_reason=watcher.evidence if watcher else None,
+            started=tuple(t.started),
+            open_incidents=open_now,
+            assessment=result,
+            paused=self.paused,
+            names=t.names,
         )
-        self._save_change(inc, now, outcome.value, "; ".join(reasons), changes)
-        log.info("incident.decided", incident=inc.id, outcome=outcome.value, reasons=list(reasons))
+        return TickReport(
+            at=now,
+            watcher_state=self.watcher_state(now, result),
+            watcher_reason=reason,
+            summary=line,
+            assessment=result,
+            changes=tuple(t.changes),
+            plans_started=tuple(t.started),
+            gate_reasons={i.id: i.gate_reasons for i in open_now if i.gate_reasons},
+            open_incidents=open_now,
+            dry_run=self.policy.dry_run,
+            paused=self.paused,
+            rto_overdue=rto_overdue(open_now, now, self.rto),
+        )
 
 
 class SummaryLog:
@@ -701,38 +429,8 @@ class SummaryLog:
         return True
 
 
-def _replacing(inc: Incident, retired: frozenset[str]) -> bool:
-    """Did (or does) this incident's run replace instances? A failed run that retired
-    none of its targets did not."""
-    failed = inc.outcome is IncidentOutcome.FAILED
-    return not failed or any(t in retired for t in inc.target_ids)
-
-
 def _left_fleet(inc: Incident, snapshot: Snapshot) -> bool:
     return bool(inc.target_ids) and all(snapshot.fleet.get(t) is None for t in inc.target_ids)
-
-
-def _in_flight(inc: Incident) -> bool:
-    return inc.state is IncidentState.ACTING and inc.run_ended_at is None
-
-
-def _playbooks(plans: tuple[Plan, ...]) -> tuple[PlaybookName, ...]:
-    return tuple(p.playbook for p in plans)
-
-
-def _tagged(step: StepRecord, group: str) -> StepRecord:
-    return StepRecord(
-        step.name, step.status, step.started_at, step.ended_at, f"[{group}] {step.detail}".strip()
-    )
-
-
-def _names(snapshot: Snapshot, ids: list[str]) -> str:
-    return ", ".join(_name(snapshot, t) for t in ids)
-
-
-def _name(snapshot: Snapshot, instance_id: str) -> str:
-    inst = snapshot.fleet.get(instance_id)
-    return inst.name if inst else instance_id
 
 
 __all__ = [
@@ -741,6 +439,7 @@ __all__ = [
     "IncidentNotFoundError",
     "NotAwaitingApprovalError",
     "NullRunner",
+    "Phase",
     "Runner",
     "SummaryLog",
     "TickReport",

@@ -15,7 +15,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack, ExitStack, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 import aiohttp
@@ -24,16 +25,23 @@ from aiohttp import web
 from drwatch import __version__, logs
 from drwatch.act.wiring import build_runner
 from drwatch.alerts.alerter import Alerter
-from drwatch.alerts.model import AlertInput, alert_for_incident, watcher_impaired_alert
+from drwatch.alerts.model import (
+    AlertInput,
+    alert_for_incident,
+    rto_alert,
+    watcher_impaired_alert,
+)
 from drwatch.assess.trends import assess_trends
 from drwatch.backup.alerting import backup_alerts
 from drwatch.backup.wiring import fleet_deps, start_backups
 from drwatch.config import Config
 from drwatch.cycle import Cycle, SummaryLog, TickReport, WatcherState
+from drwatch.decide.rto import RtoPolicy
 from drwatch.errors import ConfigError
 from drwatch.incidents import IncidentStore
 from drwatch.ledger import DrillLedger
 from drwatch.model import Fleet, Observation, Snapshot
+from drwatch.model.snapshot import Discovery
 from drwatch.notify import Notifier, notifier_from_env, watchdog_interval
 from drwatch.observe.agent import AgentClient, AgentObserver, client_tls_context
 from drwatch.observe.app import AppObserver
@@ -48,6 +56,7 @@ from drwatch.plan.schedule import LiveDrillScheduler, run_scheduled
 from drwatch.probes.http import HttpProbe, new_session
 from drwatch.probes.tcp import TcpProbe
 from drwatch.providers.aws import AwsProvider
+from drwatch.providers.base import Inventory
 from drwatch.roles import RoleMemory
 from drwatch.secretfile import read_secret
 from drwatch.statelock import state_dir_lock
@@ -73,7 +82,7 @@ class Watch:
     `FleetView` the playbooks see (latest snapshot; refresh = rediscover now)."""
 
     cfg: Config
-    provider: AwsProvider
+    provider: Inventory
     store: HealthStore
     scheduler: CheckScheduler
     job_sources: Sequence[Callable[[Fleet], dict[str, CheckJob]]]
@@ -83,6 +92,14 @@ class Watch:
 
     def latest(self) -> Snapshot:
         return self.store.snapshot(self.fleet, time.time())
+
+    def snapshot(self, now: float) -> Snapshot:
+        """The tick's snapshot: the health store's, with what discovery said (a watcher
+        that finds nothing is blind, not healthy)."""
+        seen = Discovery(
+            MappingProxyType(dict(self.discovery_errors)), tuple(g.name for g in self.cfg.groups)
+        )
+        return replace(self.store.snapshot(self.fleet, now), discovery=seen)
 
     async def refresh(self) -> Snapshot:
         await self.rediscover()
@@ -179,7 +196,13 @@ class Daemon:
         )
         self.stack.push_async_callback(self.runner.aclose)
         self.cycle = Cycle(
-            cfg.policy, cfg.timing, self.incidents, self.runner, time.time(), roles=roles
+            cfg.policy,
+            cfg.timing,
+            self.incidents,
+            self.runner,
+            time.time(),
+            roles=roles,
+            rto=RtoPolicy.from_config(cfg.objectives, cfg.groups),
         )
         self.api_state = api.LiveApiState(
             watcher_name=cfg.watcher.name,
@@ -303,7 +326,7 @@ class Daemon:
             await asyncio.sleep(interval)
 
     def tick(self, now: float) -> TickReport:
-        snapshot = self.store.snapshot(self.watch.fleet, now)
+        snapshot = self.watch.snapshot(now)
         report = self.cycle.tick(snapshot, now)
         self.api_state.update(report, snapshot)
         if self.summary_log(report):
@@ -380,10 +403,16 @@ class Daemon:
 
     def _alerts(self, report: TickReport, now: float) -> list[AlertInput]:
         alerts = [alert_for_incident(inc) for inc in report.open_incidents]
+        alerts += [rto_alert(o.incident, o.reason) for o in report.rto_overdue]
         if report.watcher_state is WatcherState.IMPAIRED:
             self.impaired_since = self.impaired_since or now
             alerts.append(
-                watcher_impaired_alert(self.cfg.watcher.name, report.summary, self.impaired_since)
+                watcher_impaired_alert(
+                    self.cfg.watcher.name,
+                    report.summary,
+                    self.impaired_since,
+                    reason=report.watcher_reason,
+                )
             )
         else:
             self.impaired_since = None

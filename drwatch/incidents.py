@@ -17,7 +17,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from drwatch.logs import get_logger
 from drwatch.model.incident import Incident
+
+log = get_logger(component="incidents")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -105,7 +108,7 @@ class IncidentStore:
         rows = self._db.execute(
             "SELECT body FROM incidents WHERE closed_at IS NULL ORDER BY opened_at, id"
         )
-        return [_load(r[0]) for r in rows]
+        return _readable(rows)
 
     def recent(self, *, open_only: bool = False, limit: int = 200) -> list[Incident]:
         """Newest first."""
@@ -114,14 +117,14 @@ class IncidentStore:
             f"SELECT body FROM incidents {where}ORDER BY opened_at DESC, id DESC LIMIT ?",  # noqa: S608
             (limit,),
         )
-        return [_load(r[0]) for r in rows]
+        return _readable(rows)
 
     def acted_since(self, since: float) -> list[Incident]:
         """Incidents whose playbooks started at or after `since` (cooldown, blast radius)."""
         rows = self._db.execute(
             "SELECT body FROM incidents WHERE acted_at >= ? ORDER BY acted_at", (since,)
         )
-        return [_load(r[0]) for r in rows]
+        return _readable(rows)
 
     def retire(self, instance_ids: Iterable[str], incident_id: str, at: float) -> None:
         self._db.executemany(
@@ -157,3 +160,18 @@ class IncidentStore:
 
 def _load(body: str) -> Incident:
     return Incident.from_dict(json.loads(body))
+
+
+def _readable(rows: Iterable[tuple[str]]) -> list[Incident]:
+    """The records this version can read. One it cannot (written by a newer drwatch, say,
+    with a finding this one does not know) is logged and left out, so the tick and the
+    API go on; it stays in the store untouched."""
+    out = []
+    for (body,) in rows:
+        try:
+            out.append(_load(body))
+        except (ValueError, KeyError, TypeError) as err:
+            log.error(
+                "incident.unreadable", error=f"{type(err).__name__}: {err}", record=body[:200]
+            )
+    return out

@@ -6,6 +6,11 @@ the run's first side effect -> journal intent -> apply -> journal done); the ste
 `done`, `skipped` or `failed` in the journal. A crash anywhere leaves the run
 `running` in the journal; `resume()` on the next start continues it, and effects that
 were journaled done (or that the world already shows) are not applied again.
+
+The kill switch is checked at every step boundary (and before the run's first side
+effect): while it is on, the run waits there, still `running` in the journal, and goes
+on when it is lifted. A step in flight finishes, so nothing is left half-done inside a
+step; a run resumed at start while paused waits the same way.
 """
 
 from __future__ import annotations
@@ -54,6 +59,9 @@ R = TypeVar("R")
 
 CrashHook = Callable[[str], None]
 ROLE_WATCH_INTERVAL_S = 2.0
+# How often a run held by the kill switch looks again (the operator's resume is the
+# only deadline of that wait; shutdown cancels it, and the run resumes on next start).
+HOLD_POLL_S = 0.5
 
 _STEP_STATUS = {
     "intent": StepStatus.RUNNING,
@@ -69,7 +77,7 @@ _RUN_OUTCOME = {
 
 
 class KillSwitchError(DrwatchError):
-    """The kill switch was on right before the run's first side effect."""
+    """Kept for callers that catch it; the runner now waits instead of raising it."""
 
 
 def _no_crash(_point: str) -> None:
@@ -101,7 +109,9 @@ def progress_of(run: RunRow, steps: list[StepRow]) -> RunProgress:
 
 
 class Runner:
-    """Implements the cycle's runner Protocol: `submit`, `progress`, `active`."""
+    """Implements the cycle's runner Protocol: `submit`, `progress`, `active`, `acts`."""
+
+    acts = True
 
     def __init__(
         self,
@@ -259,7 +269,10 @@ class Runner:
         journaled = {s.name: s for s in await _io(self._journal.steps, run_id)}
         try:
             for step in playbook.steps:
-                await self._step(ctx, step, journaled.get(step.name), log)
+                row = journaled.get(step.name)
+                if row is None or row.status not in (STEP_DONE, STEP_SKIPPED):
+                    await self.hold(run_id, f"before step {step.name}")
+                await self._step(ctx, step, row, log)
         except (StepError, ProviderError, KillSwitchError) as err:
             return RUN_FAILED, str(err)
         except Exception as err:  # a bug in a step must fail the run, not kill the daemon
@@ -307,6 +320,15 @@ class Runner:
         )
         await self._publish(ctx.run_id)
 
+    async def hold(self, run_id: str, where: str) -> None:
+        """Wait here while the kill switch is on (logged once when held, once when let go)."""
+        if not self._kill_switch():
+            return
+        self._log.info("run.held", run=run_id, where=where)
+        while self._kill_switch():
+            await self._deps.clock.sleep(HOLD_POLL_S)
+        self._log.info("run.released", run=run_id, where=where)
+
     async def _publish(self, run_id: str) -> None:
         run = await _io(self._journal.run, run_id)
         if run is not None:
@@ -335,8 +357,10 @@ class _Effects:
         if row is not None:
             params = row.params  # the crashed attempt's choices stand: same zone, same token
         found = await check(params)
-        if row is None and found is None:
-            self._guard_first_effect()
+        if row is None and found is None and not self._touched:
+            # Paused since the step began: nothing changed yet, so wait right here.
+            await self._r.hold(self._run_id, f"before the first side effect ({step}/{key})")
+            self._touched = True
         if row is None:
             await _io(
                 journal.effect_intent,
@@ -374,12 +398,3 @@ class _Effects:
                 now=self._r._now(),
             )
         )
-
-    def _guard_first_effect(self) -> None:
-        if self._touched:
-            return
-        if self._r._kill_switch():
-            raise KillSwitchError(
-                "kill switch engaged before the first side effect: nothing was changed"
-            )
-        self._touched = True

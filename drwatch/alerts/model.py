@@ -71,8 +71,23 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
-def watcher_impaired_alert(watcher: str, summary: str, since: float) -> AlertInput:
-    """drwatch's own alert: its canaries fail, so it distrusts what it sees and will not act."""
+def watcher_impaired_alert(
+    watcher: str, summary: str, since: float, *, reason: str = ""
+) -> AlertInput:
+    """drwatch's own alert: its canaries fail, or it cannot find the fleet (blind), so it
+    distrusts what it sees and will not act."""
+    if reason and "canar" not in reason:
+        description = (
+            f"drwatch ({watcher}) cannot see what it watches: {reason}. It opens no "
+            "incidents and runs no playbooks until it can; check the provider credentials, "
+            "the configured regions and groups, and the watcher host's network."
+        )
+    else:
+        description = (
+            f"drwatch ({watcher}) cannot reach its canaries outside every watched cloud. "
+            "It opens no incidents and runs no playbooks until they answer again; "
+            "check the watcher host's network."
+        )
     return AlertInput(
         incident_id="",
         alertname="DrwatchWatcherImpaired",
@@ -80,11 +95,7 @@ def watcher_impaired_alert(watcher: str, summary: str, since: float) -> AlertInp
         scope="watcher",
         summary=summary,
         started_at=since,
-        description=(
-            f"drwatch ({watcher}) cannot reach its canaries outside every watched cloud. "
-            "It opens no incidents and runs no playbooks until they answer again; "
-            "check the watcher host's network."
-        ),
+        description=description,
     )
 
 
@@ -139,7 +150,7 @@ def _doing(inc: Incident) -> str:
     if inc.outcome is not None and inc.outcome.value == "awaiting_approval":
         playbook = inc.playbook.value if inc.playbook else "a playbook"
         return f"waiting for approval to run {playbook}: `drwatch approve {inc.id}`"
-    if inc.state.value == "acting" and inc.playbook:
+    if inc.phase.value == "acting" and inc.playbook:
         done = sum(1 for s in inc.steps if s.status.value == "done")
         return f"running {inc.playbook.value} (step {done}/{len(inc.steps)} done)"
     if inc.gate_reasons:
@@ -161,6 +172,23 @@ def alert_for_incident(inc: Incident) -> AlertInput:
         inc.scope.value,
         f"{what}; drwatch is {_doing(inc)}",
         inc.opened_at,
+        role=inc.role,
+        region=inc.region,
+        zone=inc.zone,
+        description=inc.evidence,
+    )
+
+
+def rto_alert(inc: Incident, reason: str) -> AlertInput:
+    """An open incident has outlived its recovery time objective: page, whatever drwatch
+    is doing about it (a blocked, failed or alert-only incident needs a person)."""
+    return AlertInput(
+        incident_id=inc.id,
+        alertname="DrwatchRtoBreached",
+        severity="critical",
+        scope=inc.scope.value,
+        summary=f"{reason}; drwatch is {_doing(inc)}",
+        started_at=inc.opened_at,
         role=inc.role,
         region=inc.region,
         zone=inc.zone,

@@ -15,6 +15,7 @@ from drwatch.model.snapshot import Snapshot
 # The rules, in the order their diagnoses are listed. Explicit: one line per rule.
 RULES: tuple[tuple[str, Rule], ...] = (
     ("watcher", scopes.rule_watcher),
+    ("discovery", scopes.rule_discovery),
     ("region", scopes.rule_region),
     ("provider_api", scopes.rule_provider_api),
     ("zone", scopes.rule_zone),
@@ -41,7 +42,8 @@ class Assessment:
 
     @property
     def watcher_impaired(self) -> Diagnosis | None:
-        return next((d for d in self.diagnoses if d.finding is Finding.WATCHER_IMPAIRED), None)
+        """Why drwatch distrusts what it sees (canaries failing, or blind), if it does."""
+        return next((d for d in self.diagnoses if d.severity is Severity.WATCHER), None)
 
     @property
     def incidents(self) -> tuple[Diagnosis, ...]:
@@ -71,6 +73,8 @@ def assess(
         zones=named_views(snapshot, Layer.ZONE, now, cfg),
         apis=named_views(snapshot, Layer.API, now, cfg),
         canaries=named_views(snapshot, Layer.CANARY, now, cfg),
+        discovery=snapshot.discovery,
+        fleet_groups=frozenset(i.group for i in snapshot.fleet),
     )
     found = [d for _, rule in RULES for d in rule(ctx)]
     return Assessment(
@@ -84,7 +88,7 @@ def assess(
 def absorb(found: list[Diagnosis]) -> tuple[Diagnosis, ...]:
     """Wider scopes hide narrower ones: the watcher hides everything; a region (outage or
     suspect) hides the zones and instances in it; a zone hides its instances."""
-    watcher = [d for d in found if d.finding is Finding.WATCHER_IMPAIRED]
+    watcher = [d for d in found if d.severity is Severity.WATCHER]
     if watcher:
         return tuple(watcher)
     regions = {d.region for d in found if d.scope is Scope.REGION}

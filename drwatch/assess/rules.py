@@ -11,7 +11,7 @@ up in the canaries first (orchestrator's DeadMaster vs UnreachableMaster).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from drwatch.assess.views import (
@@ -22,6 +22,7 @@ from drwatch.assess.views import (
 from drwatch.model.findings import Diagnosis, Finding, scope_key
 from drwatch.model.fleet import InstanceState
 from drwatch.model.plan import Scope
+from drwatch.model.snapshot import Discovery
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,8 @@ class Context:
     zones: Mapping[str, LayerView]
     apis: Mapping[str, LayerView]
     canaries: Mapping[str, LayerView]
+    discovery: Discovery = field(default_factory=Discovery)
+    fleet_groups: frozenset[str] = frozenset()
 
     @property
     def trusted_since(self) -> float | None:

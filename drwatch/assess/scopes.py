@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable
 
 from drwatch.assess.rules import Context
-from drwatch.assess.views import InstanceView, LayerView, Seen, zone_impaired
+from drwatch.assess.views import UNSEEN, InstanceView, LayerView, Seen, zone_impaired
 from drwatch.model.findings import Diagnosis, Finding, scope_key
 from drwatch.model.plan import Scope
 
@@ -101,11 +101,17 @@ def _zone_by_share(ctx: Context, zone: str, region: str) -> Diagnosis | None:
     )
     sinces = [v.silent_since for v in silent if v.silent_since is not None]
     since = sorted(sinces)[need - 1] if len(sinces) >= need else None
-    if mature >= need:
+    if mature < need:
+        return _zone_finding(
+            Finding.ZONE_SUSPECT, zone, region, silent, evidence=note + ctx.left(since), since=since
+        )
+    if any(v.status_impaired for v in silent):
         return _zone_finding(Finding.ZONE_OUTAGE, zone, region, lost, evidence=note, since=since)
-    return _zone_finding(
-        Finding.ZONE_SUSPECT, zone, region, silent, evidence=note + ctx.left(since), since=since
-    )
+    # Silence alone, seen from one place: the provider does not corroborate it.
+    state = ctx.zones.get(zone, UNSEEN)
+    said = str(state.detail.get("state", "")) or state.seen.value
+    note += f"; the provider reports {zone} {said} and these instances running: alert only"
+    return _zone_finding(Finding.ZONE_UNREACHABLE, zone, region, silent, evidence=note, since=since)
 
 
 def _roles_ok(members: tuple[InstanceView, ...], silent: list[InstanceView]) -> bool:
@@ -216,3 +222,20 @@ def _nothing_answers(ctx: Context) -> bool:
     layers += list(ctx.apis.values())
     known = [lv for lv in layers if lv.seen is not Seen.UNKNOWN]
     return len(known) >= 2 and all(lv.silent for lv in known)
+
+
+def rule_discovery(ctx: Context) -> Iterable[Diagnosis]:
+    """A watcher that cannot find the fleet is blind, not healthy: discovery failing where
+    no instance of a configured group is known, or an empty fleet while the config
+    expects groups. Discovery failing with the last known fleet still watched: a warning."""
+    errors = ctx.discovery.errors
+    failing = "; ".join(f"{r}: {why}" for r, why in sorted(errors.items()))
+    missing = [g for g in ctx.discovery.expected_groups if g not in ctx.fleet_groups]
+    empty = not ctx.fleet_groups and bool(ctx.discovery.expected_groups)
+    if empty or (errors and missing):
+        note = f"no instance found of group(s) {', '.join(missing)}"
+        note += f"; discovery failing ({failing})" if failing else ""
+        yield Diagnosis(Finding.WATCHER_BLIND, scope_key(Scope.WATCHER), evidence=note)
+    elif errors:
+        note = f"discovery failing ({failing}); watching the instances last seen there"
+        yield Diagnosis(Finding.DISCOVERY_FAILING, scope_key(Scope.WATCHER), evidence=note)

@@ -18,7 +18,7 @@ from functools import cached_property
 from typing import Any
 
 from drwatch.config import PolicyConfig, TimingConfig
-from drwatch.model.fleet import Instance, InstanceState
+from drwatch.model.fleet import Fleet, Instance, InstanceState
 from drwatch.model.observation import Health, Layer, TargetHealth
 from drwatch.model.snapshot import Snapshot
 
@@ -202,9 +202,15 @@ def instance_views(
         if is_retired(inst, retired):
             continue
         app = snapshot.get(inst.id, Layer.APP)
-        agent_view = view(snapshot.get(inst.id, Layer.AGENT), now, cfg)
+        agent_th = snapshot.get(inst.id, Layer.AGENT)
+        agent_view = view(agent_th, now, cfg)
         app_view = view(app, now, cfg)
         fresh = _fresh(inst, now, cfg.boot_grace)
+        if fresh:
+            # Up before this (re)start does not count: a host started again after a stop
+            # boots like a new one.
+            agent_view = replace(agent_view, ever_up=_up_since(agent_th, inst.launched_at))
+            app_view = replace(app_view, ever_up=_up_since(app, inst.launched_at))
         out.append(
             InstanceView(
                 instance=inst,
@@ -216,6 +222,13 @@ def instance_views(
             )
         )
     return tuple(out)
+
+
+def _up_since(th: TargetHealth | None, launched_at: float | None) -> bool:
+    """Up (after hysteresis) at some point since `launched_at`."""
+    if th is None or not _was_up(th):
+        return False
+    return th.health is Health.UP or launched_at is None or (th.ok_at or 0.0) >= launched_at
 
 
 def _fresh(inst: Instance, now: float, grace: float) -> bool:
@@ -230,6 +243,51 @@ def _not_started(lv: LayerView) -> LayerView:
     if lv.ever_up or lv.seen is Seen.UNKNOWN:
         return lv
     return replace(lv, seen=Seen.UNKNOWN, reason=f"not started since launch ({lv.reason})")
+
+
+class BootWatch:
+    """Remembers when the provider reported an instance running again after it was stopped
+    (or pending), and gives the snapshot's instance that start as its `launched_at`, as
+    EC2's LaunchTime does: a host started again boots like a new one and gets the boot
+    grace, so a slow boot after a restart is not taken for a dead host. (The only state
+    kept between ticks; lost on restart, when nothing seen before it could count anyway.)"""
+
+    def __init__(self) -> None:
+        self._states: dict[str, InstanceState] = {}
+        self._started: dict[str, float] = {}
+
+    def apply(self, snapshot: Snapshot) -> Snapshot:
+        changed = False
+        fleet = []
+        for inst in snapshot.fleet:
+            started = self._observe(inst, snapshot)
+            again = started is not None and (inst.launched_at or 0.0) < started
+            fleet.append(replace(inst, launched_at=started) if again else inst)
+            changed = changed or again
+        self._forget(snapshot)
+        if not changed:
+            return snapshot
+        return replace(snapshot, fleet=Fleet(tuple(fleet), snapshot.fleet.discovered_at))
+
+    def _observe(self, inst: Instance, snapshot: Snapshot) -> float | None:
+        th = snapshot.get(inst.id, Layer.PROVIDER)
+        raw = str(th.detail.get("state", "")).lower() if th is not None else ""
+        state = InstanceState(raw) if raw in _STATES else None
+        if th is not None and state is not None:
+            before = self._states.get(inst.id)
+            if state is InstanceState.RUNNING and before in _BEFORE_BOOT:
+                self._started[inst.id] = th.since
+            self._states[inst.id] = state
+        return self._started.get(inst.id)
+
+    def _forget(self, snapshot: Snapshot) -> None:
+        for gone in set(self._states) - {i.id for i in snapshot.fleet}:
+            self._states.pop(gone, None)
+            self._started.pop(gone, None)
+
+
+_STATES = frozenset(s.value for s in InstanceState)
+_BEFORE_BOOT = frozenset({InstanceState.STOPPED, InstanceState.STOPPING, InstanceState.PENDING})
 
 
 def named_views(

@@ -303,26 +303,26 @@ class FleetSources:
 
     async def _recheck(self, service: BackupService, data_class: str) -> None:
         """The newest verified snapshot at each location still exists and is completed
-        (later damage, or a snapshot deleted by hand, shows before the RPO rests on it)."""
-        newest: dict[str, Entry] = {}
+        (later damage, or a snapshot deleted by hand, shows before the RPO rests on it);
+        a snapshot still pending when its run gave up waiting gets its verdict now."""
+        due: dict[tuple[str, str], Entry] = {}
         for e in service.catalogue.entries():
-            if (
-                e.data_class == data_class
-                and e.kind == BackupKind.VOLUME_SNAPSHOT.value
-                and e.state is State.VERIFIED
-            ):
-                newest.setdefault(e.location, e)
+            if e.data_class != data_class or e.kind != BackupKind.VOLUME_SNAPSHOT.value:
+                continue
+            if e.state is State.VERIFIED:
+                due.setdefault((e.location, "newest"), e)
+            elif e.state is State.PENDING and e.manifest is not None:
+                due[(e.location, e.backup_id)] = e
         changed = []
-        for entry in newest.values():
+        for entry in due.values():
             src = entry.manifest.source if entry.manifest else {}
             try:
                 state = await self._state(src.get("region", ""), src.get("snapshot_id", ""))
             except DrwatchError:
                 continue  # unreachable now: keep what we knew
-            if state != "completed":
-                why = f"snapshot {src.get('snapshot_id')} is {state or 'gone'} now"
-                bad = State.MISSING if state is None else State.CORRUPT
-                changed.append(entry.checked(bad, why, self._clock()))
+            verdict = _snapshot_verdict(state, src.get("snapshot_id", ""))
+            if verdict is not None and verdict[0] is not entry.state:
+                changed.append(entry.checked(verdict[0], verdict[1], self._clock()))
         if changed:
             service.record(changed, 0.0)
 
@@ -382,6 +382,10 @@ class FleetSources:
         by_id = {i.id: i for imgs in found.values() for i in imgs}
         names = sorted({by_id[i.image_id].name for i in self._hosts(dc.groups)
                         if i.image_id in by_id})  # fmt: skip
+        # A copy's pending entry is superseded by every later check of that image.
+        for e in service.catalogue.entries(data_class):
+            if e.kind == BackupKind.IMAGE.value and e.state is State.PENDING:
+                service.catalogue.forget(e.backup_id, e.location)
         entries = []
         for name in names:
             for location, region in regions.items():
@@ -431,6 +435,17 @@ class FleetSources:
             if ready():
                 return
             await asyncio.sleep(POLL_S)
+
+
+def _snapshot_verdict(state: str | None, snap_id: str) -> tuple[State, str] | None:
+    """A snapshot's state at the provider as a catalogue state (None: still pending)."""
+    if state == "completed":
+        return State.VERIFIED, f"snapshot {snap_id} completed"
+    if state == "error":
+        return State.CORRUPT, f"snapshot {snap_id} is in error"
+    if state is None:
+        return State.MISSING, f"snapshot {snap_id} is gone"
+    return None
 
 
 def _with(entry: Entry, source: dict[str, str], at: dict[str, str]) -> Entry:

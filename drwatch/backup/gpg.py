@@ -20,6 +20,11 @@ from drwatch.backup.errors import BackupError
 from drwatch.backup.proc import communicate
 
 _SHOW_TIMEOUT = 20.0
+# gpg writes nothing to disk with these (and --trust-model always): no keyring, no
+# lock files, no random seed file. On a database host with a full disk the dump's
+# encryption still succeeds; without them gpg encrypts everything, then exits 2 on the
+# seed file it cannot write (measured on a full tmpfs).
+NO_DISK = ("--no-keyring", "--lock-never", "--no-random-seed-file")
 _COMPRESS_ALGO = {"none": "none", "zip": "zip", "zlib": "zlib", "bzip2": "bzip2"}
 
 
@@ -69,6 +74,7 @@ class Recipient:
             str(self.homedir),
             "--batch",
             "--no-autostart",
+            *NO_DISK,
             "--no-tty",
             "--quiet",
             "--trust-model",
@@ -118,6 +124,7 @@ async def _show_keys(gpg: str, public_key_file: Path, homedir: Path) -> str:
         str(homedir),
         "--batch",
         "--no-autostart",  # showing a secret key would start a gpg-agent otherwise
+        *NO_DISK,  # (it still creates an empty trustdb.gpg, once: the first load)
         "--with-colons",
         "--fixed-list-mode",
         "--show-keys",

@@ -48,10 +48,12 @@ def utc_hm(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%H:%MZ")
 
 
+def pause_reason(note: str) -> str:
+    return f"paused{': ' + note if note else ''}"
+
+
 def gate_paused(g: GateInput) -> str | None:
-    if not g.paused:
-        return None
-    return f"paused{': ' + g.pause_note if g.pause_note else ''}"
+    return pause_reason(g.pause_note) if g.paused else None
 
 
 def gate_warmup(g: GateInput) -> str | None:

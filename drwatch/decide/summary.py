@@ -26,8 +26,7 @@ def summarise(
 ) -> str:
     """The tick's verdict in one line, most pressing first."""
     if impaired_reason is not None:
-        why = "canaries failing" if "canar" in impaired_reason else "nothing answers"
-        return f"watcher impaired: {why}, not acting"
+        return f"watcher impaired: {_impaired_why(impaired_reason)}, not acting"
     if started:
         return "; ".join(
             f"started {p.playbook.value} for {_targets(p.targets, names)}" for p in started
@@ -45,6 +44,14 @@ def summarise(
         notes = ", ".join(f"{d.finding.value} {_what_d(d, names)}" for d in a.warnings[:3])
         out += f"; {len(a.warnings)} warning(s): {notes}"
     return out
+
+
+def _impaired_why(reason: str) -> str:
+    if "canar" in reason:
+        return "canaries failing"
+    if reason.startswith("nothing answers"):
+        return "nothing answers"
+    return reason  # blind: what discovery could not find, and why
 
 
 def _targets(ids: tuple[str, ...], names: Mapping[str, str]) -> str:

@@ -50,6 +50,7 @@ class Finding(StrEnum):
     ZONE_OUTAGE = "zone_outage"
     ZONE_IMPAIRED = "zone_impaired"
     ZONE_SUSPECT = "zone_suspect"
+    ZONE_UNREACHABLE = "zone_unreachable"
     REGION_OUTAGE = "region_outage"
     REGION_SUSPECT = "region_suspect"
     PROVIDER_API_DOWN = "provider_api_down"
@@ -60,6 +61,8 @@ class Finding(StrEnum):
     CPU_PRESSURE = "cpu_pressure"
     MEMORY_PRESSURE = "memory_pressure"
     VOLUME_IMPAIRED = "volume_impaired"
+    WATCHER_BLIND = "watcher_blind"
+    DISCOVERY_FAILING = "discovery_failing"
 
     @property
     def description(self) -> str:
@@ -140,6 +143,13 @@ _DESCRIPTIONS: dict[Finding, tuple[str, Severity, Scope]] = {
         Severity.WARNING,
         _Z,
     ),
+    Finding.ZONE_UNREACHABLE: (
+        "most of the zone's instances have been unreachable for the dead grace, but the "
+        "provider reports the zone and them healthy: from one watcher a zone outage and a "
+        "broken path to the zone look the same, so alert, never act",
+        Severity.ALERT,
+        _Z,
+    ),
     Finding.REGION_OUTAGE: (
         "the region's API and every instance in it are unreachable while the canaries "
         "and another region answer",
@@ -186,6 +196,17 @@ _DESCRIPTIONS: dict[Finding, tuple[str, Severity, Scope]] = {
         "memory use has stayed at or above trends.memory_percent for trends.sustain or longer",
         Severity.WARNING,
         _I,
+    ),
+    Finding.WATCHER_BLIND: (
+        "discovery finds nothing to watch: it fails, or the fleet is empty while the "
+        "config expects groups; drwatch cannot see the fleet, so it says so and never acts",
+        Severity.WATCHER,
+        Scope.WATCHER,
+    ),
+    Finding.DISCOVERY_FAILING: (
+        "discovery fails in a region; the instances last seen there are still watched",
+        Severity.WARNING,
+        Scope.WATCHER,
     ),
 }
 

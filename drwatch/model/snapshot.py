@@ -13,12 +13,22 @@ HealthKey = tuple[str, Layer]
 
 
 @dataclass(frozen=True, slots=True)
+class Discovery:
+    """What discovery said last: the regions it could not list (with why), and the
+    groups the config expects to find. A watcher that finds nothing must say so."""
+
+    errors: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    expected_groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Fleet plus per-(target, layer) health, taken at `taken_at` (epoch seconds)."""
 
     taken_at: float
     fleet: Fleet
     health: Mapping[HealthKey, TargetHealth] = field(default_factory=lambda: MappingProxyType({}))
+    discovery: Discovery = field(default_factory=Discovery)
 
     def get(self, target: str, layer: Layer) -> TargetHealth | None:
         return self.health.get((target, layer))

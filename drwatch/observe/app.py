@@ -18,9 +18,9 @@ from drwatch.config import AppCheck, CheckKind, GroupConfig, LayerTiming
 from drwatch.model.fleet import Fleet, Instance
 from drwatch.model.observation import Health, Layer, Observation
 from drwatch.observe.scheduler import CheckJob, CheckRun
-from drwatch.probes.http import HttpConditions, HttpProbe
+from drwatch.probes.http import HttpCheck, HttpConditions
 from drwatch.probes.result import ProbeResult
-from drwatch.probes.tcp import TcpProbe
+from drwatch.probes.tcp import TcpCheck
 
 APP_ADDR_TAG = "drwatch:app-addr"
 _SEVERITY = {Health.UP: 0, Health.UNKNOWN: 1, Health.DOWN: 2}
@@ -74,8 +74,8 @@ class AppObserver:
         self,
         groups: Sequence[GroupConfig],
         timing: LayerTiming,
-        http: HttpProbe,
-        tcp: TcpProbe,
+        http: HttpCheck,
+        tcp: TcpCheck,
     ) -> None:
         self._groups = {g.name: g for g in groups}
         self._timing = timing

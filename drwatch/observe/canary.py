@@ -15,9 +15,9 @@ from drwatch.config import Canary, LayerTiming
 from drwatch.model.fleet import Fleet
 from drwatch.model.observation import Layer, Observation
 from drwatch.observe.scheduler import CheckJob
-from drwatch.probes.http import HttpConditions, HttpProbe
+from drwatch.probes.http import HttpCheck, HttpConditions
 from drwatch.probes.result import ProbeResult
-from drwatch.probes.tcp import TcpProbe
+from drwatch.probes.tcp import TcpCheck
 
 # An empty status list accepts every status: the answer itself is the proof.
 ANY_ANSWER = HttpConditions(expect_status=())
@@ -27,7 +27,7 @@ class CanaryObserver:
     """One CANARY job per configured canary (url or tcp)."""
 
     def __init__(
-        self, canaries: Sequence[Canary], timing: LayerTiming, http: HttpProbe, tcp: TcpProbe
+        self, canaries: Sequence[Canary], timing: LayerTiming, http: HttpCheck, tcp: TcpCheck
     ) -> None:
         self._canaries = tuple(canaries)
         self._timing = timing

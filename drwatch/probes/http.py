@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from yarl import URL
@@ -61,6 +61,12 @@ def new_session(
         cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=None),
     )
+
+
+class HttpCheck(Protocol):
+    """What the observers need of an HTTP probe (HttpProbe; fakes in tests)."""
+
+    async def check(self, url: str, cond: HttpConditions, timeout_s: float) -> ProbeResult: ...
 
 
 class HttpProbe:

@@ -7,9 +7,16 @@ import contextlib
 import errno
 import socket
 import time
+from typing import Protocol
 
 from drwatch.model.observation import Health
 from drwatch.probes.result import ProbeResult, seconds
+
+
+class TcpCheck(Protocol):
+    """What the observers need of a TCP probe (TcpProbe; fakes in tests)."""
+
+    async def check(self, host: str, port: int, timeout_s: float) -> ProbeResult: ...
 
 
 class TcpProbe:

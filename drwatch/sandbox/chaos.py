@@ -12,6 +12,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import aiohttp
+
 from drwatch.logs import get_logger
 from drwatch.sandbox.backups import SandboxBackups
 from drwatch.sandbox.cloud import SandboxError
@@ -306,6 +308,51 @@ async def _s3_outage(ch: Chaos, _f: Fault, region: str) -> Undo:
     return undo
 
 
+async def _operator(ch: Chaos, action: str) -> None:
+    """The operator's control through the daemon's API, with its token, as a person would."""
+    token_file = ch.sb.api_token_file
+    if not ch.sb.options.api_token or not token_file.exists():
+        raise SandboxError(f"{action} needs the daemon's API token (sandbox Options.api_token)")
+    headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+    url = f"{ch.sb.api_url}/api/v1/{action}"
+    try:
+        async with ch.sb.session().post(
+            url, json={"by": "drill"}, headers=headers, timeout=aiohttp.ClientTimeout(total=5)
+        ) as resp:
+            if resp.status != 200:
+                raise SandboxError(f"{action}: the daemon answered HTTP {resp.status}")
+    except (aiohttp.ClientError, TimeoutError) as err:
+        raise SandboxError(f"{action}: the daemon's API did not answer ({err})") from None
+
+
+async def _pause(ch: Chaos, _f: Fault, _t: str) -> Undo:
+    await _operator(ch, "pause")
+    return lambda: _operator(ch, "resume")
+
+
+async def _resume(ch: Chaos, _f: Fault, _t: str) -> Undo:
+    await _operator(ch, "resume")
+    return _nothing
+
+
+async def _partition_zone(ch: Chaos, _f: Fault, zone: str) -> Undo:
+    """The watchers' own path to the zone's instances is cut (their requests hang); the
+    provider, the load balancers' path to them (the service) and the canaries are fine."""
+    hosts = [
+        h
+        for h in ch.sb.hosts.values()
+        if (inst := ch.sb.view.instances.get(h.instance_id)) is not None and inst.zone == zone
+    ]
+    for host in hosts:
+        host.watcher_path.shut()
+
+    async def undo() -> None:
+        for host in hosts:
+            host.watcher_path.open()
+
+    return undo
+
+
 async def _offsite_outage(ch: Chaos, _f: Fault, _t: str) -> Undo:
     faults = _backups(ch).offsite.faults
     faults.s3_outage.add(OFFSITE)
@@ -367,5 +414,9 @@ _APPLY: dict[str, Applier] = {
     "offsite-outage": _offsite_outage,
     "corrupt-backup": _corrupt_backup,
     "restore-test": _restore_test,
+    "pause": _pause,
+    "resume": _resume,
+    "partition-zone": _partition_zone,
+    "refuse-credentials": _region_set("credentials_refused"),
 }
 assert set(_APPLY) == set(VERBS), "every fault verb has an applier"

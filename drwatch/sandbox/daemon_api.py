@@ -48,6 +48,9 @@ class Incident:
     recovered_at: float | None
     ended_at: float | None
     steps: tuple[Step, ...] = field(default=())
+    # What opened it (the finding may have changed since), and its verdicts so far.
+    opened_finding: str = ""
+    outcomes_seen: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ def parse_incident(raw: Mapping[str, Any]) -> Incident:
         recovered_at=_time(raw, "recovered_at"),
         ended_at=_time(raw, "closed_at") or _time(raw, "ended_at"),
         steps=tuple(_step(s) for s in steps if isinstance(s, Mapping)),
+        opened_finding=str(raw.get("opened_finding") or raw.get("finding", "")),
     )
 
 

@@ -7,10 +7,10 @@ drill is cancelled (SIGINT/SIGTERM). The verdict itself is pure (`verdict.py`).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,18 +52,30 @@ def sandbox_healthy(sb: Sandbox) -> bool:
     return bool(hosts) and all(h.booted and h.agent.running and h.app.running for h in hosts)
 
 
+def ready(
+    daemon: bool | None, *, own_watcher: bool, watching: bool, sandbox: Callable[[], bool]
+) -> bool:
+    """Whether the drill may start. With its own watcher, only the daemon's word counts:
+    the sandbox can be healthy before the daemon has seen a single target up, and a fault
+    applied then (a partition) would meet targets the daemon still takes for booting.
+    Without one, the daemon's word if some API answers, else the sandbox's own view."""
+    if own_watcher:
+        return daemon is True and watching
+    return daemon if daemon is not None else sandbox()
+
+
 async def wait_healthy(sb: Sandbox, api: DaemonApi, deadline_s: float) -> bool:
-    """The daemon says every target is up (or, with no daemon, the sandbox does). With a
-    daemon, only its word counts: a daemon slow to start (a loaded machine) has not seen
-    the fleet yet, and faults injected then hit hosts whose roles it never heard."""
+    """The daemon says every target is up (or, with no watcher of its own and no status
+    API, the sandbox does)."""
     try:
         async with asyncio.timeout(deadline_s):
             while True:
-                if sb.options.with_watcher:
-                    ready = sb.watcher.pid is not None and await api.healthy() is True
-                else:
-                    ready = sandbox_healthy(sb)
-                if ready:
+                daemon = await api.healthy()
+                own = sb.options.with_watcher
+                watching = sb.watcher.pid is not None
+                if ready(
+                    daemon, own_watcher=own, watching=watching, sandbox=lambda: sandbox_healthy(sb)
+                ):
                     return True
                 await asyncio.sleep(0.5)
     except TimeoutError:
@@ -93,7 +105,7 @@ async def _fetch(api: DaemonApi, seen: Seen) -> None:
     found = await api.incidents()
     if found is not None:
         seen.api_answered = True
-        seen.incidents.update((i.id, i) for i in found)
+        seen.incidents.update((i.id, _with_history(seen.incidents.get(i.id), i)) for i in found)
     findings = await api.findings()
     now = time.time()
     for backup_id, data_class, kind, location, state in await api.backups() or []:
@@ -110,6 +122,14 @@ async def _fetch(api: DaemonApi, seen: Seen) -> None:
             seen.sightings[key] = Sighting(
                 f.finding, f.targets, f.data_class, now, f.evidence, facts
             )
+
+
+def _with_history(before: Incident | None, now: Incident) -> Incident:
+    """The incident as read now, with every outcome it has shown so far, in order."""
+    seen = before.outcomes_seen if before is not None else ()
+    if now.outcome is not None and (not seen or seen[-1] != now.outcome):
+        seen = (*seen, now.outcome)
+    return replace(now, outcomes_seen=seen)
 
 
 async def _timeline(sb: Sandbox, chaos: Chaos, sc: Scenario, start: float, seen: Seen) -> None:
@@ -130,14 +150,14 @@ async def run_drill(
     sc: Scenario, topo: Topology, state_dir: Path, options: Options | None = None
 ) -> dict[str, Any]:
     """Run one drill end to end and return its report (see verdict.build_report)."""
+    options = replace(options or Options(), api_token=True)  # pause, resume: the API
     start = time.time()
     seen = Seen()
     healthy_at: float | None = None
-    options = options or Options()
     if sc.postgres:
-        options = dataclasses.replace(options, postgres=True)
+        options = replace(options, postgres=True)
     if sc.backups:
-        options = dataclasses.replace(
+        options = replace(
             options, backups=True, watcher_key=sc.watcher_key, backup_rpo=sc.objectives.rpo
         )
     sb = Sandbox(topo, state_dir, options)

@@ -57,6 +57,10 @@ VERBS: dict[str, tuple[TargetKind, str | None]] = {
     # Not a fault: the operator's restore test with the offline key (its result in the
     # event; a failed restore fails the drill). Needs `backups = true` and `postgres = true`.
     "restore-test": (TargetKind.DATA_CLASS, None),
+    "pause": (TargetKind.WATCHER, None),
+    "resume": (TargetKind.WATCHER, None),
+    "partition-zone": (TargetKind.ZONE, None),
+    "refuse-credentials": (TargetKind.REGION, None),
 }
 # Verbs that need the sandbox's backups (`backups = true` in a drill).
 BACKUP_VERBS = frozenset({"s3-outage", "offsite-outage", "corrupt-backup", "restore-test"})

@@ -34,6 +34,7 @@ class FrontFaults:
     """What the front currently breaks. Zones and instance ids, regions by name."""
 
     api_outage: set[str] = field(default_factory=set)
+    credentials_refused: set[str] = field(default_factory=set)
     throttled: set[str] = field(default_factory=set)
     impaired_zones: set[str] = field(default_factory=set)
     launch_refused_zones: set[str] = field(default_factory=set)
@@ -137,6 +138,10 @@ class Front:
             return error("ServiceUnavailable", "The service is unavailable.", 503)
         if region in self.faults.s3_outage and not action and not rest:
             return s3_error("ServiceUnavailable", "Please reduce your request rate.", 503)
+        if region in self.faults.credentials_refused:
+            return error(
+                "AuthFailure", "AWS was not able to validate the provided access credentials", 401
+            )
         if region in self.faults.throttled:
             code = "Throttling" if rest else "RequestLimitExceeded"
             return error(code, "Request limit exceeded.", 400)

@@ -21,7 +21,14 @@ from aiohttp import web
 from drwatch.agent.wire import CheckResult, DiskUsage, Load, Memory, Status
 from drwatch.logs import get_logger
 from drwatch.model.fleet import Role
-from drwatch.sandbox.listener import Gate, Listener, gate_middleware, hang
+from drwatch.sandbox.listener import (
+    INTERNAL_HEADER,
+    Gate,
+    Listener,
+    gate_middleware,
+    hang,
+    outside_gate_middleware,
+)
 
 log = get_logger(component="sandbox.host")
 
@@ -110,6 +117,9 @@ class SimHost:
         self._app_ok.set()
         self._rr = itertools.count()
         self._blocked: set[int] = set()  # ports another process holds (logged once)
+        # The watchers' own path to this host (partition-zone cuts it): requests from
+        # inside the sandbox (the load balancer's proxy) carry INTERNAL_HEADER and pass.
+        self.watcher_path = Gate()
         self.agent = Listener(agent_port, self._agent_app)
         self.app = Listener(app_port, self._app_app)
         # Set by the agent plug: how the agent's web app is built for this host.
@@ -228,10 +238,16 @@ class SimHost:
             raise RuntimeError("no agent plugged in")
         app = self.agent_factory(self)
         app.middlewares.insert(0, gate_middleware(self._uplink))
+        app.middlewares.insert(1, outside_gate_middleware(self.watcher_path))
         return app
 
     def _app_app(self) -> web.Application:
-        app = web.Application(middlewares=[gate_middleware(self._uplink)])
+        app = web.Application(
+            middlewares=[
+                gate_middleware(self._uplink),
+                outside_gate_middleware(self.watcher_path),
+            ]
+        )
         app.router.add_get("/healthz", self._healthz)
         if self.role is Role.LOAD_BALANCER:
             app.router.add_route("*", "/app/{tail:.*}", self._proxy)
@@ -267,7 +283,9 @@ class SimHost:
     async def _try_backend(self, addr: str, tail: str) -> dict[str, object] | None:
         try:
             async with self._session().get(
-                f"http://{addr}/{tail}", timeout=aiohttp.ClientTimeout(total=BACKEND_TIMEOUT_S)
+                f"http://{addr}/{tail}",
+                timeout=aiohttp.ClientTimeout(total=BACKEND_TIMEOUT_S),
+                headers={INTERNAL_HEADER: "1"},
             ) as resp:
                 if resp.status != 200:
                     return None

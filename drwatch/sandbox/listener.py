@@ -61,6 +61,23 @@ def gate_middleware(gate: Gate) -> Middleware:
     return middleware
 
 
+# Marks a request made inside the sandbox (a load balancer reaching its backends), as
+# opposed to one from a watcher: a partition cuts only the watchers' path.
+INTERNAL_HEADER = "X-Sandbox-Internal"
+
+
+def outside_gate_middleware(gate: Gate) -> Middleware:
+    """Requests from outside the sandbox (the watchers) wait at `gate`; internal ones pass."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.headers.get(INTERNAL_HEADER) != "1":
+            await gate.passage()
+        return await handler(request)
+
+    return middleware
+
+
 class Listener:
     """One port on 127.0.0.1; `start()`/`stop()` are idempotent and keep the port."""
 

@@ -71,10 +71,12 @@ class Expect(_Strict):
     playbook: str | None = None
     outcome: Outcome | None = None
     within: Duration | None = None
+    # Outcomes the incident must have shown on its way (say `blocked` while paused).
+    seen: list[Outcome] | None = None
 
     def describe(self) -> str:
         parts = [f"scope={self.scope}"]
-        for key in ("role", "targets", "playbook", "outcome"):
+        for key in ("role", "targets", "playbook", "outcome", "seen"):
             value = getattr(self, key)
             if value is not None:
                 parts.append(f"{key}={value}")

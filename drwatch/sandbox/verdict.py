@@ -97,6 +97,8 @@ def incident_report(inc: Incident, facts: DrillFacts) -> dict[str, Any]:
         "zone": inc.zone,
         "targets": list(inc.targets),
         "finding": inc.finding,
+        "opened_finding": inc.opened_finding or inc.finding,
+        "outcomes_seen": list(inc.outcomes_seen),
         "opened_at_s": opened_s,
         "detection_s": round(opened_s - cause.at_s, 3) if cause else None,
         "playbook": inc.playbook,
@@ -126,6 +128,16 @@ def _identity_matches(ex: Expect, inc: Incident) -> bool:
     )
 
 
+def _outcome_problem(ex: Expect, inc: Incident) -> str:
+    """What is wrong with the incident's outcome, now or on its way; "" when nothing."""
+    if ex.outcome is not None and inc.outcome != ex.outcome:
+        return f"outcome {inc.outcome}, expected {ex.outcome}"
+    missing = [o for o in ex.seen or () if o not in inc.outcomes_seen]
+    if missing:
+        return f"never {', '.join(missing)} (seen: {', '.join(inc.outcomes_seen) or 'none'})"
+    return ""
+
+
 def judge(ex: Expect, facts: DrillFacts) -> dict[str, Any]:
     """Does exactly one incident match, with the expected outcome, in time?"""
     found = [i for i in facts.incidents if _identity_matches(ex, i)]
@@ -135,8 +147,9 @@ def judge(ex: Expect, facts: DrillFacts) -> dict[str, Any]:
         return {**out, "met": False, "reason": f"{len(found)} incidents match (seen: {seen})"}
     inc = found[0]
     out["incident"] = inc.id
-    if ex.outcome is not None and inc.outcome != ex.outcome:
-        return {**out, "met": False, "reason": f"outcome {inc.outcome}, expected {ex.outcome}"}
+    problem = _outcome_problem(ex, inc)
+    if problem:
+        return {**out, "met": False, "reason": problem}
     cause = cause_of(inc, facts.events, facts.start)
     if ex.within is not None:
         if cause is None:

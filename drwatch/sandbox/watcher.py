@@ -47,6 +47,8 @@ class WorldAddresses:
     canaries: dict[str, str]
     # Alertmanager replicas the daemon pushes alerts to; none: no [alerts] section.
     alertmanager_urls: tuple[str, ...] = ()
+    # The daemon's API token (pause, resume, approve through its API); none: no token.
+    api_token_file: Path | None = None
 
 
 def _q(value: object) -> str:
@@ -62,6 +64,7 @@ def render_config(topo: Topology, where: WorldAddresses) -> str:
         f"listen = {_q(where.listen)}",
         f"state_dir = {_q(str(where.state_dir))}",
         'log_format = "json"',
+        *([f"api_token_file = {_q(str(where.api_token_file))}"] if where.api_token_file else []),
         "",
         "[objectives]",
         'rpo = "15m"',

@@ -109,6 +109,9 @@ def free_port() -> int:
     raise RuntimeError(f"no free loopback port between {low} and {high}")
 
 
+API_TOKEN_FILE = "api.token"  # noqa: S105 (a file name, not a secret)
+
+
 @dataclass
 class Options:
     boot_delay_s: float = 2.0
@@ -128,6 +131,9 @@ class Options:
     watcher_key: bool = False
     # Every backup class's RPO (a drill's objectives.rpo); None: the sandbox's own.
     backup_rpo: float | None = None
+    # Give the daemon an API token (api.token in the state directory), so the operator's
+    # controls (pause, resume, approve) can be driven through its API, as drills do.
+    api_token: bool = False
 
 
 @dataclass
@@ -293,12 +299,23 @@ class Sandbox:
             service_url=self.service_url,
             canaries=self.canary_urls(),
             alertmanager_urls=self.options.alertmanager_urls,
+            api_token_file=self._write_api_token() if self.options.api_token else None,
         )
         extra = self.backups.config_lines() if self.backups else []
         (self.state_dir / CONFIG_FILE).write_text(
             render_config(self.topo, where) + "\n".join(extra) + "\n"
         )
         (self.state_dir / STATE_FILE).write_text(json.dumps(self.describe_self(), indent=2))
+
+    @property
+    def api_token_file(self) -> Path:
+        return self.state_dir / API_TOKEN_FILE
+
+    def _write_api_token(self) -> Path:
+        path = self.api_token_file
+        path.write_text(secrets.token_hex(16))
+        path.chmod(0o600)
+        return path
 
     def describe_self(self) -> dict[str, Any]:
         """Where everything is: written to sandbox.json for `drwatch sandbox fault`."""

@@ -26,8 +26,7 @@ from drwatch.cycle import (
     TickReport,
     WatcherState,
 )
-from drwatch.incidents import IncidentStore
-from drwatch.model.findings import Diagnosis, Finding
+from drwatch.model.findings import Diagnosis
 from drwatch.model.incident import Incident
 from drwatch.model.observation import Layer, TargetHealth
 from drwatch.model.plan import StepRecord
@@ -62,6 +61,16 @@ class Controls(Protocol):
     def watcher_state(self, now: float) -> WatcherState: ...
 
 
+class IncidentReader(Protocol):
+    """What the API reads of the incident store (drwatch.incidents.IncidentStore)."""
+
+    def get(self, incident_id: str) -> Incident | None: ...
+
+    def open_incidents(self) -> list[Incident]: ...
+
+    def recent(self, *, open_only: bool = False, limit: int = 200) -> list[Incident]: ...
+
+
 class ApiState(Protocol):
     """What the API reads. The daemon keeps one and updates it after every tick."""
 
@@ -78,7 +87,7 @@ class ApiState(Protocol):
     def read_requires_token(self) -> bool: ...
 
     @property
-    def incidents(self) -> IncidentStore: ...
+    def incidents(self) -> IncidentReader: ...
 
     @property
     def controls(self) -> Controls: ...
@@ -97,7 +106,7 @@ class LiveApiState:
     watcher_name: str
     dry_run: bool
     api_token: bytes | None
-    incidents: IncidentStore
+    incidents: IncidentReader
     controls: Controls
     read_requires_token: bool = False
     report: TickReport | None = None
@@ -367,9 +376,9 @@ def incident_doc(i: Incident) -> JSON:
         "id": i.id,
         "scope": i.scope.value,
         "scope_key": i.scope_key,
-        "finding": i.finding,
-        "description": _describe(i.finding),
-        "severity": i.severity,
+        "finding": i.finding.value,
+        "description": i.finding.description,
+        "severity": i.severity.value,
         "role": i.role,
         "roles": list(i.roles),
         "region": i.region,
@@ -378,6 +387,9 @@ def incident_doc(i: Incident) -> JSON:
         "targets": list(i.target_names),
         "target_ids": list(i.target_ids),
         "evidence": i.evidence,
+        "opened_finding": i.cause.value,
+        "opened_evidence": i.opened_evidence or i.evidence,
+        "phase": i.phase.value,
         "state": i.state.value,
         "outcome": i.outcome.value if i.outcome else None,
         "playbook": i.playbook.value if i.playbook else None,
@@ -395,13 +407,6 @@ def incident_doc(i: Incident) -> JSON:
         "steps": [step_doc(s) for s in i.steps],
         "detail": i.detail,
     }
-
-
-def _describe(finding: str) -> str:
-    try:
-        return Finding(finding).description
-    except ValueError:  # a finding recorded by another version of drwatch
-        return ""
 
 
 def _health_doc(th: TargetHealth) -> JSON:
@@ -476,6 +481,10 @@ def status_doc(state: ApiState) -> JSON:
         "summary": report.summary if report else "no tick yet",
         **_times(tick_at=report.at if report else None, now=now),
         "open_incidents": [incident_doc(i) for i in state.incidents.open_incidents()],
+        "rto_overdue": [
+            {"incident": o.incident.id, "objective_s": o.objective, "reason": o.reason}
+            for o in (report.rto_overdue if report else ())
+        ],
     }
     doc.update(_fleet_part(report, snapshot))
     return doc

@@ -66,6 +66,11 @@ class _DiagnosisLike(Protocol):
     def severity(self) -> Severity: ...
 
 
+class _OverdueLike(Protocol):
+    @property
+    def incident(self) -> _IncidentLike: ...
+
+
 class ReportLike(Protocol):
     """What metrics read of the cycle's TickReport (structural: web does not import cycle)."""
 
@@ -79,6 +84,8 @@ class ReportLike(Protocol):
     def changes(self) -> Sequence[_ChangeLike]: ...
     @property
     def findings(self) -> Sequence[_DiagnosisLike]: ...
+    @property
+    def rto_overdue(self) -> Sequence[_OverdueLike]: ...
 
 
 DEFAULT_DRILL_INTERVAL_S = 182 * 86400.0
@@ -413,6 +420,12 @@ class Metrics:
             "1 when drwatch doubts its own network (its canaries fail) and will not act.",
             registry=r,
         )
+        self.incidents_past_rto = Gauge(
+            "drwatch_incidents_past_rto",
+            "Open incidents, not recovered, past their recovery time objective, by scope.",
+            ["scope"],
+            registry=r,
+        )
         self.paused = Gauge(
             "drwatch_paused",
             "1 when actions are paused (kill switch or configuration), 0 otherwise.",
@@ -475,6 +488,11 @@ class Metrics:
                 self.incident_opened(Scope(scope))
         self.set_watcher_impaired(report.watcher_state == "impaired")
         self.set_paused(report.paused)
+        past: dict[Scope, int] = {}
+        for overdue in report.rto_overdue:
+            past[overdue.incident.scope] = past.get(overdue.incident.scope, 0) + 1
+        for scope in Scope:
+            self.incidents_past_rto.labels(scope.value).set(past.get(scope, 0))
         warnings = dict.fromkeys(_CYCLE_WARNINGS, 0)
         for d in report.findings:
             if d.severity is Severity.WARNING:

@@ -519,3 +519,35 @@ async def test_unknown_protocol_version_is_401(start_agent: StartAgent) -> None:
     agent = await start_agent()
     status, _ = await agent.send("GET", "/v1/facts", headers={"X-Drwatch-Version": "3"})
     assert status == 401
+
+
+class HeldAction:
+    """An action that holds until released; `exclusive` as the server reads it."""
+
+    def __init__(self, exclusive: bool) -> None:
+        self.exclusive = exclusive
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, params: dict[str, str]) -> dict[str, object]:
+        self.started.set()
+        await self.release.wait()
+        return {"done": True}
+
+
+async def test_a_long_backup_holds_no_other_action_back(start_agent: StartAgent) -> None:
+    """A non-exclusive action (the backup: a dump of minutes) runs beside the others:
+    a promote answers while it is still running. Exclusive ones still wait for each
+    other (one side effect at a time on one host)."""
+    backup, promote = HeldAction(exclusive=False), RecordingAction()
+    agent = await start_agent(actions={"backup": backup, "promote": promote})
+    running = asyncio.create_task(agent.send("POST", "/v1/actions/backup", b""))
+    try:
+        async with asyncio.timeout(10):
+            await backup.started.wait()
+            status, _ = await agent.send("POST", "/v1/actions/promote", b"")
+        assert status == 200
+        assert promote.calls == [{}]
+    finally:
+        backup.release.set()
+        assert (await running)[0] == 200

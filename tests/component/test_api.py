@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 from aiohttp import web
@@ -12,7 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from drwatch.config import PolicyConfig, TimingConfig
 from drwatch.cycle import Cycle, NullRunner
 from drwatch.incidents import IncidentStore
-from drwatch.model import Health, Layer
+from drwatch.model import Fleet, Health, Layer, Snapshot
+from drwatch.model.snapshot import Discovery
 from drwatch.web.api import LiveApiState, add_routes
 from tests.scenarios.world import NOW, World
 
@@ -129,6 +131,11 @@ async def test_incidents_list_and_one_with_required_fields(
         ["i-app-3"],
     )
     assert (one["outcome"], one["closed_at_ts"]) == ("detected_only", NOW + 1)
+    assert (one["phase"], one["finding"], one["opened_finding"]) == (
+        "ended",
+        "instance_stopped",
+        "instance_stopped",
+    )
     assert (await c.get("/api/v1/incidents/inc-missing")).status == 404
 
 
@@ -230,3 +237,23 @@ async def test_watcher_impaired_shows_in_status(
     assert doc["summary"] == "watcher impaired: canaries failing, not acting"
     assert doc["all_healthy"] is False
     assert doc["open_incidents"] == []
+
+
+async def test_a_blind_watcher_is_not_ok_and_not_healthy(
+    client: tuple[TestClient[web.Request, web.Application], LiveApiState],
+) -> None:
+    """Discovery refused from the start: no fleet, groups configured. The status says
+    impaired with the reason, all_healthy is false, and the finding is listed."""
+    c, state = client
+    assert isinstance(state.controls, Cycle)
+    blind = Snapshot(
+        taken_at=NOW,
+        fleet=Fleet(),
+        discovery=Discovery(MappingProxyType({"us-east-1": "AuthFailure: refused"}), ("app",)),
+    )
+    state.update(state.controls.tick(blind, NOW), blind)
+    doc = await (await c.get("/api/v1/status")).json()
+    assert doc["watcher"]["state"] == "impaired"
+    assert doc["watcher"]["reason"].startswith("no instance found of group(s) app")
+    assert doc["all_healthy"] is False
+    assert [f["finding"] for f in doc["findings"]] == ["watcher_blind"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -251,3 +252,19 @@ async def test_a_snapshot_left_by_an_interrupted_run_is_deleted_by_the_next(
     assert orphan not in left
     assert entries[0].manifest is not None
     assert entries[0].manifest.source["snapshot_id"] in left
+
+
+async def test_a_snapshot_still_pending_when_its_run_gave_up_gets_its_verdict_later(
+    world: tuple[BackupService, FleetSources, Agents, dict[str, Instance], Any],
+) -> None:
+    """A run that stopped waiting left its snapshot pending: the next run looks again
+    and records it verified (it completed meanwhile), so it is neither lost nor kept
+    pending for ever (retention never prunes a pending one)."""
+    service, sources, _, _, _ = world
+    dc = service.cfg.classes["orders"]
+    first = await sources.snapshot(service, "orders", dc)
+    stalled = replace(first[0], state=State.PENDING, why="snapshot still pending")
+    service.catalogue.record(stalled)
+    await sources.snapshot(service, "orders", dc)
+    now = {(e.backup_id, e.location): e for e in service.catalogue.entries()}
+    assert now[(stalled.backup_id, "primary")].state is State.VERIFIED

@@ -232,3 +232,31 @@ async def test_the_action_refuses_bad_parameters_and_unknown_kinds(
 
 async def _ready(source: Source) -> Source:
     return source
+
+
+def files(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in root.rglob("*") if p.is_file()}  # fmt: skip
+
+
+async def test_the_host_writes_nothing_to_its_disk_while_it_dumps(
+    moto: MotoServer,
+    places: dict[str, Place],
+    gpg_keys: Keys,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """gpg runs without keyring, lock files or random seed file: after the key's first
+    check (which leaves an empty trust database), a dump writes no file on the host,
+    so a full disk there does not stop it (gpg would otherwise exit 2 on its seed file
+    after encrypting everything)."""
+    home = tmp_path / "host-gnupg"
+    action = BackupAction(
+        settings(moto, gpg_keys, tmp_path), {"dump": lambda: _ready(dump_of(MIB))}
+    )
+    runner = await runner_for(places, gpg_keys, tmp_path)
+    await runner.run_remote("orders", "dump", on_host(action, "orders", "dump"))
+    before = files(home)
+    assert set(before) <= {"trustdb.gpg"}
+    again = await runner.run_remote("orders", "dump", on_host(action, "orders", "dump"))
+    assert again[0].state is State.VERIFIED
+    assert files(home) == before

@@ -135,9 +135,9 @@ async def test_a_bug_in_a_step_fails_the_run_not_the_runner(tmp_path: Path) -> N
     journal.close()
 
 
-async def test_kill_switch_is_checked_right_before_the_first_side_effect(tmp_path: Path) -> None:
-    """The switch turns on after the plan was submitted (during a read-only step): the
-    run fails before its first side effect, and nothing is applied."""
+async def test_kill_switch_holds_the_run_at_the_next_step_until_lifted(tmp_path: Path) -> None:
+    """The switch turns on during a step: that step finishes, the run waits before the
+    next one (still running, nothing applied), and goes on once the switch is off."""
     world = Effects()
     switch = {"on": False}
 
@@ -151,12 +151,77 @@ async def test_kill_switch_is_checked_right_before_the_first_side_effect(tmp_pat
         tmp_path / "j.db", book, new_world()[1], kill_switch=lambda: switch["on"]
     )
     runner.submit(PLAN)
-    progress = await runner.wait(PLAN.incident_id, 10)
-    journal.close()
-    assert progress is not None
-    assert progress.outcome is RunOutcome.FAILED
-    assert "kill switch" in progress.detail
+    held = await runner.wait(PLAN.incident_id, 1.0)
+    assert held is not None
+    assert held.outcome is RunOutcome.RUNNING
+    assert [(s.name, s.status) for s in held.steps] == [("look", StepStatus.DONE)]
     assert world.applied == []
+    switch["on"] = False
+    final = await runner.wait(PLAN.incident_id, 10)
+    journal.close()
+    assert final is not None
+    assert final.outcome is RunOutcome.SUCCEEDED
+    assert world.applied == [{"choice": "first"}]
+
+
+async def test_kill_switch_on_before_the_first_side_effect_waits_there(tmp_path: Path) -> None:
+    """The switch turns on inside a step, before the run's first side effect: the run
+    waits right there (nothing changed yet) instead of failing."""
+    world = Effects()
+    switch = {"on": False}
+
+    async def act(ctx: RunContext) -> Outcome:
+        switch["on"] = True
+        result = await ctx.effect(
+            "change", {"choice": world.choice}, check=world.nothing, apply=world.apply
+        )
+        return done(f"changed #{result['n']}")
+
+    base = toy_playbook(world)
+    book = Playbook(base.name, (base.steps[0], Step("act", act), base.steps[2]))
+    runner, journal = make_runner(
+        tmp_path / "j.db", book, new_world()[1], kill_switch=lambda: switch["on"]
+    )
+    runner.submit(PLAN)
+    held = await runner.wait(PLAN.incident_id, 1.0)
+    assert held is not None
+    assert held.outcome is RunOutcome.RUNNING
+    assert world.applied == []
+    switch["on"] = False
+    final = await runner.wait(PLAN.incident_id, 10)
+    journal.close()
+    assert final is not None
+    assert final.outcome is RunOutcome.SUCCEEDED
+    assert world.applied == [{"choice": "first"}]
+
+
+async def test_a_run_resumed_at_start_while_paused_waits_for_resume(tmp_path: Path) -> None:
+    """A crash left the run unfinished after its first step; the next start finds the kill
+    switch on: the resumed run applies nothing until the switch is lifted, then once."""
+    world = Effects()
+    deps = new_world()[1]
+    path = tmp_path / "j.db"
+    runner, journal = make_runner(path, toy_playbook(world), deps, crash_hook=CrashAt(1))
+    runner.submit(PLAN)
+    first = await runner.wait(PLAN.incident_id, 10)
+    journal.close()
+    assert first is not None
+    assert first.outcome is RunOutcome.RUNNING
+    switch = {"on": True}
+    runner2, journal2 = make_runner(
+        path, toy_playbook(world), deps, owner="w2", kill_switch=lambda: switch["on"]
+    )
+    assert await runner2.resume() == 1
+    held = await runner2.wait(PLAN.incident_id, 1.0)
+    assert held is not None
+    assert held.outcome is RunOutcome.RUNNING
+    assert world.applied == []
+    switch["on"] = False
+    final = await runner2.wait(PLAN.incident_id, 10)
+    journal2.close()
+    assert final is not None
+    assert final.outcome is RunOutcome.SUCCEEDED
+    assert world.applied == [{"choice": "first"}]
 
 
 async def test_duplicate_plan_for_a_running_incident_is_ignored(tmp_path: Path) -> None:

@@ -7,13 +7,15 @@ Each row: a world builder and the expected incident-opening diagnoses, written a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 import pytest
 
 from drwatch.assess import assess
-from drwatch.model import Health, Layer
+from drwatch.model import Fleet, Health, Layer, Snapshot
 from drwatch.model.findings import Diagnosis
+from drwatch.model.snapshot import Discovery
 from tests.scenarios.world import JUST_NOW, NOW, RULES, World, iid
 
 
@@ -105,11 +107,17 @@ CASES = [
          lambda: h().stop("app-5").stop("app-6"),
          ("instance_stopped instance:i-app-5 [app-5]",
           "instance_stopped instance:i-app-6 [app-6]")),
-    case("every instance of one zone down: one zone incident",
+    case("every instance of one zone silent, the provider says all is well: an alert",
          lambda: _dark_all(h(), US1A),
-         ("zone_outage zone:us-east-1a [app-1,app-2,db-1,lb-1]",)),
-    case("every instance of a one-role zone down: one zone incident",
+         ("zone_unreachable zone:us-east-1a [app-1,app-2,db-1,lb-1]",)),
+    case("every instance of a one-role zone silent, provider fine: an alert, no instances",
          lambda: _dark_all(h(), ["app-5", "app-6"]),
+         ("zone_unreachable zone:us-east-1c [app-5,app-6]",)),
+    case("a zone silent from here, the provider cannot say: still only an alert",
+         lambda: _dark_all(h().layer("us-east-1c", Layer.ZONE, Health.UNKNOWN), ["app-5", "app-6"]),
+         ("zone_unreachable zone:us-east-1c [app-5,app-6]",)),
+    case("a zone silent and an instance's status check impaired: the provider's word",
+         lambda: _dark_all(h().impair("app-5"), ["app-6"]),
          ("zone_outage zone:us-east-1c [app-5,app-6]",)),
     case("zone reported impaired, its instances silent",
          lambda: _dark_all(h().zone_state("us-east-1c", "impaired"), ["app-5", "app-6"],
@@ -123,7 +131,7 @@ CASES = [
          ("zone_outage zone:us-east-1b [app-3]",)),
     case("three of four instances of a zone unreachable (two roles) past the grace",
          lambda: _dark_all(h(), ["lb-1", "app-1", "db-1"]),
-         ("zone_outage zone:us-east-1a [app-1,db-1,lb-1]",)),
+         ("zone_unreachable zone:us-east-1a [app-1,db-1,lb-1]",)),
     case("zone share reached but within the grace: a zone suspect absorbs the instances",
          lambda: _dark_all(h(), US1A, since=JUST_NOW),
          (), ("zone_suspect zone:us-east-1a [app-1,app-2,db-1,lb-1]",)),
@@ -306,6 +314,40 @@ def test_healthy_counts() -> None:
     assert (result.healthy, result.total) == (12, 13)
 
 
+def test_blind_watcher_is_a_watcher_finding() -> None:
+    """Discovery refused from the start: an empty fleet while groups are configured is the
+    watcher's own finding (status impaired, nothing healthy to report), with the reason."""
+    blind = Snapshot(
+        taken_at=NOW,
+        fleet=Fleet(),
+        discovery=Discovery(
+            MappingProxyType({"us-east-1": "AuthFailure: credentials refused"}),
+            ("web-lb", "app", "db"),
+        ),
+    )
+    result = assess(blind, NOW, RULES)
+    (d,) = result.diagnoses
+    assert d.finding.value == "watcher_blind"
+    assert result.watcher_impaired is d
+    assert d.evidence == (
+        "no instance found of group(s) web-lb, app, db; "
+        "discovery failing (us-east-1: AuthFailure: credentials refused)"
+    )
+    empty = assess(replace(blind, discovery=Discovery(expected_groups=("app",))), NOW, RULES)
+    assert [d.finding.value for d in empty.diagnoses] == ["watcher_blind"]
+
+
+def test_discovery_failing_with_a_known_fleet_is_a_warning() -> None:
+    """Discovery fails later, the last known instances are still watched: a warning."""
+    snap = replace(
+        h().snapshot(),
+        discovery=Discovery(MappingProxyType({"eu-west-1": "timeout"}), ("app", "app-eu")),
+    )
+    result = assess(snap, NOW, RULES)
+    assert result.watcher_impaired is None
+    assert [d.finding.value for d in result.warnings] == ["discovery_failing"]
+
+
 def test_zone_finding_names_region_zone_roles_and_evidence() -> None:
     """A zone diagnosis carries its region, zone, the roles inside and readable evidence."""
     world = _dark_all(h(), US1A)
@@ -316,3 +358,6 @@ def test_zone_finding_names_region_zone_roles_and_evidence() -> None:
         "app_server,database,load_balancer",
     )
     assert "4/4 instance(s) of us-east-1a unreachable" in d.evidence
+    assert d.evidence.endswith(
+        "the provider reports us-east-1a available and these instances running: alert only"
+    )

@@ -72,7 +72,7 @@ def play(tmp_path: Path, fault: Fault, seconds: int = 45) -> Run:
     opened = [
         (
             i.scope.value,
-            i.finding,
+            i.finding.value,
             tuple(sorted(i.target_names)),
             i.outcome.value if i.outcome else "",
         )
@@ -153,6 +153,14 @@ CASES: dict[str, tuple[Fault, list[tuple[str, str, tuple[str, ...], str]]]] = {
             during(5, 99, HANG, _in(US_1C, HOST)),
         ),
         [("zone", "zone_outage", ("app-5", "app-6"), "detected_only")],
+    ),
+    "a zone silent from here, the provider fine: one alert, no instance replaced": (
+        during(5, 99, HANG, _in(US_1C, HOST)),
+        [("zone", "zone_unreachable", ("app-5", "app-6"), "detected_only")],
+    ),
+    "a zone refusing from here, the provider fine: one alert, no instance replaced": (
+        during(5, 99, REFUSED, _in(US_1C, HOST)),
+        [("zone", "zone_unreachable", ("app-5", "app-6"), "detected_only")],
     ),
     "region outage: one region incident awaiting approval": (
         combine(

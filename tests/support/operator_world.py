@@ -30,7 +30,8 @@ from drwatch.model import (
     StepStatus,
     TargetHealth,
 )
-from drwatch.model.incident import GateEntry, Incident, IncidentOutcome, IncidentState
+from drwatch.model.findings import Finding, Severity
+from drwatch.model.incident import GateEntry, Incident, IncidentOutcome, Phase
 from drwatch.web import api
 from drwatch.web.status import add_routes as add_status_routes
 
@@ -105,8 +106,8 @@ def incidents() -> list[Incident]:
         id=ZONE_INC,
         scope=Scope.ZONE,
         scope_key=f"zone:{OUT_ZONE}",
-        finding="zone_outage",
-        severity="outage",
+        finding=Finding.ZONE_OUTAGE,
+        severity=Severity.OUTAGE,
         region="us-east-1",
         zone=OUT_ZONE,
         roles=("app_server", "database", "load_balancer"),
@@ -116,7 +117,7 @@ def incidents() -> list[Incident]:
         opened_at=NOW - 60,
         updated_at=NOW - 20,
         evidence="4/4 instances silent on agent and app; us-east-1a and us-east-1c answer",
-        state=IncidentState.ACTING,
+        phase=Phase.ACTING,
         playbook=PlaybookName.APP_REPLACE,
         playbooks=(PlaybookName.APP_REPLACE,),
         acted_at=NOW - 53,
@@ -127,8 +128,8 @@ def incidents() -> list[Incident]:
         id=DB_INC,
         scope=Scope.INSTANCE,
         scope_key="instance:i-0009",
-        finding="instance_unreachable",
-        severity="outage",
+        finding=Finding.INSTANCE_UNREACHABLE,
+        severity=Severity.OUTAGE,
         region="us-east-1",
         zone=OUT_ZONE,
         roles=("database",),
@@ -137,7 +138,7 @@ def incidents() -> list[Incident]:
         target_names=("db-2",),
         opened_at=NOW - 45,
         updated_at=NOW - 45,
-        outcome=IncidentOutcome.AWAITING_APPROVAL,
+        phase=Phase.AWAITING_APPROVAL,
         playbook=PlaybookName.DB_RECOVER,
         gate_reasons=("approval required: database.recover for db-2",),
         gate_history=(GateEntry(NOW - 45, ("approval required: database.recover for db-2",)),),
@@ -146,8 +147,8 @@ def incidents() -> list[Incident]:
         id=OLD_INC,
         scope=Scope.INSTANCE,
         scope_key="instance:i-0006",
-        finding="instance_stopped",
-        severity="outage",
+        finding=Finding.INSTANCE_STOPPED,
+        severity=Severity.OUTAGE,
         region="us-east-1",
         zone="us-east-1c",
         roles=("app_server",),
@@ -156,8 +157,8 @@ def incidents() -> list[Incident]:
         target_names=("app-5",),
         opened_at=NOW - 7200,
         updated_at=NOW - 7130,
-        state=IncidentState.ENDED,
-        outcome=IncidentOutcome.RECOVERED,
+        phase=Phase.ENDED,
+        final=IncidentOutcome.RECOVERED,
         closed_at=NOW - 7130,
         recovered_at=NOW - 7130,
     )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
+from drwatch.alerts.model import rto_alert
 from drwatch.config import PolicyConfig, TimingConfig
 from drwatch.cycle import (
     Cycle,
@@ -18,10 +20,22 @@ from drwatch.cycle import (
     TickReport,
     WatcherState,
 )
+from drwatch.decide.rto import RtoPolicy
 from drwatch.errors import DrwatchError
 from drwatch.incidents import IncidentStore
-from drwatch.model import Health, Layer, Plan, RunOutcome, RunProgress, StepRecord, StepStatus
+from drwatch.model import (
+    Fleet,
+    Health,
+    Layer,
+    Plan,
+    RunOutcome,
+    RunProgress,
+    Snapshot,
+    StepRecord,
+    StepStatus,
+)
 from drwatch.model.incident import IncidentOutcome, IncidentState
+from drwatch.model.snapshot import Discovery
 from tests.scenarios.world import NOW, US_EAST_1A, World, iid
 
 
@@ -31,6 +45,7 @@ class FakeRunner:
 
     submitted: list[Plan] = field(default_factory=list)
     runs: dict[str, RunProgress] = field(default_factory=dict)
+    acts: bool = True
 
     def submit(self, plan: Plan) -> None:
         self.submitted.append(plan)
@@ -266,9 +281,7 @@ def test_zone_outage_runs_one_plan_per_group_in_turn(tmp_path: Path) -> None:
     """A zone incident runs each affected group's playbook in turn, avoiding the zone."""
     runner = FakeRunner()
     cycle = make(tmp_path, runner, blast_radius=1.0)
-    world = World.healthy()
-    for n in US_EAST_1A:
-        world.dark(n)
+    world = _zone_1a_lost()
     report = cycle.tick(world.snapshot(), NOW)
     (inc,) = report.open_incidents
     assert inc.scope_key == "zone:us-east-1a"
@@ -287,6 +300,81 @@ def test_zone_outage_runs_one_plan_per_group_in_turn(tmp_path: Path) -> None:
     done = cycle.store.get(inc.id)
     assert done is not None
     assert done.outcome is IncidentOutcome.RECOVERED
+
+
+def _zone_1a_lost() -> World:
+    world = World.healthy().zone_state("us-east-1a", "impaired")
+    for n in US_EAST_1A:
+        world.dark(n)
+    return world
+
+
+def test_pause_mid_zone_recovery_blocks_the_next_group_then_resume_recovers(
+    tmp_path: Path,
+) -> None:
+    """Paused while a zone's first group is being recovered: the run in flight is shown
+    held, the next group's plan goes through the gates and is held with the reason (the
+    incident is blocked, never failed); resumed, the remaining groups run and the
+    incident recovers."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, runner, blast_radius=1.0)
+    world = _zone_1a_lost()
+    (inc,) = cycle.tick(world.snapshot(), NOW).open_incidents
+    cycle.pause(NOW, by="test")
+    report = cycle.tick(world.snapshot(), NOW + 1)
+    (held,) = report.open_incidents
+    assert (held.state, held.outcome) == (IncidentState.ACTING, IncidentOutcome.BLOCKED)
+    assert held.gate_reasons[0].startswith("paused: by test at")
+    assert "load_balancer.failover_eip stops before its next step" in held.gate_reasons[0]
+    runner.finish(inc.id, RunOutcome.SUCCEEDED)
+    report = cycle.tick(world.snapshot(), NOW + 2)
+    (blocked,) = report.open_incidents
+    assert (blocked.state, blocked.outcome) == (IncidentState.OPEN, IncidentOutcome.BLOCKED)
+    assert blocked.gate_reasons[0].startswith("paused: by test at")
+    assert report.summary.startswith("blocked: zone us-east-1a failover_eip, paused: by test")
+    assert [p.group for p in runner.submitted] == ["web-lb"]
+    assert cycle.resume(NOW + 3)
+    for k in range(3):
+        cycle.tick(world.snapshot(), NOW + 3 + k)
+        if k < 2:
+            runner.finish(inc.id, RunOutcome.SUCCEEDED)
+    assert [p.group for p in runner.submitted] == ["web-lb", "db", "app"]
+    done = cycle.store.get(inc.id)
+    assert done is not None
+    assert done.outcome is IncidentOutcome.RECOVERED
+    assert [p.value for p in done.playbooks] == [
+        "load_balancer.failover_eip",
+        "database.recover",
+        "app_server.replace",
+    ]
+
+
+@dataclass
+class BusyRunner(FakeRunner):
+    """Also runs `busy` runs the cycle did not submit (say, resumed from its journal)."""
+
+    busy: int = 0
+
+    def active(self) -> int:
+        return super().active() + self.busy
+
+
+def test_the_next_group_waits_for_the_concurrency_budget(tmp_path: Path) -> None:
+    """A zone's next group is decided like a first plan: with the only run slot taken,
+    it is blocked by the concurrency gate, not submitted around it."""
+    runner = BusyRunner()
+    cycle = make(tmp_path, runner, blast_radius=1.0, max_concurrent=1)
+    world = _zone_1a_lost()
+    (inc,) = cycle.tick(world.snapshot(), NOW).open_incidents
+    runner.busy = 1
+    runner.finish(inc.id, RunOutcome.SUCCEEDED)
+    (zone,) = cycle.tick(world.snapshot(), NOW + 1).open_incidents
+    assert len(runner.submitted) == 1
+    assert zone.outcome is IncidentOutcome.BLOCKED
+    assert zone.gate_reasons == ("concurrency: 1 of 1 playbook runs active",)
+    runner.busy = 0
+    cycle.tick(world.snapshot(), NOW + 2)
+    assert [p.group for p in runner.submitted] == ["web-lb", "db"]
 
 
 def test_concurrency_budget_holds_the_second_incident(tmp_path: Path) -> None:
@@ -323,6 +411,7 @@ def test_degraded_turning_dead_is_decided_afresh(tmp_path: Path) -> None:
     again = cycle.store.get(inc.id)
     assert again is not None
     assert again.finding == "instance_stopped"
+    assert (again.opened_finding, again.opened_evidence) == ("agent_down", inc.evidence)
 
 
 def test_terminated_target_leaving_the_fleet_keeps_the_incident_open(tmp_path: Path) -> None:
@@ -493,3 +582,72 @@ def test_a_role_heard_before_a_restart_still_tells_a_lost_replica(tmp_path: Path
     after = make(tmp_path, runner)
     report = after.tick(world.stop("db-2").stop("db-1").snapshot(), NOW + 1)
     _only_the_primary_is_recovered(report, runner)
+
+
+def test_a_blind_watcher_is_impaired_not_ok(tmp_path: Path) -> None:
+    """Discovery refused from the start: no fleet, groups configured. The tick reports the
+    watcher impaired with the reason, not `ok` and not healthy."""
+    cycle = make(tmp_path)
+    blind = Snapshot(
+        taken_at=NOW,
+        fleet=Fleet(),
+        discovery=Discovery(MappingProxyType({"us-east-1": "AuthFailure: refused"}), ("app",)),
+    )
+    report = cycle.tick(blind, NOW)
+    assert report.watcher_state is WatcherState.IMPAIRED
+    assert report.watcher_reason == (
+        "no instance found of group(s) app; discovery failing (us-east-1: AuthFailure: refused)"
+    )
+    assert report.summary.startswith("watcher impaired: no instance found of group(s) app;")
+    assert report.open_incidents == ()
+
+
+def test_an_incident_past_its_rto_is_reported_with_its_objective(tmp_path: Path) -> None:
+    """RTO watch: a blocked outage still open past the RTO of its group's data class is
+    in the tick's report with the objective; recovered or alert-only ones are not."""
+    policy = RtoPolicy(overall=600.0, by_group={"db": ("orders", 120.0)})
+    cycle = Cycle(
+        PolicyConfig.model_validate({"max_concurrent": 1}),
+        TimingConfig(),
+        IncidentStore(tmp_path),
+        NullRunner(),
+        NOW - 3600,
+        rto=policy,
+    )
+    world = World.healthy().stop("db-1").stop("app-3").layer("app-2", Layer.AGENT, Health.DOWN)
+    assert cycle.tick(world.snapshot(), NOW).rto_overdue == ()
+    report = cycle.tick(world.snapshot(), NOW + 121)
+    (late,) = report.rto_overdue
+    assert late.incident.target_names == ("db-1",)
+    assert (late.objective, late.data_class) == (120.0, "orders")
+    assert late.reason == "instance:i-db-1 open 121 s, past its RTO of data class orders of 120 s"
+    alert = rto_alert(late.incident, late.reason)
+    assert (alert.labels["alertname"], alert.labels["incident"]) == (
+        "DrwatchRtoBreached",
+        late.incident.id,
+    )
+    assert alert.summary.startswith(late.reason + "; drwatch is ")
+    report = cycle.tick(world.snapshot(), NOW + 601)
+    assert {o.incident.target_names for o in report.rto_overdue} == {("db-1",), ("app-3",)}
+
+
+def test_an_instance_started_again_gets_the_boot_grace_and_keeps_its_cause(
+    tmp_path: Path,
+) -> None:
+    """app-3 stopped (incident held by a pause), then started again: while it boots, its
+    agent and app still refused since the stop, it is not taken for a dead host after the
+    dead grace. The incident still says instance_stopped, as it opened."""
+    cycle = make(tmp_path)
+    cycle.pause(NOW, by="test")
+    (inc,) = cycle.tick(World.healthy().stop("app-3", since=NOW).snapshot(), NOW).open_incidents
+    booting = World.healthy().dark("app-3", since=NOW)
+    booting.layer("app-3", Layer.PROVIDER, Health.UP, since=NOW + 10, detail={"state": "running"})
+    report = cycle.tick(booting.snapshot(), NOW + 60)
+    assert [d.finding.value for d in report.assessment.warnings] == ["instance_suspect"]
+    assert "booting" in report.assessment.warnings[0].evidence
+    (still,) = report.open_incidents
+    assert (still.id, still.finding, still.opened_finding) == (
+        inc.id,
+        "instance_stopped",
+        "instance_stopped",
+    )

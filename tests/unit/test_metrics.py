@@ -207,12 +207,17 @@ def test_update_from_report_counts_incidents_by_scope() -> None:
         scope: Scope
 
     @dataclass(frozen=True)
+    class Overdue:
+        incident: Inc
+
+    @dataclass(frozen=True)
     class Report:
         watcher_state: str
         paused: bool
         open_incidents: tuple[Inc, ...]
         changes: tuple[Change, ...]
         findings: tuple[Diagnosis, ...] = ()
+        rto_overdue: tuple[Overdue, ...] = ()
 
     m = Metrics(process_metrics=False)
     m.update_from_report(
@@ -221,8 +226,11 @@ def test_update_from_report_counts_incidents_by_scope() -> None:
             True,
             (Inc(Scope.ZONE), Inc(Scope.INSTANCE), Inc(Scope.INSTANCE)),
             (Change("zone:us-east-1b", "opened"), Change("instance:i-3", "updated")),
+            rto_overdue=(Overdue(Inc(Scope.ZONE)),),
         )
     )
+    past = _samples(m, "drwatch_incidents_past_rto")
+    assert (past[(("scope", "zone"),)], past[(("scope", "instance"),)]) == (1.0, 0.0)
     active = _samples(m, "drwatch_incidents_active")
     assert active[(("scope", "zone"),)] == 1.0
     assert active[(("scope", "instance"),)] == 2.0
@@ -246,6 +254,7 @@ def test_warnings_are_counted_by_finding_and_fall_back_to_zero() -> None:
         paused: bool = False
         open_incidents: tuple[Any, ...] = ()
         changes: tuple[Any, ...] = ()
+        rto_overdue: tuple[Any, ...] = ()
 
     m = Metrics(process_metrics=False)
     start = _samples(m, "drwatch_warnings")

@@ -92,6 +92,21 @@ def test_the_wrong_outcome_fails_and_says_so() -> None:
     assert report["expectations"][0]["reason"] == "outcome failed, expected recovered"
 
 
+def test_an_outcome_the_incident_must_have_shown_on_its_way() -> None:
+    """`seen = ["blocked"]`: met only when the drill saw the incident blocked before it
+    recovered; the report lists the outcomes it showed, and what opened it."""
+    expect = {"scope": "instance", "targets": ["app-3"], "outcome": "recovered"}
+    scenario = _scenario(expect=[{**expect, "seen": ["blocked"]}])
+    passed = build_report(
+        scenario, _facts(_incident(outcomes_seen=("blocked", "recovered"), opened_finding="x"))
+    )
+    assert passed["expectations"][0]["met"], passed["expectations"][0]["reason"]
+    assert passed["incidents"][0]["outcomes_seen"] == ["blocked", "recovered"]
+    assert passed["incidents"][0]["opened_finding"] == "x"
+    missed = build_report(scenario, _facts(_incident(outcomes_seen=("recovered",))))
+    assert missed["expectations"][0]["reason"] == "never blocked (seen: recovered)"
+
+
 def test_a_detected_only_verdict_counts_from_when_it_opened() -> None:
     """An alert stays open until healed; `within` measures its detection, not its end."""
     alert = _incident(

@@ -7,6 +7,9 @@ depends on how fast this machine is; the event loop only runs the started checks
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -78,9 +81,24 @@ async def start() -> AsyncIterator[Start]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+# Pinned: a key fires at the same point of its interval in every process and release.
+PINNED_PHASES = {("app:i-1", 5.0): 3.9895888873914553, ("zone:us-east-1a", 30.0): 18.33210958049219}
+
+
 def test_phase_is_stable_and_within_interval() -> None:
-    """A key's phase depends only on key and interval, and lies in [0, interval)."""
-    assert phase_of("app:i-1", 5.0) == phase_of("app:i-1", 5.0)
+    """A key's phase depends only on key and interval (the pinned values, and the same
+    in another process with another hash seed), and lies in [0, interval)."""
+    assert {k: phase_of(*k) for k in PINNED_PHASES} == PINNED_PHASES
+    code = "from drwatch.observe.scheduler import phase_of; print(repr(phase_of('app:i-1', 5.0)))"
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert float(other.stdout) == PINNED_PHASES[("app:i-1", 5.0)]
     assert all(0 <= phase_of(f"k{i}", 5.0) < 5.0 for i in range(1000))
 
 

@@ -107,7 +107,9 @@ function where(inc) {
 function timeline(inc) {
   const events = [];
   const add = (at, cls, text) => { if (toDate(at)) events.push({ at: toDate(at), cls, text }); };
-  add(inc.opened_at, "opened", "opened: " + (inc.finding || "") + (inc.evidence ? " — " + inc.evidence : ""));
+  const cause = inc.opened_finding || inc.finding || "";
+  const causeEvidence = inc.opened_evidence || inc.evidence || "";
+  add(inc.opened_at, "opened", "opened: " + cause + (causeEvidence ? " — " + causeEvidence : ""));
   for (const g of inc.gate_history || []) add(g.at, "gate", "not acting: " + (g.reasons || []).join("; "));
   add(inc.approved_at, "done", "approved");
   add(inc.acted_at, "running", "started " + (inc.playbook || "playbook"));
@@ -138,6 +140,8 @@ function incidentCard(inc) {
     el("div", {}, "state: ", el("strong", {}, inc.outcome || inc.state || "open"),
       inc.playbook ? [" · playbook ", el("code", {}, inc.playbook)] : null),
     targets.length ? el("div", {}, "targets: " + targets.join(", ")) : null,
+    inc.opened_finding && inc.opened_finding !== inc.finding
+      ? el("div", { class: "cause" }, "opened as " + inc.opened_finding + ", now " + (inc.finding || "")) : null,
     reasons.length ? el("div", { class: "why" }, el("strong", {}, "Why drwatch is not acting"),
       el("ul", {}, reasons.map((r) => el("li", {}, r)))) : null,
     inc.detail ? el("div", { class: "step-detail" }, inc.detail) : null,
