@@ -30,9 +30,9 @@ def _sandbox_port_slice() -> None:
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
-    if not worker.startswith("gw") or count < 2 or PORTS_ENV in os.environ:
+    if not worker.startswith("gw") or count < 2:
         return
-    low, high = port_range()
+    low, high = port_range()  # $DRWATCH_SANDBOX_PORTS when set: the workers share it out
     size = (high - low + 1) // count
     index = int(worker[2:])
     os.environ[PORTS_ENV] = f"{low + index * size}-{low + (index + 1) * size - 1}"

@@ -102,6 +102,7 @@ class AwsProvider:
         page_size: int | None = None,
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._cfg = cfg
         self._session = AioSession(profile=cfg.profile)
@@ -116,6 +117,7 @@ class AwsProvider:
         self._page_size = page_size
         self._rng = rng or random.Random()
         self._sleep = sleep
+        self._clock = clock
         self._stack = AsyncExitStack()
         self._clients: dict[str, Any] = {}
         self._lock = asyncio.Lock()
@@ -153,14 +155,14 @@ class AwsProvider:
     async def _call(self, region: str, op: str, **params: Any) -> dict[str, Any]:
         """One API call with translated errors; throttling is retried within the budget."""
         client = await self._client(region)
-        deadline = time.monotonic() + self._throttle_budget
+        deadline = self._clock() + self._throttle_budget
         attempt = 0
         while True:
             try:
                 return await self._attempt(client, region, op, params)
             except ProviderThrottledError as err:
                 delay = self._backoff(attempt)
-                if time.monotonic() + delay > deadline:
+                if self._clock() + delay > deadline:
                     _log().debug("provider.throttled", region=region, op=op, attempts=attempt + 1)
                     raise ProviderThrottledError(
                         f"{op} in {region}: throttled after {attempt + 1} attempts", code=err.code

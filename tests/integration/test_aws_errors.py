@@ -118,11 +118,21 @@ async def test_throttled_calls_are_retried_with_backoff(front: Front) -> None:
 async def test_throttling_beyond_the_budget_raises_throttled(front: Front) -> None:
     """A region that keeps throttling gives ProviderThrottledError once the budget is spent."""
     front.forever = THROTTLE
-    async with provider(front.url, throttle_budget=0.5) as aws:
+    # The budget is read on an injected clock that only the backoff sleeps advance, so a
+    # slow first answer on a loaded machine cannot spend it (it did, once, in a full run).
+    now = [0.0]
+    slept: list[float] = []
+
+    async def advance(delay: float) -> None:
+        slept.append(delay)
+        now[0] += delay
+
+    async with provider(front.url, throttle_budget=0.5, sleep=advance, clock=lambda: now[0]) as aws:
         with pytest.raises(ProviderThrottledError) as err:
             await aws.ping(US)
     assert err.value.code == "RequestLimitExceeded"
-    assert front.seen >= 2
+    assert front.seen == len(slept) + 1 >= 2
+    assert sum(slept) <= 0.5
 
 
 async def test_server_error_is_retryable_provider_error_without_silent_retry(front: Front) -> None:
