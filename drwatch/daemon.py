@@ -226,6 +226,9 @@ class Daemon:
         self.shared = build_cluster(cfg.cluster) if cfg.cluster else None
         if self.shared is not None:
             self.stack.push_async_callback(self.shared.close)
+        # Backups before the runner: the database ladder reads their catalogue.
+        deps = fleet_deps(cfg, lambda: self.watch.fleet, roles.role, self.agent, self.provider)
+        self.backups = await start_backups(cfg, self.stack, self.metrics.registry, fleet=deps)
         self.runner = build_runner(
             cfg,
             self.provider,
@@ -235,6 +238,7 @@ class Daemon:
             roles=roles,
             region=region_setup(cfg, self.regions.dns, self.regions.book),
             journal=self.shared.journal if self.shared else None,
+            backups=self.backups.ladder if self.backups is not None else None,
         )
         self.stack.push_async_callback(self.runner.aclose)
         self.cycle = Cycle(
@@ -273,8 +277,6 @@ class Daemon:
         self.alerter = await self.stack.enter_async_context(
             Alerter.from_config(cfg.alerts, self.metrics)
         )
-        deps = fleet_deps(cfg, lambda: self.watch.fleet, roles.role, self.agent, self.provider)
-        self.backups = await start_backups(cfg, self.stack, self.metrics.registry, fleet=deps)
         await self._serve_web()
 
     def _region_watch(self) -> RegionWatch:

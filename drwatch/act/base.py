@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -95,6 +95,8 @@ class ActSettings:
     stop_timeout: float = 120.0  # a stopped instance reaches `stopped`
     volume_timeout: float = 120.0  # a volume becomes `available` / attached
     snapshot_timeout: float = 600.0  # a snapshot completes
+    approval_timeout: float = 3600.0  # an operator approves a gated step (restore_from_dump)
+    restore_timeout: float = 6 * 3600.0  # a dump is restored into a new database host
     action_timeout: float = 30.0  # one agent action
     service_timeout: float = 60.0  # the service answers through the load balancer
     # How long a resource EC2 has just created may stay missing from describe calls. A
@@ -125,6 +127,125 @@ class RegionSetup:
 
 
 @dataclass(frozen=True, slots=True)
+class BackupRef:
+    """One backup of drwatch's catalogue as a playbook sees it (at one location).
+    For a volume snapshot, `resource` is the provider's snapshot id."""
+
+    backup_id: str
+    data_class: str
+    kind: str  # volume_snapshot | dump
+    location: str
+    created_at: float  # the data's time
+    state: str  # verified | corrupt | missing | pending | failed
+    why: str = ""
+    resource: str = ""
+
+    @property
+    def snapshot_id(self) -> str:
+        return self.resource or self.backup_id
+
+
+class BackupCatalogue(Protocol):
+    """drwatch's catalogue of verified backups, for the database ladder (rungs 4 to 6).
+
+    The watcher's private key, when it holds one, stays behind this seam: a playbook gets
+    the plaintext stream of a dump, decrypted on the watcher, never the key."""
+
+    def snapshots(self, group: str) -> Sequence[BackupRef] | None:
+        """The group's volume snapshots at the primary location, newest first, in every
+        state; None when the catalogue does not track them (the ladder then lists the
+        provider's snapshots, as without backups)."""
+
+    def dumps(self, group: str) -> Sequence[BackupRef]:
+        """The group's verified dumps, newest first (every location)."""
+
+    def mark_bad(self, ref: BackupRef, why: str) -> None:
+        """A backup the catalogue had verified proved bad when restored: record it."""
+
+    def key_missing(self) -> str | None:
+        """Why the watcher cannot decrypt a dump (no private key), or None when it can."""
+
+    def plaintext(self, ref: BackupRef) -> AsyncGenerator[bytes]:
+        """The dump's plaintext, checked against its manifest and decrypted in memory
+        (an async generator: close it to stop gpg and remove its key home at once)."""
+
+
+class NoBackups:
+    """The catalogue when `[backup]` is not configured: the ladder behaves as before."""
+
+    def snapshots(self, group: str) -> Sequence[BackupRef] | None:
+        return None
+
+    def dumps(self, group: str) -> Sequence[BackupRef]:
+        return ()
+
+    def mark_bad(self, ref: BackupRef, why: str) -> None:
+        return None
+
+    def key_missing(self) -> str | None:
+        return "backups are not configured ([backup])"
+
+    async def plaintext(self, ref: BackupRef) -> AsyncGenerator[bytes]:
+        nothing: tuple[bytes, ...] = ()
+        for block in nothing:  # an async generator like the real one, that yields nothing
+            yield block
+        raise DrwatchError("backups are not configured ([backup])")
+
+
+class DumpRestore(Protocol):
+    """Streams a dump's plaintext into a new database host over the agent's authenticated,
+    encrypted channel (drwatch.agent: TLS, requests signed for that instance)."""
+
+    async def restore(
+        self, instance: Instance, backup_id: str, stream: AsyncIterator[bytes]
+    ) -> JSON: ...
+
+    async def restored(self, instance: Instance, backup_id: str) -> JSON | None:
+        """What the host says of a restore of `backup_id` it finished, or None."""
+
+    def missing(self) -> str | None:
+        """Why dumps cannot be streamed into a host here, or None when they can."""
+
+
+class NoDumpRestore:
+    """No channel into a new host for a dump's plaintext: rung 6 is skipped, saying so."""
+
+    def missing(self) -> str | None:
+        return (
+            "this build has no channel to stream a dump into a new database host "
+            '(restore it by hand: docs/backups.md, "Restoring")'
+        )
+
+    async def restore(
+        self, instance: Instance, backup_id: str, stream: AsyncIterator[bytes]
+    ) -> JSON:
+        raise DrwatchError("restoring a dump into a host is not wired in this daemon")
+
+    async def restored(self, instance: Instance, backup_id: str) -> JSON | None:
+        return None
+
+
+class Approvals(Protocol):
+    """An operator's approval for one gated step of a running incident's playbook."""
+
+    def request(self, incident_id: str, what: str, now: float) -> None:
+        """Say the run waits (the status page and the approve API show it)."""
+
+    def approved(self, incident_id: str, what: str) -> str | None:
+        """Who approved `what` for the incident, or None while nobody has."""
+
+
+class NoApprovals:
+    """Without an operator channel, a gated step never gets its approval."""
+
+    def request(self, incident_id: str, what: str, now: float) -> None:
+        return None
+
+    def approved(self, incident_id: str, what: str) -> str | None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class Deps:
     """Everything a playbook may touch, handed in by the composition root."""
 
@@ -136,6 +257,9 @@ class Deps:
     clock: Clock = field(default_factory=SystemClock)
     roles: RoleMemory = field(default_factory=RoleMemory)
     region: RegionSetup = field(default_factory=RegionSetup)
+    backups: BackupCatalogue = field(default_factory=NoBackups)
+    dump_restore: DumpRestore = field(default_factory=NoDumpRestore)
+    approvals: Approvals = field(default_factory=NoApprovals)
 
 
 class StepError(DrwatchError):

@@ -11,13 +11,22 @@ the sandbox hosts do (idempotent: a set of backends, a role, a database address)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from drwatch.act.base import GROUP_TAG, JSON, ROLE_TAG, ActSettings, Deps, GroupInfo, Playbook
+from drwatch.act.base import (
+    GROUP_TAG,
+    JSON,
+    ROLE_TAG,
+    ActSettings,
+    BackupRef,
+    Deps,
+    GroupInfo,
+    Playbook,
+)
 from drwatch.act.journal import Journal
 from drwatch.act.playbooks import all_playbooks
 from drwatch.act.runner import Runner
@@ -47,6 +56,9 @@ class SimulatedHosts:
     backends: dict[str, set[str]] = field(default_factory=dict)  # by LB instance id
     databases: dict[str, str] = field(default_factory=dict)  # by app instance id
     actions: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    restores: list[tuple[str, str, int]] = field(default_factory=list)  # (host, backup, bytes)
+    restored_data: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    fail_restores: bool = False  # a restore breaks after the first block
     now: float = 1_000_000.0
     _latest: Snapshot = field(default_factory=lambda: Snapshot(taken_at=0.0, fleet=Fleet()))
 
@@ -147,6 +159,83 @@ class SimulatedHosts:
 
     def count(self, name: str) -> int:
         return sum(1 for _, n, _ in self.actions if n == name)
+
+    # -- DumpRestore ----------------------------------------------------------------------
+
+    def missing(self) -> str | None:
+        return None
+
+    async def restore(
+        self, instance: Instance, backup_id: str, stream: AsyncIterator[bytes]
+    ) -> JSON:
+        """Read the whole stream into the host (as the agent's pg_restore would)."""
+        if instance.id in self.down:
+            raise AgentUnreachableError(f"{instance.name}: agent does not answer")
+        if self.fail_restores:
+            await anext(stream)
+            raise AgentUnreachableError(f"{instance.name}: the connection broke mid-restore")
+        data = b"".join([chunk async for chunk in stream])
+        self.restores.append((instance.id, backup_id, len(data)))
+        self.restored_data[instance.id] = (backup_id, data)
+        return {"backup_id": backup_id, "bytes": len(data)}
+
+    async def restored(self, instance: Instance, backup_id: str) -> JSON | None:
+        found = self.restored_data.get(instance.id)
+        if found is None or found[0] != backup_id:
+            return None
+        return {"backup_id": backup_id, "bytes": len(found[1])}
+
+
+@dataclass
+class FakeCatalogue:
+    """drwatch's backup catalogue for playbook tests: refs in memory, a dump's plaintext
+    from `dumps_data`, and whether the watcher holds the private key."""
+
+    snapshot_refs: list[BackupRef] | None = None
+    dump_refs: list[BackupRef] = field(default_factory=list)
+    dumps_data: dict[str, bytes] = field(default_factory=dict)
+    holds_key: bool = True
+    marked: list[tuple[str, str]] = field(default_factory=list)
+    streamed: int = 0
+    closed: int = 0  # streams finished or closed early
+
+    def snapshots(self, group: str) -> Sequence[BackupRef] | None:
+        return self.snapshot_refs
+
+    def dumps(self, group: str) -> Sequence[BackupRef]:
+        return [r for r in self.dump_refs if r.state == "verified"]
+
+    def mark_bad(self, ref: BackupRef, why: str) -> None:
+        self.marked.append((ref.backup_id, why))
+
+    def key_missing(self) -> str | None:
+        return None if self.holds_key else "no private key (backup.watcher_private_key_file)"
+
+    async def plaintext(self, ref: BackupRef) -> AsyncGenerator[bytes]:
+        self.streamed += 1
+        data = self.dumps_data[ref.backup_id]
+        try:
+            for i in range(0, len(data), 4096):
+                yield data[i : i + 4096]
+        finally:
+            self.closed += 1
+
+
+@dataclass
+class ManualApprovals:
+    """Approvals an operator gives by hand in a test (`approve`), and what was asked."""
+
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    given: dict[str, str] = field(default_factory=dict)  # incident id -> by
+
+    def request(self, incident_id: str, what: str, now: float) -> None:
+        self.requests.append((incident_id, what))
+
+    def approved(self, incident_id: str, what: str) -> str | None:
+        return self.given.get(incident_id)
+
+    def approve(self, incident_id: str, by: str = "ops") -> None:
+        self.given[incident_id] = by
 
 
 def _names(addr: AddressInfo, wanted: str) -> bool:

@@ -16,10 +16,12 @@ from dataclasses import replace
 from drwatch.act.base import (
     ActSettings,
     AgentActions,
+    BackupCatalogue,
     Clock,
     Deps,
     FleetView,
     GroupInfo,
+    NoBackups,
     RegionSetup,
     SystemClock,
 )
@@ -102,6 +104,7 @@ def build_runner(
     roles: RoleMemory | None = None,
     region: RegionSetup | None = None,
     journal: JournalStore | None = None,
+    backups: BackupCatalogue | None = None,
 ) -> Runner:
     """The runner, its journal (by default under `watcher.state_dir`), every playbook,
     named after the watcher (journal rows carry that name)."""
@@ -116,5 +119,6 @@ def build_runner(
         clock=clock or SystemClock(),
         roles=roles if roles is not None else RoleMemory(),
         region=region or RegionSetup(),
+        backups=backups if backups is not None else NoBackups(),
     )
     return Runner(journal, all_playbooks(), deps, cfg.watcher.name, kill_switch)

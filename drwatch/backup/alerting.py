@@ -11,6 +11,9 @@ from drwatch.backup.rpo import BackupFinding, Diagnosis
 _NAMES = {
     BackupFinding.RPO_BREACHED: ("DrwatchBackupRpoBreached", "critical"),
     BackupFinding.FAILING: ("DrwatchBackupFailing", "warning"),
+    # The database ladder restored a verified backup and found it corrupt.
+    BackupFinding.UNRESTORABLE: ("DrwatchBackupUnrestorable", "critical"),
+    BackupFinding.RESTORE_TEST_OVERDUE: ("DrwatchRestoreTestOverdue", "warning"),
 }
 
 

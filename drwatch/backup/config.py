@@ -186,6 +186,30 @@ class DataClass(_Strict):
 Compression = Literal["none", "zip", "zlib", "bzip2"]
 
 
+class RestoreTest(_Strict):
+    """The scheduled restore test (only when the watcher holds the private key): the
+    newest verified dump of every persistent class, fetched from `location`, decrypted
+    and restored into a scratch PostgreSQL started from `pg_bin`. No pass within
+    `max_age` is the finding `backup_restore_test_overdue`."""
+
+    enabled: bool = True
+    every: Duration = 86400.0
+    max_age: Duration = 3 * 86400.0
+    location: LocationName = LocationName.PRIMARY
+    pg_bin: Path = Path("/usr/lib/postgresql/15/bin")
+
+    @model_validator(mode="after")
+    def _max_age_covers_a_run(self) -> Self:
+        if self.every <= 0:
+            raise ValueError("restore_test.every must be greater than 0")
+        if self.max_age < self.every:
+            raise ValueError(
+                f"restore_test.max_age ({format_duration(self.max_age)}) is shorter than "
+                f"restore_test.every ({format_duration(self.every)}): it would always be overdue"
+            )
+        return self
+
+
 class BackupConfig(_Strict):
     """Backups by data class (DESIGN.md, "Data protection: backups by data class")."""
 
@@ -195,6 +219,8 @@ class BackupConfig(_Strict):
     # The watcher's own copy, for automated restore tests and the ladder's last rung.
     # It never goes to a watched host or into the cloud.
     watcher_private_key_file: PrivateFile | None = None
+    # Scheduled when the watcher holds the key (above); an operator command otherwise.
+    restore_test: RestoreTest = RestoreTest()
     locations: Locations
     classes: dict[str, DataClass] = Field(default_factory=dict)
     # gpg's own compression: "none" by default, because pg_dump's custom format and
@@ -213,6 +239,11 @@ def cross_problems(
 ) -> Iterable[str]:
     """Problems only the whole config shows. `rpo_of(name)` is the class's RPO."""
     groups = set(group_names)
+    if cfg.locations.configured().get(cfg.restore_test.location) is None:
+        yield (
+            f"backup.restore_test.location: {cfg.restore_test.location.value} is not a "
+            "configured location"
+        )
     for name, dc in cfg.classes.items():
         where = f"backup.classes.{name}"
         for g in dc.groups:

@@ -8,11 +8,15 @@ the four kinds, the three locations.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from drwatch.backup.catalogue import Entry
 from drwatch.backup.model import State
+
+if TYPE_CHECKING:
+    from drwatch.backup.restore_schedule import RestoreResult
 
 _LABELS = ["data_class", "kind", "location"]
 
@@ -54,6 +58,44 @@ class BackupMetrics:
             buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600),
             registry=r,
         )
+
+        self.restore_ok = Gauge(
+            "drwatch_backup_restore_test_last_success_timestamp_seconds",
+            "When the scheduled restore test last restored the class's newest dump (Unix "
+            "time; drwatch's start while none has passed since).",
+            ["data_class"],
+            registry=r,
+        )
+        self.restore_max_age = Gauge(
+            "drwatch_backup_restore_test_max_age_seconds",
+            "backup.restore_test.max_age: older than this, the restore test is overdue.",
+            registry=r,
+        )
+        self.restore_failures = Counter(
+            "drwatch_backup_restore_test_failures_total",
+            "Scheduled restore tests that did not restore, per class.",
+            ["data_class"],
+            registry=r,
+        )
+        self.restore_seconds = Gauge(
+            "drwatch_backup_restore_test_duration_seconds",
+            "How long the last passing restore test took to restore (a measured RTO for data).",
+            ["data_class"],
+            registry=r,
+        )
+
+    def start_restore_tests(self, last_ok: Mapping[str, float], max_age: float) -> None:
+        self.restore_max_age.set(max_age)
+        for data_class, at in last_ok.items():
+            self.restore_ok.labels(data_class).set(at)
+
+    def record_restore_tests(self, results: Iterable[RestoreResult]) -> None:
+        for r in results:
+            if r.passed:
+                self.restore_ok.labels(r.data_class).set(r.at)
+                self.restore_seconds.labels(r.data_class).set(r.restore_s)
+            else:
+                self.restore_failures.labels(r.data_class).inc()
 
     def set_rpo(self, rpo_of: Mapping[str, float]) -> None:
         for data_class, seconds in rpo_of.items():

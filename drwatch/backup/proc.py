@@ -3,26 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 from collections.abc import Sequence
 
 
-async def communicate(argv: Sequence[str], deadline_s: float) -> tuple[int, bytes, bytes]:
-    """Run `argv` with no input; its exit status, stdout and stderr.
+async def communicate(
+    argv: Sequence[str], deadline_s: float, *, user: str | None = None
+) -> tuple[int, bytes, bytes]:
+    """Run `argv` with no input (as `user` when given: we may be root); its exit status,
+    stdout and stderr.
 
-    Past `deadline_s` the command is killed and reaped, and TimeoutError raised; OSError
-    when it cannot start at all. Each caller words both for its own command.
+    The command leads its own process group. Past `deadline_s` the whole group is killed
+    (initdb, for one, leaves a backend behind) and the command reaped, and TimeoutError
+    raised; OSError when it cannot start at all. Each caller words both for its command.
     """
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+        user=user,
+        group=user,
+        extra_groups=[] if user else None,
     )
     try:
         async with asyncio.timeout(deadline_s):
             out, err = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
+    except BaseException:  # the deadline, or the caller cancelled: nothing outlives us
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await asyncio.shield(proc.wait())
         raise
     return proc.returncode if proc.returncode is not None else -1, out, err

@@ -30,13 +30,16 @@ from drwatch.backup.dump import PgEndpoint
 from drwatch.backup.errors import BackupError
 from drwatch.backup.manifest import MANIFEST_NAME, Manifest
 from drwatch.backup.model import State
+from drwatch.backup.proc import communicate
 from drwatch.backup.restore import Decryptor, into_command, plaintext
-from drwatch.backup.store import S3Store
+from drwatch.backup.store import ObjectStore, S3Store
 from drwatch.backup.verify import verify
 from drwatch.errors import ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 _READY_DEADLINE = 60.0
+_INITDB_DEADLINE = 120.0
+_PSQL_DEADLINE = 60.0
 _COUNT_ROWS = (
     "SELECT coalesce(sum((xpath('/row/c/text()', query_to_xml(format("
     "'SELECT count(*) AS c FROM %I.%I', schemaname, tablename), false, true, '')))[1]"
@@ -99,25 +102,33 @@ async def restore_test(  # noqa: PLR0917
 ) -> RestoreReport:
     async with S3Store(location_name, location) as store:
         manifest = await newest_dump(store, location.prefix, data_class)
-        verdict = await verify(store, manifest, location.prefix, frozenset(manifest.key_ids))
-        if verdict.state is not State.VERIFIED:
-            raise BackupError(f"{manifest.backup_id} is {verdict.state.value}: {verdict.why}")
-        async with scratch_postgres(pg_bin) as pg, Decryptor(gpg, key) as decryptor:
-            started = time.monotonic()
-            restore = [
-                str(pg_bin / "pg_restore"),
-                *pg.conn_args(),
-                "--exit-on-error",
-                "--no-owner",
-                "-d",
-                pg.database,
-            ]
-            await into_command(plaintext(store, manifest, location.prefix, decryptor), restore)
-            elapsed = time.monotonic() - started
-            rows = int(await _psql(pg, _COUNT_ROWS))
+        return await restore_manifest(gpg, store, location.prefix, manifest, key, pg_bin)
+
+
+async def restore_manifest(  # noqa: PLR0917
+    gpg: str, store: ObjectStore, root: str, manifest: Manifest, key: Path, pg_bin: Path
+) -> RestoreReport:
+    """Verify `manifest`'s dump at `store`, decrypt it with `key` and restore it into a
+    scratch PostgreSQL; what it restored, how long that took and how old the data is."""
+    verdict = await verify(store, manifest, root, frozenset(manifest.key_ids))
+    if verdict.state is not State.VERIFIED:
+        raise BackupError(f"{manifest.backup_id} is {verdict.state.value}: {verdict.why}")
+    async with scratch_postgres(pg_bin) as pg, Decryptor(gpg, key) as decryptor:
+        started = time.monotonic()
+        restore = [
+            str(pg_bin / "pg_restore"),
+            *pg.conn_args(),
+            "--exit-on-error",
+            "--no-owner",
+            "-d",
+            pg.database,
+        ]
+        await into_command(plaintext(store, manifest, root, decryptor), restore)
+        elapsed = time.monotonic() - started
+        rows = int(await _psql(pg, _COUNT_ROWS))
     return RestoreReport(
-        data_class=data_class,
-        location=location_name,
+        data_class=manifest.data_class,
+        location=store.name,
         backup_id=manifest.backup_id,
         rows=rows,
         restore_s=elapsed,
@@ -163,8 +174,8 @@ async def scratch_postgres(pg_bin: Path) -> AsyncIterator[PgEndpoint]:
         "fsync=off",
     ]
     try:
-        await _as(user, initdb, wait=True)
-        server = await _as(user, server_argv, wait=False)
+        await _as(user, initdb)
+        server = await _start(user, server_argv)
         try:
             endpoint = PgEndpoint("127.0.0.1", port, bin_dir=pg_bin)
             await _ready(endpoint)
@@ -182,23 +193,30 @@ async def scratch_postgres(pg_bin: Path) -> AsyncIterator[PgEndpoint]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-async def _as(user: str | None, argv: list[str], *, wait: bool) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
+async def _as(user: str | None, argv: list[str], deadline_s: float = _INITDB_DEADLINE) -> None:
+    """A short command as `user`, to its end (killed and reaped past the deadline)."""
+    try:
+        code, _, err = await communicate(argv, deadline_s, user=user)
+    except OSError as e:
+        raise BackupError(f"cannot run {argv[0]}: {e.strerror}") from None
+    except TimeoutError:
+        raise BackupError(f"{argv[0]}: did not finish in {deadline_s:g}s") from None
+    if code != 0:
+        raise BackupError(f"{argv[0]}: {err.decode(errors='replace').strip()[-300:]}")
+
+
+async def _start(user: str | None, argv: list[str]) -> asyncio.subprocess.Process:
+    """The scratch server, in its own session; `scratch_postgres` stops and reaps it."""
+    return await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE if wait else asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
         user=user,
         group=user,
         extra_groups=[] if user else None,
         start_new_session=True,
     )
-    if wait:
-        async with asyncio.timeout(120):
-            _, err = await proc.communicate()
-        if proc.returncode != 0:
-            raise BackupError(f"{argv[0]}: {err.decode(errors='replace').strip()[-300:]}")
-    return proc
 
 
 async def _ready(endpoint: PgEndpoint) -> None:
@@ -226,12 +244,13 @@ async def _psql(endpoint: PgEndpoint, sql: str) -> str:
         "-c",
         sql,
     ]
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    async with asyncio.timeout(60):
-        out, err = await proc.communicate()
-    if proc.returncode != 0:
+    try:
+        code, out, err = await communicate(argv, _PSQL_DEADLINE)
+    except OSError as e:
+        raise BackupError(f"cannot run psql: {e.strerror}") from None
+    except TimeoutError:
+        raise BackupError(f"psql: no answer in {_PSQL_DEADLINE:g}s") from None
+    if code != 0:
         raise BackupError(f"psql: {err.decode(errors='replace').strip()}")
     return out.decode().strip()
 

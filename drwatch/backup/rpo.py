@@ -24,6 +24,8 @@ _BAD = frozenset({State.FAILED, State.CORRUPT, State.MISSING})
 class BackupFinding(StrEnum):
     RPO_BREACHED = "backup_rpo_breached"
     FAILING = "backup_failing"
+    UNRESTORABLE = "backup_unrestorable"
+    RESTORE_TEST_OVERDUE = "backup_restore_test_overdue"
 
     @property
     def description(self) -> str:
@@ -34,6 +36,14 @@ class BackupFinding(StrEnum):
             BackupFinding.FAILING: (
                 "the latest backups of a data class at a location failed, or were found "
                 "corrupt or missing, several times in a row"
+            ),
+            BackupFinding.UNRESTORABLE: (
+                "database.recover restored a backup the catalogue had verified and found its "
+                "data corrupt: the newest backup was bad"
+            ),
+            BackupFinding.RESTORE_TEST_OVERDUE: (
+                "no scheduled restore test has passed within backup.restore_test.max_age: "
+                "nobody has proven lately that the data restores"
             ),
         }[self]
 

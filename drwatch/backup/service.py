@@ -19,8 +19,15 @@ from drwatch.backup.catalogue import Catalogue, Entry, SqliteCatalogue
 from drwatch.backup.config import KINDS, BackupConfig, ClassKind, DataClass, LocationName
 from drwatch.backup.gpg import Recipient, check_private_key
 from drwatch.backup.jobs import BackupScheduler, Job
+from drwatch.backup.ladder import LadderCatalogue, unrestorable
 from drwatch.backup.metrics import BackupMetrics
 from drwatch.backup.pipeline import Pipeline
+from drwatch.backup.restore_schedule import (
+    RestoreResult,
+    RestoreTestLog,
+    ScheduledRestoreTest,
+    manifest_restorer,
+)
 from drwatch.backup.retention import to_prune
 from drwatch.backup.rpo import Diagnosis, Objective, Status, compliance, findings
 from drwatch.backup.runner import BackupRunner, Place, Produce
@@ -49,6 +56,7 @@ class BackupService:
         since: float,
         runner: BackupRunner | None = None,
         metrics: BackupMetrics | None = None,
+        restore_test: ScheduledRestoreTest | None = None,
     ) -> None:
         self.cfg = cfg
         self._rpo_of = dict(rpo_of)
@@ -56,6 +64,9 @@ class BackupService:
         self.runner = runner
         self._since = since
         self._metrics = metrics or BackupMetrics(None)
+        self.restore_test = restore_test
+        # The database ladder's view (rungs 4 to 6); set by open_service, which has the stores.
+        self.ladder: LadderCatalogue | None = None
 
     def objectives(self, entries: list[Entry] | None = None) -> list[Objective]:
         """Classes that are backed up, each at every configured location. A class is
@@ -84,7 +95,20 @@ class BackupService:
         return compliance(entries, self.objectives(entries), now, self.cfg.failing_after)
 
     def findings(self, now: float) -> list[Diagnosis]:
-        return findings(self.statuses(now))
+        return self._findings(self.statuses(now), now)
+
+    def _findings(self, statuses: list[Status], now: float) -> list[Diagnosis]:
+        """RPO and failing runs, backups the ladder found bad, an overdue restore test."""
+        tested = self.restore_test.findings(now) if self.restore_test else []
+        return findings(statuses) + unrestorable(self.catalogue.entries(), now) + tested
+
+    async def run_restore_test(self, clock: Clock) -> list[RestoreResult]:
+        """One round of the scheduled restore test (drwatch.backup.restore_schedule)."""
+        if self.restore_test is None:
+            return []
+        results = await self.restore_test.run(clock)
+        self._metrics.record_restore_tests(results)
+        return results
 
     async def run(self, data_class: str, kind: str, make: SourceFactory) -> list[Entry]:
         """One run of a class and kind, start to end, then the metrics."""
@@ -147,6 +171,12 @@ class BackupService:
     def export_rpo(self) -> None:
         self._metrics.set_rpo({o.data_class: o.rpo for o in self.objectives()})
 
+    def export_restore_tests(self) -> None:
+        if self.restore_test is not None and self.restore_test.enabled:
+            self._metrics.start_restore_tests(
+                self.restore_test.last_ok(), self.cfg.restore_test.max_age
+            )
+
     def refresh_metrics(self) -> None:
         self._metrics.update(self.catalogue.entries())
 
@@ -174,6 +204,12 @@ class BackupService:
             await self.prune(clock())
 
         out.append(Job("all", "reverify", every, reverify))
+        if self.restore_test is not None and self.restore_test.enabled:
+
+            async def restore_test() -> None:
+                await self.run_restore_test(clock)
+
+            out.append(Job("all", "restore_test", self.cfg.restore_test.every, restore_test))
         return out
 
     def status_part(self, now: float) -> dict[str, Any]:
@@ -188,8 +224,9 @@ class BackupService:
                     n for n, dc in self.cfg.classes.items() if dc.kind is ClassKind.TRANSIENT
                 ],
                 "watcher_holds_private_key": self.cfg.watcher_private_key_file is not None,
+                "restore_test": self.restore_test.status(now) if self.restore_test else None,
             },
-            "findings": [_finding_doc(d) for d in findings(statuses)],
+            "findings": [_finding_doc(d) for d in self._findings(statuses, now)],
         }
 
     def doc(self, now: float) -> dict[str, Any]:
@@ -224,13 +261,19 @@ class BackupService:
                     "age_s": d.age,
                     "message": d.message,
                 }
-                for d in findings(statuses)
+                for d in self._findings(statuses, now)
             ],
+            "restore_test": self.restore_test.status(now) if self.restore_test else None,
             "backups": [e.to_dict() for e in self.catalogue.entries()[:RECENT]],
         }
 
 
-SEVERITY = {"backup_rpo_breached": "alert", "backup_failing": "warning"}
+SEVERITY = {
+    "backup_rpo_breached": "alert",
+    "backup_failing": "warning",
+    "backup_unrestorable": "alert",
+    "backup_restore_test_overdue": "warning",
+}
 
 
 def _finding_doc(d: Diagnosis) -> dict[str, Any]:
@@ -304,12 +347,30 @@ async def open_service(
         stack.callback(catalogue.close)
         pipeline = Pipeline(recipient, compression=cfg.compression, chunk_size=cfg.chunk_size)
         runner = BackupRunner(catalogue, places, pipeline, recipient.key_ids, clock)
+        restore_log = RestoreTestLog(state_dir)
+        stack.callback(restore_log.close)
+        tests = ScheduledRestoreTest(
+            cfg,
+            catalogue,
+            restore_log,
+            places.get(cfg.restore_test.location.value),
+            manifest_restorer(cfg),
+            since=clock(),
+        )
         service = BackupService(
-            cfg, rpo_of, catalogue, since=clock(), runner=runner, metrics=metrics
+            cfg,
+            rpo_of,
+            catalogue,
+            since=clock(),
+            runner=runner,
+            metrics=metrics,
+            restore_test=tests,
         )
         await runner.resume()
         service.refresh_metrics()
         service.export_rpo()
+        service.export_restore_tests()
+        service.ladder = LadderCatalogue(cfg, catalogue, places, recipient.key_ids, clock)
         jobs = service.jobs(sources, clock, producers)
         if extra_jobs is not None:
             jobs += extra_jobs(service)

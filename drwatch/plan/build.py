@@ -15,16 +15,20 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from drwatch.act.playbooks import all_playbooks
-from drwatch.config import Config, Contact, GroupConfig
+from drwatch.config import Config, Contact, GroupConfig, backup_rpo_of
 from drwatch.ledger import DrillRecord, drill_status
 from drwatch.model.fleet import Role
 from drwatch.model.plan import PlaybookName
 from drwatch.plan.document import Block, Items, Note, Para, Plan, Section, Sub, Table
 from drwatch.units import format_duration
 
-BACKUPS_PENDING = (
-    "drwatch does not take or verify backups in this build (the backups feature is "
-    "being built): no verified backup, no measured RPO and no off-site copy can be shown."
+BACKUPS_OFF = (
+    "No [backup] section is configured: drwatch takes and verifies no backups, so no "
+    "verified backup, no measured RPO and no off-site copy can be shown (docs/backups.md)."
+)
+KEYS_OFF = (
+    "No backup recipient is configured ([backup.recipient]): the key's fingerprint and "
+    "where the private key's copies are kept cannot be shown."
 )
 REGION_PENDING = (
     "region.failover is not in this build's playbook registry yet (the region-failover "
@@ -41,6 +45,9 @@ class Live:
     status: Mapping[str, Any] | None = None
     api: str = ""
     error: str = ""
+    # GET /api/v1/backups, or why it is not there (backups off, or no answer).
+    backups: Mapping[str, Any] | None = None
+    backups_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,8 +89,8 @@ def build_plan(cfg: Config, live: Live, drills: Drills, now: float) -> Plan:
         _objectives(cfg),
         _contacts(cfg),
         _services(cfg, live),
-        _data(cfg),
-        _keys(),
+        _data(cfg, live, now),
+        _keys(cfg, live),
         _scenarios(cfg),
         _readiness(live),
         _drills(cfg, drills, now),
@@ -230,52 +237,151 @@ def _services(cfg: Config, live: Live) -> Section:
     return Section("services", "Services and where they run", tuple(blocks))
 
 
-def _data(cfg: Config) -> Section:
+_PROTECTION = {
+    "fixed": "an image of each group in every region it may launch in",
+    "transient": "deliberately not backed up",
+    "configuration": "encrypted archives of the configured paths, copied off-site",
+    "persistent": "volume snapshots and encrypted dumps, copied off-site; replicas",
+}
+
+
+def _data(cfg: Config, live: Live, now: float) -> Section:
+    if cfg.backup is None:
+        return _data_unconfigured(cfg)
+    rpo_of = backup_rpo_of(cfg)
+    doc = live.backups or {}
+    classes = {
+        str(c.get("data_class")): c for c in doc.get("classes") or [] if isinstance(c, Mapping)
+    }
+    rows = tuple(
+        (
+            name,
+            dc.kind.value,
+            ", ".join(dc.groups) or "-",
+            _PROTECTION[dc.kind.value],
+            format_duration(rpo_of[name]),
+            _newest(classes.get(name), now) if live.backups else "-",
+        )
+        for name, dc in cfg.backup.classes.items()
+    )
+    headers = ("class", "kind", "groups", "how it is protected", "RPO", "newest verified backup")
+    blocks: list[Block] = [Table(headers, rows)] if rows else []
+    if not rows:
+        blocks.append(Note("unmet", "[backup] names no data class: nothing is backed up."))
+    blocks += _backup_state(live, now)
+    return Section("data", "Data classes and backups", tuple(blocks))
+
+
+def _data_unconfigured(cfg: Config) -> Section:
     persistent = [
         f"{g.data_class or '(no data class)'}: databases of group {g.name}"
         for g in cfg.groups
         if g.role is Role.DATABASE
     ]
-    rows = (
-        (
-            "fixed",
-            "machine images of every group",
-            "an image of each group in every region it may launch in",
-            "-",
-        ),
-        ("transient", "caches, queues, scratch", "deliberately not backed up", "-"),
-        ("configuration", "files on the servers", "encrypted archives, off-site copy", "-"),
-        (
-            "persistent",
-            "; ".join(persistent) or "no database group configured",
-            "volume snapshots and encrypted dumps, off-site copy; replicas",
-            "-",
-        ),
-    )
+    what = {
+        "fixed": "machine images of every group",
+        "transient": "caches, queues, scratch",
+        "configuration": "files on the servers",
+        "persistent": "; ".join(persistent) or "no database group configured",
+    }
+    rows = tuple((c, what[c], _PROTECTION[c], "-") for c in DATA_CLASSES)
     blocks: list[Block] = [
         Table(("class", "what is in it", "how it is protected", "newest verified backup"), rows),
-        Note("missing", BACKUPS_PENDING),
+        Note("missing", BACKUPS_OFF),
     ]
     return Section("data", "Data classes and backups", tuple(blocks))
 
 
-def _keys() -> Section:
-    return Section(
-        "keys",
-        "Key custody",
-        (
-            Para(
-                "Backups are encrypted to a public key; the private key never goes to a "
-                "watched server or into the cloud."
-            ),
-            Note(
-                "missing",
-                "No backup key is configured in this build (the backups feature is being "
-                "built): the recipient's fingerprint and where the private key's copies "
-                "are kept cannot be shown.",
-            ),
-        ),
+def _newest(doc: Mapping[str, Any] | None, now: float) -> str:
+    """`primary: 4 m ago; offsite: none verified` for one class's locations."""
+    if doc is None or not doc.get("backed_up", True):
+        return "not backed up (on purpose)"
+    parts = []
+    for loc in doc.get("locations") or []:
+        at = loc.get("newest_verified_at")
+        age = f"{dur(now - float(at))} old" if at is not None else "none verified"
+        parts.append(f"{loc.get('location')}: {age}")
+    return "; ".join(parts) or "-"
+
+
+def _backup_state(live: Live, now: float) -> list[Block]:
+    """The daemon's backup findings and its last restore test, or why they are not shown."""
+    if live.backups is None:
+        why = live.backups_error or live.error or "no --api URL was given"
+        return [Note("missing", f"Verified backups and restore tests need the live state: {why}.")]
+    doc = live.backups
+    blocks: list[Block] = [
+        Note("unmet", str(f.get("message") or f.get("finding")))
+        for f in doc.get("findings") or []
+        if isinstance(f, Mapping)
+    ]
+    blocks.append(_restore_proof(doc.get("restore_test"), now))
+    return blocks
+
+
+def _restore_proof(test: Any, now: float) -> Block:
+    """When the data was last proven restorable (the newest dump decrypted and restored)."""
+    if not isinstance(test, Mapping) or not test.get("enabled"):
+        return Note(
+            "missing",
+            "drwatch does not test restores by itself (the watcher holds no private key): "
+            "run `drwatch backup restore-test` with the offline key and record it.",
+        )
+    last = test.get("last_passed")
+    if not isinstance(last, Mapping):
+        return Note("unmet", "No restore test has passed yet: no backup is proven restorable.")
+    took, age = dur(last.get("restore_s")), dur(last.get("data_age_s"))
+    line = (
+        f"Last proven restorable {when(float(last['at']))}: {last.get('backup_id')} restored "
+        f"{last.get('rows')} rows in {took}, data {age} old."
     )
+    overdue = test.get("overdue")
+    return Note("unmet" if overdue else "ok", line + (" Overdue." if overdue else ""))
+
+
+def _keys(cfg: Config, live: Live) -> Section:
+    blocks: list[Block] = [
+        Para(
+            "Backups are encrypted to a public key; the private key never goes to a "
+            "watched server or into the cloud."
+        )
+    ]
+    backup = cfg.backup
+    if backup is None or backup.recipient is None:
+        blocks.append(Note("missing", KEYS_OFF))
+        return Section("keys", "Key custody", tuple(blocks))
+    blocks.append(Para(f"Recipient key fingerprint: {_spaced(backup.recipient.fingerprint)}."))
+    blocks.append(Sub("Where the private key's copies are kept"))
+    if backup.custody:
+        blocks.append(Items(tuple(backup.custody)))
+    else:
+        blocks.append(
+            Note("unmet", "No custody is recorded (backup.custody): who can decrypt a backup?")
+        )
+    blocks.append(Para(_watcher_copy(backup.watcher_private_key_file is not None)))
+    served = (live.backups or {}).get("recipient_fingerprint")
+    if served and served != backup.recipient.fingerprint:
+        blocks.append(
+            Note("unmet", f"The running daemon encrypts to another key: {_spaced(str(served))}.")
+        )
+    return Section("keys", "Key custody", tuple(blocks))
+
+
+def _watcher_copy(holds: bool) -> str:
+    if holds:
+        return (
+            "The watcher holds one copy (outside every cloud): it tests restores on a "
+            "schedule, and the database ladder's last rung (restore_from_dump) can use it "
+            "after an operator's approval."
+        )
+    return (
+        "The watcher holds no copy: restore tests and restoring from a dump are operator "
+        "commands run where a copy is kept (`drwatch backup restore-test --key FILE`)."
+    )
+
+
+def _spaced(fingerprint: str) -> str:
+    return " ".join(fingerprint[i : i + 4] for i in range(0, len(fingerprint), 4))
 
 
 def _steps(name: PlaybookName) -> str:
@@ -406,12 +512,20 @@ def _watcher_scenario(cfg: Config) -> list[Block]:
 
 
 def _provider_scenario(cfg: Config) -> list[Block]:
+    offsite = cfg.backup is not None and cfg.backup.locations.offsite is not None
     return [
         Para(
             "Everything at this provider is gone or unusable. drwatch cannot fix this by "
             "itself: the service is rebuilt elsewhere from the off-site copies."
         ),
-        Note("missing", BACKUPS_PENDING),
+        Note("ok", "Backups are copied off-site and verified there (see Data classes).")
+        if offsite
+        else Note(
+            "unmet" if cfg.backup else "missing",
+            BACKUPS_OFF
+            if not cfg.backup
+            else "No off-site location is configured: a provider loss loses every backup.",
+        ),
         Items(
             (
                 "Declare the disaster; call the escalation contacts in order.",

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from drwatch.client import DEFAULT_API, ApiClient, read_token
+from drwatch.client import DEFAULT_API, ApiClient, ApiRequestError, read_token
 from drwatch.commands import load_or_report
 from drwatch.config import Config
 from drwatch.errors import ConfigError, DrwatchError
@@ -105,7 +105,25 @@ async def _fetch_live(api: str, token: str | None) -> tuple[Live, Drills | None]
         drills = Drills(records, api, latest=_latest(records))
     except (DrwatchError, KeyError, TypeError, ValueError, AttributeError) as err:
         drills = Drills(source=api, error=f"the daemon's drill ledger did not answer ({err})")
-    return Live(status=status, api=api), drills
+    backups, backups_error = await _fetch_backups(client, api)
+    return Live(status=status, api=api, backups=backups, backups_error=backups_error), drills
+
+
+async def _fetch_backups(client: ApiClient, api: str) -> tuple[Any, str]:
+    """GET /api/v1/backups, or why not (a daemon without [backup] answers 404)."""
+    try:
+        body = await client.backups()
+    except ApiRequestError as err:
+        if err.status == 404:
+            return None, f"the daemon at {api} takes no backups ([backup] is not configured there)"
+        return None, f"the daemon's backups did not answer ({err})"
+    except DrwatchError as err:
+        return None, f"the daemon's backups did not answer ({err})"
+    return (
+        (body, "")
+        if isinstance(body, dict)
+        else (None, "the daemon's backups answer is not an object")
+    )
 
 
 def gather(cfg: Config, api: str | None, token: str | None) -> tuple[Live, Drills]:

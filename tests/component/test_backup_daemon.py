@@ -131,6 +131,9 @@ def test_the_daemon_serves_the_backup_catalogue(
         assert doc["findings"] == []  # watched for less than the RPO: not breached yet
         scratch = next(c for c in doc["classes"] if c["data_class"] == "scratch")
         assert scratch["backed_up"] is False
+        # No watcher key: the restore test is not scheduled, and the answer says why.
+        assert doc["restore_test"]["enabled"] is False
+        assert "holds no private key" in doc["restore_test"]["why_not"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=DEADLINE_S) == 0
     finally:

@@ -88,7 +88,11 @@ async def test_page_serves_no_third_party_assets(page_url: str) -> None:
 
 class BackupsSeen:
     """The backup service's view as the status document gets it: orders breached at
-    the off-site location, fine at the primary; scratch not backed up."""
+    the off-site location, fine at the primary; scratch not backed up. With
+    `restore_test`, the watcher holds the key and the scheduled test last passed."""
+
+    def __init__(self, restore_test: dict[str, object] | None = None) -> None:
+        self.restore_test = restore_test
 
     def doc(self, now: float) -> dict[str, object]:
         return {}
@@ -104,26 +108,31 @@ class BackupsSeen:
             "backups": {
                 "classes": rows,
                 "not_backed_up": ["scratch"],
-                "watcher_holds_private_key": False,
+                "watcher_holds_private_key": self.restore_test is not None,
+                "restore_test": self.restore_test,
             },
             "findings": [],
         }
+
+
+async def _page_with(tmp_path: Path, view: BackupsSeen) -> str:
+    app = build_app(tmp_path / "state")
+    backups_web.add_routes(app, view)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        return await chromium(tmp_path, "--dump-dom", f"http://127.0.0.1:{port}/")
+    finally:
+        await runner.cleanup()
 
 
 async def test_page_shows_the_backups_panel(tmp_path: Path) -> None:
     """With backups configured, the page's Backups panel lists each class at each
     location with the newest verified backup's age against the RPO, marks a breach,
     names the classes not backed up and says the watcher holds no key."""
-    app = build_app(tmp_path / "state")
-    backups_web.add_routes(app, BackupsSeen())
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        dom = await chromium(tmp_path, "--dump-dom", f"http://127.0.0.1:{port}/")
-    finally:
-        await runner.cleanup()
+    dom = await _page_with(tmp_path, BackupsSeen())
     text = dom_text(dom)
     assert 'id="backups" class="card"' in dom
     assert '<tr class="down" data-class="orders" data-location="offsite">' in dom
@@ -131,3 +140,29 @@ async def test_page_shows_the_backups_panel(tmp_path: Path) -> None:
     assert "RPO breached" in text
     assert "Not backed up, on purpose: scratch." in text
     assert "does not hold the backup key" in text
+
+
+@pytest.mark.parametrize("overdue", [False, True])
+async def test_page_shows_when_data_was_last_proven_restorable(
+    tmp_path: Path, overdue: bool
+) -> None:
+    """The restore test's last pass (backup, rows, time, data age), marked when overdue."""
+    last = {"at": 1_790_000_000.0, "backup_id": "orders-20260921T1453-ab12", "rows": 5000,
+            "restore_s": 3.2, "data_age_s": 75.0, "passed": True}  # fmt: skip
+    test = {"enabled": True, "last_passed": last, "overdue": overdue}
+    dom = await _page_with(tmp_path, BackupsSeen(restore_test=test))
+    text = dom_text(dom)
+    assert (
+        "Last proven restorable 2026-09-21 14:13Z: orders-20260921T1453-ab12, 5000 rows in "
+        "3 s, data 75 s old" in text
+    )
+    assert ('id="restore-test" class="overdue"' in dom) is overdue
+    assert ("· overdue" in text) is overdue
+
+
+async def test_page_without_the_watchers_key_says_the_restore_test_is_not_scheduled(
+    tmp_path: Path,
+) -> None:
+    test = {"enabled": False, "why_not": "the watcher holds no private key", "overdue": False}
+    dom = await _page_with(tmp_path, BackupsSeen(restore_test=test))
+    assert "Not scheduled: the watcher holds no private key." in dom_text(dom)

@@ -149,3 +149,18 @@ def test_fingerprints_are_accepted_with_spaces_and_lower_case(tmp_path: Path) ->
     assert cfg.backup is not None
     assert cfg.backup.recipient is not None
     assert cfg.backup.recipient.fingerprint == FPR
+
+
+def test_the_restore_test_schedule_is_checked(tmp_path: Path) -> None:
+    """Defaults: daily, overdue after three days, at the primary location."""
+    cfg = config_mod.parse(base(tmp_path))
+    assert cfg.backup is not None
+    assert (cfg.backup.restore_test.every, cfg.backup.restore_test.max_age) == (86400.0, 259200.0)
+    found = problems(base(tmp_path, restore_test={"every": "1d", "max_age": "1h"}))
+    assert any("restore_test.max_age (1h) is shorter than restore_test.every (1d)" in p
+               for p in found)  # fmt: skip
+    data = base(tmp_path, restore_test={"location": "standby_region"})
+    del data["backup"]["locations"]["standby_region"]
+    assert "backup.restore_test.location: standby_region is not a configured location" in (
+        problems(data)
+    )

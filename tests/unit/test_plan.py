@@ -72,7 +72,7 @@ def test_config_only_plan_says_what_is_missing_instead_of_failing(tmp_path: Path
         assert f"## {title}" in text
     missing = " ".join(t for _, t in plan.notes("missing"))
     assert "no --api URL was given" in missing
-    assert "backups feature is being built" in missing
+    assert "No [backup] section is configured" in missing
     # Generated from the config and the playbook registry, not kept by hand.
     assert "| orders | 5m | 5m |" in text
     assert "launch_replacement → wait_healthy → register_backend" in text

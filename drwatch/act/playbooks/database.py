@@ -15,7 +15,15 @@ Steps:
 5. `restore_latest_snapshot`: the replica is down or corrupt: a new volume from the
    newest snapshot.
 6. `restore_older_snapshot`: that one is corrupt too: walk back until one verifies.
-7. `repoint_app_servers`: tag the new primary and tell every app server where it is.
+7. `restore_from_dump`: no snapshot verifies: the newest verified portable dump, decrypted
+   on the watcher (only when it holds the private key) and streamed over the agent's
+   authenticated, encrypted channel into a new database host; after an operator's approval.
+8. `repoint_app_servers`: tag the new primary and tell every app server where it is.
+
+With backups configured (`[backup]`, a class holding this group), rungs 4 and 5 restore
+only snapshots drwatch's catalogue has verified, newest first; a snapshot the catalogue
+verified that restores corrupt is marked bad there (the alert `backup_unrestorable`).
+Without a catalogue, they use the provider's completed snapshots of the data volume.
 
 A rung whose new host reports the data corrupt stops that host and is recorded as
 skipped with the reason; the next rung runs. Once a rung has a primary, the rest skip.
@@ -23,12 +31,16 @@ skipped with the reason; the next rung runs. Once a rung has a primary, the rest
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 from drwatch.act.base import (
     GROUP_TAG,
     JSON,
     RUN_TAG,
+    BackupRef,
     GroupInfo,
     Outcome,
     Playbook,
@@ -58,7 +70,7 @@ from drwatch.act.playbooks.common import (
     wait_healthy,
     wait_running,
 )
-from drwatch.errors import ProviderError
+from drwatch.errors import DrwatchError, ProviderError
 from drwatch.model.fleet import DB_ROLE_TAG, Instance, Role
 from drwatch.model.observation import Layer
 from drwatch.model.plan import PlaybookName
@@ -72,7 +84,9 @@ RUNGS = (
     "promote_replica",
     "restore_latest_snapshot",
     "restore_older_snapshot",
+    "restore_from_dump",
 )
+DUMP_APPROVAL = "restore_from_dump"
 _ROOT_DEVICES = frozenset({"/dev/sda1", "/dev/xvda", "/dev/sda", "/dev/nvme0n1"})
 _DEAD_VOLUME = frozenset({"error", "deleting", "deleted"})
 DISCARDED_TAG = "drwatch:discarded"
@@ -158,7 +172,7 @@ async def inspect(ctx: RunContext) -> Outcome:
         (i for i in snap.fleet.in_group(ctx.plan.group) if i.id != old_id),
         key=lambda i: i.name,
     )
-    snapshots = await _snapshots_of(ctx, vol)
+    snapshots, catalogued = await _ladder_snapshots(ctx, vol)
     facts: JSON = {
         "old": old_id,
         "name": known.tag("Name") or old_id,
@@ -168,13 +182,68 @@ async def inspect(ctx: RunContext) -> Outcome:
         "volume": vol.id if vol else None,
         "volume_corrupt": database_integrity(snap, old_id) is False,
         "snapshots": snapshots,
+        "catalogue": catalogued,
         "replicas": [i.id for i in replicas],
     }
+    source = "verified snapshots in drwatch's catalogue" if catalogued is not None else "snapshots"
     return done(
         f"old primary {facts['name']} in {known.zone}; data volume {facts['volume']}; "
-        f"{len(snapshots)} snapshots; replicas {facts['replicas']}"
-        + ("; its last integrity check said corrupt" if facts["volume_corrupt"] else ""),
+        f"{len(snapshots)} {source}; replicas {facts['replicas']}"
+        + ("; its last integrity check said corrupt" if facts["volume_corrupt"] else "")
+        + "".join(f"; not usable: {n}" for n in (catalogued or {}).get("unusable", [])),
         **facts,
+    )
+
+
+async def _ladder_snapshots(
+    ctx: RunContext, vol: VolumeInfo | None
+) -> tuple[list[str], JSON | None]:
+    """The snapshots rungs 4 and 5 try, newest first, and what the catalogue said of them
+    (None without a catalogue: then the provider's completed snapshots of the volume)."""
+    refs = ctx.deps.backups.snapshots(ctx.plan.group)
+    if refs is None:
+        return await _snapshots_of(ctx, vol), None
+    at_provider = {
+        s.id for s in await ctx.deps.provider.snapshots(ctx.plan.region) if s.state == "completed"
+    }
+    usable = [r for r in refs if r.state == "verified" and r.snapshot_id in at_provider]
+    newest_ok = usable[0].created_at if usable else float("-inf")
+    newer = [r for r in refs if r not in usable and r.created_at >= newest_ok]
+    unusable = [_unusable(r) for r in newer[:3]]
+    return [r.snapshot_id for r in usable], {
+        "refs": {r.snapshot_id: _ref_json(r) for r in usable},
+        "unusable": unusable,
+    }
+
+
+def _unusable(r: BackupRef) -> str:
+    name = r.snapshot_id if r.resource else r.backup_id
+    if r.state != "verified":
+        return f"{name} ({r.state}{': ' + r.why if r.why else ''})"
+    return f"{name} (verified, but the provider no longer lists it completed)"
+
+
+def _ref_json(r: BackupRef) -> JSON:
+    return {
+        "backup_id": r.backup_id,
+        "data_class": r.data_class,
+        "kind": r.kind,
+        "location": r.location,
+        "created_at": r.created_at,
+        "state": r.state,
+        "resource": r.resource,
+    }
+
+
+def _ref(d: JSON) -> BackupRef:
+    return BackupRef(
+        d["backup_id"],
+        d["data_class"],
+        d["kind"],
+        d["location"],
+        d["created_at"],
+        d["state"],
+        resource=d.get("resource", ""),
     )
 
 
@@ -237,7 +306,25 @@ async def _discard(ctx: RunContext, instance_id: str, suffix: str) -> None:
         return {}
 
     await ctx.effect(f"release{suffix}", {"instance_id": instance_id}, check=check, apply=apply)
+    await _out_of_the_group(ctx, instance_id)
     await stop(ctx, f"discard{suffix}", instance_id)
+
+
+async def _out_of_the_group(ctx: RunContext, instance_id: str) -> None:
+    """Rediscover until drwatch's own fleet no longer counts the host in the group: one
+    stopped while the daemon still counts it opens a second incident (seen in drills on
+    a loaded machine). A describe that lags past `describe_lag` is waited out no longer:
+    the stop goes ahead, as it did before this check."""
+
+    async def gone() -> bool | None:
+        snap = await ctx.deps.fleet.refresh()
+        member = any(i.id == instance_id for i in snap.fleet.in_group(ctx.plan.group))
+        return None if member else True
+
+    with contextlib.suppress(StepError):
+        await ctx.wait_for(
+            f"{instance_id} to leave the group", gone, ctx.deps.settings.describe_lag
+        )
 
 
 async def _restore_snapshot(ctx: RunContext, snapshot_id: str) -> CloudInstance | str | None:
@@ -446,43 +533,211 @@ async def restore_latest_snapshot(ctx: RunContext) -> Outcome:
         return not_needed
     snapshots = _facts(ctx)["snapshots"]
     if not snapshots:
+        if _facts(ctx)["catalogue"] is not None:
+            return skipped(_no_verified_snapshot(ctx))
         return skipped("no snapshot of the data volume")
     host = await _restore_snapshot(ctx, snapshots[0])
     if isinstance(host, str):
         return skipped(f"no zone took the launch: {host}")
     if host is None:
+        _mark_bad(ctx, snapshots[0])
         return skipped(f"the newest snapshot {snapshots[0]} is corrupt", corrupt=True)
     return done(
         f"{host.id} in {host.zone} restored {snapshots[0]}", primary=host.id, launched=[host.id]
     )
 
 
+def _no_verified_snapshot(ctx: RunContext) -> str:
+    unusable = _facts(ctx)["catalogue"]["unusable"]
+    return "no verified snapshot in drwatch's catalogue" + (
+        f" (newest: {unusable[0]})" if unusable else ""
+    )
+
+
+def _mark_bad(ctx: RunContext, snapshot_id: str) -> None:
+    """A snapshot the catalogue had verified restored corrupt: the catalogue learns it
+    (no side effect outside drwatch: marking twice after a resume changes nothing)."""
+    catalogued = _facts(ctx)["catalogue"]
+    if catalogued is None or snapshot_id not in catalogued["refs"]:
+        return
+    ctx.deps.backups.mark_bad(
+        _ref(catalogued["refs"][snapshot_id]),
+        f"database.recover ({ctx.run_id}): restored, and the new host's agent found the "
+        "data corrupt",
+    )
+
+
 async def restore_older_snapshot(ctx: RunContext) -> Outcome:
     if (not_needed := _not_needed(ctx)) is not None:
         return not_needed
-    corrupt: list[str] = []
-    for snapshot_id in _facts(ctx)["snapshots"][1:]:
+    snapshots = _facts(ctx)["snapshots"]
+    if not snapshots:
+        return _skip(
+            _no_verified_snapshot(ctx)
+            if _facts(ctx)["catalogue"] is not None
+            else "no snapshot of the data volume"
+        )
+    corrupt: list[str] = [snapshots[0]]
+    bad_newest = _newest_was_bad(ctx, snapshots[0])
+    for snapshot_id in snapshots[1:]:
         host = await _restore_snapshot(ctx, snapshot_id)
         if isinstance(host, str):
             raise StepError(f"no zone took the launch: {host}")
         if host is not None:
-            note = f" (corrupt: {', '.join(corrupt)})" if corrupt else ""
             return done(
-                f"{host.id} in {host.zone} restored {snapshot_id}{note}",
+                f"{host.id} in {host.zone} restored {snapshot_id}; {bad_newest} "
+                f"(corrupt: {', '.join(corrupt)})",
                 primary=host.id,
                 launched=[host.id],
+                newest_bad=bad_newest,
             )
+        _mark_bad(ctx, snapshot_id)
         corrupt.append(snapshot_id)
-    raise StepError(
-        "no rung of the ladder recovered the database"
-        + (f"; corrupt: {corrupt}" if corrupt else "")
+    return _skip(f"no snapshot verifies; corrupt: {', '.join(corrupt)}", corrupt=corrupt)
+
+
+def _skip(reason: str, **result: Any) -> Outcome:
+    """A skip the final error repeats, when no rung recovered the database."""
+    return skipped(reason, why=reason, **result)
+
+
+def _newest_was_bad(ctx: RunContext, snapshot_id: str) -> str:
+    """The words of rung 5's alert: which backup was bad, and why."""
+    catalogued = _facts(ctx)["catalogue"]
+    if catalogued is None:
+        return f"the newest snapshot {snapshot_id} was bad: it restored corrupt"
+    newer = "".join(f"; newer, not verified: {n}" for n in catalogued["unusable"])
+    return (
+        f"the newest verified backup {snapshot_id} was bad: it restored corrupt "
+        f"(marked so in the catalogue){newer}"
     )
+
+
+# -- rung 6: a portable dump ---------------------------------------------------------------
+
+
+async def restore_from_dump(ctx: RunContext) -> Outcome:
+    """The newest verified dump onto a new database host, after an operator's approval.
+
+    The dump is decrypted on the watcher, in memory, and its plaintext streamed to the new
+    host over the agent's channel (TLS, requests signed for that instance): the private
+    key never leaves the watcher and the plaintext never touches the watcher's disk. The
+    data lost is the dump's age when this rung chose it (journaled, so a resumed run
+    restores the same dump)."""
+    if (not_needed := _not_needed(ctx)) is not None:
+        return not_needed
+    if (why := ctx.deps.backups.key_missing()) is not None:
+        return _skip(f"the watcher cannot decrypt a dump: {why}")
+    if (why := ctx.deps.dump_restore.missing()) is not None:
+        return _skip(why)
+    chosen = await _chosen_dump(ctx)
+    if chosen is None:
+        return _skip("no verified dump of this group in drwatch's catalogue")
+    ref, age = _ref(chosen["ref"]), float(chosen["age_s"])
+    by = await _approval(ctx, ref, age)
+    host = await _launch_db(ctx, "launch:dump", await _zones_old_first(ctx), ":dump")
+    if isinstance(host, str):
+        raise StepError(f"no zone took the launch of a host for {ref.backup_id}: {host}")
+    ok = await _verdict(ctx, ":dump")
+    if ok is None:
+        await wait_healthy(ctx, host.id, app=False)
+        await _stream_dump(ctx, host.id, ref)
+        ok = await _verified(ctx, host.id, ":dump")
+    if not ok:
+        await _discard(ctx, host.id, ":dump")
+        ctx.deps.backups.mark_bad(ref, f"database.recover ({ctx.run_id}): restored corrupt")
+        return _skip(f"dump {ref.backup_id} restored, but the new host found it corrupt")
+    return done(
+        f"{host.id} in {host.zone} restored dump {ref.backup_id} ({ref.location}), approved "
+        f"by {by}; data lost: the dump's age, {age:.0f} s",
+        primary=host.id,
+        launched=[host.id],
+        dump=ref.backup_id,
+        data_loss_s=age,
+    )
+
+
+async def _chosen_dump(ctx: RunContext) -> JSON | None:
+    """The newest verified dump, chosen once and journaled with its age at that time."""
+    chosen = await ctx.recorded("dump")
+    if chosen is not None:
+        return chosen
+    dumps = ctx.deps.backups.dumps(ctx.plan.group)
+    if not dumps:
+        return None
+    ref = dumps[0]
+    age = max(0.0, ctx.deps.clock.now() - ref.created_at)
+    return await ctx.memo("dump", {"ref": _ref_json(ref), "age_s": age})
+
+
+async def _approval(ctx: RunContext, ref: BackupRef, age: float) -> str:
+    """Who approved restoring `ref`; waits (up to approval_timeout) and journals it."""
+    memo = await ctx.recorded("approval")
+    if memo is not None:
+        return str(memo["by"])
+    approvals, incident = ctx.deps.approvals, ctx.plan.incident_id
+    approvals.request(
+        incident,
+        f"{DUMP_APPROVAL}: restore dump {ref.backup_id} of {ref.data_class} onto a new host "
+        f"(data lost: {age:.0f} s)",
+        ctx.deps.clock.now(),
+    )
+
+    async def probe() -> str | None:
+        return approvals.approved(incident, DUMP_APPROVAL)
+
+    by = await ctx.wait_for(
+        f"an operator to approve {DUMP_APPROVAL} (drwatch approve {incident})",
+        probe,
+        ctx.deps.settings.approval_timeout,
+    )
+    await ctx.memo("approval", {"by": by})
+    return by
+
+
+async def _stream_dump(ctx: RunContext, instance_id: str, ref: BackupRef) -> None:
+    """The dump's plaintext into the new host, once: its agent says whether a restore of
+    this dump finished (so a resumed run does not restore twice)."""
+    host = await require_instance(ctx, instance_id)
+    snap = await ctx.deps.fleet.refresh()
+    inst = snap.fleet.get(host.id)
+    if inst is None:
+        raise StepError(f"{instance_id} is not in the fleet")
+
+    async def check(p: JSON) -> JSON | None:
+        return await ctx.deps.dump_restore.restored(inst, p["backup_id"])
+
+    async def apply(p: JSON) -> JSON:
+        # Closed on every way out: gpg stops and the key's throwaway home goes at once.
+        try:
+            async with (
+                contextlib.aclosing(ctx.deps.backups.plaintext(ref)) as stream,
+                asyncio.timeout(ctx.deps.settings.restore_timeout),
+            ):
+                return await ctx.deps.dump_restore.restore(inst, p["backup_id"], stream)
+        except TimeoutError:
+            raise StepError(
+                f"restoring {p['backup_id']} into {instance_id} took longer than "
+                f"{ctx.deps.settings.restore_timeout:g}s"
+            ) from None
+        except DrwatchError as err:
+            raise StepError(f"restoring {p['backup_id']} into {instance_id}: {err}") from None
+
+    params = {"instance_id": instance_id, "backup_id": ref.backup_id}
+    await ctx.effect(f"restore:{ref.backup_id}", params, check=check, apply=apply)
 
 
 async def repoint_app_servers(ctx: RunContext) -> Outcome:
     found = _primary(ctx)
     if found is None:
-        raise StepError("no new primary to point the app servers at")
+        why = "; ".join(
+            f"{rung}: {ctx.results[rung]['why']}"
+            for rung in RUNGS[-2:]
+            if ctx.results.get(rung, {}).get("why")
+        )
+        raise StepError(
+            "no rung of the ladder recovered the database" + (f" ({why})" if why else "")
+        )
     primary_id = found[1]
     await _tag_primary(ctx, primary_id)
     snap = await ctx.deps.fleet.refresh()
@@ -527,6 +782,7 @@ PLAYBOOK = Playbook(
         Step("promote_replica", promote_replica),
         Step("restore_latest_snapshot", restore_latest_snapshot),
         Step("restore_older_snapshot", restore_older_snapshot),
+        Step("restore_from_dump", restore_from_dump),
         Step("repoint_app_servers", repoint_app_servers),
     ),
 )

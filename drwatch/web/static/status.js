@@ -297,6 +297,21 @@ function renderDrills(drills) {
   replace("drills-due", due.map((d) => el("li", { class: d.overdue ? "overdue" : "due", "data-kind": d.kind }, d.text)));
 }
 
+// When data was last proven restorable (the status's backups.restore_test); none: no backups.
+function renderRestoreTest(backups) {
+  const node = document.getElementById("restore-test");
+  const test = backups && backups.restore_test;
+  const last = test && test.last_passed;
+  let text = "This drwatch takes no backups.";
+  if (test && !test.enabled) text = "Not scheduled: " + (test.why_not || "off") + ".";
+  else if (test && last) text = "Last proven restorable " + day(last.at) + ": " + last.backup_id + ", " +
+    last.rows + " rows in " + secs(last.restore_s) + ", data " + secs(last.data_age_s) + " old" +
+    (test.overdue ? " · overdue" : "");
+  else if (test) text = "No restore test has passed yet" + (test.overdue ? " · overdue" : "") + ".";
+  node.className = test && test.overdue ? "overdue" : (last ? "" : "empty");
+  node.textContent = text;
+}
+
 function renderEarly(status) {
   const warnings = list(status.findings, "findings").filter((f) => TREND_FINDINGS.includes(f.finding));
   const items = warnings.map((f) => el("li", { class: "warn", "data-finding": f.finding }, f.evidence || f.finding));
@@ -381,6 +396,7 @@ async function refresh() {
     renderEarly(status);
     renderBackups(status.backups);
     renderReadiness(status);
+    renderRestoreTest(status.backups);
     document.getElementById("auth").hidden = true;
     document.getElementById("updated").textContent = "updated " + hms(new Date());
     setConn("live", true);
