@@ -352,7 +352,7 @@ class Daemon:
         self.metrics.add_routes(app)
         status.add_routes(app)
         regions_web.add_routes(app, self.regions)
-        app.setdefault(api.STATUS_HOOKS, []).append(self._cluster_status)
+        api.add_status_hook(app, self._cluster_status)
         if self.backups is not None:
             backups_web.add_routes(app, self.backups)
         runner = web.AppRunner(app, access_log=None)

@@ -135,6 +135,14 @@ StatusHook = Callable[[JSON, Snapshot | None], None]
 STATUS_HOOKS: web.AppKey[list[StatusHook]] = web.AppKey("drwatch_status_hooks", list)
 
 
+def add_status_hook(app: web.Application, hook: StatusHook) -> None:
+    """Let another part of the API add to the /api/v1/status document."""
+    hooks = app.get(STATUS_HOOKS)
+    if hooks is None:
+        hooks = app[STATUS_HOOKS] = []
+    hooks.append(hook)
+
+
 def add_routes(app: web.Application, state: ApiState) -> None:
     app[STATE_KEY] = state
     app.router.add_get("/api/v1/status", _guard(status, mutating=False))

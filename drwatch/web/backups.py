@@ -31,13 +31,10 @@ def add_routes(
         return web.json_response(view.doc(clock()))
 
     api.add_read_route(app, "/api/v1/backups", backups)
-    hooks = app.get(api.STATUS_HOOKS)
-    if hooks is None:
-        hooks = app[api.STATUS_HOOKS] = []
 
     def hook(doc: api.JSON, _snapshot: object) -> None:
         part = view.status_part(clock())
         doc["backups"] = part["backups"]
         doc.setdefault("findings", []).extend(part["findings"])
 
-    hooks.append(hook)
+    api.add_status_hook(app, hook)

@@ -18,7 +18,7 @@ from aiohttp import web
 from drwatch.assess.trends import TrendReport
 from drwatch.ledger import DrillDue, DrillLedger, DrillRecord, drill_status
 from drwatch.model.snapshot import Snapshot
-from drwatch.web.api import STATUS_HOOKS, finding_doc, guard_read, iso
+from drwatch.web.api import add_status_hook, finding_doc, guard_read, iso
 
 JSON = dict[str, Any]
 
@@ -43,15 +43,12 @@ def add_routes(app: web.Application, state: OutlookState) -> None:
     drills and trends parts of /api/v1/status."""
     app[OUTLOOK_KEY] = state
     app.router.add_get("/api/v1/drills", guard_read(drills, query=("limit", "full")))
-    hooks = app.get(STATUS_HOOKS)
-    if hooks is None:
-        hooks = app[STATUS_HOOKS] = []
 
     def hook(doc: JSON, snapshot: Snapshot | None) -> None:
         names = {i.id: i.name for i in snapshot.fleet} if snapshot else {}
         extend_status(doc, state, names)
 
-    hooks.append(hook)
+    add_status_hook(app, hook)
 
 
 def record_doc(rec: DrillRecord, *, full: bool = False) -> JSON:

@@ -13,7 +13,7 @@ from aiohttp import web
 from drwatch.assess.readiness import PENDING_RULES, ReadinessReport, regional_fallback
 from drwatch.model.findings import Finding
 from drwatch.model.snapshot import Snapshot
-from drwatch.web.api import STATUS_HOOKS, finding_doc
+from drwatch.web.api import add_status_hook, finding_doc
 
 JSON = dict[str, Any]
 
@@ -54,12 +54,9 @@ def extend_status(doc: JSON, state: ReadinessState, names: Mapping[str, str]) ->
 
 def add_routes(app: web.Application, state: ReadinessState) -> None:
     """The readiness part of /api/v1/status."""
-    hooks = app.get(STATUS_HOOKS)
-    if hooks is None:
-        hooks = app[STATUS_HOOKS] = []
 
     def hook(doc: JSON, snapshot: Snapshot | None) -> None:
         names = {i.id: i.name for i in snapshot.fleet} if snapshot else {}
         extend_status(doc, state, names)
 
-    hooks.append(hook)
+    add_status_hook(app, hook)

@@ -7,15 +7,11 @@ from aiohttp import web
 
 from drwatch.model.snapshot import Snapshot
 from drwatch.observe.regions import RegionWatch
-from drwatch.web.api import JSON, STATUS_HOOKS
+from drwatch.web.api import JSON, add_status_hook
 
 
 def add_routes(app: web.Application, watch: RegionWatch) -> None:
-    hooks = app.get(STATUS_HOOKS)
-    if hooks is None:
-        hooks = app[STATUS_HOOKS] = []
-
     def hook(doc: JSON, _snapshot: Snapshot | None) -> None:
         doc["region_roles"] = {"configured": watch.configured, **watch.latest.as_dict()}
 
-    hooks.append(hook)
+    add_status_hook(app, hook)

@@ -50,6 +50,20 @@ async def cloud_instance(ctx: RunContext, instance_id: str) -> CloudInstance | N
     return next((i for i in instances if i.id == instance_id), None)
 
 
+async def tag_primary(ctx: RunContext, instance_id: str) -> None:
+    """Tag the new primary database (`drwatch:db-role = primary`), once."""
+
+    async def check(p: JSON) -> JSON | None:
+        inst = await cloud_instance(ctx, p["instance_id"])
+        return {"already": True} if inst and inst.tag(DB_ROLE_TAG) == "primary" else None
+
+    async def apply(p: JSON) -> JSON:
+        await ctx.deps.provider.tag(ctx.plan.region, p["instance_id"], ((DB_ROLE_TAG, "primary"),))
+        return {}
+
+    await ctx.effect("tag_primary", {"instance_id": instance_id}, check=check, apply=apply)
+
+
 async def require_instance(ctx: RunContext, instance_id: str) -> CloudInstance:
     inst = await cloud_instance(ctx, instance_id)
     if inst is None:

@@ -64,6 +64,7 @@ from drwatch.act.playbooks.common import (
     launch,
     require_instance,
     stop,
+    tag_primary,
     try_agent_action,
     user_data,
     volume,
@@ -71,7 +72,7 @@ from drwatch.act.playbooks.common import (
     wait_running,
 )
 from drwatch.errors import DrwatchError, ProviderError
-from drwatch.model.fleet import DB_ROLE_TAG, Instance, Role
+from drwatch.model.fleet import Instance, Role
 from drwatch.model.observation import Layer
 from drwatch.model.plan import PlaybookName
 from drwatch.model.snapshot import Snapshot
@@ -739,7 +740,7 @@ async def repoint_app_servers(ctx: RunContext) -> Outcome:
             "no rung of the ladder recovered the database" + (f" ({why})" if why else "")
         )
     primary_id = found[1]
-    await _tag_primary(ctx, primary_id)
+    await tag_primary(ctx, primary_id)
     snap = await ctx.deps.fleet.refresh()
     primary = snap.fleet.get(primary_id)
     address = primary.name if primary else primary_id
@@ -758,18 +759,6 @@ async def repoint_app_servers(ctx: RunContext) -> Outcome:
         (problems if err else notes).append(err or app.name)
     failed = "".join(f"; failed {p}" for p in problems)
     return done(f"primary is {address} ({primary_id}); repointed {len(notes)} app servers{failed}")
-
-
-async def _tag_primary(ctx: RunContext, instance_id: str) -> None:
-    async def check(p: JSON) -> JSON | None:
-        inst = await cloud_instance(ctx, p["instance_id"])
-        return {"already": True} if inst and inst.tag(DB_ROLE_TAG) == "primary" else None
-
-    async def apply(p: JSON) -> JSON:
-        await ctx.deps.provider.tag(ctx.plan.region, p["instance_id"], ((DB_ROLE_TAG, "primary"),))
-        return {}
-
-    await ctx.effect("tag_primary", {"instance_id": instance_id}, check=check, apply=apply)
 
 
 PLAYBOOK = Playbook(

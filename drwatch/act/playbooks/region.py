@@ -47,13 +47,14 @@ from drwatch.act.playbooks.common import (
     healthy_zones,
     launch,
     stop,
+    tag_primary,
     try_agent_action,
     user_data,
     wait_running,
 )
 from drwatch.assess.regions import primary_databases
 from drwatch.errors import ProviderError
-from drwatch.model.fleet import DB_ROLE_TAG, Instance, Role
+from drwatch.model.fleet import Instance, Role
 from drwatch.model.observation import Health, Layer
 from drwatch.model.plan import PlaybookName
 from drwatch.model.regions import DnsRecord, failover_pair, region_roles
@@ -299,25 +300,13 @@ async def promote_replica(ctx: RunContext) -> Outcome:
         reports_primary,
         ctx.deps.settings.action_timeout,
     )
-    await _tag_primary(here, replica_id)
+    await tag_primary(here, replica_id)
     how = "was already the primary" if result.get("already") else "promoted"
     return done(
         f"{facts['replica_name']} ({replica_id}) {how} in {standby}; expected data loss "
         f"about {facts['expected_loss_s']:g}s of writes (its lag)",
         primary=replica_id,
     )
-
-
-async def _tag_primary(ctx: RunContext, instance_id: str) -> None:
-    async def check(p: JSON) -> JSON | None:
-        inst = await cloud_instance(ctx, p["instance_id"])
-        return {"already": True} if inst and inst.tag(DB_ROLE_TAG) == "primary" else None
-
-    async def apply(p: JSON) -> JSON:
-        await ctx.deps.provider.tag(ctx.plan.region, p["instance_id"], ((DB_ROLE_TAG, "primary"),))
-        return {}
-
-    await ctx.effect("tag_primary", {"instance_id": instance_id}, check=check, apply=apply)
 
 
 # -- 4. app servers -----------------------------------------------------------------------
