@@ -18,6 +18,7 @@ import asyncio
 import json
 import shutil
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,9 +59,11 @@ class KeyPair:
 def make_key_pair(root: Path, gpg: str = "gpg") -> KeyPair:
     """An ed25519 key with a cv25519 encryption subkey; its halves exported to files and
     the scratch keyring removed (blocking)."""
-    home = root / "keygen"
-    shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(mode=0o700, parents=True)
+    # The scratch keyring lives in a short temporary directory, not under `root`: key
+    # generation needs gpg-agent, whose socket path must fit in 108 bytes, and a state
+    # directory under pytest's tmp_path on an xdist worker is already longer than that
+    # (gpg exits 2, "socket name too long"; found by a full CI run).
+    home = Path(tempfile.mkdtemp(prefix="drwatch-keygen-"))
     try:
         base = [gpg, "--homedir", str(home), "--batch", "--pinentry-mode", "loopback"]
         run = _runner(base)

@@ -167,3 +167,17 @@ def test_the_watcher_key_option_names_the_watchers_own_copy(tmp_path: Path) -> N
 
 def _no_session() -> aiohttp.ClientSession:
     raise AssertionError("no HTTP in this test")
+
+
+def test_the_key_pair_is_made_under_a_state_directory_of_any_length(tmp_path: Path) -> None:
+    """gpg-agent's socket path must fit in 108 bytes: key generation in a scratch keyring
+    under a long state directory (pytest's tmp_path on an xdist worker) made gpg exit 2,
+    and every sandbox with backups failed to start in CI."""
+    need_binary("gpg")
+    root = tmp_path / ("d" * 60) / ("e" * 60)
+    root.mkdir(parents=True)
+    key = make_key_pair(root)
+    assert len(key.fingerprint) == 40
+    assert key.public_file.read_text().startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    assert key.private_file.stat().st_mode & 0o077 == 0
+    assert sorted(p.name for p in root.iterdir()) == ["operator-private.asc", "public.asc"]
