@@ -402,6 +402,16 @@ class Sandbox:
             "control": self.control_url,
             "service": self.service_url,
             "moto": self.moto_proc.url,
+            # Every moto_server this sandbox runs (the cloud, and with backups its object
+            # storage and the off-site provider): a SIGKILLed sandbox leaves them all.
+            "motos": [
+                self.moto_proc.url,
+                *(
+                    [self.backups.storage_moto.url, self.backups.offsite_moto.url]
+                    if self.backups
+                    else []
+                ),
+            ],
             "front": {r: self.front.endpoint(r) for r in self.topo.regions},
             "canaries": self.canary_urls(),
             "config": str(self.state_dir / CONFIG_FILE),

@@ -9,8 +9,10 @@ own copy, named in its config.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -119,8 +121,8 @@ def check_cli_and_custody(sb: Sandbox, gpg: str) -> None:
     private = sb.backups.key.private_file
     assert private.stat().st_mode & 0o077 == 0
     assert not private.is_relative_to(daemon)
-    operator = sb.state_dir / "operator-gnupg"
-    operator.mkdir(mode=0o700)
+    # A short keyring path: gpg-agent's socket must fit in 108 bytes (tmp_path may not).
+    operator = Path(tempfile.mkdtemp(prefix="drwatch-operator-"))
     base = [gpg, "--homedir", str(operator), "--batch", "--pinentry-mode", "loopback"]
     try:
         subprocess.run([*base, "--import", str(private)], capture_output=True, timeout=60,
@@ -130,6 +132,7 @@ def check_cli_and_custody(sb: Sandbox, gpg: str) -> None:
     finally:
         subprocess.run(["gpgconf", "--homedir", str(operator), "--kill", "all"],
                        capture_output=True, timeout=60, check=False)  # fmt: skip
+        shutil.rmtree(operator, ignore_errors=True)
     assert plain.stdout.startswith(b"-- drwatch sandbox: simulated dump of db-2")
 
 
