@@ -25,6 +25,7 @@ import grpc  # type: ignore[import-untyped]
 
 from drwatch.cluster.errors import EtcdRefusedError, EtcdUnavailableError
 from drwatch.config import ClusterConfig
+from drwatch.fields import split_host_port
 
 T = TypeVar("T")
 
@@ -101,7 +102,9 @@ class _Client(aetcd.Client):  # type: ignore[misc]
     async def connect(self) -> None:
         if self._connected.is_set():
             return
-        target = f"{self._host}:{self._port}"
+        # gRPC's target: an IPv6 address in brackets, as in the config.
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        target = f"{host}:{self._port}"
         if self._tls is None:
             self.channel = grpc.aio.insecure_channel(target, options=self._options.items())
         else:
@@ -172,11 +175,11 @@ class Etcd:
         return self.endpoints[self._index]
 
     def _new_client(self) -> _Client:
-        host, _, port = self.endpoint.rpartition(":")
+        host, port = split_host_port(self.endpoint)
         return _Client(
             self._tls,
             host=host,
-            port=int(port),
+            port=port,
             username=self._auth[0],
             password=self._auth[1],
             timeout=self.timeout,

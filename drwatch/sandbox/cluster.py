@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from drwatch.fields import split_host_port
 from drwatch.logs import get_logger
 from drwatch.sandbox.cloud import SandboxError
 from drwatch.sandbox.daemon_api import DaemonApi, Incident, SeenFinding
@@ -247,9 +248,9 @@ class EtcdPath:
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self.open.wait()
-        host, _, port = self.upstream.rpartition(":")
+        host, port = split_host_port(self.upstream)
         try:
-            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            up_reader, up_writer = await asyncio.open_connection(host, port)
         except OSError:
             writer.close()
             return

@@ -154,3 +154,32 @@ async def test_calls_sharing_a_client_fail_as_unavailable_while_etcd_is_stopped(
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await etcd.close()
+
+
+async def test_an_ipv6_endpoint_reaches_etcd(tmp_path: Path) -> None:
+    """`[::1]:PORT` (the config's bracketed form) is split by fields.split_host_port and
+    dialled in brackets: a relay on ::1 in front of etcd carries a put and a get."""
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", srv.client_port)
+
+        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            while data := await r.read(65536):
+                w.write(data)
+                await w.drain()
+            w.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    with etcd_server(tmp_path) as srv:
+        server = await asyncio.start_server(relay, "::1", 0)
+        port = server.sockets[0].getsockname()[1]
+        etcd = Etcd([f"[::1]:{port}"], timeout=2.0)
+        try:
+            await etcd.put("/v6/k", b"v")
+            kv = await etcd.get("/v6/k")
+            assert kv is not None
+            assert kv.value == b"v"
+        finally:
+            await etcd.close()
+            server.close()
