@@ -95,9 +95,23 @@ async def wait_healthy(sb: Sandbox, api: Api, deadline_s: float) -> bool:
         return False
 
 
-async def replay(chaos: Chaos, timeline: list[Event], t0: float, start: float, seen: Seen) -> None:
+async def replay(
+    chaos: Chaos,
+    timeline: list[Event],
+    t0: float,
+    start: float,
+    seen: Seen,
+    *,
+    end: float | None = None,
+) -> None:
+    """Apply each event at its time (`end`: the drill's end, monotonic, for `after_step`)."""
     for ev in timeline:
         await asyncio.sleep(max(0.0, t0 + ev.at - time.monotonic()))
+        if ev.after_step is not None and not await _run_under_way(chaos.sb, ev.after_step, end):
+            at_s = round(time.time() - start, 3)
+            why = f"after_step {ev.after_step}: no run for it was under way before the end"
+            seen.events.append(EventRecord(at_s, ev.do, ev.target, error=why))
+            continue
         at_s = round(time.time() - start, 3)
         params = parse_param(ev.do, ev.param_value()) if ev.do != "heal" else {}
         try:
@@ -106,6 +120,29 @@ async def replay(chaos: Chaos, timeline: list[Event], t0: float, start: float, s
         except (SandboxError, TimeoutError) as err:
             seen.events.append(EventRecord(at_s, ev.do, ev.target, error=str(err) or "timeout"))
         log.info("drill.event", at_s=at_s, do=ev.do, target=ev.target)
+
+
+STEP_POLL_S = 0.1
+
+
+async def _run_under_way(sb: Sandbox, name: str, end: float | None) -> bool:
+    """Wait until some watcher's API shows a run for an incident naming `name` with a
+    journaled step and not finished (the leader shows it at its next tick; a follower
+    only once it has pulled it); False if the drill ends first."""
+    api = api_of(sb)
+    apis = api.apis if isinstance(api, WatcherApis) else [api]
+    while True:
+        for one in apis:
+            for inc in await one.incidents() or []:
+                if name in inc.targets and inc.steps and _unfinished(inc):
+                    return True
+        if end is not None and time.monotonic() >= end:
+            return False
+        await asyncio.sleep(STEP_POLL_S)
+
+
+def _unfinished(inc: Incident) -> bool:
+    return inc.recovered_at is None and inc.ended_at is None and inc.outcome != "failed"
 
 
 async def poll_incidents(api: Api, seen: Seen) -> None:
@@ -155,7 +192,7 @@ async def _timeline(sb: Sandbox, chaos: Chaos, sc: Scenario, start: float, seen:
     t0 = time.monotonic()
     poller = asyncio.create_task(poll_incidents(api, seen))
     try:
-        await replay(chaos, sc.timeline(), t0, start, seen)
+        await replay(chaos, sc.timeline(), t0, start, seen, end=t0 + sc.duration)
         await asyncio.sleep(max(0.0, t0 + sc.duration - time.monotonic()))
     finally:
         poller.cancel()

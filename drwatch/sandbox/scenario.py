@@ -58,6 +58,10 @@ class Event(_Strict):
     period: Param | None = None
     percent: Param | None = None
     rate: Param | None = None  # grow-disk: percent per minute
+    # An instance name: from `at`, the event waits until a playbook run for an incident
+    # naming that instance has journaled its first step (so "mid-playbook" holds however
+    # long detection took); later events wait with it. Never by the end: the event fails.
+    after_step: str | None = Field(default=None, min_length=1)
 
     def param_value(self) -> object:
         _, name = VERBS.get(self.do, (None, None))
@@ -166,6 +170,8 @@ def _event_problems(i: int, ev: Event, sc: Scenario, topo: Topology) -> list[str
         problems.append(f"{where}.target: {problem}")
     if ev.at > sc.duration:
         problems.append(f"{where}.at: {ev.at:g}s is after the end (duration {sc.duration:g}s)")
+    if ev.after_step is not None and topo.by_name(ev.after_step) is None:
+        problems.append(f"{where}.after_step: unknown instance {ev.after_step!r}")
     if ev.do != HEAL:
         try:
             parse_param(ev.do, ev.param_value())

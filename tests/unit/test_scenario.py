@@ -328,3 +328,15 @@ def test_cut_etcd_names_one_watcher_or_the_leader() -> None:
     event = [{"at": "5s", "do": "cut-etcd", "target": "app-3"}]
     (problem,) = _problems(_base(event=event, watchers=3))
     assert "cut-etcd needs a watcher name" in problem
+
+
+def test_after_step_names_an_instance_of_the_topology() -> None:
+    """`after_step` holds an event until a run for that instance is under way: it must
+    name an instance (kill-leader mid-playbook, config/drills/kill-leader.toml)."""
+    event = [{"at": "6s", "do": "kill-leader", "target": "watcher", "after_step": "app-3"}]
+    sc = parse_scenario(_base(event=event, watchers=3), TOPO)
+    assert sc.event[0].after_step == "app-3"
+    event[0]["after_step"] = "app-99"
+    assert _problems(_base(event=event, watchers=3)) == [
+        "event[0].after_step: unknown instance 'app-99'"
+    ]
