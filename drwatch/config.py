@@ -321,6 +321,10 @@ class PolicyConfig(_Strict):
     approval_required: tuple[Literal["instance", "zone", "region"], ...] = ("region",)
     # "Running at the provider but unreachable" must last this long before it counts as dead.
     dead_grace: Duration = 30.0
+    # With several watchers ([cluster]): the grace for an instance whose silence a
+    # vantage quorum of at least two watchers corroborates (never longer than
+    # dead_grace). bench/README.md, "cluster_detection.py", has the numbers behind it.
+    corroborated_grace: Duration = 10.0
     # Share of a zone's instances that must be down (across more than one role) for a zone
     # finding, while another zone of the same region still answers.
     zone_down_share: Share = 0.75
@@ -502,6 +506,9 @@ class ClusterConfig(_Strict):
     # target or zone is down by silence alone (default: a majority of watchers).
     watchers: Annotated[int, Field(ge=1, le=15)] = 3
     vantage_quorum: Annotated[int, Field(ge=1, le=15)] | None = None
+    # Closed incidents stay in etcd this long after they closed, then the leader deletes
+    # them there; every watcher keeps its own copy in its local history (SQLite).
+    incident_retention: Annotated[Duration, Field(ge=3600.0)] = 7 * 86400.0
 
     @property
     def keepalive_every(self) -> float:
@@ -622,6 +629,13 @@ def _cross_problems(cfg: Config) -> Iterable[str]:
             f"policy.dead_grace ({format_duration(cfg.policy.dead_grace)}) must be at least "
             f"timing.provider.interval ({format_duration(grace_floor)}): otherwise the provider "
             "cannot corroborate before an instance is called dead"
+        )
+    corroborated = min(cfg.policy.corroborated_grace, cfg.policy.dead_grace)
+    if cfg.cluster is not None and corroborated < grace_floor:
+        yield (
+            f"policy.corroborated_grace ({format_duration(corroborated)}) "
+            f"must be at least timing.provider.interval ({format_duration(grace_floor)}): "
+            "otherwise the provider cannot corroborate before an instance is called dead"
         )
     yield from _live_drill_problems(cfg)
     if not _is_loopback(cfg.watcher.listen) and cfg.watcher.api_token_file is None:

@@ -43,6 +43,7 @@ from drwatch.assess.regions import serving_regions
 from drwatch.assess.trends import assess_trends
 from drwatch.backup.alerting import backup_alerts
 from drwatch.backup.wiring import fleet_deps, start_backups
+from drwatch.cluster.errors import TickNotSharedError
 from drwatch.cluster.incidents import IncidentMirror
 from drwatch.cluster.leader import Election
 from drwatch.cluster.node import ClusterNode, SharedControls, Solo, Vantage, follower_report
@@ -314,7 +315,8 @@ class Daemon:
             self.node: Solo | ClusterNode = Solo()
             return self.cycle
         commands = SharedControls(self.cycle)
-        mirror = IncidentMirror(self.incidents, self.shared.incidents)
+        retention = self.cfg.cluster.incident_retention if self.cfg.cluster else None
+        mirror = IncidentMirror(self.incidents, self.shared.incidents, retention)
         self.node = ClusterNode(
             self.shared.leadership,
             self.cycle,
@@ -447,6 +449,9 @@ class Daemon:
                 acting = await self.node.prepare(time.time())
                 await self.tick(time.time(), acting=acting)
                 await self.node.settle(time.time())
+            except TickNotSharedError as exc:  # [cluster]: deposed or etcd away; acted on nothing
+                _log().warning("tick.not_shared", reason=str(exc))
+                self.notifier.watchdog()
             except Exception:
                 _log().exception("tick.failed")
             else:
@@ -459,7 +464,9 @@ class Daemon:
         # Several watchers: this watcher's silence, weighed against the others' views.
         snapshot = self.node.corroborate(self.watch.snapshot(now), now)
         if acting:
-            report = await self.cycle.run_tick(snapshot, now, self.incident_writer.write)
+            # With [cluster], the tick's writes reach etcd (fenced) before the local copy.
+            write = self.node.write_through(self.incident_writer.write)
+            report = await self.cycle.run_tick(snapshot, now, write)
         else:  # another watcher leads, or nobody may: observe and report, decide nothing
             report = follower_report(self.cycle, snapshot, now, self.node.not_acting())
         self.api_state.update(report, snapshot)

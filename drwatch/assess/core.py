@@ -81,6 +81,7 @@ def assess(
         regions=regions if regions is not None else serving_regions(snapshot),
         discovery=snapshot.discovery,
         fleet_groups=frozenset(i.group for i in snapshot.fleet),
+        corroborated=snapshot.corroborated,
     )
     found = [d for _, rule in RULES for d in rule(ctx)]
     return Assessment(

@@ -39,6 +39,8 @@ class Context:
     regions: RegionRoles = field(default=UNKNOWN_ROLES)
     discovery: Discovery = field(default_factory=Discovery)
     fleet_groups: frozenset[str] = frozenset()
+    # Instances whose silence a vantage quorum of watchers corroborates (Snapshot).
+    corroborated: frozenset[str] = frozenset()
 
     @property
     def trusted_since(self) -> float | None:
@@ -57,9 +59,16 @@ class Context:
         trusted = self.trusted_since
         return since if trusted is None else max(since, trusted)
 
-    def matured(self, since: float | None) -> bool:
+    def grace(self, corroborated: bool = False) -> float:
+        """The dead grace; the shorter corroborated grace for silence a quorum of watchers
+        sees (other vantage points stand for the canaries' word on drwatch's own path)."""
+        if corroborated:
+            return min(self.cfg.corroborated_grace, self.cfg.dead_grace)
+        return self.cfg.dead_grace
+
+    def matured(self, since: float | None, *, corroborated: bool = False) -> bool:
         """Has this evidence lasted the dead grace? Without a `since` it has not."""
-        return since is not None and self.now - self._start(since) >= self.cfg.dead_grace
+        return since is not None and self.now - self._start(since) >= self.grace(corroborated)
 
     def in_zone(self, zone: str) -> tuple[InstanceView, ...]:
         return tuple(v for v in self.instances if v.instance.zone == zone)
@@ -67,10 +76,10 @@ class Context:
     def in_region(self, region: str) -> tuple[InstanceView, ...]:
         return tuple(v for v in self.instances if v.instance.region == region)
 
-    def left(self, since: float | None) -> str:
+    def left(self, since: float | None, *, corroborated: bool = False) -> str:
         if since is None:
             return ""
-        left = self.cfg.dead_grace - (self.now - self._start(since))
+        left = self.grace(corroborated) - (self.now - self._start(since))
         return f", {max(0.0, left):.0f} s of grace left"
 
 
@@ -128,13 +137,15 @@ def rule_instance_unreachable(ctx: Context) -> Iterable[Diagnosis]:
             continue
         since = v.silent_since
         running = v.state is InstanceState.RUNNING
-        if running and v.both_failing and ctx.matured(since):
+        quorum = v.instance.id in ctx.corroborated
+        if running and v.both_failing and ctx.matured(since, corroborated=quorum):
             yield _about(
                 v, Finding.INSTANCE_UNREACHABLE, f"running at the provider; {_layers(v)}", since
             )
             continue
         why = "provider running" if running else f"provider {v.provider.seen.value}"
-        yield _about(v, Finding.INSTANCE_SUSPECT, f"{_layers(v)}; {why}{ctx.left(since)}", since)
+        left = ctx.left(since, corroborated=quorum)
+        yield _about(v, Finding.INSTANCE_SUSPECT, f"{_layers(v)}; {why}{left}", since)
 
 
 def rule_instance_booting(ctx: Context) -> Iterable[Diagnosis]:

@@ -42,6 +42,9 @@ class RulesConfig:
     """The thresholds the rules need; built from the policy and timing slices."""
 
     dead_grace: float = 30.0
+    # For an instance whose silence a quorum of watchers corroborates (never above
+    # dead_grace).
+    corroborated_grace: float = 10.0
     zone_down_share: float = 0.75
     disk_warn_percent: float = 90.0
     memory_warn_percent: float = 95.0
@@ -62,6 +65,7 @@ class RulesConfig:
         }
         return cls(
             dead_grace=policy.dead_grace,
+            corroborated_grace=policy.corroborated_grace,
             zone_down_share=policy.zone_down_share,
             disk_warn_percent=policy.disk_warn_percent,
             memory_warn_percent=policy.memory_warn_percent,

@@ -8,7 +8,9 @@ no failure asserted by the provider (it says running, or is silent too), is down
 when a quorum of fresh views sees it silent and none reaches it (`vantage.judge_target`).
 Otherwise its silent layers are made unknown (unknown is not down), with the verdict as
 the reason, so neither an instance finding nor the zone or region findings built from
-them come from one watcher's broken path. What
+them come from one watcher's broken path. An instance whose silence a quorum of two or
+more watchers sees is named in the snapshot's `corroborated`: it counts as dead after
+the shorter `policy.corroborated_grace` (assess.rules). What
 the provider asserts (stopped, terminated, impaired, a zone impaired) is left alone: it
 needs no quorum. `cut_zones` names the zones this watcher alone finds silent while
 another watcher reaches them: its own state, reported on its status.
@@ -35,6 +37,8 @@ class Corroborated:
     set_aside: Mapping[str, str] = field(default_factory=dict)
     cut_zones: tuple[str, ...] = ()
     fresh_views: tuple[str, ...] = ()
+    # instance ids whose silence two or more watchers see, with no watcher reaching them
+    corroborated: frozenset[str] = frozenset()
 
 
 def _seen(iv: InstanceView) -> Seen:
@@ -66,11 +70,14 @@ def corroborate(
     current.append(own)
     health = dict(snapshot.health)
     set_aside: dict[str, str] = {}
+    seen_by_quorum: set[str] = set()
     for iv in instance_views(snapshot, now, cfg, frozenset()):
         if own.targets.get(iv.instance.id) is not Seen.SILENT or iv.provider.failing:
             continue  # not silent here, or the provider asserts a failure: no quorum needed
         verdict = judge_target(iv.instance.id, current, now=now, max_age=max_age, quorum=quorum)
         if verdict.basis is Basis.QUORUM:
+            if len(verdict.silent_from) >= 2:  # other vantage points, not this one alone
+                seen_by_quorum.add(iv.instance.id)
             continue
         set_aside[iv.instance.name] = verdict.reason
         for layer in SILENCE_LAYERS:
@@ -82,10 +89,11 @@ def corroborate(
                 )
     zones = _cut_zones(snapshot, current, me=me, now=now, max_age=max_age, cfg=cfg, quorum=quorum)
     return Corroborated(
-        replace(snapshot, health=MappingProxyType(health)),
+        replace(snapshot, health=MappingProxyType(health), corroborated=frozenset(seen_by_quorum)),
         set_aside,
         zones,
         tuple(v.watcher for v in current),
+        frozenset(seen_by_quorum),
     )
 
 

@@ -18,6 +18,11 @@ class NotLeaderError(DrwatchError):
     or etcd's leader key is no longer the one it won (it was deposed: fencing)."""
 
 
+class TickNotSharedError(DrwatchError):
+    """A leader's tick could not write its incident changes to etcd (deposed, or etcd out
+    of reach): nothing of it was written locally and no plan was submitted."""
+
+
 class JournalConflictError(DrwatchError):
     """The row to create is already journaled (a run, or an effect's intent): the caller
     must read it and resume, not write it again."""

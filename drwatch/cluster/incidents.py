@@ -3,21 +3,26 @@
 The cycle is synchronous and keeps its incidents in the local `IncidentStore`; with
 `[cluster]` that store is this watcher's copy of what etcd holds:
 
-- the leader's copy is the one that changes: after each of its ticks `IncidentMirror.push`
-  writes every incident, retired instance and database role that changed to etcd, each
-  write fenced by the leader key like the journal's (a deposed leader's copy is refused);
+- the leader's copy is the one that changes: each of its ticks' writes goes to etcd
+  first (`IncidentMirror.share`, one transaction fenced by the leader key like the
+  journal's: a deposed leader's write is refused), then to the local copy, and only then
+  does the cycle submit plans (ClusterNode.write_through); after the tick
+  `IncidentMirror.push` writes whatever else changed (database roles, a pulled record);
 - when a watcher wins, it `pull`s everything etcd holds into its copy before its first
   tick as leader, so it sees every open incident the old leader had published, and its
   runner resumes the old leader's unfinished runs from the shared journal;
-- followers `pull` every tick, so their status page and API show the leader's incidents.
+- followers `pull` every tick, so their status page and API show the leader's incidents;
+- the leader `prune`s incidents closed longer than `[cluster] incident_retention` ago
+  from etcd (every PRUNE_EVERY), so what each pull reads stays bounded; a watcher's local
+  copy keeps them (a pull leaves alone what etcd no longer holds): its history.
 
 An incident is serialised by its own `to_dict`/`from_dict` (the form the SQLite store
 keeps), so the two sides never disagree on what an incident is.
 
-What a leader killed between a tick and its push loses is at most that tick's changes
-to incident records; its journal writes were already fenced in etcd. The new leader
-decides such an incident again, and the runner ignores a plan for an incident whose
-resumed run is in flight: the side effects still happen once.
+So a leader killed mid-tick has either shared the tick's incident records and then
+acted, or not acted at all: the new leader sees every incident a run was started for.
+Its journal writes are fenced in etcd as well, and the runner ignores a plan for an
+incident whose resumed run is in flight: the side effects happen once.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
 from drwatch.cluster.errors import NotLeaderError
-from drwatch.cluster.etcd import Etcd, KeyValue, Put
+from drwatch.cluster.etcd import Delete, Etcd, KeyValue, Put
 from drwatch.cluster.leader import Fence
 from drwatch.incidents import IncidentStore, Retirement, Writes
 from drwatch.logs import get_logger
@@ -39,6 +44,11 @@ log = get_logger(component="cluster.incidents")
 # How many recently closed incidents the mirror compares each push (besides open ones):
 # an incident closes in a tick, so the one that closed it is among the newest.
 RECENT = 50
+# How often the leader looks for closed incidents past their retention in etcd.
+PRUNE_EVERY = 600.0
+# etcd refuses a transaction of more than 128 operations (--max-txn-ops): the fence
+# compare and at most this many deletes per transaction.
+PRUNE_BATCH = 100
 SHARED_RETIREMENT = "(shared)"
 
 
@@ -46,9 +56,16 @@ class SharedIncidents(Protocol):
     """Where incidents, retired instances and remembered database roles are kept so that
     any watcher can read them. Writes may be fenced (NotLeaderError)."""
 
-    async def save(self, incidents: Sequence[Incident]) -> None: ...
+    async def save(
+        self, incidents: Sequence[Incident], retired: Sequence[str] = (), at: float = 0.0
+    ) -> None:
+        """The incidents, and the instances retired at `at`, in one write."""
+
     async def incidents(self) -> list[Incident]: ...
     async def retire(self, instance_ids: Iterable[str], at: float) -> None: ...
+    async def forget(self, incident_ids: Sequence[str]) -> None:
+        """Drop these incidents from the shared side (closed ones past their retention)."""
+
     async def retired(self) -> frozenset[str]: ...
     async def remember_roles(self, roles: Mapping[str, str]) -> None: ...
     async def roles(self) -> dict[str, str]: ...
@@ -61,15 +78,24 @@ class SqliteSharedIncidents:
     def __init__(self, store: IncidentStore) -> None:
         self.store = store
 
-    async def save(self, incidents: Sequence[Incident]) -> None:
-        for inc in incidents:
-            self.store.save(inc)
+    async def save(
+        self, incidents: Sequence[Incident], retired: Sequence[str] = (), at: float = 0.0
+    ) -> None:
+        self.store.write(
+            Writes(
+                incidents=tuple(incidents),
+                retired=(Retirement(tuple(retired), SHARED_RETIREMENT, at),) if retired else (),
+            )
+        )
 
     async def incidents(self) -> list[Incident]:
         return sorted(self.store.recent(limit=1_000_000), key=lambda i: (i.opened_at, i.id))
 
     async def retire(self, instance_ids: Iterable[str], at: float) -> None:
         self.store.retire(instance_ids, SHARED_RETIREMENT, at)
+
+    async def forget(self, incident_ids: Sequence[str]) -> None:
+        return None  # one watcher: its store is the history, nothing to prune
 
     async def retired(self) -> frozenset[str]:
         return self.store.retired()
@@ -92,7 +118,7 @@ class EtcdSharedIncidents:
         self._retired = f"/{namespace}/retired/"
         self._roles = f"/{namespace}/roles/"
 
-    async def _write(self, puts: list[Put]) -> None:
+    async def _write(self, puts: Sequence[Put | Delete]) -> None:
         if not puts:
             return
         fence = self._fence()
@@ -102,8 +128,12 @@ class EtcdSharedIncidents:
                 f"refused to share {len(puts)} incident record(s)"
             )
 
-    async def save(self, incidents: Sequence[Incident]) -> None:
-        await self._write([Put(self._incidents + _q(i.id), _dump(i.to_dict())) for i in incidents])
+    async def save(
+        self, incidents: Sequence[Incident], retired: Sequence[str] = (), at: float = 0.0
+    ) -> None:
+        puts = [Put(self._incidents + _q(i.id), _dump(i.to_dict())) for i in incidents]
+        body = _dump({"at": at})
+        await self._write(puts + [Put(self._retired + _q(i), body) for i in retired])
 
     async def incidents(self) -> list[Incident]:
         found = []
@@ -118,6 +148,11 @@ class EtcdSharedIncidents:
     async def retire(self, instance_ids: Iterable[str], at: float) -> None:
         body = _dump({"at": at})
         await self._write([Put(self._retired + _q(i), body) for i in instance_ids])
+
+    async def forget(self, incident_ids: Sequence[str]) -> None:
+        for start in range(0, len(incident_ids), PRUNE_BATCH):
+            batch = incident_ids[start : start + PRUNE_BATCH]
+            await self._write([Delete(self._incidents + _q(i)) for i in batch])
 
     async def retired(self) -> frozenset[str]:
         return frozenset(_tail(kv.key, self._retired) for kv in await self._all(self._retired))
@@ -136,9 +171,14 @@ class EtcdSharedIncidents:
 class IncidentMirror:
     """Keeps the local store (the cycle's) and the shared one in step; see the module doc."""
 
-    def __init__(self, local: IncidentStore, shared: SharedIncidents) -> None:
+    def __init__(
+        self, local: IncidentStore, shared: SharedIncidents, retention: float | None = None
+    ) -> None:
         self.local = local
         self.shared = shared
+        # Closed longer ago than this: pruned from the shared side, never pushed again.
+        self.retention = retention
+        self._pruned_at: float | None = None
         self._sent: dict[str, str] = {}  # incident id -> the body the shared side holds
         self._sent_retired: frozenset[str] = frozenset()
         self._sent_roles: dict[str, str] = {}
@@ -169,10 +209,24 @@ class IncidentMirror:
         self._sent_roles = dict(roles)
         return changed
 
+    async def share(self, writes: Writes) -> None:
+        """A tick's writes, to the shared side before the local copy (one fenced write).
+        Raises NotLeaderError when this watcher was deposed: then nothing was shared."""
+        ids = sorted({i for r in writes.retired for i in r.instance_ids} - self._sent_retired)
+        at = max((r.at for r in writes.retired), default=0.0)
+        await self.shared.save(writes.incidents, ids, at)
+        for inc in writes.incidents:
+            self._sent[inc.id] = _body(inc)
+        self._sent_retired = self._sent_retired | frozenset(ids)
+
     async def push(self, now: float) -> int:
         """Share what changed locally since the last pull or push; returns how many
         incidents were written. Raises NotLeaderError when this watcher was deposed."""
-        changed = [i for i in self._candidates() if self._sent.get(i.id) != _body(i)]
+        changed = [
+            i
+            for i in self._candidates()
+            if self._sent.get(i.id) != _body(i) and not self._expired(i, now)
+        ]
         await self.shared.save(changed)
         for inc in changed:
             self._sent[inc.id] = _body(inc)
@@ -185,6 +239,27 @@ class IncidentMirror:
             await self.shared.remember_roles(new_roles)
             self._sent_roles.update(new_roles)
         return len(changed)
+
+    async def prune(self, now: float) -> int:
+        """Delete from the shared side the incidents closed more than `retention` ago
+        (at most once per PRUNE_EVERY); returns how many. Fenced like every write."""
+        if self.retention is None:
+            return 0
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
+            return 0
+        old = [i.id for i in await self.shared.incidents() if self._expired(i, now)]
+        await self.shared.forget(old)
+        self._pruned_at = now
+        if old:
+            log.info("incidents.pruned", count=len(old), retention_s=self.retention)
+        return len(old)
+
+    def _expired(self, inc: Incident, now: float) -> bool:
+        return (
+            self.retention is not None
+            and inc.closed_at is not None
+            and inc.closed_at < now - self.retention
+        )
 
     def _candidates(self) -> list[Incident]:
         seen: dict[str, Incident] = {i.id: i for i in self.local.recent(limit=RECENT)}

@@ -6,7 +6,8 @@ sends the operator's commands it took (`SharedControls`) to etcd. Then:
 - the leader, on the first tick of a term, pulls every shared incident into its local
   copy and resumes the unfinished runs of the shared journal (the old leader's, once:
   the runner ignores a run already in flight); each tick it applies the shared pause and
-  the approvals, runs the cycle, and `settle` pushes what the tick changed (fenced);
+  the approvals and runs the cycle, whose writes go to etcd (fenced) before the local
+  copy and before any plan is submitted (`write_through`); `settle` pushes the rest;
 - a follower (or a watcher that cannot reach etcd) stops any run it was making (they
   stay `running` in the journal for the next leader), pulls the shared incidents when it
   can, and reports what it observes without deciding (`follower_report`).
@@ -27,16 +28,22 @@ import structlog
 from drwatch.alerts.model import AlertInput
 from drwatch.assess import assess
 from drwatch.cluster.corroborate import Corroborated, corroborate, my_view
-from drwatch.cluster.errors import EtcdRefusedError, EtcdUnavailableError, NotLeaderError
+from drwatch.cluster.errors import (
+    EtcdRefusedError,
+    EtcdUnavailableError,
+    NotLeaderError,
+    TickNotSharedError,
+)
 from drwatch.cluster.etcd_store import ViewBoard
 from drwatch.cluster.incidents import IncidentMirror
 from drwatch.cluster.leader import Leadership, Role
 from drwatch.cluster.sqlite_store import SqliteControlStore
 from drwatch.cluster.store import ControlStore
 from drwatch.cluster.vantage import View
-from drwatch.cycle import Cycle, TickReport
+from drwatch.cycle import AsyncWrite, Cycle, TickReport
 from drwatch.decide import utc_hm
 from drwatch.decide.summary import summarise
+from drwatch.incidents import Writes
 from drwatch.model.incident import Incident, Phase
 from drwatch.model.snapshot import Snapshot
 
@@ -128,6 +135,9 @@ class Solo:
     def corroborate(self, snapshot: Snapshot, now: float) -> Snapshot:
         return snapshot
 
+    def write_through(self, local: AsyncWrite) -> AsyncWrite:
+        return local
+
     def alerts(self, now: float) -> list[AlertInput]:
         return []
 
@@ -186,6 +196,28 @@ class ClusterNode:
         """For the runner's kill switch: this watcher took over and still leads."""
         return bool(self.term) and self.leading.state.acting
 
+    def write_through(self, local: AsyncWrite) -> AsyncWrite:
+        """The cycle's writes, to etcd first (fenced), then to `local` (the local copy):
+        the cycle submits plans only once its write returns, so every incident a run is
+        started for is in etcd, where the next leader finds it. A refused or failed
+        share raises TickNotSharedError and writes nothing locally: the tick stops before
+        it submits anything, as when the local disk refuses."""
+
+        async def write(writes: Writes) -> frozenset[str]:
+            if writes:
+                if not self.may_act():
+                    raise TickNotSharedError(f"tick not shared: {self.not_acting()}")
+                try:
+                    await self._etcd_raising(self.mirror.share(writes))
+                except NotLeaderError as exc:
+                    await self.step_down(str(exc))
+                    raise TickNotSharedError(f"tick not shared: {exc}") from exc
+                except _ETCD_ERRORS as exc:
+                    raise TickNotSharedError(f"tick not shared: {exc}") from exc
+            return await local(writes)
+
+        return write
+
     def not_acting(self) -> str:
         return not_acting_reason(self.leading.state)
 
@@ -197,6 +229,7 @@ class ClusterNode:
             return
         try:
             await self._etcd_raising(self.mirror.push(now))
+            await self._etcd_raising(self.mirror.prune(now))
         except NotLeaderError as exc:
             await self.step_down(str(exc))
 
@@ -302,6 +335,8 @@ class ClusterNode:
             "fresh_views": list(c.fresh_views) if c else [],
             "silence_set_aside": dict(c.set_aside) if c else {},
             "cut_from_zones": list(c.cut_zones) if c else [],
+            # instance ids whose silence a quorum sees: policy.corroborated_grace applies
+            "silence_corroborated": sorted(c.corroborated) if c else [],
         }
         return doc
 

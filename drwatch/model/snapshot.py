@@ -29,6 +29,10 @@ class Snapshot:
     fleet: Fleet
     health: Mapping[HealthKey, TargetHealth] = field(default_factory=lambda: MappingProxyType({}))
     discovery: Discovery = field(default_factory=Discovery)
+    # Instance ids whose silence a vantage quorum of two or more watchers sees (several
+    # watchers on etcd: drwatch.cluster.corroborate); they count after the shorter
+    # `policy.corroborated_grace`. Always empty for a single watcher.
+    corroborated: frozenset[str] = frozenset()
 
     def get(self, target: str, layer: Layer) -> TargetHealth | None:
         return self.health.get((target, layer))

@@ -98,6 +98,16 @@ async def test_retired_instances_and_roles_are_kept(shared: SharedIncidents) -> 
     assert await shared.roles() == {"i-7": "primary", "i-8": "primary"}
 
 
+async def test_a_ticks_incidents_and_retirements_are_saved_together(
+    shared: SharedIncidents,
+) -> None:
+    """`save` with retired instances (a tick's writes, shared before acting): both sides
+    keep both."""
+    await shared.save([incident(5, phase=Phase.ACTING)], ["i-5"], 42.0)
+    assert [i.id for i in await shared.incidents()] == [incident(5).id]
+    assert "i-5" in await shared.retired()
+
+
 async def test_a_deposed_leader_cannot_share_incidents(etcd_srv: EtcdServer) -> None:
     """Once the leader key is no longer the one won, every incident write is refused."""
     etcd = Etcd([etcd_srv.endpoint], timeout=2.0)
@@ -147,4 +157,59 @@ async def test_a_new_leader_pulls_what_the_old_one_pushed(
     finally:
         old_store.close()
         new_store.close()
+        await etcd.close()
+
+
+async def test_closed_incidents_leave_etcd_after_their_retention_but_stay_in_local_history(
+    etcd_srv: EtcdServer, tmp_path: Path
+) -> None:
+    """Retention 1 h: at 10,000 s the leader prunes the incident closed at 200 s from
+    etcd (in batches, fenced), keeps the one closed at 9,000 s and the open one; the
+    follower's copy still holds the pruned one (its history), and neither push nor pull
+    brings it back to etcd."""
+    etcd = Etcd([etcd_srv.endpoint], timeout=2.0)
+    stores = IncidentStore(tmp_path / "w1"), IncidentStore(tmp_path / "w2")
+    try:
+        ns, fence = await _leader(etcd)
+        shared = EtcdSharedIncidents(etcd, ns, lambda: fence)
+        leader = IncidentMirror(stores[0], shared, retention=3600.0)
+        follower = IncidentMirror(stores[1], shared, retention=3600.0)
+        old = incident(1, phase=Phase.ENDED, closed_at=200.0)
+        recent = incident(2, phase=Phase.ENDED, closed_at=9000.0)
+        still_open = incident(3)
+        for inc in (old, recent, still_open):
+            stores[0].save(inc)
+        assert await leader.push(300.0) == 3  # shared while within their retention
+        assert await follower.pull() == 3
+
+        assert await leader.prune(10_000.0) == 1
+        assert [i.id for i in await shared.incidents()] == [recent.id, still_open.id]
+        assert await leader.prune(10_001.0) == 0  # not looked at again before PRUNE_EVERY
+        assert await leader.push(10_002.0) == 0  # the pruned one is not pushed back
+        await follower.pull()
+        assert stores[1].get(old.id) == old  # the follower's history keeps it
+        assert {i.id for i in stores[1].recent(limit=10)} == {old.id, recent.id, still_open.id}
+
+        await etcd.put(f"/{ns}/leader", b'{"name": "w2"}')  # deposed: a new leader key
+        await etcd.delete_prefix(f"/{ns}/leader")
+        with pytest.raises(NotLeaderError):
+            await shared.forget([recent.id])
+    finally:
+        for store in stores:
+            store.close()
+        await etcd.close()
+
+
+async def test_pruning_goes_in_batches_etcd_accepts(etcd_srv: EtcdServer) -> None:
+    """More expired incidents than one etcd transaction may hold (128 operations): all go."""
+    etcd = Etcd([etcd_srv.endpoint], timeout=2.0)
+    try:
+        ns, fence = await _leader(etcd)
+        shared = EtcdSharedIncidents(etcd, ns, lambda: fence)
+        many = [incident(n, phase=Phase.ENDED, closed_at=100.0) for n in range(250)]
+        for start in range(0, len(many), 50):
+            await shared.save(many[start : start + 50])
+        await shared.forget([i.id for i in many])
+        assert await shared.incidents() == []
+    finally:
         await etcd.close()

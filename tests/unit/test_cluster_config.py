@@ -72,6 +72,7 @@ def test_durations_and_quorum_are_read_as_given() -> None:
         ({"tls": {"ca_file": "/ca.pem", "cert_file": "/c.pem"}}, "cert_file and key_file go"),
         ({"endpoints": []}, "cluster.endpoints"),
         ({"endpoints": ["etcd1"]}, "is not host:port"),
+        ({"incident_retention": "10m"}, "cluster.incident_retention"),
     ],
 )
 def test_rules_name_their_numbers(cluster: dict[str, Any], expected: str) -> None:
@@ -100,3 +101,24 @@ def test_the_examples_commented_cluster_table_is_valid() -> None:
     assert c is not None
     assert (c.name, c.lease_ttl, c.keepalive_every, c.quorum) == ("watcher-a", 10.0, 3.0, 2)
     assert c.tls is not None
+
+
+def test_the_corroborated_grace_defaults_to_the_provider_interval() -> None:
+    """Shipped: dead_grace 30 s, and 10 s (one provider poll) for silence a quorum of
+    watchers corroborates (bench/README.md, cluster_detection.py, has the numbers)."""
+    cfg = config.parse(with_cluster())
+    assert (cfg.policy.dead_grace, cfg.policy.corroborated_grace) == (30.0, 10.0)
+    assert cfg.timing.provider.interval == 10.0
+
+
+def test_the_corroborated_grace_leaves_the_provider_time_to_speak() -> None:
+    """Below the provider's interval it is refused with the numbers, with [cluster] only
+    (a single watcher never uses it)."""
+    data = with_cluster()
+    data["policy"] = {"corroborated_grace": "5s"}
+    (problem,) = problems_of(data)
+    assert "policy.corroborated_grace (5s) must be at least timing.provider.interval (10s)" in (
+        problem
+    )
+    del data["cluster"]
+    assert config.parse(data).policy.corroborated_grace == 5.0

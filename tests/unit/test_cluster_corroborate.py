@@ -3,6 +3,8 @@ before assess sees it (drwatch.cluster.corroborate). Pure: no etcd, no clock."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from drwatch.assess import assess
@@ -105,3 +107,100 @@ def test_a_silent_provider_does_not_make_silence_count() -> None:
     out, snap = _run(world, [_other("w2", {"app-3": Seen.UP}), _other("w3", {"app-3": Seen.UP})])
     assert (Finding.INSTANCE_UNREACHABLE.value, (iid("app-3"),)) not in _findings(snap)
     assert "app-3" in out.set_aside
+
+
+# -- the corroborated grace ----------------------------------------------------------------
+
+# app-3 went dark 15 s ago: past a 10 s corroborated grace, within the 30 s dead grace.
+GRACES = dataclasses.replace(RULES, dead_grace=30.0, corroborated_grace=10.0)
+DARK_FOR = 15.0
+
+
+def _unreachable(snapshot: Snapshot) -> bool:
+    result = assess(snapshot, NOW, GRACES)
+    return any(
+        d.finding is Finding.INSTANCE_UNREACHABLE and d.targets == (iid("app-3"),)
+        for d in result.incidents
+    )
+
+
+def _dark_app3() -> World:
+    return World.healthy().dark("app-3", since=NOW - DARK_FOR)
+
+
+def test_silence_two_watchers_see_counts_after_the_corroborated_grace() -> None:
+    """Silent from here and from w2 (quorum 2 of 3): named in the snapshot's
+    `corroborated`, and dead after the shorter grace; alone, it would still be a suspect."""
+    world = _dark_app3()
+    assert not _unreachable(world.snapshot())  # one watcher: the full dead grace
+    out = corroborate(
+        world.snapshot(),
+        [_other("w2", {"app-3": Seen.SILENT})],
+        me="w1",
+        now=NOW,
+        cfg=GRACES,
+        quorum=2,
+        max_age=10.0,
+    )
+    assert out.corroborated == frozenset({iid("app-3")})
+    assert out.snapshot.corroborated == out.corroborated
+    assert _unreachable(out.snapshot)
+
+
+@pytest.mark.parametrize(
+    ("others", "quorum"),
+    [
+        ([], 1),  # a quorum of one (configured so): this watcher alone is not corroboration
+        ([_other("w2", {"app-3": Seen.UP}), _other("w3", {"app-3": Seen.SILENT})], 2),
+        ([_other("w2", {"app-3": Seen.SILENT}, at=NOW - 60)], 2),  # stale
+    ],
+    ids=["quorum-of-one", "another-reaches-it", "stale-view"],
+)
+def test_no_shorter_grace_without_two_fresh_silent_views(others: list[View], quorum: int) -> None:
+    """The shorter grace needs two watchers' fresh silence and none reaching the host."""
+    out = corroborate(
+        _dark_app3().snapshot(), others, me="w1", now=NOW, cfg=GRACES, quorum=quorum, max_age=10.0
+    )
+    assert out.corroborated == frozenset()
+    assert not _unreachable(out.snapshot)
+
+
+def test_the_corroborated_grace_is_never_longer_than_the_dead_grace() -> None:
+    """corroborated_grace 25 s, dead_grace 20 s: corroborated silence counts at 20 s."""
+    cfg = dataclasses.replace(GRACES, dead_grace=20.0, corroborated_grace=25.0)
+    snap = dataclasses.replace(_dark_app3().snapshot(), corroborated=frozenset({iid("app-3")}))
+
+    def dead_at(now: float) -> bool:
+        return any(
+            d.finding is Finding.INSTANCE_UNREACHABLE for d in assess(snap, now, cfg).incidents
+        )
+
+    assert not dead_at(NOW)  # dark 15 s
+    assert dead_at(NOW + 5.5)  # dark 20.5 s: the dead grace, not 25 s
+
+
+def test_a_zone_silent_from_a_quorum_keeps_the_full_grace_and_stays_an_alert() -> None:
+    """Corroborated silence across most of us-east-1b, the provider saying running. The
+    shorter grace is for one host: the zone's silence matures after the full dead grace
+    (its instances are absorbed meanwhile: no instance is replaced one by one), and then
+    it is zone_unreachable (an alert), never zone_outage: silence alone never acts on a
+    zone."""
+    world = World.healthy()
+    for name in ZONE_B:
+        world = world.dark(name, since=NOW - DARK_FOR)
+    silent = {n: Seen.SILENT for n in ZONE_B}
+    out = corroborate(
+        world.snapshot(),
+        [_other("w2", silent)],
+        me="w1",
+        now=NOW,
+        cfg=GRACES,
+        quorum=2,
+        max_age=10.0,
+    )
+    assert out.corroborated == frozenset(iid(n) for n in ZONE_B)
+    early = assess(out.snapshot, NOW, GRACES)
+    assert early.incidents == ()
+    assert Finding.ZONE_SUSPECT in early.findings()
+    late = {d.finding for d in assess(out.snapshot, NOW + 16.0, GRACES).incidents}
+    assert late == {Finding.ZONE_UNREACHABLE}
