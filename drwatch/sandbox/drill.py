@@ -126,15 +126,16 @@ STEP_POLL_S = 0.1
 
 
 async def _run_under_way(sb: Sandbox, name: str, end: float | None) -> bool:
-    """Wait until some watcher's API shows a run for an incident naming `name` with a
-    journaled step and not finished (the leader shows it at its next tick; a follower
-    only once it has pulled it); False if the drill ends first."""
+    """Wait until some watcher's API shows a run for an incident naming `name` past its
+    first step (a step journaled done) and not finished (the leader shows it at its next
+    tick; a follower once it has pulled it); False if the drill ends first."""
     api = api_of(sb)
     apis = api.apis if isinstance(api, WatcherApis) else [api]
     while True:
         for one in apis:
             for inc in await one.incidents() or []:
-                if name in inc.targets and inc.steps and _unfinished(inc):
+                done = any(s.status == "done" for s in inc.steps)
+                if name in inc.targets and done and _unfinished(inc):
                     return True
         if end is not None and time.monotonic() >= end:
             return False

@@ -59,8 +59,9 @@ class Event(_Strict):
     percent: Param | None = None
     rate: Param | None = None  # grow-disk: percent per minute
     # An instance name: from `at`, the event waits until a playbook run for an incident
-    # naming that instance has journaled its first step (so "mid-playbook" holds however
-    # long detection took); later events wait with it. Never by the end: the event fails.
+    # naming that instance is past its first step (journaled done) and not finished (so
+    # "mid-playbook" holds however long detection took); later events wait with it.
+    # Never by the end: the event fails.
     after_step: str | None = Field(default=None, min_length=1)
 
     def param_value(self) -> object:
