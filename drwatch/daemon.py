@@ -449,7 +449,7 @@ class Daemon:
                 acting = await self.node.prepare(time.time())
                 await self.tick(time.time(), acting=acting)
                 await self.node.settle(time.time())
-            except TickNotSharedError as exc:  # [cluster]: deposed or etcd away; acted on nothing
+            except TickNotSharedError as exc:  # [cluster]: deposed or etcd away; no plan after it
                 _log().warning("tick.not_shared", reason=str(exc))
                 self.notifier.watchdog()
             except Exception:
