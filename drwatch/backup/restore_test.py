@@ -30,7 +30,7 @@ from drwatch.backup.dump import PgEndpoint
 from drwatch.backup.errors import BackupError
 from drwatch.backup.manifest import MANIFEST_NAME, Manifest
 from drwatch.backup.model import State
-from drwatch.backup.proc import communicate
+from drwatch.backup.proc import communicate, psql_query
 from drwatch.backup.restore import Decryptor, into_command, plaintext
 from drwatch.backup.store import ObjectStore, S3Store
 from drwatch.backup.verify import verify
@@ -234,25 +234,10 @@ async def _ready(endpoint: PgEndpoint) -> None:
 
 
 async def _psql(endpoint: PgEndpoint, sql: str) -> str:
-    argv = [
-        str(endpoint.bin_dir / "psql"),
-        *endpoint.conn_args(),
-        "-X",
-        "-At",
-        "-d",
-        endpoint.database,
-        "-c",
-        sql,
-    ]
-    try:
-        code, out, err = await communicate(argv, _PSQL_DEADLINE)
-    except OSError as e:
-        raise BackupError(f"cannot run psql: {e.strerror}") from None
-    except TimeoutError:
-        raise BackupError(f"psql: no answer in {_PSQL_DEADLINE:g}s") from None
-    if code != 0:
-        raise BackupError(f"psql: {err.decode(errors='replace').strip()}")
-    return out.decode().strip()
+    psql = str(endpoint.bin_dir / "psql")
+    return await psql_query(
+        psql, endpoint.conn_args(), endpoint.database, sql, _PSQL_DEADLINE, where="psql"
+    )
 
 
 def _free_port() -> int:
