@@ -84,7 +84,7 @@ def test_host_with_an_optional_port_splits(value: str, expected: tuple[str, int 
 )
 def test_bad_host_with_an_optional_port_is_refused(value: str) -> None:
     """Malformed values raise ValueError quoting the value, as split_host_port does."""
-    with pytest.raises(ValueError, match="host:port|brackets") as err:
+    with pytest.raises(ValueError, match=r"host:port|brackets") as err:
         split_host_optional_port(value)
     assert repr(value) in str(err.value)
 
