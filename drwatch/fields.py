@@ -41,14 +41,15 @@ def split_host_optional_port(value: str) -> tuple[str, int | None]:
     bracketed = value.startswith("[")
     if bracketed and value.endswith("]") and len(value) > 2:
         return value[1:-1], None
-    if value and not bracketed and (":" not in value or _is_ipv6(value)):
+    if value and not bracketed and (":" not in value or is_ip_address(value)):
         return value, None
     return split_host_port(value)
 
 
-def _is_ipv6(value: str) -> bool:
+def is_ip_address(value: str) -> bool:
+    """Is `value` an IPv4 or IPv6 address (no brackets, no port)?"""
     try:
-        ipaddress.IPv6Address(value)
+        ipaddress.ip_address(value)
     except ValueError:
         return False
     return True

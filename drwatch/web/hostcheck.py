@@ -13,7 +13,6 @@ header at all (HTTP/1.0 tools) is not a browser's and passes. Everything else ge
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
@@ -21,7 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from drwatch.config import Config
-from drwatch.fields import split_host_optional_port, split_host_port
+from drwatch.fields import is_ip_address, split_host_optional_port, split_host_port
 from drwatch.logs import get_logger
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -35,14 +34,6 @@ def _name_of(host: str) -> str | None:
     except ValueError:
         return None
     return name.rstrip(".")
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 class AllowedHosts:
@@ -62,7 +53,7 @@ class AllowedHosts:
         if host_header is None:
             return True
         name = _name_of(host_header)
-        return name is not None and (_is_ip(name) or name in self.names)
+        return name is not None and (is_ip_address(name) or name in self.names)
 
 
 def host_check(allowed: AllowedHosts) -> Middleware:
