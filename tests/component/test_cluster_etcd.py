@@ -159,17 +159,24 @@ async def test_calls_sharing_a_client_fail_as_unavailable_while_etcd_is_stopped(
 async def test_an_ipv6_endpoint_reaches_etcd(tmp_path: Path) -> None:
     """`[::1]:PORT` (the config's bracketed form) is split by fields.split_host_port and
     dialled in brackets: a relay on ::1 in front of etcd carries a put and a get."""
+    writers: set[asyncio.StreamWriter] = set()
+    handlers: set[asyncio.Task[None] | None] = set()
 
-    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", srv.client_port)
-
-        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
             while data := await r.read(65536):
                 w.write(data)
                 await w.drain()
+        finally:
             w.close()
 
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.add(asyncio.current_task())
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", srv.client_port)
+        writers.update((writer, up_writer))
+        await asyncio.gather(
+            pump(reader, up_writer), pump(up_reader, writer), return_exceptions=True
+        )
 
     with etcd_server(tmp_path) as srv:
         server = await asyncio.start_server(relay, "::1", 0)
@@ -183,3 +190,7 @@ async def test_an_ipv6_endpoint_reaches_etcd(tmp_path: Path) -> None:
         finally:
             await etcd.close()
             server.close()
+            for w in writers:
+                w.close()
+            await asyncio.gather(*(t for t in handlers if t is not None))
+            await server.wait_closed()
