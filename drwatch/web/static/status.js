@@ -152,15 +152,17 @@ function incidentCard(inc) {
 // Widest first: a region or zone outage explains the instance incidents inside it.
 const SCOPE_RANK = { region: 0, zone: 1, provider_api: 2, instance: 3 };
 
-function renderIncidents(incidents) {
+function renderIncidents(incidents, steps = []) {
   const rank = (i) => SCOPE_RANK[i.scope] ?? 9;
   const open = incidents.filter(isOpen).sort((a, b) => rank(a) - rank(b) || (toDate(a.opened_at) - toDate(b.opened_at)));
   document.getElementById("open-count").textContent = String(open.length);
   replace("incidents", open.length ? open.map(incidentCard) : el("p", { class: "empty" }, "No open incidents."));
-  const waiting = open.filter((i) => i.outcome === "awaiting_approval");
+  // An incident waits before it acts, or a running playbook's step waits (restore_from_dump).
+  const stepOf = Object.fromEntries(steps.map((p) => [p.incident, p.what]));
+  const waiting = open.filter((i) => i.outcome === "awaiting_approval" || stepOf[i.id]);
   document.getElementById("approvals").hidden = waiting.length === 0;
   replace("approval-list", waiting.map((i) => el("li", {},
-    el("strong", {}, where(i)), " · " + (i.playbook || "playbook") + " · ",
+    el("strong", {}, where(i)), " · " + (stepOf[i.id] || i.playbook || "playbook") + " · ",
     el("a", { href: "#incident-" + i.id }, "details"), el("br"), "approve with ", el("code", {}, "drwatch approve " + i.id))));
   const closed = incidents.filter((i) => !isOpen(i)).slice(0, 10);
   replace("recent", closed.length ? closed.map((i) => el("li", {},
@@ -387,7 +389,7 @@ async function refresh() {
   try {
     const [status, incidents] = await Promise.all([api("api/v1/status"), api("api/v1/incidents")]);
     const all = list(incidents, "incidents");
-    const open = renderIncidents(all);
+    const open = renderIncidents(all, list(status.approvals || [], "approvals"));
     renderHeader(status, open);
     renderGrid(status, open);
     renderRegions(status);
