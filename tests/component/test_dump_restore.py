@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from drwatch.agent.restore import LocalDatabase, RestoreLimits, Restorer
-from drwatch.agent.server import create_app, serving
+from drwatch.agent.server import create_app, serving, tls_context
 from drwatch.agent.wire import (
     RESTORE_PATH,
     RESTORE_STATUS_ACTION,
@@ -40,6 +41,7 @@ from drwatch.model.fleet import Instance
 from drwatch.observe.agent import AgentClient
 from tests.component.test_agent_client import client_cfg, instance_at
 from tests.component.test_agent_server import SECRET, FakeHost, agent_cfg
+from tests.component.test_agent_tls import make_agent_cert, make_ca
 from tests.component.test_backup_restore_paths import backup_cfg
 from tests.conftest import MotoServer
 from tests.support.backup_services import (  # noqa: F401
@@ -52,6 +54,7 @@ from tests.support.backup_services import (  # noqa: F401
 from tests.support.postgres import Clusters, Server, clusters
 
 pytestmark = pytest.mark.services
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 ROWS = 3000
 SOURCE_SQL = (
@@ -96,9 +99,23 @@ async def stack() -> AsyncIterator[AsyncExitStack]:
         yield s
 
 
+@web.middleware
+async def from_another_host(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The request as the agent would see it from the watcher's own address."""
+    return await handler(request.clone(remote="10.1.2.3"))
+
+
 async def start_agent(
-    stack: AsyncExitStack, target: Server, limits: RestoreLimits | None = None
+    stack: AsyncExitStack,
+    target: Server,
+    limits: RestoreLimits | None = None,
+    *,
+    remote: bool = False,
+    tls: Path | None = None,
 ) -> Agent:
+    """The real agent's app restoring into `target`. `remote`: requests look as if they
+    came from another host; `tls`: a directory for a test CA and the agent's certificate
+    (HTTPS, and the watcher's client verifies against that CA)."""
     db = LocalDatabase(str(target.sockdir), target.port)
     restorer = Restorer(lambda: db, limits)
     app = create_app(
@@ -111,9 +128,17 @@ async def start_agent(
         instance_id="i-0db2",
         restorer=restorer,
     )
-    port = await stack.enter_async_context(serving(app, "127.0.0.1", 0))
+    if remote:
+        app.middlewares.insert(0, from_another_host)
+    context, extra = None, {}
+    if tls is not None:
+        ca = make_ca(tls, "ca")
+        cert, key = make_agent_cert(tls, "ca")
+        context = tls_context(agent_cfg(tls_cert_file=str(cert), tls_key_file=str(key)))
+        extra = {"scheme": "https", "tls_ca_file": str(ca)}
+    port = await stack.enter_async_context(serving(app, "127.0.0.1", 0, context))
     session = await stack.enter_async_context(aiohttp.ClientSession())
-    cfg = client_cfg(max_response_bytes=64 * 1024)
+    cfg = client_cfg(max_response_bytes=64 * 1024, **extra)
     client = AgentClient(cfg, SECRET, session)
     return Agent(port, client, AgentDumpRestore(cfg, SECRET, session, client))
 
@@ -236,6 +261,21 @@ async def test_an_altered_or_unsigned_frame_is_refused_before_it_is_used(
     )
     assert (status, "frame 0 failed its HMAC" in text) == (400, True)
     assert relations(target) == 0
+
+
+async def test_the_agent_takes_a_stream_from_another_host_only_over_tls(
+    stack: AsyncExitStack, target: Server, dump_bytes: bytes, tmp_path: Path
+) -> None:
+    """Over plain HTTP, a stream from a non-loopback address is refused (403) and
+    nothing is restored; over TLS (verified against the agent's CA) it is restored."""
+    plain = await start_agent(stack, target, remote=True)
+    with pytest.raises(DumpStreamError, match="403: refusing a dump's plaintext over plain"):
+        await plain.dump.restore(plain.instance, "orders-1", chunks(dump_bytes))
+    assert relations(target) == 0
+    secure = await start_agent(stack, target, remote=True, tls=tmp_path)
+    result = await secure.dump.restore(secure.instance, "orders-1", chunks(dump_bytes))
+    assert result["bytes"] == len(dump_bytes)
+    assert target.sql("SELECT count(*) FROM orders") == str(ROWS)
 
 
 async def test_plaintext_never_goes_over_plain_http_to_another_host(
