@@ -16,8 +16,10 @@ from typing import Any
 
 from aiohttp import web
 
+from drwatch import lifecycle
 from drwatch.act.approvals import StepApprovals
 from drwatch.cycle import WatcherState
+from drwatch.decide.gates import APPROVAL_PREFIX
 from drwatch.model.incident import Incident
 from drwatch.model.snapshot import Snapshot
 from drwatch.web.api import Controls, IncidentReader, add_status_hook, iso
@@ -45,8 +47,11 @@ class ApprovingControls:
         return self._inner.watcher_state(now)
 
     def approve(self, incident_id: str, now: float, by: str = "api") -> Incident:
+        """The incident's waiting step; else (an incident that waits at its gates, or
+        nothing waits) the daemon's own approval, with its answers and errors."""
         inc = self._incidents.get(incident_id)
-        if inc is not None and inc.is_open and self._steps.approve(incident_id, by, now):
+        step = inc is not None and inc.is_open and not lifecycle.approvable(inc, APPROVAL_PREFIX)
+        if inc is not None and step and self._steps.approve(incident_id, by, now):
             return inc
         return self._inner.approve(incident_id, now, by)
 

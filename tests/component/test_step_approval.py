@@ -116,3 +116,21 @@ async def test_an_approval_is_kept_across_a_restart_and_a_resumed_run_finds_it(
     assert again.pending("inc-1") is None
     assert again.approve("inc-1", "kim", NOW + 61) is None  # nothing waits
     assert again.approved("inc-2", "restore_from_dump") is None
+
+
+async def test_an_incident_waiting_at_its_gates_is_approved_there_first(
+    daemon: tuple[Client, Daemon],
+) -> None:
+    """A step request left from an earlier run does not swallow the approval an incident
+    that waits at its gates needs: the gate is approved, the old request stays."""
+    c, d = daemon
+    snap = _region_down().snapshot()
+    d.state.update(d.cycle.tick(snap, NOW), snap)
+    (inc,) = d.store.open_incidents()
+    d.steps.request(inc.id, "restore_from_dump: restore dump d-1 (data lost: 9 s)", NOW)
+    resp = await c.post(f"/api/v1/incidents/{inc.id}/approve", headers=AUTH)
+    assert resp.status == 200
+    approved = d.store.get(inc.id)
+    assert approved is not None
+    assert approved.approved_at == NOW
+    assert d.steps.pending(inc.id) is not None
