@@ -3,9 +3,10 @@
 The database ladder's last rung (`restore_from_dump`) decrypts a verified dump on the
 watcher and streams its plaintext here (`POST /v1/restore`, drwatch.agent.wire's
 frames, each authenticated before a byte of it is used). The agent pipes it straight
-into `pg_restore --single-transaction` against its local server: the plaintext is never
-written to this host's disk, and a restore that fails or is cut short leaves the
-database as empty as it found it (the transaction never commits).
+through `pg_restore --single-transaction -f -` (the archive as SQL, one transaction)
+into `psql` against its local server: the plaintext is never written to this host's
+disk, and a restore that fails or is cut short leaves the database as empty as it found
+it (psql is killed before its input ends: the transaction never commits).
 
 Refusals, each with its reason: the database is a replica, it already holds tables
 (never restore over data), it already holds another restored dump, the stream is larger
@@ -13,7 +14,8 @@ than `restore_max_bytes` or slower than `restore_timeout`, it is truncated or a 
 fails its HMAC, or it is not a dump at all (pg_restore's own words).
 
 Idempotent: a finished restore leaves a mark on the database (its comment, `drwatch
-restore {...}`); the same dump streamed again is answered from the mark, and nothing
+restore {...}`), set just before the restore's COMMIT, in the same transaction (restored
+and marked, or neither); the same dump streamed again is answered from the mark, and nothing
 runs. `restore_status` (an action) reads the mark, so the watcher asks before it streams.
 """
 
@@ -128,35 +130,40 @@ class Restorer:
             )
         started = time.monotonic()
         log.info("agent.restore_started", backup_id=backup_id, database=db.database)
-        await self._pipe(db, frames)
-        done = {
-            "backup_id": backup_id,
-            "bytes": frames.total,
-            "restore_s": round(time.monotonic() - started, 3),
-            "at": time.time(),
-        }
-        comment = _literal(MARK + json.dumps(done))
-        await _psql(db, f"COMMENT ON DATABASE {_ident(db.database)} IS {comment}")
+        done: dict[str, object] = {"backup_id": backup_id}
+
+        def marked() -> str:
+            # The mark goes in the restore's own transaction: restored and marked, or neither.
+            done.update(bytes=frames.total, restore_s=round(time.monotonic() - started, 3))
+            done["at"] = time.time()
+            comment = _literal(MARK + json.dumps(done))
+            return f"COMMENT ON DATABASE {_ident(db.database)} IS {comment};\n"
+
+        await self._pipe(db, frames, marked)
         log.info("agent.restore_finished", backup_id=backup_id, bytes=frames.total)
         return {**done, "already": False}
 
-    async def _pipe(self, db: LocalDatabase, frames: FrameReader) -> None:
-        argv = db.argv("pg_restore", "--exit-on-error", "--single-transaction", "--no-owner")
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env=db.env(),
-            start_new_session=True,
+    async def _pipe(self, db: LocalDatabase, frames: FrameReader, mark: Callable[[], str]) -> None:
+        """pg_restore turns the archive into SQL wrapped in one transaction (no database
+        needed); psql runs it, with the mark put before its final COMMIT. Anything short
+        of that COMMIT (a bad stream, a failure, the deadline) kills psql first: the
+        server rolls the whole restore back."""
+        convert = await _spawn(
+            [str(db.bin_dir / "pg_restore"), "--single-transaction", "--no-owner", "-f", "-"], db
         )
-        assert proc.stdin is not None
-        assert proc.stderr is not None
-        errors = asyncio.create_task(proc.stderr.read())
+        apply = await _spawn(db.argv("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"), db)
+        pump = asyncio.create_task(_pump(convert, apply))
+        errors = [asyncio.create_task(_stderr(p)) for p in (convert, apply)]
         try:
             async with asyncio.timeout(self.limits.timeout):
-                await _feed(proc, frames)
-                code = await proc.wait()
+                await _feed(convert, frames)
+                code = await convert.wait()
+                tail = await pump
+                if code == 0 and apply.returncode is None:
+                    await _commit(apply, tail, mark())
+                # A failed pg_restore may be psql's doing (it stopped, and took pg_restore
+                # down with it): give psql a moment to say so.
+                applied = await apply.wait() if code == 0 else await _exited(apply, 1.0)
         except WireError as err:
             raise ActionError(f"bad stream: {err}; nothing restored", status=400) from None
         except TimeoutError:
@@ -165,14 +172,86 @@ class Restorer:
                 status=504,
             ) from None
         finally:
-            # Killed before its input ends: pg_restore never commits a partial restore.
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await asyncio.shield(proc.wait())
-            text = (await errors).decode(errors="replace").strip()
+            pump.cancel()
+            for proc in (apply, convert):  # psql first: it must never see its input end
+                await _kill(proc)
+            said = [(await e).strip() for e in errors]
+        if applied not in (0, None):
+            raise ActionError(f"the restore failed (psql): {said[1][-_STDERR_TAIL:]}", status=422)
         if code != 0:
-            raise ActionError(_pg_restore_failure(code, text), status=422)
+            raise ActionError(_pg_restore_failure(code, said[0]), status=422)
+
+
+# pg_restore --single-transaction ends its script with COMMIT and a short footer (comments,
+# and on current 15.x `\unrestrict KEY`): the last 4 KiB always hold that COMMIT.
+_COMMIT = b"COMMIT;\n"
+_HELD = 4096
+
+
+async def _spawn(argv: list[str], db: LocalDatabase) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=db.env(),
+        start_new_session=True,
+    )
+
+
+async def _pump(convert: asyncio.subprocess.Process, apply: asyncio.subprocess.Process) -> bytes:
+    """pg_restore's SQL into psql, holding back its last bytes (the final COMMIT, which
+    `_commit` replaces); returns them. psql stopping (an error) stops pg_restore too."""
+    out, into = convert.stdout, apply.stdin
+    assert out is not None
+    assert into is not None
+    held = b""
+    try:
+        while block := await out.read(1 << 16):
+            data = held + block
+            held = data[-_HELD:]
+            into.write(data[:-_HELD])
+            await into.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        await _kill(convert)
+        return b""
+    return held
+
+
+async def _commit(apply: asyncio.subprocess.Process, tail: bytes, mark: str) -> None:
+    """The script's end: the mark just before its final COMMIT, then psql's input ends."""
+    into = apply.stdin
+    assert into is not None
+    at = tail.rfind(b"\n" + _COMMIT) + 1
+    if at == 0:
+        raise ActionError(
+            "pg_restore's script did not end with COMMIT; nothing restored", status=500
+        )
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        into.write(tail[:at] + mark.encode() + tail[at:])
+        await into.drain()
+        into.close()
+        await into.wait_closed()
+
+
+async def _stderr(proc: asyncio.subprocess.Process) -> str:
+    assert proc.stderr is not None
+    return (await proc.stderr.read()).decode(errors="replace")
+
+
+async def _exited(proc: asyncio.subprocess.Process, within: float) -> int | None:
+    """Its exit status once it exits within `within` seconds; None while it runs."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            return await proc.wait()
+    return None
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await asyncio.shield(proc.wait())
 
 
 async def _feed(proc: asyncio.subprocess.Process, frames: FrameReader) -> None:

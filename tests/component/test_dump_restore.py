@@ -331,3 +331,21 @@ async def test_the_ladders_dump_is_decrypted_from_moto_with_the_watchers_key_and
     want = pg_pair.psql(pg_pair.primary_port, "SELECT count(*), sum(id) FROM orders")
     assert target.sql("SELECT count(*), sum(id) FROM orders") == want
     assert want.startswith("5000|")
+
+
+async def test_a_restore_that_fails_halfway_leaves_neither_data_nor_mark(
+    stack: AsyncExitStack, target: Server, dump_bytes: bytes
+) -> None:
+    """A domain named like the dump's table (not a relation: the database counts as empty)
+    makes the dump's SQL fail partway: psql stops, the one transaction rolls back, and
+    no table, sequence or mark is left; the next attempt is not refused as not empty."""
+    target.sql("CREATE DOMAIN orders AS int")
+    agent = await start_agent(stack, target)
+    with pytest.raises(DumpStreamError, match=r"422: the restore failed \(psql\).*orders"):
+        await agent.dump.restore(agent.instance, "orders-1", chunks(dump_bytes))
+    assert relations(target) == 0
+    assert await agent.dump.restored(agent.instance, "orders-1") is None
+    target.sql("DROP DOMAIN orders")
+    result = await agent.dump.restore(agent.instance, "orders-1", chunks(dump_bytes))
+    assert result["already"] is False
+    assert target.sql("SELECT count(*) FROM orders") == str(ROWS)
