@@ -498,7 +498,5 @@ def fenced_deps(deps: FleetDeps, gate: Gate) -> FleetDeps:
     )
 
 
-def sharing_for(
-    etcd: Etcd, namespace: str, leading: Leading, state_dir: Path
-) -> BackupSharing:
+def sharing_for(etcd: Etcd, namespace: str, leading: Leading, state_dir: Path) -> BackupSharing:
     return BackupSharing(leading, BackupBoard(etcd, namespace), state_dir, time.time)

@@ -30,7 +30,14 @@ from drwatch.backup.restore_schedule import (
     manifest_restorer,
 )
 from drwatch.backup.retention import to_prune
-from drwatch.backup.rpo import Diagnosis, Objective, Status, compliance, findings
+from drwatch.backup.rpo import (
+    Diagnosis,
+    Objective,
+    Status,
+    compliance,
+    findings,
+    image_copies_pending,
+)
 from drwatch.backup.runner import BackupRunner, Place, Produce
 from drwatch.backup.source import Source
 from drwatch.backup.store import ObjectStore, S3Store
@@ -109,7 +116,9 @@ class BackupService:
         if self.sharing is not None and not self.sharing.ready:
             return []
         tested = self.restore_test.findings(now) if self.restore_test else []
-        return findings(statuses) + unrestorable(self.catalogue.entries(), now) + tested
+        entries = self.catalogue.entries()
+        copies = image_copies_pending(entries, now)
+        return findings(statuses) + unrestorable(entries, now) + tested + copies
 
     async def run_restore_test(self, clock: Clock) -> list[RestoreResult]:
         """One round of the scheduled restore test (drwatch.backup.restore_schedule)."""
@@ -270,6 +279,8 @@ class BackupService:
                     "location": d.location,
                     "age_s": d.age,
                     "message": d.message,
+                    "severity": SEVERITY[d.finding.value],
+                    **dict(d.facts),
                 }
                 for d in self._findings(statuses, now)
             ],
@@ -284,24 +295,27 @@ SEVERITY = {
     "backup_failing": "warning",
     "backup_unrestorable": "alert",
     "backup_restore_test_overdue": "warning",
+    "image_copy_pending": "warning",
 }
 
 
 def _finding_doc(d: Diagnosis) -> dict[str, Any]:
     age = "" if d.age is None else f"{d.age:.0f}"
+    extra = dict(d.facts)
+    key = f"{d.data_class}@{d.location}" + (f"/{extra['image']}" if "image" in extra else "")
     return {
         "finding": d.finding.value,
         "description": d.finding.description,
         "severity": SEVERITY[d.finding.value],
         "scope": "data",
-        "scope_key": f"{d.data_class}@{d.location}",
+        "scope_key": key,
         "data_class": d.data_class,
         "location": d.location,
         "age_s": d.age,
         "targets": [],
         "target_ids": [],
         "evidence": d.message,
-        "facts": {"data_class": d.data_class, "location": d.location, "age_s": age},
+        "facts": {"data_class": d.data_class, "location": d.location, "age_s": age, **extra},
     }
 
 

@@ -333,10 +333,16 @@ function backupState(c) {
   return ["up", "ok"];
 }
 
-function renderBackups(backups) {
+// Backup warnings shown in the panel (not alerts): an image copy on its way.
+const BACKUP_WARNINGS = ["image_copy_pending"];
+
+function renderBackups(backups, findings) {
   const card = document.getElementById("backups");
   card.hidden = !backups;
   if (!backups) return;
+  const warnings = list(findings, "findings").filter((f) => BACKUP_WARNINGS.includes(f.finding));
+  replace("backup-warnings", warnings.map((f) =>
+    el("li", { class: "warn", "data-finding": f.finding }, f.evidence || f.finding)));
   replace("backup-rows", (backups.classes || []).map((c) => {
     const [cls, text] = backupState(c);
     const age = c.age_s === null || c.age_s === undefined ? "none yet" : secs(c.age_s) + " ago";
@@ -394,7 +400,7 @@ async function refresh() {
     renderWatcher(status);
     renderDrills(status.drills);
     renderEarly(status);
-    renderBackups(status.backups);
+    renderBackups(status.backups, status.findings);
     renderReadiness(status);
     renderRestoreTest(status.backups);
     document.getElementById("auth").hidden = true;
