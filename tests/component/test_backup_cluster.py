@@ -18,6 +18,7 @@ from drwatch.backup.catalogue import Entry
 from drwatch.backup.cluster import BackupSharing, FencedStore, sharing_for
 from drwatch.backup.config import BackupConfig, DataClass
 from drwatch.backup.model import State
+from drwatch.backup.restore_schedule import RestoreResult
 from drwatch.backup.service import BackupService, open_service
 from drwatch.backup.source import Source
 from drwatch.backup.store import S3Store
@@ -137,6 +138,16 @@ async def test_only_the_leader_backs_up_and_every_watcher_shows_the_same_catalog
         assert follower.service.findings(now) == leader.service.findings(now) == []
         assert follower.service.doc(now)["sharing"]["runs_backups"] is False
         assert leader.service.doc(now)["sharing"]["runs_backups"] is True
+
+        # A restore test's result, recorded where the leader ran it, shows everywhere.
+        (dump_id,) = dumps
+        result = RestoreResult(now, "orders", "primary", dump_id, True, 5000, 2.5, 30.0)
+        leader.sharing.restore_log.record(result)
+        await until(lambda: follower.sharing.restore_log.last(passed=True) == result, 10.0)
+        with pytest.raises(NotLeaderError):
+            follower.sharing.restore_log.record(result)
+        with pytest.raises(NotLeaderError):
+            follower.service.catalogue.record(leader.service.catalogue.entries()[0])
 
 
 async def test_a_follower_judges_the_rpo_only_from_the_shared_catalogue(
