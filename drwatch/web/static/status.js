@@ -76,8 +76,13 @@ function overallState(status, open) {
   if (declared === "impaired" || declared === "warming_up") return declared;
   if (open.some((i) => WIDE_SCOPES.includes(i.scope))) return "outage";
   if (open.length) return "degraded";
-  if (declared === "paused") return "ok";
-  return declared && declared !== "ok" ? declared : "ok";
+  if (declared && declared !== "ok" && declared !== "paused") return declared;
+  // No incident, but findings that warn (a readiness gap, a disk filling up): not OK.
+  return warningFindings(status).length ? "warning" : "ok";
+}
+
+function warningFindings(status) {
+  return list(status.findings, "findings").filter((f) => f.severity === "warning");
 }
 
 function isPaused(status) {
@@ -91,6 +96,8 @@ function renderHeader(status, open) {
   const badge = document.getElementById("overall");
   badge.textContent = state.replace("_", " ");
   badge.className = "badge " + state;
+  const warned = warningFindings(status).length;
+  badge.title = warned ? warned + " warning finding(s): see readiness and early warning" : "";
   document.getElementById("paused").hidden = !isPaused(status);
   const summary = status.summary || (status.last_tick && status.last_tick.summary) || "";
   document.getElementById("summary").textContent = summary || (open.length ? open.length + " open incident(s)" : "All watched targets healthy.");
