@@ -18,17 +18,18 @@ import pytest
 from drwatch.agent.backup import BackupAction
 from drwatch.backup.config import MIB
 from drwatch.backup.model import State
-from drwatch.backup.runner import Place
+from drwatch.backup.runner import BackupRunner
 from drwatch.backup.source import Source
 from tests.component.test_backup_pipeline import blocks
-from tests.component.test_backup_remote import (
+from tests.component.test_backup_remote import (  # noqa: F401
     _ready,
     on_host,
-    places,  # noqa: F401
-    runner_for,
+    places,
+    runner,
     settings,
 )
 from tests.conftest import MotoServer
+from tests.support.backup_runs import catalogue, recipient  # noqa: F401
 from tests.support.backup_services import (  # noqa: F401
     Keys,
     gpg_keys,
@@ -103,7 +104,7 @@ def filling_dump(size: int, disk: Path) -> Source:
 
 async def test_a_disk_that_fills_up_during_the_dump_does_not_stop_it(
     moto: MotoServer,
-    places: dict[str, Place],  # noqa: F811
+    runner: BackupRunner,  # noqa: F811
     gpg_keys: Keys,  # noqa: F811
     tmp_path: Path,
     host_disk: Path,
@@ -117,7 +118,6 @@ async def test_a_disk_that_fills_up_during_the_dump_does_not_stop_it(
         settings(moto, gpg_keys, tmp_path, gnupg_home=host_disk / "gnupg"),
         {"dump": lambda: _ready(next(dumps))},
     )
-    runner = await runner_for(places, gpg_keys, tmp_path)
     first = await runner.run_remote("orders", "dump", on_host(action, "orders", "dump"))
     assert {(e.location, e.state) for e in first} == {
         ("primary", State.VERIFIED),
