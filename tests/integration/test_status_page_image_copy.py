@@ -1,5 +1,6 @@
-"""The status page's backups panel shows an image copy still on its way (the warning
-`image_copy_pending`) in real headless Chromium, as the backup service reports it."""
+"""The status page's backups panel in real headless Chromium: an image copy still on its
+way (the warning `image_copy_pending`), and, with several watchers, who runs the
+backups."""
 
 from __future__ import annotations
 
@@ -46,3 +47,22 @@ async def test_page_shows_an_image_copy_still_pending(tmp_path: Path) -> None:
 
     plain = await _page_with(tmp_path, BackupsSeen())
     assert 'data-finding="image_copy_pending"' not in plain
+
+
+class Follower(BackupsSeen):
+    def status_part(self, now: float) -> dict[str, object]:
+        part = super().status_part(now)
+        backups = part["backups"]
+        assert isinstance(backups, dict)
+        backups["sharing"] = {"shared": True, "leader": "drwatch-1", "runs_backups": False,
+                              "synced_at": None, "pending_rows": 0, "error": ""}  # fmt: skip
+        return part
+
+
+async def test_a_followers_page_says_the_leader_runs_the_backups(tmp_path: Path) -> None:
+    """A follower's panel names the watcher that runs the backups and says when it last
+    read the shared catalogue (here: not yet)."""
+    text = dom_text(await _page_with(tmp_path, Follower()))
+    assert (
+        "Backups run on the leader (drwatch-1); this is the shared catalogue, not read yet." in text
+    )

@@ -359,6 +359,11 @@ function renderBackups(backups, findings) {
   }));
   const notes = [];
   if ((backups.not_backed_up || []).length) notes.push("Not backed up, on purpose: " + backups.not_backed_up.join(", ") + ".");
+  const sharing = backups.sharing;
+  if (sharing) notes.push(sharing.runs_backups
+    ? "This watcher leads: it runs the backups, and every watcher shows this catalogue."
+    : "Backups run on the leader (" + (sharing.leader || "none now") + "); this is the shared catalogue" +
+      (sharing.synced_at ? ", read " + secs(Date.now() / 1000 - sharing.synced_at) + " ago." : ", not read yet."));
   notes.push(backups.watcher_holds_private_key
     ? "The watcher holds a copy of the backup key (automated restore tests)."
     : "The watcher does not hold the backup key: restores are an operator's command.");
