@@ -160,11 +160,11 @@ async def preconditions(ctx: RunContext) -> Outcome:
         raise StepError("refused: " + "; ".join([*reasons, *more]))
     lag = replica_lag(snap, replica.id) or 0.0
     known = ctx.deps.roles.known()
-    old = [
-        i.id
+    old = {
+        i.id: i.name
         for i in snap.fleet.in_region(lost)
         if i.role is Role.DATABASE and role_of(i, snap, known)[0] == "primary"
-    ]
+    }
     return done(
         f"{lost} serves and is lost; standby {standby} answers; replica {replica.name} "
         f"lag {lag:g}s (expected data loss about {lag:g}s); images for "
@@ -176,7 +176,8 @@ async def preconditions(ctx: RunContext) -> Outcome:
         expected_loss_s=lag,
         images=images,
         app_groups=app_groups(ctx.deps.groups, snap, lost, standby),
-        old_primaries=old,
+        old_primaries=list(old),
+        old_primary_names=old,
     )
 
 
@@ -194,16 +195,16 @@ async def fence_lost_region(ctx: RunContext) -> Outcome:
             "as a primary (docs/playbooks.md, failback)"
         )
     here = in_region(ctx, lost)
+    names = facts.get("old_primary_names", {})
     notes = []
     for instance_id in old:
+        who = f"{names[instance_id]} ({instance_id})" if instance_id in names else instance_id
         try:
             result = await stop(here, f"fence:{instance_id}", instance_id)
         except (ProviderError, StepError) as err:
-            notes.append(f"could not stop {instance_id}: {err}")
+            notes.append(f"could not stop {who}: {err}")
             continue
-        notes.append(
-            f"{instance_id} {'was already stopped' if result.get('already') else 'stopped'}"
-        )
+        notes.append(f"{who} {'was already stopped' if result.get('already') else 'stopped'}")
     return done("; ".join(notes))
 
 
@@ -262,33 +263,51 @@ def _live(snap: Snapshot, region: str, role: Role) -> list[Instance]:
 
 async def scale_app_servers(ctx: RunContext) -> Outcome:
     facts = _facts(ctx)
-    standby, primary_name = facts["standby"], facts["replica_name"]
     snap = await ctx.deps.fleet.refresh()
-    zones = await healthy_zones(in_region(ctx, standby))
+    zones = await healthy_zones(in_region(ctx, facts["standby"]))
     launched: list[str] = []
     notes: list[str] = []
     for lost_group, plan in sorted(facts["app_groups"].items()):
-        group = plan["standby_group"]
-        here = in_region(ctx, standby, group)
-        have = [i for i in _live(snap, standby, Role.APP_SERVER) if i.group == group]
-        for inst in have:
-            await try_agent_action(
-                ctx, f"set_database:{inst.id}", inst, "set_database", {"address": primary_name}
-            )
-        for n in range(len(have), plan["size"]):
-            params = {
-                "zones": _rotated(zones, n),
-                "image_id": facts["images"][Role.APP_SERVER.value],
-                "user_data": user_data({"DRWATCH_DB": primary_name}),
-                "tags": {"Name": f"{group}-fo-{n + 1}", GROUP_TAG: group, ROLE_TAG: "app_server"},
-            }
-            result = await launch(here, f"launch:{lost_group}:{n}", params)
-            launched.append(result["instance_id"])
-        notes.append(f"{group}: {len(have)} running, {plan['size'] - len(have)} launched")
+        ids, note = await _scale_group(ctx, snap, zones, lost_group, plan)
+        launched += ids
+        notes.append(note)
     for instance_id in launched:
-        await wait_running(in_region(ctx, standby), instance_id)
+        await wait_running(in_region(ctx, facts["standby"]), instance_id)
     await _wait_all_healthy(ctx, launched)
     return done("; ".join(notes) or "no app group to scale", launched=launched)
+
+
+async def _scale_group(
+    ctx: RunContext, snap: Snapshot, zones: list[str], lost_group: str, plan: JSON
+) -> tuple[list[str], str]:
+    """Tell the standby group's running app servers the new primary and launch the rest
+    of its size: the ids launched, and the step's words for this group."""
+    facts = _facts(ctx)
+    standby, primary_name, group = facts["standby"], facts["replica_name"], plan["standby_group"]
+    have = [i for i in _live(snap, standby, Role.APP_SERVER) if i.group == group]
+    for inst in have:
+        await try_agent_action(
+            ctx, f"set_database:{inst.id}", inst, "set_database", {"address": primary_name}
+        )
+    here = in_region(ctx, standby, group)
+    ids, names = [], []
+    for n in range(len(have), plan["size"]):
+        names.append(f"{group}-fo-{n + 1}")
+        params = {
+            "zones": _rotated(zones, n),
+            "image_id": facts["images"][Role.APP_SERVER.value],
+            "user_data": user_data({"DRWATCH_DB": primary_name}),
+            "tags": {"Name": names[-1], GROUP_TAG: group, ROLE_TAG: "app_server"},
+        }
+        ids.append((await launch(here, f"launch:{lost_group}:{n}", params))["instance_id"])
+    return ids, _scaled(group, [i.name for i in have], names)
+
+
+def _scaled(group: str, running: list[str], launched: list[str]) -> str:
+    """`app-eu: running app-eu-1 (told the new primary); launched app-eu-fo-2, app-eu-fo-3`."""
+    told = f"running {', '.join(sorted(running))} (told the new primary)" if running else ""
+    new = f"launched {', '.join(launched)}" if launched else ""
+    return f"{group}: {'; '.join(p for p in (told, new) if p) or 'nothing to do'}"
 
 
 def _rotated(zones: list[str], n: int) -> list[str]:

@@ -342,10 +342,16 @@ function backupState(c) {
   return ["up", "ok"];
 }
 
-function renderBackups(backups) {
+// Backup warnings shown in the panel (not alerts): an image copy on its way.
+const BACKUP_WARNINGS = ["image_copy_pending"];
+
+function renderBackups(backups, findings) {
   const card = document.getElementById("backups");
   card.hidden = !backups;
   if (!backups) return;
+  const warnings = list(findings, "findings").filter((f) => BACKUP_WARNINGS.includes(f.finding));
+  replace("backup-warnings", warnings.map((f) =>
+    el("li", { class: "warn", "data-finding": f.finding }, f.evidence || f.finding)));
   replace("backup-rows", (backups.classes || []).map((c) => {
     const [cls, text] = backupState(c);
     const age = c.age_s === null || c.age_s === undefined ? "none yet" : secs(c.age_s) + " ago";
@@ -355,6 +361,11 @@ function renderBackups(backups) {
   }));
   const notes = [];
   if ((backups.not_backed_up || []).length) notes.push("Not backed up, on purpose: " + backups.not_backed_up.join(", ") + ".");
+  const sharing = backups.sharing;
+  if (sharing) notes.push(sharing.runs_backups
+    ? "This watcher leads: it runs the backups, and every watcher shows this catalogue."
+    : "Backups run on the leader (" + (sharing.leader || "none now") + "); this is the shared catalogue" +
+      (sharing.synced_at ? ", read " + secs(Date.now() / 1000 - sharing.synced_at) + " ago." : ", not read yet."));
   notes.push(backups.watcher_holds_private_key
     ? "The watcher holds a copy of the backup key (automated restore tests)."
     : "The watcher does not hold the backup key: restores are an operator's command.");
@@ -403,7 +414,7 @@ async function refresh() {
     renderWatcher(status);
     renderDrills(status.drills);
     renderEarly(status);
-    renderBackups(status.backups);
+    renderBackups(status.backups, status.findings);
     renderReadiness(status);
     renderRestoreTest(status.backups);
     document.getElementById("auth").hidden = true;
