@@ -228,7 +228,9 @@ class Daemon:
             self.stack.push_async_callback(self.shared.close)
         # Backups before the runner: the database ladder reads their catalogue.
         deps = fleet_deps(cfg, lambda: self.watch.fleet, roles.role, self.agent, self.provider)
-        self.backups = await start_backups(cfg, self.stack, self.metrics.registry, fleet=deps)
+        self.backups = await start_backups(
+            cfg, self.stack, self.metrics.registry, fleet=deps, shared=self.shared
+        )
         self.runner = build_runner(
             cfg,
             self.provider,
@@ -388,6 +390,9 @@ class Daemon:
                 tg.create_task(self._outlook_loop(), name="outlook"),
                 tg.create_task(self._regions_loop(), name="regions"),
             ]
+            # Several watchers: backups run on the leader only (drwatch.backup.cluster).
+            if self.backups is not None and self.backups.leader is not None:
+                loops.append(tg.create_task(self.backups.leader.run(), name="backups"))
             await self._ready()
             self.live_drills.start()
             await stop.wait()

@@ -7,6 +7,7 @@ neutral modules (units) and pydantic.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator
@@ -31,6 +32,27 @@ def split_host_port(value: str) -> tuple[str, int]:
     if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"{value!r} is not host:port (e.g. '127.0.0.1:9480' or '[::1]:9480')")
     return host, int(port)
+
+
+def split_host_optional_port(value: str) -> tuple[str, int | None]:
+    """As `split_host_port`, with the port optional (a Host header, a name in a list):
+    `host`, `[ipv6]` and a bare IPv6 address (a whole address: there is no port to
+    mistake) give (host, None). Raises ValueError naming the value, as that one does."""
+    bracketed = value.startswith("[")
+    if bracketed and value.endswith("]") and len(value) > 2:
+        return value[1:-1], None
+    if value and not bracketed and (":" not in value or is_ip_address(value)):
+        return value, None
+    return split_host_port(value)
+
+
+def is_ip_address(value: str) -> bool:
+    """Is `value` an IPv4 or IPv6 address (no brackets, no port)?"""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_host_port(value: str) -> str:

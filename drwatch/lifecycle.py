@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from drwatch.decide.gates import Decision
 from drwatch.model.findings import Diagnosis
 from drwatch.model.incident import GateEntry, Incident, IncidentOutcome, Phase
-from drwatch.model.plan import Plan, RunOutcome, RunProgress, StepRecord
+from drwatch.model.plan import Plan, RunOutcome, RunProgress, Scope, StepRecord
 
 # A decision's outcome, as the phase it puts the incident in.
 _HELD_BY = {
@@ -165,10 +165,12 @@ def _succeeded(inc: Incident, p: RunProgress) -> Step:
 
 
 def run_steps(inc: Incident, p: RunProgress) -> tuple[StepRecord, ...]:
-    """The finished runs' steps, then this run's. With several targets, each step's
-    detail starts with the targets its run is for (`[app-5,app-6] ...`)."""
+    """The finished runs' steps, then this run's. A zone's incident runs one plan per
+    group, so each step's detail starts with the targets its run is for (`[app-5,app-6]
+    ...`). A region's one run acts on the region as a whole: every target would be named
+    on every step, so its steps keep their own details, which name what each touched."""
     mine = p.steps
-    if len(inc.target_ids) > 1:
+    if len(inc.target_ids) > 1 and inc.scope is not Scope.REGION:
         names = dict(zip(inc.target_ids, inc.target_names, strict=False))
         label = ",".join(names.get(t, t) for t in inc.current_targets)
         mine = tuple(_tagged(s, label) for s in mine)

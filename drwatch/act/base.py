@@ -83,6 +83,8 @@ class GroupInfo:
     app_port: int | None = None
     # Databases: whether the app layer is checked on them (otherwise the agent alone).
     has_app_checks: bool = True
+    # Load balancers: whether the group's service is checked (it has a service_url).
+    service_checked: bool = False
 
 
 @dataclass(frozen=True, slots=True)

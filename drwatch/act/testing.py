@@ -266,7 +266,9 @@ REGION = "us-east-1"
 APP_PORT = 8080
 TEST_GROUPS: Mapping[str, GroupInfo] = MappingProxyType(
     {
-        "web-lb": GroupInfo("web-lb", Role.LOAD_BALANCER, elastic_ip="web-eip", size=2),
+        "web-lb": GroupInfo(
+            "web-lb", Role.LOAD_BALANCER, elastic_ip="web-eip", size=2, service_checked=True
+        ),
         "app": GroupInfo("app", Role.APP_SERVER, size=6, app_port=APP_PORT),
         "db": GroupInfo("db", Role.DATABASE, size=2, has_app_checks=False),
     }

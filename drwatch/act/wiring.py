@@ -48,6 +48,7 @@ def group_infos(groups: Iterable[GroupConfig]) -> dict[str, GroupInfo]:
             size=g.size,
             app_port=g.checks[0].port if g.checks else None,
             has_app_checks=bool(g.checks),
+            service_checked=bool(g.service_url),
         )
         for g in groups
     }

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from drwatch.backup.errors import BackupError
 from drwatch.backup.pipeline import command_stream
-from drwatch.backup.proc import communicate
+from drwatch.backup.proc import psql_query
 from drwatch.backup.source import Source
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -65,26 +65,13 @@ async def replica_dump(endpoint: PgEndpoint, *, allow_primary: bool = False) -> 
 
 
 async def _identity(endpoint: PgEndpoint) -> tuple[str, bool, str]:
-    where = f"{endpoint.host}:{endpoint.port}"
-    argv = [
+    answer = await psql_query(
         str(endpoint.bin_dir / "psql"),
-        *endpoint.conn_args(),
-        "-X",
-        "-At",
-        "-F",
-        "|",
-        "-d",
+        endpoint.conn_args(),
         endpoint.database,
-        "-c",
         _QUERY,
-    ]
-    try:
-        code, out, errors = await communicate(argv, _QUERY_TIMEOUT)
-    except OSError as err:
-        raise BackupError(f"cannot run psql ({argv[0]}): {err.strerror}") from None
-    except TimeoutError:
-        raise BackupError(f"{where}: no answer in {_QUERY_TIMEOUT:g}s") from None
-    if code != 0:
-        raise BackupError(f"{where}: {errors.decode(errors='replace').strip()}")
-    system_id, recovery, lsn = out.decode().strip().split("|")
+        _QUERY_TIMEOUT,
+        where=f"{endpoint.host}:{endpoint.port}",
+    )
+    system_id, recovery, lsn = answer.split("|")
     return system_id, recovery == "t", lsn

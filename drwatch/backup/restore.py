@@ -22,7 +22,7 @@ from typing import Self
 from drwatch.backup.errors import BackupError
 from drwatch.backup.manifest import Manifest
 from drwatch.backup.pipeline import READ_BLOCK, widen_pipes
-from drwatch.backup.proc import communicate
+from drwatch.backup.proc import run_checked
 from drwatch.backup.store import ObjectStore
 
 _TIMEOUT = 60.0
@@ -144,13 +144,4 @@ async def into_command(stream: AsyncIterable[bytes], argv: list[str]) -> str:
 
 
 async def _run(argv: list[str]) -> None:
-    try:
-        code, _, errors = await communicate(argv, _TIMEOUT)
-    except OSError as err:
-        raise BackupError(f"cannot run {argv[0]}: {err.strerror}") from None
-    except TimeoutError:
-        raise BackupError(f"{argv[0]}: no answer in {_TIMEOUT:g}s") from None
-    if code != 0:
-        raise BackupError(
-            f"{' '.join(argv[:1] + argv[-2:])}: {errors.decode(errors='replace').strip()}"
-        )
+    await run_checked(argv, _TIMEOUT, label=" ".join(argv[:1] + argv[-2:]))

@@ -30,7 +30,7 @@ from drwatch.backup.dump import PgEndpoint
 from drwatch.backup.errors import BackupError
 from drwatch.backup.manifest import MANIFEST_NAME, Manifest
 from drwatch.backup.model import State
-from drwatch.backup.proc import communicate
+from drwatch.backup.proc import psql_query, run_checked
 from drwatch.backup.restore import Decryptor, into_command, plaintext
 from drwatch.backup.store import ObjectStore, S3Store
 from drwatch.backup.verify import verify
@@ -195,14 +195,7 @@ async def scratch_postgres(pg_bin: Path) -> AsyncIterator[PgEndpoint]:
 
 async def _as(user: str | None, argv: list[str], deadline_s: float = _INITDB_DEADLINE) -> None:
     """A short command as `user`, to its end (killed and reaped past the deadline)."""
-    try:
-        code, _, err = await communicate(argv, deadline_s, user=user)
-    except OSError as e:
-        raise BackupError(f"cannot run {argv[0]}: {e.strerror}") from None
-    except TimeoutError:
-        raise BackupError(f"{argv[0]}: did not finish in {deadline_s:g}s") from None
-    if code != 0:
-        raise BackupError(f"{argv[0]}: {err.decode(errors='replace').strip()[-300:]}")
+    await run_checked(argv, deadline_s, user=user)
 
 
 async def _start(user: str | None, argv: list[str]) -> asyncio.subprocess.Process:
@@ -234,25 +227,10 @@ async def _ready(endpoint: PgEndpoint) -> None:
 
 
 async def _psql(endpoint: PgEndpoint, sql: str) -> str:
-    argv = [
-        str(endpoint.bin_dir / "psql"),
-        *endpoint.conn_args(),
-        "-X",
-        "-At",
-        "-d",
-        endpoint.database,
-        "-c",
-        sql,
-    ]
-    try:
-        code, out, err = await communicate(argv, _PSQL_DEADLINE)
-    except OSError as e:
-        raise BackupError(f"cannot run psql: {e.strerror}") from None
-    except TimeoutError:
-        raise BackupError(f"psql: no answer in {_PSQL_DEADLINE:g}s") from None
-    if code != 0:
-        raise BackupError(f"psql: {err.decode(errors='replace').strip()}")
-    return out.decode().strip()
+    psql = str(endpoint.bin_dir / "psql")
+    return await psql_query(
+        psql, endpoint.conn_args(), endpoint.database, sql, _PSQL_DEADLINE, where="psql"
+    )
 
 
 def _free_port() -> int:

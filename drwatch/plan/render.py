@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import html
 
-from drwatch.plan.build import when
 from drwatch.plan.document import Block, Items, Note, Para, Plan, Section, Sub, Table
+from drwatch.plan.words import when
 
 _MARK = {"missing": "Missing", "unmet": "Not met", "ok": "OK"}
 

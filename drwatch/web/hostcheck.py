@@ -13,7 +13,6 @@ header at all (HTTP/1.0 tools) is not a browser's and passes. Everything else ge
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
@@ -21,35 +20,27 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from drwatch.config import Config
-from drwatch.fields import split_host_port
+from drwatch.fields import is_ip_address, split_host_optional_port, split_host_port
 from drwatch.logs import get_logger
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _name_of(host: str) -> str:
-    """The host name of a Host header or host:port value, lower case, without the port."""
-    host = host.strip().lower()
-    if host.startswith("["):  # [v6]:port
-        return host[1 : host.find("]")] if "]" in host else host
-    if host.count(":") == 1:
-        host = host.partition(":")[0]
-    return host.rstrip(".")
-
-
-def _is_ip(name: str) -> bool:
+def _name_of(host: str) -> str | None:
+    """The host name of a Host header or a configured name (the port optional), lower
+    case, without the port or a final dot; None when it is not `host[:port]`."""
     try:
-        ipaddress.ip_address(name)
+        name, _ = split_host_optional_port(host.strip().lower())
     except ValueError:
-        return False
-    return True
+        return None
+    return name.rstrip(".")
 
 
 class AllowedHosts:
     """The names a Host header may carry (IP addresses always pass)."""
 
     def __init__(self, names: Iterable[str]) -> None:
-        self.names = frozenset({"localhost", *(_name_of(n) for n in names if n)})
+        self.names = frozenset({"localhost", *filter(None, map(_name_of, names))})
 
     @classmethod
     def from_config(cls, cfg: Config) -> AllowedHosts:
@@ -62,7 +53,7 @@ class AllowedHosts:
         if host_header is None:
             return True
         name = _name_of(host_header)
-        return _is_ip(name) or name in self.names
+        return name is not None and (is_ip_address(name) or name in self.names)
 
 
 def host_check(allowed: AllowedHosts) -> Middleware:
@@ -75,7 +66,7 @@ def host_check(allowed: AllowedHosts) -> Middleware:
         host = request.headers.get("Host")
         if allowed.allows(host):
             return await handler(request)
-        name = _name_of(host or "")[:100]
+        name = (_name_of(host or "") or (host or "").strip().lower())[:100]
         if name not in refused and len(refused) < 100:  # log each name once, bounded
             refused.add(name)
             log.warning("web.host_refused", host=name, remote=request.remote)

@@ -218,9 +218,9 @@ def test_from_config_names_receivers() -> None:
 
 def _value(metrics: Metrics, receiver: str, what: str) -> float:
     counter = {
-        "deliveries": metrics.alert_deliveries,
-        "failures": metrics.alert_failures,
-        "dropped": metrics.alert_dropped,
+        "deliveries": metrics.alerts.deliveries,
+        "failures": metrics.alerts.failures,
+        "dropped": metrics.alerts.dropped,
     }[what]
     return float(counter.labels(receiver)._value.get())
 

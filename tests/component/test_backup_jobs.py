@@ -27,6 +27,12 @@ from drwatch.backup.store import S3Store
 from drwatch.cli import main
 from tests.component.test_backup_pipeline import blocks
 from tests.conftest import MotoServer
+from tests.support.backup_runs import (  # noqa: F401
+    backup_runner,
+    catalogue,
+    load_recipient,
+    recipient,
+)
 from tests.support.backup_services import (  # noqa: F401
     Keys,
     PgPair,
@@ -117,31 +123,27 @@ async def primary_place(moto: MotoServer) -> AsyncIterator[Place]:
         yield Place(store, "drwatch")
 
 
+@pytest.fixture
+def runner(
+    catalogue: SqliteCatalogue,  # noqa: F811
+    recipient: Recipient,  # noqa: F811
+    primary_place: Place,
+) -> BackupRunner:
+    """Dumps to the primary place alone, in 5 MiB chunks, recorded in `catalogue`."""
+    return backup_runner(catalogue, {"primary": primary_place}, recipient, chunk_size=5 * MIB)
+
+
 @pytest.mark.services
 async def test_a_replica_dump_is_encrypted_uploaded_and_restorable(
     pg_pair: PgPair,  # noqa: F811
     gpg_keys: Keys,  # noqa: F811
+    runner: BackupRunner,
     primary_place: Place,
     tmp_path: Path,
 ) -> None:
     """pg_dump of the replica streams through gpg to S3; the manifest names the cluster
     and the replay position; the private key decrypts it into an archive that
     pg_restore reads, with the orders table and its 5,000 rows."""
-    rcpt = await Recipient.load(
-        gpg_keys.gpg,
-        gpg_keys.good.public_file,
-        gpg_keys.good.fingerprint,
-        tmp_path / "gnupg",
-        now=T0,
-    )
-    catalogue = SqliteCatalogue(tmp_path / "state")
-    runner = BackupRunner(
-        catalogue,
-        {"primary": primary_place},
-        Pipeline(rcpt, chunk_size=5 * MIB),
-        rcpt.key_ids,
-        clock=lambda: T0,
-    )
     source = await replica_dump(PgEndpoint("127.0.0.1", pg_pair.replica_port))
     entries = await runner.run_stream("orders", "dump", source)
 
@@ -179,7 +181,6 @@ async def test_a_replica_dump_is_encrypted_uploaded_and_restorable(
     sql = pg_restore(archive, "--data-only", "--table=orders", "-f", "-")
     copy_block = sql.split("COPY public.orders")[1].split("\\.")[0]
     assert len(copy_block.strip().splitlines()) - 1 == 5000
-    catalogue.close()
 
 
 @pytest.mark.services
@@ -192,23 +193,11 @@ async def test_a_dump_of_the_primary_is_refused(pg_pair: PgPair) -> None:  # noq
 @pytest.mark.services
 async def test_a_dump_of_a_missing_database_fails_the_run(
     pg_pair: PgPair,  # noqa: F811
-    gpg_keys: Keys,  # noqa: F811
+    runner: BackupRunner,
     primary_place: Place,
-    tmp_path: Path,
 ) -> None:
     """pg_dump exits non-zero: the run is recorded failed with pg_dump's reason, and
     nothing stays in the bucket."""
-    rcpt = await Recipient.load(
-        gpg_keys.gpg,
-        gpg_keys.good.public_file,
-        gpg_keys.good.fingerprint,
-        tmp_path / "gnupg",
-        now=T0,
-    )
-    catalogue = SqliteCatalogue(tmp_path / "state")
-    runner = BackupRunner(
-        catalogue, {"primary": primary_place}, Pipeline(rcpt), rcpt.key_ids, clock=lambda: T0
-    )
     endpoint = PgEndpoint("127.0.0.1", pg_pair.replica_port)
     source = await replica_dump(endpoint)
     argv = [str(PG_BIN / "pg_dump"), *endpoint.conn_args(), "-Fc", "no_such_db"]
@@ -219,38 +208,23 @@ async def test_a_dump_of_a_missing_database_fails_the_run(
     assert "pg_dump failed" in entries[0].why
     assert "no_such_db" in entries[0].why
     assert await primary_place.store.keys("drwatch") == []
-    catalogue.close()
 
 
 @pytest.mark.services
 async def test_the_newest_verified_dump_restores_into_a_scratch_database(
     pg_pair: PgPair,  # noqa: F811
     gpg_keys: Keys,  # noqa: F811
+    runner: BackupRunner,
     primary_place: Place,
     tmp_path: Path,
 ) -> None:
     """The proof: a replica's dump, uploaded and verified, is fetched, checked, decrypted
     with the private key and streamed into pg_restore (never written to disk), and the
     scratch database holds the 5,000 orders."""
-    rcpt = await Recipient.load(
-        gpg_keys.gpg,
-        gpg_keys.good.public_file,
-        gpg_keys.good.fingerprint,
-        tmp_path / "gnupg",
-        now=T0,
-    )
-    catalogue = SqliteCatalogue(tmp_path / "state")
-    runner = BackupRunner(
-        catalogue,
-        {"primary": primary_place},
-        Pipeline(rcpt, chunk_size=5 * MIB),
-        rcpt.key_ids,
-        clock=lambda: T0,
-    )
-    await runner.run_stream(
+    (newest,) = await runner.run_stream(
         "orders", "dump", await replica_dump(PgEndpoint("127.0.0.1", pg_pair.replica_port))
     )
-    newest = next(e for e in catalogue.entries() if e.state is State.VERIFIED)
+    assert newest.state is State.VERIFIED
     assert newest.manifest is not None
     pg_pair.psql(pg_pair.primary_port, "DROP DATABASE IF EXISTS scratch")
     pg_pair.psql(pg_pair.primary_port, "CREATE DATABASE scratch")
@@ -269,25 +243,18 @@ async def test_the_newest_verified_dump_restores_into_a_scratch_database(
 
     count = pg_pair.psql(pg_pair.primary_port, "SELECT count(*) FROM orders", db="scratch")
     assert count == "5000"
-    catalogue.close()
 
 
 @pytest.mark.services
 async def test_a_restore_refuses_a_chunk_that_differs_from_its_manifest(
     gpg_keys: Keys,  # noqa: F811
+    recipient: Recipient,  # noqa: F811
     primary_place: Place,
     tmp_path: Path,
 ) -> None:
     """A manifest whose checksum does not match the object: the restore fails, saying so."""
-    rcpt = await Recipient.load(
-        gpg_keys.gpg,
-        gpg_keys.good.public_file,
-        gpg_keys.good.fingerprint,
-        tmp_path / "gnupg",
-        now=T0,
-    )
     target = Target("orders", "dump", "drwatch", {}, {})
-    manifest = await Pipeline(rcpt).run(blocks(MIB), primary_place.store, target, now=T0)
+    manifest = await Pipeline(recipient).run(blocks(MIB), primary_place.store, target, now=T0)
     lying = replace(manifest, chunks=(replace(manifest.chunks[0], sha256="0" * 64),))
     key = export_secret(gpg_keys, gpg_keys.good, tmp_path / "backup.key")
     async with Decryptor(gpg_keys.gpg, key) as decryptor:
@@ -345,22 +312,15 @@ def test_restore_test_command_restores_the_newest_dump(
 
     async def take_two_dumps() -> str:
         loc = Location(bucket="orders-primary", region="us-east-1", endpoint=moto.url)
-        rcpt = await Recipient.load(
-            gpg_keys.gpg,
-            gpg_keys.good.public_file,
-            gpg_keys.good.fingerprint,
-            tmp_path / "gnupg",
-            now=T0,
-        )
+        rcpt = await load_recipient(gpg_keys, tmp_path)
         async with S3Store("primary", loc) as store:
             await store.ensure_bucket()
             catalogue = SqliteCatalogue(tmp_path / "state")
             clock = iter([time.time() - 600, time.time() - 600, time.time(), time.time()])
-            runner = BackupRunner(
+            runner = backup_runner(
                 catalogue,
                 {"primary": Place(store, "drwatch")},
-                Pipeline(rcpt),
-                rcpt.key_ids,
+                rcpt,
                 clock=lambda: next(clock, time.time()),
             )
             endpoint = PgEndpoint("127.0.0.1", pg_pair.replica_port)

@@ -17,12 +17,12 @@ from drwatch.backup.config import MIB, Location
 from drwatch.backup.errors import BackupError
 from drwatch.backup.gpg import Recipient
 from drwatch.backup.model import State
-from drwatch.backup.pipeline import Pipeline
 from drwatch.backup.runner import BackupRunner, Place
 from drwatch.backup.source import Source
 from drwatch.backup.store import S3Store
 from tests.component.test_backup_pipeline import blocks
 from tests.conftest import MotoServer
+from tests.support.backup_runs import T0, backup_runner, catalogue, recipient  # noqa: F401
 from tests.support.backup_services import (  # noqa: F401
     Keys,
     decrypt,
@@ -32,8 +32,6 @@ from tests.support.backup_services import (  # noqa: F401
 )
 
 pytestmark = pytest.mark.services
-
-T0 = 1_796_000_000.0
 
 
 def creds(tmp_path: Path, name: str) -> Path:
@@ -80,13 +78,14 @@ def settings(moto: MotoServer, keys: Keys, tmp_path: Path, **kw: Any) -> UploadS
     return UploadSettings(**{**base, **kw})
 
 
-async def runner_for(places: dict[str, Place], keys: Keys, tmp_path: Path) -> BackupRunner:
-    rcpt = await Recipient.load(
-        keys.gpg, keys.good.public_file, keys.good.fingerprint, tmp_path / "gnupg", now=T0
-    )
-    return BackupRunner(
-        SqliteCatalogue(tmp_path / "state"), places, Pipeline(rcpt), rcpt.key_ids, lambda: T0
-    )
+@pytest.fixture
+def runner(
+    places: dict[str, Place],
+    recipient: Recipient,  # noqa: F811
+    catalogue: SqliteCatalogue,  # noqa: F811
+) -> BackupRunner:
+    """drwatch's side: journals each run, reads back, verifies and copies off-site."""
+    return backup_runner(catalogue, places, recipient)
 
 
 def dump_of(size: int, fail_after: int | None = None) -> Source:
@@ -123,6 +122,7 @@ async def test_a_dump_encrypted_on_the_host_is_verified_and_copied_off_site(
     moto: MotoServer,
     places: dict[str, Place],
     gpg_keys: Keys,  # noqa: F811
+    runner: BackupRunner,
     tmp_path: Path,
 ) -> None:
     """A dump of several parts is encrypted and uploaded by the host's action; drwatch
@@ -133,7 +133,6 @@ async def test_a_dump_encrypted_on_the_host_is_verified_and_copied_off_site(
     action = BackupAction(
         settings(moto, gpg_keys, tmp_path), {"dump": lambda: _ready(dump_of(size))}
     )
-    runner = await runner_for(places, gpg_keys, tmp_path)
     entries = await runner.run_remote("orders", "dump", on_host(action, "orders", "dump"))
     assert [(e.location, e.state) for e in entries] == [
         ("primary", State.VERIFIED),
@@ -155,6 +154,7 @@ async def test_a_dump_failing_halfway_leaves_nothing_and_the_next_run_counts(
     moto: MotoServer,
     places: dict[str, Place],
     gpg_keys: Keys,  # noqa: F811
+    runner: BackupRunner,
     tmp_path: Path,
 ) -> None:
     """The dump dies after 7 MiB (a replication conflict cancels it): the run is failed
@@ -164,7 +164,6 @@ async def test_a_dump_failing_halfway_leaves_nothing_and_the_next_run_counts(
     action = BackupAction(
         settings(moto, gpg_keys, tmp_path), {"dump": lambda: _ready(next(sources))}
     )
-    runner = await runner_for(places, gpg_keys, tmp_path)
     failed = await runner.run_remote("orders", "dump", on_host(action, "orders", "dump"))
     assert {e.state for e in failed} == {State.FAILED}
     assert "conflict" in failed[0].why
@@ -179,11 +178,11 @@ async def test_a_wrong_recipient_or_a_missing_gpg_uploads_nothing(
     moto: MotoServer,
     places: dict[str, Place],
     gpg_keys: Keys,  # noqa: F811
+    runner: BackupRunner,
     tmp_path: Path,
 ) -> None:
     """A host given another key than the configured fingerprint, or without gpg, says
     so and uploads nothing; the run is failed with that reason."""
-    runner = await runner_for(places, gpg_keys, tmp_path)
     wrong = settings(moto, gpg_keys, tmp_path, public_key_file=gpg_keys.other.public_file)
     no_gpg = settings(moto, gpg_keys, tmp_path, gpg_binary="/nonexistent/gpg")
     for cfg, said in ((wrong, "not the configured recipient"), (no_gpg, "not installed")):
@@ -195,14 +194,10 @@ async def test_a_wrong_recipient_or_a_missing_gpg_uploads_nothing(
 
 
 async def test_a_host_cannot_pass_off_another_backup_as_the_one_asked_for(
-    moto: MotoServer,
-    places: dict[str, Place],
-    gpg_keys: Keys,  # noqa: F811
-    tmp_path: Path,
+    runner: BackupRunner,
 ) -> None:
     """The host answers but uploaded nothing under the asked id (or a manifest naming
     another backup): the run fails; what the host says is not counted."""
-    runner = await runner_for(places, gpg_keys, tmp_path)
 
     async def liar(_backup_id: str, _created_at: float) -> object:
         return {"chunks": 1, "bytes": 100}
@@ -243,6 +238,7 @@ async def test_the_host_writes_nothing_to_its_disk_while_it_dumps(
     moto: MotoServer,
     places: dict[str, Place],
     gpg_keys: Keys,  # noqa: F811
+    runner: BackupRunner,
     tmp_path: Path,
 ) -> None:
     """gpg runs without keyring, lock files or random seed file: after the key's first
@@ -253,7 +249,6 @@ async def test_the_host_writes_nothing_to_its_disk_while_it_dumps(
     action = BackupAction(
         settings(moto, gpg_keys, tmp_path), {"dump": lambda: _ready(dump_of(MIB))}
     )
-    runner = await runner_for(places, gpg_keys, tmp_path)
     await runner.run_remote("orders", "dump", on_host(action, "orders", "dump"))
     before = files(home)
     assert set(before) <= {"trustdb.gpg"}

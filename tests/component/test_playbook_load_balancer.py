@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from drwatch.act.base import Deps
+from drwatch.act.base import Deps, GroupInfo
 from drwatch.act.testing import REGION, World, crash_at_every_point, new_world, run_plan
-from drwatch.model.fleet import InstanceState
+from drwatch.model.fleet import InstanceState, Role
 from drwatch.model.plan import Plan, PlaybookName, RunOutcome
 
 
@@ -132,3 +133,43 @@ async def test_replace_survives_a_crash_at_every_point_with_describe_lag(tmp_pat
         assert await eip_holder(world) == new.id, point
 
     await crash_at_every_point(tmp_path, lb_replace_lagging, verify)
+
+
+def without_eip(world: World, deps: Deps) -> Deps:
+    """The same world, but web-lb configured with no Elastic IP and no service_url."""
+    groups = dict(deps.groups, **{"web-lb": GroupInfo("web-lb", Role.LOAD_BALANCER, size=2)})
+    return dataclasses.replace(deps, groups=groups)
+
+
+async def test_replace_in_a_group_without_an_eip_skips_the_move_and_recovers(
+    tmp_path: Path,
+) -> None:
+    """A group with no Elastic IP (reached through DNS): the replacement is launched and
+    lb-1 stopped; move_eip and verify_service are skipped, each saying why."""
+    world, deps, plan = lb_replace_setup()
+    progress = await run_plan(tmp_path / "j.db", without_eip(world, deps), plan, owner="w1")
+    assert progress is not None
+    assert progress.outcome is RunOutcome.SUCCEEDED, progress.detail
+    (new,) = await world.launched()
+    assert new.tag("drwatch:group") == "web-lb"
+    assert (await world.instance("lb-1")).state is InstanceState.STOPPED
+    steps = {s.name: s for s in progress.steps}
+    assert steps["move_eip"].status == "skipped"
+    assert "has no Elastic IP" in steps["move_eip"].detail
+    assert steps["verify_service"].status == "skipped"
+    assert "no service_url" in steps["verify_service"].detail
+    assert world.provider.count("associate_address") == 0
+
+
+async def test_failover_in_a_group_without_an_eip_builds_a_standby_and_moves_nothing(
+    tmp_path: Path,
+) -> None:
+    """lb-2 answers, the group has no Elastic IP: nothing to move, a new standby is built
+    and lb-1 is stopped."""
+    world, deps, plan = lb1_dead_but_running()
+    progress = await run_plan(tmp_path / "j.db", without_eip(world, deps), plan, owner="w1")
+    assert progress is not None
+    assert progress.outcome is RunOutcome.SUCCEEDED, progress.detail
+    assert len(await world.launched()) == 1
+    assert world.provider.count("associate_address") == 0
+    assert (await world.instance("lb-1")).state is InstanceState.STOPPED

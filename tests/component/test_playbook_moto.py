@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from drwatch.act.base import RUN_TAG, Deps
+from drwatch.act.base import RUN_TAG, Deps, GroupInfo
 from drwatch.act.testing import FAST_SETTINGS, TEST_GROUPS, CrashAt, SimulatedHosts, run_plan
 from drwatch.config import ProviderConfig
-from drwatch.model.fleet import InstanceState
+from drwatch.model.fleet import InstanceState, Role
 from drwatch.model.plan import Plan, PlaybookName, RunOutcome
 from drwatch.providers.aws import AwsProvider
 from drwatch.providers.base import CloudInstance
@@ -24,6 +24,7 @@ from tests.conftest import MotoServer
 pytestmark = pytest.mark.services
 
 US = "us-east-1"
+EU = "eu-west-1"
 
 
 @dataclass
@@ -101,3 +102,35 @@ async def test_db_relaunch_crash_after_attach_moves_the_volume_once(
     assert volumes[cloud.seeded.volumes["db-1-data"]].attached_to == new.id
     (old,) = [i for i in await cloud.provider.instances(US) if i.id == cloud.id("db-1")]
     assert old.state is InstanceState.STOPPED
+
+
+async def test_lb_replace_in_the_standby_region_without_an_eip(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """lb-eu-1 (group lb-eu: no Elastic IP, reached through the public name's SECONDARY
+    record) stopped: load_balancer.replace launches a new LB in eu-west-1 and stops the
+    old one; move_eip is skipped, saying the group has no Elastic IP, and nothing is
+    associated."""
+    boto = Moto(moto.url)
+    seeded = await asyncio.to_thread(seed, boto, default_topology())
+    groups = dict(TEST_GROUPS, **{"lb-eu": GroupInfo("lb-eu", Role.LOAD_BALANCER, size=1)})
+    cfg = ProviderConfig(regions=[US, EU], endpoints={US: moto.url, EU: moto.url})
+    async with AwsProvider(cfg, connect_timeout=2.0, read_timeout=10.0) as provider:
+        hosts = SimulatedHosts(provider, regions=(US, EU), groups=groups)
+        deps = Deps(provider, hosts, hosts, groups, FAST_SETTINGS)
+        old = seeded.instances["lb-eu-1"]
+        await provider.stop_instance(EU, old)
+        plan = Plan("inc-m3", PlaybookName.LB_REPLACE, EU, "eu-west-1a", "lb-eu", (old,))
+        progress = await run_plan(tmp_path / "j.db", deps, plan, owner="w1")
+        assert progress is not None
+        assert progress.outcome is RunOutcome.SUCCEEDED, progress.detail
+        steps = {s.name: s for s in progress.steps}
+        assert steps["move_eip"].status == "skipped"
+        assert "lb-eu has no Elastic IP" in steps["move_eip"].detail
+        (new,) = [i for i in await provider.instances(EU) if i.tag(RUN_TAG)]
+        assert new.zone.startswith(EU)
+        assert new.tag("drwatch:group") == "lb-eu"
+        assert new.state is InstanceState.RUNNING
+        (was,) = [i for i in await provider.instances(EU) if i.id == old]
+        assert was.state is InstanceState.STOPPED
+        assert all(a.instance_id != new.id for a in await provider.addresses(EU))

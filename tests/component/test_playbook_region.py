@@ -245,6 +245,10 @@ async def test_the_service_moves_to_the_standby_region(tmp_path: Path) -> None:
     assert rw.hosts.databases[rw.id("app-eu-1")] == "db-3"
     assert len(new) == 5
     assert len(rw.dns.applied) == 1
+    scaled = ", ".join(f"app-eu-fo-{n}" for n in range(2, 7))
+    assert steps["scale_app_servers"][1] == (
+        f"app-eu: running app-eu-1 (told the new primary); launched {scaled}"
+    )
 
 
 async def test_the_old_primary_is_fenced_when_the_lost_regions_api_answers(
@@ -259,7 +263,7 @@ async def test_the_old_primary_is_fenced_when_the_lost_regions_api_answers(
     assert progress.outcome is RunOutcome.SUCCEEDED, progress.detail
     db1 = next(i for i in await rw.world.provider.instances(LOST) if i.id == rw.id("db-1"))
     assert db1.state is InstanceState.STOPPED
-    assert "stopped" in statuses(progress)["fence_lost_region"][1]
+    assert statuses(progress)["fence_lost_region"][1] == f"db-1 ({rw.id('db-1')}) stopped"
 
 
 async def test_a_standby_load_balancer_that_is_down_is_replaced(tmp_path: Path) -> None:

@@ -189,6 +189,8 @@ def test_shipped_drill_passes(tmp_path: Path, name: str) -> None:
         assert " rows in " in restore["result"], restore
     if name.startswith("region-failover"):
         assert_region_failover(report, refused=name == "region-failover-refused.toml")
+    if name == "standby-lb-down.toml":
+        assert_replaced_without_an_eip(report)
     if name == "kill-leader.toml":
         assert_taken_over_once(report)
     if name == "etcd-outage.toml":
@@ -229,6 +231,16 @@ def assert_region_failover(report: Any, *, refused: bool) -> None:
     assert names == REGION_STEPS, inc["steps"]
     assert report["service"]["region"] == "eu-west-1"
     assert str(report["service"]["via"]).startswith("lb-eu")
+
+
+def assert_replaced_without_an_eip(report: Any) -> None:
+    """lb-eu has no Elastic IP: load_balancer.replace skipped the move saying so, and
+    launched the replacement."""
+    (inc,) = [i for i in report["incidents"] if i["playbook"] == "load_balancer.replace"]
+    status = {s["name"]: s for s in inc["steps"]}
+    assert status["launch_replacement"]["status"] == "done", inc["steps"]
+    assert status["move_eip"]["status"] == "skipped", inc["steps"]
+    assert "lb-eu has no Elastic IP" in status["move_eip"]["detail"]
 
 
 def assert_warned_well_before_full(report: Any) -> None:

@@ -63,6 +63,28 @@ async def test_page_shows_zone_incident_steps_and_approvals(page_url: str, tmp_p
     assert READINESS_EVIDENCE in text
 
 
+@pytest.mark.parametrize(("readiness_gap", "badge"), [(True, "warning"), (False, "ok")])
+async def test_the_badge_warns_while_warning_findings_stand(
+    tmp_path: Path, readiness_gap: bool, badge: str
+) -> None:
+    """No open incident: with a readiness warning (lb-eu-1 down) the badge and the header
+    say warning, not OK, and the badge's title counts the warnings; without one, OK."""
+    app = build_app(tmp_path / "state", open_incidents=False, readiness_gap=readiness_gap)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        dom = await chromium(tmp_path, "--dump-dom", f"http://127.0.0.1:{port}/")
+    finally:
+        await runner.cleanup()
+    assert f'id="top" class="state-{badge}"' in dom or f'class="state-{badge}" id="top"' in dom
+    assert re.search(rf'id="overall" class="badge {badge}"', dom), dom[:2000]
+    if readiness_gap:
+        assert "1 warning finding(s)" in dom
+        assert 'data-finding="lb_standby_missing"' in dom
+
+
 async def test_page_screenshot_on_a_phone(page_url: str, tmp_path: Path) -> None:
     """A phone-sized screenshot is produced by the test run (test-artifacts/status-page.png)."""
     ARTIFACTS.mkdir(exist_ok=True)

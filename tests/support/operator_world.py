@@ -190,11 +190,19 @@ def readiness() -> ReadinessReport:
     return ReadinessReport((lb,), regions)
 
 
-def build_app(state_dir: Path, *, token: str | None = TOKEN) -> web.Application:
-    """The real API and status page over the fixed world."""
+def build_app(
+    state_dir: Path,
+    *,
+    token: str | None = TOKEN,
+    open_incidents: bool = True,
+    readiness_gap: bool = True,
+) -> web.Application:
+    """The real API and status page over the fixed world; without `open_incidents` only
+    the recovered incident is kept, without `readiness_gap` no readiness warning."""
     store = IncidentStore(state_dir)
     for inc in incidents():
-        store.save(inc)
+        if open_incidents or inc.id == OLD_INC:
+            store.save(inc)
     cycle = Cycle(PolicyConfig(warmup=0), TimingConfig(), store, NullRunner(), NOW - 3600)
     state = api.LiveApiState(
         watcher_name="drwatch-test",
@@ -207,7 +215,8 @@ def build_app(state_dir: Path, *, token: str | None = TOKEN) -> web.Application:
     )
     app = web.Application()
     api.add_routes(app, state)
-    readiness_web.add_routes(app, readiness_web.ReadinessState(readiness()))
+    report = readiness() if readiness_gap else ReadinessReport()
+    readiness_web.add_routes(app, readiness_web.ReadinessState(report))
     add_status_routes(app)
     app.on_cleanup.append(lambda _app: _close(store))
     return app

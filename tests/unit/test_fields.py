@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from drwatch.config import AgentClientConfig, AppCheck
-from drwatch.fields import Duration, HostPort, split_host_port
+from drwatch.fields import Duration, HostPort, split_host_optional_port, split_host_port
 from drwatch.model.fleet import Instance, Role
 from drwatch.observe.agent import AGENT_ADDR_TAG, agent_address
 from drwatch.observe.app import APP_ADDR_TAG, endpoint
@@ -60,6 +60,33 @@ def test_ipv6_without_brackets_is_refused_with_the_fix() -> None:
     """`::1:80` could be ::1 port 80 or ::1:80 with no port: the message says to bracket it."""
     with pytest.raises(ValueError, match=r"needs brackets, as in '\[::1\]:9480'"):
         split_host_port("::1:80")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("watcher.lan", ("watcher.lan", None)),
+        ("watcher.lan:9480", ("watcher.lan", 9480)),
+        ("127.0.0.1", ("127.0.0.1", None)),
+        ("[::1]", ("::1", None)),
+        ("[::1]:9480", ("::1", 9480)),
+        ("::1", ("::1", None)),  # a whole IPv6 address: no port to mistake
+        ("fe80::1%eth0", ("fe80::1%eth0", None)),
+    ],
+)
+def test_host_with_an_optional_port_splits(value: str, expected: tuple[str, int | None]) -> None:
+    """The optional-port form: a host alone gives no port, with one it is as above."""
+    assert split_host_optional_port(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["", "[]", "[::1", "[::1]80", ":80", "h:", "h:0", "h:x", "a:b:c", "::1::80"]
+)
+def test_bad_host_with_an_optional_port_is_refused(value: str) -> None:
+    """Malformed values raise ValueError quoting the value, as split_host_port does."""
+    with pytest.raises(ValueError, match=r"host:port|brackets") as err:
+        split_host_optional_port(value)
+    assert repr(value) in str(err.value)
 
 
 class _Cfg(BaseModel):

@@ -54,6 +54,9 @@ def test_own_names_and_addresses_pass(host: str | None) -> None:
         "127.0.0.1.nip.io:9480",
         "",
         "[::1",
+        "[::1]9480",
+        "a:b:c",  # neither a name with a port nor an IPv6 address
+        "watcher-1.internal:x",
     ],
 )
 def test_foreign_names_are_refused(host: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from drwatch.cycle import NotAwaitingApprovalError
-from drwatch.model import Fleet, RunOutcome
+from drwatch.model import Fleet, RunOutcome, StepRecord, StepStatus
 from drwatch.model.incident import IncidentOutcome
 from drwatch.model.plan import PlaybookName
 from tests.scenarios.world import NOW, World
@@ -72,3 +72,24 @@ def test_an_approval_for_an_ended_incident_is_refused_with_its_state(tmp_path: P
         cycle.approve(inc.id, NOW + 2)
     cycle.tick(World.healthy().snapshot(), NOW + 3)
     assert runner.submitted == []
+
+
+def test_a_region_runs_steps_name_what_each_touched_not_every_target(tmp_path: Path) -> None:
+    """A region's one run acts on the region as a whole: its steps keep the playbook's own
+    words (the replica promoted, the servers launched), not the lost region's every
+    target in front of each; a zone's steps still say which targets their run is for."""
+    runner = FakeRunner()
+    cycle = make(tmp_path, runner)
+    lost = _region_down(World.healthy()).snapshot()
+    (inc,) = cycle.tick(lost, NOW).open_incidents
+    assert len(inc.target_names) > 1
+    cycle.approve(inc.id, NOW + 1, by="test")
+    cycle.tick(lost, NOW + 1)
+    words = ("db-3 (i-db-3) promoted in eu-west-1", "app-eu: launched app-eu-fo-2")
+    steps = tuple(
+        StepRecord(name, StepStatus.DONE, NOW + 1, NOW + 2, detail)
+        for name, detail in zip(("promote_replica", "scale_app_servers"), words, strict=True)
+    )
+    runner.runs[inc.id] = replace(runner.runs[inc.id], steps=steps)
+    (now,) = cycle.tick(lost, NOW + 2).open_incidents
+    assert tuple(s.detail for s in now.steps) == words

@@ -12,6 +12,10 @@
 `load_balancer.replace`:
   1. `launch_replacement`; 2. `wait_healthy`; 3. `move_eip` (when the failed LB held it);
   4. `verify_service`; 5. `stop_old`.
+
+A group without an Elastic IP (a standby region's LB, reached through the public name's
+DNS record) has nothing to move: `move_eip` is skipped saying so, and `verify_service`
+is skipped when the group has no `service_url` (the new LB's own health was checked).
 """
 
 from __future__ import annotations
@@ -51,6 +55,16 @@ from drwatch.providers.base import AddressInfo
 
 def _group(ctx: RunContext) -> GroupInfo:
     return group_info(ctx, Role.LOAD_BALANCER)
+
+
+def _no_eip(ctx: RunContext) -> Outcome | None:
+    """The skip for a group that carries no Elastic IP; None when it has one."""
+    if _group(ctx).elastic_ip is not None:
+        return None
+    return skipped(
+        f"group {ctx.plan.group} has no Elastic IP (no elastic_ip configured): it is "
+        "reached another way, e.g. through the public name's DNS record; nothing to move"
+    )
 
 
 async def _eip(ctx: RunContext) -> AddressInfo:
@@ -119,10 +133,14 @@ async def _move_eip_to(ctx: RunContext, target: str) -> Outcome:
 
 
 async def move_eip_to_standby(ctx: RunContext) -> Outcome:
+    if (skip := _no_eip(ctx)) is not None:
+        return skip
     return await _move_eip_to(ctx, ctx.results["check_standby"]["target"])
 
 
 async def move_eip_to_replacement(ctx: RunContext) -> Outcome:
+    if (skip := _no_eip(ctx)) is not None:
+        return skip
     eip = await _eip(ctx)
     holder = await cloud_instance(ctx, eip.instance_id) if eip.instance_id else None
     new_id: str = ctx.results["launch_replacement"]["target"]
@@ -134,6 +152,13 @@ async def move_eip_to_replacement(ctx: RunContext) -> Outcome:
 
 
 async def verify_service(ctx: RunContext) -> Outcome:
+    group = _group(ctx)
+    if not group.service_checked:
+        return skipped(
+            f"group {group.name} has no service_url: its service is not checked "
+            "(the load balancer's own health was)"
+        )
+
     async def probe() -> bool | None:
         snap = await ctx.deps.fleet.refresh()
         return True if is_up(snap, ctx.plan.group, Layer.SERVICE) else None
@@ -141,7 +166,7 @@ async def verify_service(ctx: RunContext) -> Outcome:
     await ctx.wait_for(
         f"the service of {ctx.plan.group} to answer", probe, ctx.deps.settings.service_timeout
     )
-    return done(f"the service of {ctx.plan.group} answers through its Elastic IP")
+    return done(f"the service of {ctx.plan.group} answers at its service URL")
 
 
 async def _launch_lb(ctx: RunContext, *, exclude_zone: str | None) -> Outcome:

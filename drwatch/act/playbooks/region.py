@@ -36,7 +36,6 @@ from drwatch.act.base import (
     RunContext,
     Step,
     StepError,
-    database_integrity,
     done,
     is_up,
     skipped,
@@ -52,6 +51,14 @@ from drwatch.act.playbooks.common import (
     user_data,
     wait_running,
 )
+from drwatch.act.playbooks.region_checks import (
+    app_groups,
+    records_refusal,
+    replica_lag,
+    replica_to_promote,
+    role_images,
+    serving_refusals,
+)
 from drwatch.assess.regions import primary_databases
 from drwatch.errors import ProviderError
 from drwatch.model.fleet import Instance, Role
@@ -60,10 +67,9 @@ from drwatch.model.plan import PlaybookName
 from drwatch.model.regions import DnsRecord, failover_pair, region_roles
 from drwatch.model.snapshot import Snapshot
 from drwatch.observe.regions import learn_addresses
-from drwatch.roles import database_check, reported_role, role_of
+from drwatch.roles import reported_role, role_of
 
 FENCED_TAG = "drwatch:fenced"
-ROLES = (Role.LOAD_BALANCER, Role.APP_SERVER, Role.DATABASE)
 
 
 def _facts(ctx: RunContext) -> JSON:
@@ -90,15 +96,7 @@ async def _records(ctx: RunContext) -> tuple[list[DnsRecord], str | None]:
         found = await setup.dns.records(setup.hosted_zone, setup.public_name)
     except ProviderError as err:
         return [], f"the records of {setup.public_name} cannot be read: {err}"
-    primary, secondary = failover_pair(found)
-    if primary is None or secondary is None:
-        kinds = "; ".join(r.unmanaged() or "" for r in found if r.unmanaged())
-        what = f" ({kinds})" if kinds else ""
-        return found, (
-            f"{setup.public_name} in {setup.hosted_zone} has no PRIMARY and SECONDARY "
-            f"failover records drwatch can switch{what}"
-        )
-    return found, None
+    return found, records_refusal(found, setup.hosted_zone, setup.public_name)
 
 
 async def _learn(ctx: RunContext, snap: Snapshot, regions: list[str]) -> None:
@@ -112,44 +110,12 @@ async def _learn(ctx: RunContext, snap: Snapshot, regions: list[str]) -> None:
             learn_addresses(ctx.deps.region.addresses, snap)
 
 
-def _replica(snap: Snapshot, region: str) -> tuple[Instance | None, list[str]]:
-    """The standby region's replica that can be promoted, or why none can."""
-    reasons: list[str] = []
-    for db in sorted(snap.fleet.in_region(region), key=lambda i: i.name):
-        if db.role is not Role.DATABASE or db.state.is_gone:
-            continue
-        if not is_up(snap, db.id, Layer.AGENT):
-            reasons.append(f"replica {db.name} in {region} is not reachable (agent down)")
-        elif database_integrity(snap, db.id) is False:
-            reasons.append(f"replica {db.name} reports its data corrupt")
-        elif reported_role(snap, db.id) not in ("replica", "standby", "secondary"):
-            reasons.append(f"{db.name} reports role {reported_role(snap, db.id) or 'unknown'}")
-        elif _lag(snap, db.id) is None:
-            reasons.append(f"replica {db.name}: its replication lag is unknown")
-        else:
-            return db, []
-    return None, reasons or [f"no database replica in {region}"]
-
-
-def _lag(snap: Snapshot, instance_id: str) -> float | None:
-    check = database_check(snap, instance_id)
-    data = check.get("data") if check else None
-    value = data.get("lag_s") if isinstance(data, dict) else None
-    return float(value) if isinstance(value, int | float) else None
-
-
 async def _images(ctx: RunContext, region: str) -> tuple[dict[str, str], list[str]]:
     try:
         images = await ctx.deps.provider.images(region)
     except ProviderError as err:
         return {}, [f"the images in {region} cannot be listed: {err}"]
-    found: dict[str, str] = {}
-    for role in ROLES:
-        image = next((i.id for i in images if dict(i.tags).get(ROLE_TAG) == role.value), None)
-        if image:
-            found[role.value] = image
-    missing = [r.value for r in ROLES if r.value not in found]
-    return found, [f"no {r} image in {region}" for r in missing]
+    return role_images(images, region)
 
 
 async def _api_answers(ctx: RunContext, region: str) -> str | None:
@@ -160,21 +126,6 @@ async def _api_answers(ctx: RunContext, region: str) -> str | None:
     return None
 
 
-def _app_groups(ctx: RunContext, snap: Snapshot, lost: str, standby: str) -> dict[str, JSON]:
-    """Per app group of the lost region: the standby group that takes its load and the
-    size it must reach (the group's configured size, else how many members it had)."""
-    out: dict[str, JSON] = {}
-    here = [i for i in snap.fleet.in_region(standby) if i.role is Role.APP_SERVER]
-    target_group = here[0].group if here else ""
-    for inst in snap.fleet.in_region(lost):
-        if inst.role is not Role.APP_SERVER or inst.group in out:
-            continue
-        info = ctx.deps.groups.get(inst.group)
-        size = (info.size if info else None) or len(snap.fleet.in_group(inst.group))
-        out[inst.group] = {"size": size, "standby_group": target_group or inst.group}
-    return out
-
-
 async def _serving(ctx: RunContext, snap: Snapshot) -> tuple[str | None, list[str]]:
     """The standby region to move to, and the refusals about DNS and which region serves."""
     lost = ctx.plan.region
@@ -183,15 +134,8 @@ async def _serving(ctx: RunContext, snap: Snapshot) -> tuple[str | None, list[st
     await _learn(ctx, snap, regions)
     primaries = primary_databases(snap, ctx.deps.roles.known())
     roles = region_roles(records, ctx.deps.region.addresses.regions, primaries, regions)
-    reasons = [dns_problem] if dns_problem else []
-    if not roles.is_serving(lost):
-        reasons.append(
-            f"{lost} is not the serving region ({roles.detail}): losing it is lost DR "
-            "capacity, not a failover"
-        )
-    others = [r for r in regions if r != lost]
-    standby = roles.standby if roles.standby in others else (others[0] if others else None)
-    return standby, reasons + ([] if standby else ["no standby region"])
+    standby, reasons = serving_refusals(roles, lost, regions)
+    return standby, ([dns_problem] if dns_problem else []) + reasons
 
 
 async def _standby_ready(
@@ -199,7 +143,7 @@ async def _standby_ready(
 ) -> tuple[Instance | None, dict[str, str], list[str]]:
     """The replica to promote and the images to launch from, and what is not ready."""
     reasons = [r for r in [await _api_answers(ctx, standby)] if r]
-    replica, why = _replica(snap, standby)
+    replica, why = replica_to_promote(snap, standby)
     images, missing = await _images(ctx, standby)
     residency = ctx.deps.region.residency(ctx.plan.region, standby)
     return replica, images, [*reasons, *why, *missing, *([residency] if residency else [])]
@@ -214,13 +158,13 @@ async def preconditions(ctx: RunContext) -> Outcome:
     replica, images, more = await _standby_ready(ctx, snap, standby)
     if reasons or more or replica is None:
         raise StepError("refused: " + "; ".join([*reasons, *more]))
-    lag = _lag(snap, replica.id) or 0.0
+    lag = replica_lag(snap, replica.id) or 0.0
     known = ctx.deps.roles.known()
-    old = [
-        i.id
+    old = {
+        i.id: i.name
         for i in snap.fleet.in_region(lost)
         if i.role is Role.DATABASE and role_of(i, snap, known)[0] == "primary"
-    ]
+    }
     return done(
         f"{lost} serves and is lost; standby {standby} answers; replica {replica.name} "
         f"lag {lag:g}s (expected data loss about {lag:g}s); images for "
@@ -231,8 +175,9 @@ async def preconditions(ctx: RunContext) -> Outcome:
         replica_name=replica.name,
         expected_loss_s=lag,
         images=images,
-        app_groups=_app_groups(ctx, snap, lost, standby),
-        old_primaries=old,
+        app_groups=app_groups(ctx.deps.groups, snap, lost, standby),
+        old_primaries=list(old),
+        old_primary_names=old,
     )
 
 
@@ -250,16 +195,16 @@ async def fence_lost_region(ctx: RunContext) -> Outcome:
             "as a primary (docs/playbooks.md, failback)"
         )
     here = in_region(ctx, lost)
+    names = facts.get("old_primary_names", {})
     notes = []
     for instance_id in old:
+        who = f"{names[instance_id]} ({instance_id})" if instance_id in names else instance_id
         try:
             result = await stop(here, f"fence:{instance_id}", instance_id)
         except (ProviderError, StepError) as err:
-            notes.append(f"could not stop {instance_id}: {err}")
+            notes.append(f"could not stop {who}: {err}")
             continue
-        notes.append(
-            f"{instance_id} {'was already stopped' if result.get('already') else 'stopped'}"
-        )
+        notes.append(f"{who} {'was already stopped' if result.get('already') else 'stopped'}")
     return done("; ".join(notes))
 
 
@@ -318,33 +263,51 @@ def _live(snap: Snapshot, region: str, role: Role) -> list[Instance]:
 
 async def scale_app_servers(ctx: RunContext) -> Outcome:
     facts = _facts(ctx)
-    standby, primary_name = facts["standby"], facts["replica_name"]
     snap = await ctx.deps.fleet.refresh()
-    zones = await healthy_zones(in_region(ctx, standby))
+    zones = await healthy_zones(in_region(ctx, facts["standby"]))
     launched: list[str] = []
     notes: list[str] = []
     for lost_group, plan in sorted(facts["app_groups"].items()):
-        group = plan["standby_group"]
-        here = in_region(ctx, standby, group)
-        have = [i for i in _live(snap, standby, Role.APP_SERVER) if i.group == group]
-        for inst in have:
-            await try_agent_action(
-                ctx, f"set_database:{inst.id}", inst, "set_database", {"address": primary_name}
-            )
-        for n in range(len(have), plan["size"]):
-            params = {
-                "zones": _rotated(zones, n),
-                "image_id": facts["images"][Role.APP_SERVER.value],
-                "user_data": user_data({"DRWATCH_DB": primary_name}),
-                "tags": {"Name": f"{group}-fo-{n + 1}", GROUP_TAG: group, ROLE_TAG: "app_server"},
-            }
-            result = await launch(here, f"launch:{lost_group}:{n}", params)
-            launched.append(result["instance_id"])
-        notes.append(f"{group}: {len(have)} running, {plan['size'] - len(have)} launched")
+        ids, note = await _scale_group(ctx, snap, zones, lost_group, plan)
+        launched += ids
+        notes.append(note)
     for instance_id in launched:
-        await wait_running(in_region(ctx, standby), instance_id)
+        await wait_running(in_region(ctx, facts["standby"]), instance_id)
     await _wait_all_healthy(ctx, launched)
     return done("; ".join(notes) or "no app group to scale", launched=launched)
+
+
+async def _scale_group(
+    ctx: RunContext, snap: Snapshot, zones: list[str], lost_group: str, plan: JSON
+) -> tuple[list[str], str]:
+    """Tell the standby group's running app servers the new primary and launch the rest
+    of its size: the ids launched, and the step's words for this group."""
+    facts = _facts(ctx)
+    standby, primary_name, group = facts["standby"], facts["replica_name"], plan["standby_group"]
+    have = [i for i in _live(snap, standby, Role.APP_SERVER) if i.group == group]
+    for inst in have:
+        await try_agent_action(
+            ctx, f"set_database:{inst.id}", inst, "set_database", {"address": primary_name}
+        )
+    here = in_region(ctx, standby, group)
+    ids, names = [], []
+    for n in range(len(have), plan["size"]):
+        names.append(f"{group}-fo-{n + 1}")
+        params = {
+            "zones": _rotated(zones, n),
+            "image_id": facts["images"][Role.APP_SERVER.value],
+            "user_data": user_data({"DRWATCH_DB": primary_name}),
+            "tags": {"Name": names[-1], GROUP_TAG: group, ROLE_TAG: "app_server"},
+        }
+        ids.append((await launch(here, f"launch:{lost_group}:{n}", params))["instance_id"])
+    return ids, _scaled(group, [i.name for i in have], names)
+
+
+def _scaled(group: str, running: list[str], launched: list[str]) -> str:
+    """`app-eu: running app-eu-1 (told the new primary); launched app-eu-fo-2, app-eu-fo-3`."""
+    told = f"running {', '.join(sorted(running))} (told the new primary)" if running else ""
+    new = f"launched {', '.join(launched)}" if launched else ""
+    return f"{group}: {'; '.join(p for p in (told, new) if p) or 'nothing to do'}"
 
 
 def _rotated(zones: list[str], n: int) -> list[str]:

@@ -76,8 +76,13 @@ function overallState(status, open) {
   if (declared === "impaired" || declared === "warming_up") return declared;
   if (open.some((i) => WIDE_SCOPES.includes(i.scope))) return "outage";
   if (open.length) return "degraded";
-  if (declared === "paused") return "ok";
-  return declared && declared !== "ok" ? declared : "ok";
+  if (declared && declared !== "ok" && declared !== "paused") return declared;
+  // No incident, but findings that warn (a readiness gap, a disk filling up): not OK.
+  return warningFindings(status).length ? "warning" : "ok";
+}
+
+function warningFindings(status) {
+  return list(status.findings, "findings").filter((f) => f.severity === "warning");
 }
 
 function isPaused(status) {
@@ -91,6 +96,8 @@ function renderHeader(status, open) {
   const badge = document.getElementById("overall");
   badge.textContent = state.replace("_", " ");
   badge.className = "badge " + state;
+  const warned = warningFindings(status).length;
+  badge.title = warned ? warned + " warning finding(s): see readiness and early warning" : "";
   document.getElementById("paused").hidden = !isPaused(status);
   const summary = status.summary || (status.last_tick && status.last_tick.summary) || "";
   document.getElementById("summary").textContent = summary || (open.length ? open.length + " open incident(s)" : "All watched targets healthy.");
@@ -333,10 +340,16 @@ function backupState(c) {
   return ["up", "ok"];
 }
 
-function renderBackups(backups) {
+// Backup warnings shown in the panel (not alerts): an image copy on its way.
+const BACKUP_WARNINGS = ["image_copy_pending"];
+
+function renderBackups(backups, findings) {
   const card = document.getElementById("backups");
   card.hidden = !backups;
   if (!backups) return;
+  const warnings = list(findings, "findings").filter((f) => BACKUP_WARNINGS.includes(f.finding));
+  replace("backup-warnings", warnings.map((f) =>
+    el("li", { class: "warn", "data-finding": f.finding }, f.evidence || f.finding)));
   replace("backup-rows", (backups.classes || []).map((c) => {
     const [cls, text] = backupState(c);
     const age = c.age_s === null || c.age_s === undefined ? "none yet" : secs(c.age_s) + " ago";
@@ -346,6 +359,11 @@ function renderBackups(backups) {
   }));
   const notes = [];
   if ((backups.not_backed_up || []).length) notes.push("Not backed up, on purpose: " + backups.not_backed_up.join(", ") + ".");
+  const sharing = backups.sharing;
+  if (sharing) notes.push(sharing.runs_backups
+    ? "This watcher leads: it runs the backups, and every watcher shows this catalogue."
+    : "Backups run on the leader (" + (sharing.leader || "none now") + "); this is the shared catalogue" +
+      (sharing.synced_at ? ", read " + secs(Date.now() / 1000 - sharing.synced_at) + " ago." : ", not read yet."));
   notes.push(backups.watcher_holds_private_key
     ? "The watcher holds a copy of the backup key (automated restore tests)."
     : "The watcher does not hold the backup key: restores are an operator's command.");
@@ -394,7 +412,7 @@ async function refresh() {
     renderWatcher(status);
     renderDrills(status.drills);
     renderEarly(status);
-    renderBackups(status.backups);
+    renderBackups(status.backups, status.findings);
     renderReadiness(status);
     renderRestoreTest(status.backups);
     document.getElementById("auth").hidden = true;
