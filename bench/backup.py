@@ -1,15 +1,20 @@
 """The backup pipeline's throughput against plain gpg, and its memory against stream size.
 
-    ./dev bench backup --sizes 256,1024 --out bench/results/backup.json
+    ./dev bench backup --sizes 256,1024,2048 --repeat 3 --out bench/results/backup.json
 
 For each size (MiB), in fresh child processes so each peak RSS is its own:
 - **gpg**: the same bytes fed to `gpg --encrypt` (same flags as the pipeline:
   public key only, `--compress-algo none`), output to /dev/null: the ceiling;
 - **pipeline**: `Pipeline.run` (gpg -> SHA-256 -> 5 MiB parts -> S3 multipart) to a
   moto_server on loopback, in its own process.
+- **upload**: the same bytes as a plain multipart upload to moto (no gpg): moto's ceiling;
+- **discard**: `Pipeline.run` to a store that drops every part: the pipeline's own cost.
 The source is a 16 MiB buffer of random bytes sent over and over in 1 MiB blocks
 (incompressible, like a `pg_dump -Fc`, and cheap to produce). Reported: MB/s of each,
-pipeline/gpg, the child's CPU seconds (itself and its gpg children), and peak RSS.
+pipeline/gpg by wall clock and per CPU second (gpg's CPU seconds over the pipeline's:
+the steadier figure on a shared machine), CPU seconds of the measured section alone
+(all the child's threads and its gpg; the interpreter's start and imports left out),
+the event loop thread's share of them, peak RSS, and the load average around each size.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import asyncio
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import emit, machine, measure_table
+
+# At the top, so every mode has imported the pipeline's modules before its clock starts
+# (imported inside plain gpg's run, aiobotocore's import was counted against gpg).
+from drwatch.backup.pipeline import widen_pipes
 
 MIB = 1024 * 1024
 BLOCK = MIB
@@ -73,8 +83,6 @@ async def run_gpg(total: int, argv: list[str]) -> None:
         *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL
     )
     assert proc.stdin is not None
-    from drwatch.backup.pipeline import widen_pipes
-
     widen_pipes(proc)  # the same 1 MiB pipe as the pipeline gets: a like-for-like ceiling
     async for block in source(total):
         proc.stdin.write(block)
@@ -95,13 +103,37 @@ async def run_pipeline(total: int, fpr: str, public: Path, endpoint: str, home: 
     async with S3Store("primary", loc) as store:
         await store.ensure_bucket()
         target = Target("bench", "dump", "drwatch", {}, {})
-        started = time.perf_counter()
+        clock = _Clock()
         manifest = await Pipeline(rcpt).run(source(total), store, target, now=time.time())
-        elapsed = time.perf_counter() - started
+        spent = clock.spent()
         for c in manifest.chunks:  # keep moto's memory from growing across runs
             await store.delete(manifest.prefix("drwatch") + c.name)
-    print(json.dumps({"elapsed": elapsed, "chunks": len(manifest.chunks), **_rss()}))
+    print(json.dumps({**spent, "chunks": len(manifest.chunks), **_rss()}))
     return 0
+
+
+class _Clock:
+    """Wall clock and CPU seconds of the measured section alone (not the interpreter's
+    start or imports): this process's threads, and the children it reaped meanwhile (gpg).
+    `loop_cpu_s` is the event loop's own thread."""
+
+    def __init__(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        self._loop, self._kids = time.thread_time(), _children_cpu()
+
+    def spent(self) -> dict[str, float]:
+        kids = _children_cpu() - self._kids
+        return {
+            "elapsed": time.perf_counter() - self._wall,
+            "cpu_s": time.process_time() - self._cpu + kids,
+            "gpg_cpu_s": kids,
+            "loop_cpu_s": time.thread_time() - self._loop,
+        }
+
+
+def _children_cpu() -> float:
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return kids.ru_utime + kids.ru_stime
 
 
 def _rss() -> dict[str, float]:
@@ -144,11 +176,11 @@ async def run_discard(total: int, fpr: str, public: Path, home: Path) -> int:
 
     rcpt = await Recipient.load("gpg", public, fpr, home, now=time.time())
     target = Target("bench", "dump", "drwatch", {}, {})
-    started = time.perf_counter()
     store: Any = DiscardStore()
+    clock = _Clock()
     manifest = await Pipeline(rcpt).run(source(total), store, target, now=time.time())
-    elapsed = time.perf_counter() - started
-    print(json.dumps({"elapsed": elapsed, "chunks": len(manifest.chunks), **_rss()}))
+    spent = clock.spent()
+    print(json.dumps({**spent, "chunks": len(manifest.chunks), **_rss()}))
     return 0
 
 
@@ -161,11 +193,11 @@ async def run_upload(total: int, endpoint: str) -> int:
     loc = Location(bucket="bench-backups", region="us-east-1", endpoint=endpoint)
     async with S3Store("primary", loc) as store:
         await store.ensure_bucket()
-        started = time.perf_counter()
+        clock = _Clock()
         await Upload(store, "plain/object", 5 * MIB, 2).pump(source(total))
-        elapsed = time.perf_counter() - started
+        spent = clock.spent()
         await store.delete("plain/object")
-    print(json.dumps({"elapsed": elapsed, **_rss()}))
+    print(json.dumps({**spent, **_rss()}))
     return 0
 
 
@@ -178,9 +210,9 @@ def child(args: argparse.Namespace) -> int:
         rcpt = asyncio.run(
             Recipient.load("gpg", Path(args.public), args.fpr, home, now=time.time())
         )
-        started = time.perf_counter()
+        clock = _Clock()
         asyncio.run(run_gpg(total, rcpt.encrypt_argv("none")))
-        print(json.dumps({"elapsed": time.perf_counter() - started, **_rss()}))
+        print(json.dumps({**clock.spent(), **_rss()}))
         return 0
     if args.mode == "discard":
         return asyncio.run(run_discard(total, args.fpr, Path(args.public), home))
@@ -216,13 +248,16 @@ def measure(  # noqa: PLR0917
     out = done.stdout
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = json.loads(out.decode().strip().splitlines()[-1])
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {**result, "cpu_s": cpu, "mb_s": size * MIB / 1e6 / result["elapsed"]}
+    whole = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {**result, "process_cpu_s": whole, "mb_s": size * MIB / 1e6 / result["elapsed"]}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--sizes", default="256,1024", help="stream sizes in MiB, comma-separated")
+    p.add_argument(
+        "--repeat", type=int, default=3, help="gpg/discard pairs per size (medians are quoted)"
+    )
     p.add_argument("--out", type=Path)
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
@@ -233,10 +268,10 @@ def main() -> int:
     args = p.parse_args()
     if args.one is not None:
         return child(args)
-    return parent([int(s) for s in args.sizes.split(",")], args.out)
+    return parent([int(s) for s in args.sizes.split(",")], args.repeat, args.out)
 
 
-def parent(sizes: list[int], out: Path | None) -> int:
+def parent(sizes: list[int], repeat: int, out: Path | None) -> int:
     # moto only: dummy credentials, never a real account's.
     os.environ["AWS_ACCESS_KEY_ID"] = os.environ["AWS_SECRET_ACCESS_KEY"] = "bench"
     os.environ.pop("AWS_PROFILE", None)
@@ -252,27 +287,54 @@ def parent(sizes: list[int], out: Path | None) -> int:
         fpr, public = make_key(Path(tmp))
         home = Path(tmp) / "gnupg"
         for size in sizes:
-            # Each size runs gpg and the pipeline alternately, so neighbours' load hits both.
-            plain = measure("gpg", size, fpr, public, endpoint, home)
+            load_before = os.getloadavg()[0]
+            # gpg and the discarding pipeline in turn, `repeat` pairs, so the neighbours'
+            # load falls on both; ratios are taken pair by pair, and their median quoted.
+            pairs = [
+                (
+                    measure("gpg", size, fpr, public, endpoint, home),
+                    measure("discard", size, fpr, public, endpoint, home),
+                )
+                for _ in range(repeat)
+            ]
             piped = measure("pipeline", size, fpr, public, endpoint, home)
             upload = measure("upload", size, fpr, public, endpoint, home)
-            discard = measure("discard", size, fpr, public, endpoint, home)
+            load = (load_before, os.getloadavg()[0])
+            plain = _median_run([g for g, _ in pairs])
+            discard = _median_run([d for _, d in pairs])
+            own = statistics.median(d["mb_s"] / g["mb_s"] for g, d in pairs)
+            own_cpu = statistics.median(g["cpu_s"] / d["cpu_s"] for g, d in pairs)
+            loop_cpu = statistics.median(d["loop_cpu_s"] for _, d in pairs)
             ratio = piped["mb_s"] / plain["mb_s"]
             runs.append(
                 {
                     "size_mib": size,
+                    "load_average_1min": load,
                     "gpg": plain,
+                    "discard": discard,
+                    "pairs": [{"gpg": g, "discard": d} for g, d in pairs],
                     "pipeline": piped,
                     "upload": upload,
-                    "discard": discard,
                     "ratio": ratio,
+                    "discard_ratio": own,
+                    "discard_ratio_per_cpu_s": own_cpu,
                 }
             )
             rows += [
                 (
-                    f"{size} MiB: plain gpg --encrypt",
-                    f"{plain['mb_s']:.0f} MB/s, "
-                    f"{plain['cpu_s']:.1f} CPU s, peak RSS {plain['rss_mib']:.0f} MiB",
+                    f"{size} MiB: plain gpg --encrypt (median of {repeat})",
+                    f"{plain['mb_s']:.0f} MB/s, {plain['cpu_s']:.1f} CPU s "
+                    f"(gpg {plain['gpg_cpu_s']:.1f}), peak RSS {plain['rss_mib']:.0f} MiB",
+                ),
+                (
+                    f"{size} MiB: pipeline to a discarding store (median of {repeat})",
+                    f"{discard['mb_s']:.0f} MB/s, {discard['cpu_s']:.1f} CPU s "
+                    f"(gpg {discard['gpg_cpu_s']:.1f}, event-loop thread {loop_cpu:.1f}), "
+                    f"peak RSS {discard['rss_mib']:.0f} MiB",
+                ),
+                (
+                    f"{size} MiB: discarding pipeline / gpg (median of pairs)",
+                    f"{own:.0%} by wall clock, {own_cpu:.0%} per CPU second",
                 ),
                 (
                     f"{size} MiB: pipeline to moto",
@@ -285,20 +347,18 @@ def parent(sizes: list[int], out: Path | None) -> int:
                     f"{size} MiB: plain multipart upload to moto (no gpg)",
                     f"{upload['mb_s']:.0f} MB/s, {upload['cpu_s']:.1f} CPU s",
                 ),
-                (f"{size} MiB: pipeline / gpg", f"{ratio:.0%}"),
-                (
-                    f"{size} MiB: pipeline to a discarding store",
-                    f"{discard['mb_s']:.0f} MB/s, "
-                    f"{discard['cpu_s']:.1f} CPU s, peak RSS {discard['rss_mib']:.0f} MiB",
-                ),
-                (
-                    f"{size} MiB: discarding pipeline / gpg",
-                    f"{discard['mb_s'] / plain['mb_s']:.0%}",
-                ),
+                (f"{size} MiB: pipeline to moto / gpg", f"{ratio:.0%}"),
+                (f"{size} MiB: load average (1 min)", f"{load[0]:.1f} -> {load[1]:.1f}"),
             ]
-    result = {"machine": machine(gpg=_gpg_version()), "runs": runs}
+    result = {"machine": machine(gpg=_gpg_version()), "repeat": repeat, "runs": runs}
     emit(measure_table(rows), result, out)
     return 0
+
+
+def _median_run(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median throughput (its own CPU seconds and RSS, not mixed with others')."""
+    ordered = sorted(results, key=lambda r: float(r["mb_s"]))
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def _gpg_version() -> str:

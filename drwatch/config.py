@@ -648,13 +648,8 @@ def _cross_problems(cfg: Config) -> Iterable[str]:
 def _backup_problems(cfg: Config, groups: list[str]) -> Iterable[str]:
     if cfg.backup is None:
         return
+    # With [cluster], only the leader runs backups (drwatch.backup.cluster).
     yield from backup_problems(cfg.backup, backup_rpo_of(cfg), groups)
-    if cfg.cluster is not None:
-        # Backup jobs are not gated on leadership yet: every watcher would run them.
-        yield (
-            "backup: not yet supported together with [cluster] (every watcher would take "
-            "the backups; docs/cluster.md): run backups from one watcher without [cluster]"
-        )
 
 
 def _residency_problems(cfg: Config) -> Iterable[str]:

@@ -24,6 +24,8 @@ import aiohttp
 from aiohttp import web
 
 from drwatch import __version__, logs
+from drwatch.act.approvals import StepApprovals
+from drwatch.act.base import DumpRestore
 from drwatch.act.wiring import build_runner, region_setup
 from drwatch.alerts.alerter import Alerter
 from drwatch.alerts.model import (
@@ -42,6 +44,7 @@ from drwatch.assess.readiness import (
 from drwatch.assess.regions import serving_regions
 from drwatch.assess.trends import assess_trends
 from drwatch.backup.alerting import backup_alerts
+from drwatch.backup.restore_stream import AgentDumpRestore
 from drwatch.backup.wiring import fleet_deps, start_backups
 from drwatch.cluster.errors import TickNotSharedError
 from drwatch.cluster.incidents import IncidentMirror
@@ -83,6 +86,7 @@ from drwatch.roles import RoleMemory
 from drwatch.secretfile import read_secret
 from drwatch.statelock import state_dir_lock
 from drwatch.web import api, outlook, status
+from drwatch.web import approvals as approvals_web
 from drwatch.web import backups as backups_web
 from drwatch.web import readiness as readiness_web
 from drwatch.web import regions as regions_web
@@ -229,7 +233,15 @@ class Daemon:
             self.stack.push_async_callback(self.shared.close)
         # Backups before the runner: the database ladder reads their catalogue.
         deps = fleet_deps(cfg, lambda: self.watch.fleet, roles.role, self.agent, self.provider)
-        self.backups = await start_backups(cfg, self.stack, self.metrics.registry, fleet=deps)
+        self.backups = await start_backups(
+            cfg, self.stack, self.metrics.registry, fleet=deps, shared=self.shared
+        )
+        # restore_from_dump: a step approved with `drwatch approve`, and the stream of a
+        # dump into a new host (only when the watcher holds the private key).
+        self.step_approvals = StepApprovals(self.incidents)
+        dump_restore: DumpRestore | None = None
+        if cfg.backup is not None and cfg.backup.watcher_private_key_file is not None:
+            dump_restore = AgentDumpRestore(cfg.agent, self.secret, session, self.agent)
         self.runner = build_runner(
             cfg,
             self.provider,
@@ -240,6 +252,8 @@ class Daemon:
             region=region_setup(cfg, self.regions.dns, self.regions.book),
             journal=self.shared.journal if self.shared else None,
             backups=self.backups.ladder if self.backups is not None else None,
+            dump_restore=dump_restore,
+            approvals=self.step_approvals,
         )
         self.stack.push_async_callback(self.runner.aclose)
         self.cycle = Cycle(
@@ -252,7 +266,9 @@ class Daemon:
             rto=RtoPolicy.from_config(cfg.objectives, cfg.groups),
             regions=cfg.provider.regions,
         )
-        controls = self._build_node()
+        controls = approvals_web.ApprovingControls(
+            self._build_node(), self.step_approvals, self.incidents
+        )
         self.api_state = api.LiveApiState(
             watcher_name=cfg.watcher.name,
             dry_run=cfg.policy.dry_run,
@@ -355,6 +371,7 @@ class Daemon:
         status.add_routes(app)
         regions_web.add_routes(app, self.regions)
         api.add_status_hook(app, self._cluster_status)
+        approvals_web.add_routes(app, self.step_approvals)
         if self.backups is not None:
             backups_web.add_routes(app, self.backups)
         runner = web.AppRunner(app, access_log=None)
@@ -390,6 +407,9 @@ class Daemon:
                 tg.create_task(self._outlook_loop(), name="outlook"),
                 tg.create_task(self._regions_loop(), name="regions"),
             ]
+            # Several watchers: backups run on the leader only (drwatch.backup.cluster).
+            if self.backups is not None and self.backups.leader is not None:
+                loops.append(tg.create_task(self.backups.leader.run(), name="backups"))
             await self._ready()
             self.live_drills.start()
             await stop.wait()

@@ -16,12 +16,16 @@ from dataclasses import replace
 from drwatch.act.base import (
     ActSettings,
     AgentActions,
+    Approvals,
     BackupCatalogue,
     Clock,
     Deps,
+    DumpRestore,
     FleetView,
     GroupInfo,
+    NoApprovals,
     NoBackups,
+    NoDumpRestore,
     RegionSetup,
     SystemClock,
 )
@@ -106,6 +110,8 @@ def build_runner(
     region: RegionSetup | None = None,
     journal: JournalStore | None = None,
     backups: BackupCatalogue | None = None,
+    dump_restore: DumpRestore | None = None,
+    approvals: Approvals | None = None,
 ) -> Runner:
     """The runner, its journal (by default under `watcher.state_dir`), every playbook,
     named after the watcher (journal rows carry that name)."""
@@ -121,5 +127,7 @@ def build_runner(
         roles=roles if roles is not None else RoleMemory(),
         region=region or RegionSetup(),
         backups=backups if backups is not None else NoBackups(),
+        dump_restore=dump_restore if dump_restore is not None else NoDumpRestore(),
+        approvals=approvals if approvals is not None else NoApprovals(),
     )
     return Runner(journal, all_playbooks(), deps, cfg.watcher.name, kill_switch)

@@ -196,20 +196,27 @@ class PostgresConfig(_Strict):
     database: str = Field(default="postgres", min_length=1, max_length=63)
     password_file: Path | None = None
     connect_timeout: Duration = 1.0
-    actions: list[Literal["promote", "follow", "freeze", "thaw"]] = Field(default_factory=list)
+    # "restore": `POST /v1/restore` and `restore_status` (the ladder's restore_from_dump).
+    actions: list[Literal["promote", "follow", "freeze", "thaw", "restore"]] = Field(
+        default_factory=list
+    )
     promote_timeout: Duration = 60.0
     follow_timeout: Duration = 30.0
     max_freeze: Duration = 10.0
     # Optional filesystem freeze of the data mount while frozen (the agent must be root).
     fsfreeze_mount: Path | None = None
     fsfreeze_binary: Path = Path("/usr/sbin/fsfreeze")
+    # A restored dump: pg_restore from here; at most this many bytes, within this time.
+    bin_dir: Path = Path("/usr/lib/postgresql/15/bin")
+    restore_max_bytes: Annotated[int, Field(ge=1, le=1 << 50)] = 1 << 40
+    restore_timeout: Duration = 6 * 3600.0
 
     @model_validator(mode="after")
     def _valid(self) -> Self:
         problems = []
         if not (self.host.startswith("/") or self.host in {"127.0.0.1", "::1", "localhost"}):
             problems.append(f"host must be a socket directory or loopback (got {self.host!r})")
-        for key in ("connect_timeout", "promote_timeout", "follow_timeout"):
+        for key in ("connect_timeout", "promote_timeout", "follow_timeout", "restore_timeout"):
             if getattr(self, key) <= 0:
                 problems.append(f"{key} must be greater than 0")
         if not 1.0 <= self.max_freeze <= 300.0:

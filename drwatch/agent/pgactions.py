@@ -402,4 +402,5 @@ def database_actions(pg: Postgres | None) -> dict[str, Action]:
     if enabled & {"freeze", "thaw"}:
         freezer = Freezer(pg)
         actions.update(freeze=freezer.freeze, thaw=freezer.thaw)
-    return {name: actions[name] for name in pg.cfg.actions}
+    # "restore" is a stream endpoint of its own (drwatch.agent.restore), not an action here.
+    return {name: actions[name] for name in pg.cfg.actions if name in actions}

@@ -17,6 +17,7 @@ Seams for the sandbox (which runs many agents in one process over simulated host
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import re
 import socket
@@ -37,17 +38,21 @@ from drwatch.agent.checks import Check, build_checks, run_checks
 from drwatch.agent.config import AgentConfig
 from drwatch.agent.host import HostFacts, PsutilHost
 from drwatch.agent.pgactions import database_actions
-from drwatch.agent.postgres import database
+from drwatch.agent.postgres import database, read_password
+from drwatch.agent.restore import LocalDatabase, RestoreLimits, Restorer
 from drwatch.agent.wire import (
     ANSWER_SIGNATURE_HEADER,
     NONCE_HEADER,
     PROTOCOL,
+    RESTORE_PATH,
+    RESTORE_STATUS_ACTION,
     SCHEMA,
     SIGNATURE_HEADER,
     TARGET_HEADER,
     TIMESTAMP_HEADER,
     VERSION_HEADER,
     Facts,
+    FrameReader,
     decode_action_request,
     encode_facts,
     encode_json,
@@ -300,11 +305,14 @@ class AgentService:
         actions: Mapping[str, Action],
         auth: AnswerSigner,
         clock: Clock,
+        *,
+        restorer: Restorer | None = None,
     ) -> None:
         self._cfg = cfg
         self._collector = collector
         self._actions = actions
         self._auth = auth
+        self._restorer = restorer
         self._refusals = RefusalLog(clock)
         self._v1_requests = RefusalLog(clock, "agent.v1_request_accepted")
         # One action at a time: side effects on one host must not interleave.
@@ -312,11 +320,14 @@ class AgentService:
 
     @web.middleware
     async def authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # A restore stream is signed with an empty body; its frames carry their own MACs
+        # (drwatch.agent.wire), checked by the handler before any byte is used.
+        streaming = request.path == RESTORE_PATH
         length = request.content_length
-        if length is not None and length > self._cfg.max_request_bytes:
+        if not streaming and length is not None and length > self._cfg.max_request_bytes:
             return web.Response(status=413)
         try:
-            body = await request.read()
+            body = b"" if streaming else await request.read()
         except web.HTTPRequestEntityTooLarge:
             return web.Response(status=413)
         verdict = self._auth.verifier.check(request.method, request.raw_path, request.headers, body)
@@ -372,11 +383,56 @@ class AgentService:
         log.info("agent.action_finished", action=name)
         return web.Response(body=body, content_type="application/json")
 
+    async def restore(self, request: web.Request) -> web.Response:
+        """`POST /v1/restore?backup_id=ID`: a dump's plaintext, in authenticated frames,
+        into the local database (drwatch.agent.restore). Only over TLS, or from loopback."""
+        if self._restorer is None:
+            return _error("restore is not enabled on this agent ([postgres] actions)", 404)
+        if not request.secure and not _loopback(request.remote):
+            return _error(
+                "refusing a dump's plaintext over plain HTTP from another host: "
+                "configure tls_cert_file and tls_key_file",
+                403,
+            )
+        reader = FrameReader(
+            self._auth.secret,
+            request.headers.get(SIGNATURE_HEADER, ""),
+            _exactly(request),
+            self._restorer.limits.max_bytes,
+        )
+        async with self._action_lock:
+            try:
+                result = await self._restorer.restore(request.query.get("backup_id", ""), reader)
+            except ActionError as err:
+                log.warning("agent.restore_failed", error=str(err), status=err.status)
+                return _error(str(err), err.status)
+        return _json({"schema": SCHEMA, "action": "restore", "result": result})
+
+
+def _exactly(request: web.Request) -> Callable[[int], Awaitable[bytes]]:
+    """Read exactly n bytes of the body, or what is left of it at its end."""
+
+    async def read(n: int) -> bytes:
+        try:
+            return await request.content.readexactly(n)
+        except asyncio.IncompleteReadError as err:
+            return err.partial
+
+    return read
+
+
+def _loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False
+
 
 class AnswerSigner:
     """The agent's key and identity: verifies requests, signs the answers to them."""
 
     def __init__(self, secret: bytes, identity: str, verifier: Verifier) -> None:
+        self.secret = secret
         self._secret = secret
         self._identity = identity
         self.verifier = verifier
@@ -403,6 +459,7 @@ def create_app(
     clock: Clock = time.time,
     hostname: str | None = None,
     instance_id: str | None = None,
+    restorer: Restorer | None = None,
 ) -> web.Application:
     """The agent's aiohttp application.
 
@@ -423,11 +480,14 @@ def create_app(
     )
     name = hostname or socket.gethostname()
     collector = FactsCollector(host, checks, cfg.check_timeout, clock, name)
-    service = AgentService(cfg, collector, actions, AnswerSigner(key, identity, verifier), clock)
+    service = AgentService(
+        cfg, collector, actions, AnswerSigner(key, identity, verifier), clock, restorer=restorer
+    )
     # The middleware enforces the limit first; this bounds chunked bodies too.
     app = web.Application(middlewares=[service.authenticate], client_max_size=cfg.max_request_bytes)
     app.router.add_get("/v1/facts", service.facts)
     app.router.add_post("/v1/actions/{name}", service.action)
+    app.router.add_post(RESTORE_PATH, service.restore)
     return app
 
 
@@ -495,6 +555,9 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event) -> None:
         builtin = database_actions(pg)
         if cfg.backup is not None:
             builtin["backup"] = build_backup_action(cfg.backup, cfg.postgres)
+        restorer = local_restorer(cfg)
+        if restorer is not None:
+            builtin[RESTORE_STATUS_ACTION] = restorer.status
         actions = build_actions(cfg, builtin)
         app = create_app(
             cfg,
@@ -503,6 +566,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event) -> None:
             actions,
             secret=secret,
             instance_id=identity,
+            restorer=restorer,
         )
         host, port = cfg.host_port
         async with serving(app, host, port, context) as bound:
@@ -515,3 +579,14 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event) -> None:
             )
             await stop.wait()
         log.info("agent.stopped")
+
+
+def local_restorer(cfg: AgentConfig) -> Restorer | None:
+    """The restorer `[postgres] actions = ["restore", ...]` enables, into the local server."""
+    pg = cfg.postgres
+    if pg is None or "restore" not in pg.actions:
+        return None
+    db = LocalDatabase(
+        pg.host, pg.port, pg.user, pg.database, pg.bin_dir, read_password(pg.password_file)
+    )
+    return Restorer(lambda: db, RestoreLimits(pg.restore_max_bytes, pg.restore_timeout))

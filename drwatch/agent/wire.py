@@ -540,3 +540,86 @@ def decode_error(raw: bytes) -> str:
         return "no error message"
     error = obj.get("error")
     return error[:500] if isinstance(error, str) else "no error message"
+
+
+# --- the restore stream ------------------------------------------------------------------------
+#
+# `POST /v1/restore?backup_id=ID` carries a dump's plaintext into the agent's local
+# PostgreSQL. The request is signed as above with an empty body (the path and query are
+# signed; nothing of the stream is read before the signature passes), and its body is a
+# sequence of frames, each authenticated on its own before the agent uses a byte of it:
+#
+#     <4-byte big-endian length N> <32-byte HMAC> <N bytes of data>
+#
+# The HMAC (SHA-256, the agent's key) covers RESTORE_FRAME_VERSION, the request's
+# signature (so a frame belongs to this one request), the frame's sequence number and
+# the data. A frame of length 0 ends the stream; its HMAC also covers the total bytes
+# sent, so a stream cut short (no end frame, or one that counts other bytes) is refused
+# as truncated, and frames reordered, dropped or replayed fail their HMAC.
+
+RESTORE_PATH = "/v1/restore"
+RESTORE_STATUS_ACTION = "restore_status"
+RESTORE_FRAME_VERSION = "drwatch-restore-frame-v1"
+FRAME_HEADER = 36
+MAX_FRAME = 1 << 20
+
+
+def frame_mac(secret: bytes, signature: str, seq: int, data: bytes, *, total: int = -1) -> bytes:
+    """The HMAC of frame `seq` of the stream opened by the request signed `signature`;
+    `total` is given (the bytes sent before it) only for the end frame."""
+    mac = hmac.new(secret, digestmod=hashlib.sha256)
+    mac.update(f"{RESTORE_FRAME_VERSION}\n{signature}\n{seq}\n{total}\n".encode("ascii"))
+    mac.update(data)
+    return mac.digest()
+
+
+def encode_frame(secret: bytes, signature: str, seq: int, data: bytes) -> bytes:
+    if not 0 < len(data) <= MAX_FRAME:
+        raise WireError(f"a data frame holds 1 to {MAX_FRAME} bytes (got {len(data)})")
+    return len(data).to_bytes(4, "big") + frame_mac(secret, signature, seq, data) + data
+
+
+def encode_end_frame(secret: bytes, signature: str, seq: int, total: int) -> bytes:
+    return (0).to_bytes(4, "big") + frame_mac(secret, signature, seq, b"", total=total)
+
+
+class FrameReader:
+    """Reads and checks the frames of one restore stream; `read(n)` is an async callable
+    returning exactly n bytes, or fewer at the end of the body."""
+
+    def __init__(
+        self, secret: bytes, signature: str, read: Callable[[int], Any], max_bytes: int
+    ) -> None:
+        self._secret = secret
+        self._signature = signature
+        self._read = read
+        self._max = max_bytes
+        self.seq = 0
+        self.total = 0
+        self.ended = False
+
+    async def next(self) -> bytes:
+        """The next frame's data; b"" once the end frame has checked out. WireError when
+        the stream is cut short, a frame fails its HMAC, or the stream grows past the
+        bound."""
+        if self.ended:
+            return b""
+        header = await self._read(FRAME_HEADER)
+        if len(header) < FRAME_HEADER:
+            raise WireError(f"stream truncated after {self.total} bytes (no end frame)")
+        size, mac = int.from_bytes(header[:4], "big"), header[4:]
+        if size > MAX_FRAME:
+            raise WireError(f"frame {self.seq}: {size} bytes (at most {MAX_FRAME})")
+        if self.total + size > self._max:
+            raise WireError(f"stream larger than the agent's bound ({self._max} bytes)")
+        data = await self._read(size) if size else b""
+        if len(data) < size:
+            raise WireError(f"stream truncated after {self.total + len(data)} bytes (mid-frame)")
+        total = self.total if size == 0 else -1
+        expected = frame_mac(self._secret, self._signature, self.seq, data, total=total)
+        if not hmac.compare_digest(expected, mac):
+            raise WireError(f"frame {self.seq} failed its HMAC (altered, reordered or cut)")
+        self.seq += 1
+        self.total += size
+        self.ended = size == 0
+        return data

@@ -22,6 +22,8 @@ def backup_alerts(findings: Iterable[Diagnosis], now: float) -> list[AlertInput]
     from tick to tick), or now when there is none."""
     out = []
     for d in findings:
+        if d.finding not in _NAMES:
+            continue  # a warning on the status only (image_copy_pending)
         name, severity = _NAMES[d.finding]
         out.append(
             AlertInput(

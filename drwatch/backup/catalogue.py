@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from drwatch.backup.manifest import Manifest
 from drwatch.backup.model import State
@@ -75,6 +76,30 @@ class Entry:
             "verified_at": self.verified_at,
             "chunks": len(self.manifest.chunks) if self.manifest else 0,
         }
+
+    def to_record(self) -> dict[str, object]:
+        """Everything, the manifest included: how a shared catalogue stores the entry."""
+        body = self.to_dict()
+        del body["chunks"]
+        body["manifest"] = self.manifest.to_dict() if self.manifest else None
+        return body
+
+    @classmethod
+    def from_record(cls, d: Mapping[str, Any]) -> Entry:
+        manifest = d.get("manifest")
+        return cls(
+            backup_id=str(d["backup_id"]),
+            data_class=str(d["data_class"]),
+            kind=str(d["kind"]),
+            location=str(d["location"]),
+            created_at=float(d["created_at"]),
+            state=State(str(d["state"])),
+            why=str(d.get("why", "")),
+            size=int(d.get("size", 0)),
+            checked_at=None if d.get("checked_at") is None else float(d["checked_at"]),
+            verified_at=None if d.get("verified_at") is None else float(d["verified_at"]),
+            manifest=Manifest.from_dict(dict(manifest)) if manifest else None,
+        )
 
 
 class Catalogue(Protocol):

@@ -22,7 +22,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -380,8 +380,11 @@ class FleetSources:
             bad = [_bad(running, loc, f"images not listed: {err}", now) for loc in regions]
             return service.record(bad, time.monotonic() - started)
         by_id = {i.id: i for imgs in found.values() for i in imgs}
-        names = sorted({by_id[i.image_id].name for i in self._hosts(dc.groups)
-                        if i.image_id in by_id})  # fmt: skip
+        groups: dict[str, set[str]] = {}
+        for i in self._hosts(dc.groups):
+            if i.image_id in by_id:
+                groups.setdefault(by_id[i.image_id].name, set()).add(i.group)
+        names = sorted(groups)
         # A copy's pending entry is superseded by every later check of that image.
         for e in service.catalogue.entries(data_class):
             if e.kind == BackupKind.IMAGE.value and e.state is State.PENDING:
@@ -389,11 +392,10 @@ class FleetSources:
         entries = []
         for name in names:
             for location, region in regions.items():
-                entries.append(
-                    await self._image(
-                        data_class, name, location=location, region=region, found=found, now=now
-                    )
+                entry = await self._image(
+                    data_class, name, location=location, region=region, found=found, now=now
                 )
+                entries.append(_grouped(entry, sorted(groups[name])))
         return service.record(entries, time.monotonic() - started)
 
     async def _image(
@@ -410,8 +412,9 @@ class FleetSources:
                      location, now, State.PENDING)  # fmt: skip
         here = next((i for i in found[region] if i.name == name), None)
         if here is not None:
-            done = base.checked(State.VERIFIED, f"{name} in {region} ({here.id})", now)
-            return _with(done, {"image_id": here.id, "region": region, "name": name}, {})
+            facts = {"image_id": here.id, "region": region, "name": name}
+            state, why = _image_verdict(here, region)
+            return _with(base.checked(state, why, now), facts, {})
         source = next(
             ((r, i) for r, imgs in found.items() for i in imgs if i.name == name and r != region),
             None,
@@ -435,6 +438,25 @@ class FleetSources:
             if ready():
                 return
             await asyncio.sleep(POLL_S)
+
+
+def _image_verdict(image: ImageInfo, region: str) -> tuple[State, str]:
+    """An image found by name: verified once available; a copy still on its way is
+    pending (image_copy_pending, a warning); failed or gone to the provider, failed."""
+    where = f"{image.name} in {region} ({image.id})"
+    if image.state == "available":
+        return State.VERIFIED, where
+    if image.state == "pending":
+        return State.PENDING, f"{where}: copy not completed yet"
+    return State.FAILED, f"{where} is {image.state}"
+
+
+def _grouped(entry: Entry, groups: list[str]) -> Entry:
+    """An image entry naming the groups that run the image (the finding says which)."""
+    if entry.manifest is None:
+        return entry
+    source = {**entry.manifest.source, "groups": ",".join(groups)}
+    return replace(entry, manifest=replace(entry.manifest, source=source))
 
 
 def _snapshot_verdict(state: str | None, snap_id: str) -> tuple[State, str] | None:

@@ -4,12 +4,18 @@ The plaintext is cut into chunks before encryption and each chunk is its own gpg
 run, so every object is a complete OpenPGP message to the recipient: verification can
 prove that of each object on its own, and a restore decrypts chunk after chunk. The
 ciphertext is hashed (SHA-256) and uploaded part by part as it comes out of gpg;
-memory holds at most `uploads_in_flight + 1` parts whatever the stream's size.
+memory holds at most `uploads_in_flight + 2` parts whatever the stream's size (the read
+buffer, a full part waiting for a slot, the parts in flight).
 
 Sizes respect S3's limits: a part is 5 MiB to 5 GiB and an object has at most 10,000
 parts, so the part size grows with the object (`plan`). An error anywhere aborts the
 multipart upload, deletes the chunks already uploaded and writes no manifest: a
 failed backup leaves nothing behind and counts for nothing.
+
+gpg's output is read from its pipe straight into a part-sized buffer (no asyncio
+StreamReader: its buffer would copy every byte twice more); each full part is copied
+once for the store and hashed in a worker thread while the event loop reads the next, so
+SHA-256 is off the loop (bench/backup.py measures both).
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import os
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -160,14 +167,14 @@ class Pipeline:
     async def _chunk(
         self, source: _Source, store: ObjectStore, key: str, name: str, cut: Plan
     ) -> Chunk:
-        proc = await _start_gpg(self._recipient.encrypt_argv(self._compression))
+        proc, output = await _start_gpg(self._recipient.encrypt_argv(self._compression))
         upload = Upload(store, key, cut.part_size, self._in_flight)
+        ciphertext = _PipeParts(output, cut.part_size)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(_feed(source, proc, cut.chunk_plain))
                 errors = tg.create_task(_read_all(proc.stderr))
-                output = _reads(proc.stdout)
-                size, digest = await upload.pump(output, lambda: _gpg_result(proc, errors))
+                await upload.pump_parts(ciphertext, lambda: _gpg_result(proc, errors))
         except BaseExceptionGroup as group:
             await _shielded(upload.abort())
             raise first_error(group) from None
@@ -178,7 +185,8 @@ class Pipeline:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
-        return Chunk(name=name, size=size, sha256=digest)
+            os.close(output)
+        return Chunk(name=name, size=ciphertext.size, sha256=await ciphertext.hexdigest())
 
 
 class Upload:
@@ -205,20 +213,24 @@ class Upload:
     ) -> tuple[int, str]:
         """Upload a stream to its end, part by part; (size, sha256) of the object.
         `finished` runs after the last byte and before the last part: it may still refuse."""
-        digest, size = hashlib.sha256(), 0
-        part = _Part(self._part_size)
-        async for data in data_in:
-            digest.update(data)
-            size += len(data)
-            for full in part.add(data):
+        parts = _CutParts(data_in, self._part_size)
+        await self.pump_parts(parts, finished)
+        return parts.size, await parts.hexdigest()
+
+    async def pump_parts(
+        self, parts: Parts, finished: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Upload the object `parts` cuts, then complete it (`finished` as in `pump`)."""
+        async with contextlib.aclosing(parts.full()) as each:
+            async for full in each:
                 await self._send(full)
         if finished is not None:
             await finished()
-        if part.pending or not self._parts:
-            await self._send(part.rest())
+        rest = await parts.rest()
+        if rest or not self._parts:
+            await self._send(rest)
         await asyncio.gather(*self._tasks)
         await self._store.complete_multipart(self._key, self._require_id(), self._ordered())
-        return size, digest.hexdigest()
 
     async def _send(self, data: bytes) -> None:
         if self._upload_id is None:
@@ -270,31 +282,128 @@ class Upload:
             _log().warning("backup.upload_aborted", key=self._key, store=self._store.name)
 
 
-class _Part:
-    """Pieces of output gathered into parts of exactly `size` bytes, copied once each."""
+class Parts(Protocol):
+    """An object's bytes cut into parts: every full part, then the rest; hashed on the way."""
 
-    def __init__(self, size: int) -> None:
+    size: int
+
+    def full(self) -> AsyncGenerator[bytes, None]: ...
+    async def rest(self) -> bytes: ...
+    async def hexdigest(self) -> str: ...
+
+
+class _CutParts:
+    """Pieces of a stream gathered into parts of exactly `size` bytes, copied once each."""
+
+    def __init__(self, data_in: AsyncIterable[bytes], size: int) -> None:
+        self._data_in = data_in
         self._size = size
         self._pieces: list[bytes] = []
-        self.pending = 0
+        self._pending = 0
+        self._digest = hashlib.sha256()
+        self.size = 0
 
-    def add(self, data: bytes) -> list[bytes]:
-        """The parts `data` completes (usually none)."""
-        full = []
-        while self.pending + len(data) >= self._size:
-            cut = self._size - self.pending
-            self._pieces.append(data[:cut])
-            full.append(self.rest())
-            data = data[cut:]
-        if data:
-            self._pieces.append(data)
-            self.pending += len(data)
-        return full
+    async def full(self) -> AsyncGenerator[bytes, None]:
+        async for piece in self._data_in:
+            data = piece
+            self._digest.update(data)
+            self.size += len(data)
+            while self._pending + len(data) >= self._size:
+                cut = self._size - self._pending
+                self._pieces.append(data[:cut])
+                yield self._join()
+                data = data[cut:]
+            if data:
+                self._pieces.append(data)
+                self._pending += len(data)
 
-    def rest(self) -> bytes:
+    async def rest(self) -> bytes:
+        return self._join()
+
+    def _join(self) -> bytes:
         out = b"".join(self._pieces)
-        self._pieces, self.pending = [], 0
+        self._pieces, self._pending = [], 0
         return out
+
+    async def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+class _PipeParts:
+    """A pipe's bytes (gpg's output) read straight into one part-sized buffer, reused part
+    after part: the kernel's copy into it, then one copy per part for the store. Each part
+    is hashed in a worker thread while the loop reads the next (hashlib lets go of the GIL
+    for large buffers), so SHA-256 is off the event loop's critical path. The pipe is
+    non-blocking; `full` waits for it to be readable in the loop. The caller owns the
+    descriptor (and closes it)."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd = fd
+        self._buffer = bytearray(size)
+        self._view = memoryview(self._buffer)
+        self._filled = 0
+        self._hash = _Hasher()
+        self.size = 0
+
+    async def full(self) -> AsyncGenerator[bytes, None]:
+        view, end = self._view, len(self._buffer)
+        while True:
+            try:
+                n = os.readv(self._fd, [view[self._filled :]])
+            except BlockingIOError:
+                await _readable(self._fd)
+                continue
+            if n == 0:
+                return
+            self._filled += n
+            self.size += n
+            if self._filled == end:
+                self._filled = 0
+                part = bytes(self._buffer)
+                await self._hash.add(part)
+                yield part
+
+    async def rest(self) -> bytes:
+        out = bytes(self._view[: self._filled])
+        self._filled = 0
+        await self._hash.add(out)
+        return out
+
+    async def hexdigest(self) -> str:
+        return await self._hash.hexdigest()
+
+
+class _Hasher:
+    """SHA-256 of a stream whose pieces are hashed in a worker thread, one at a time and
+    in order: `add` returns once the previous piece is hashed, so at most one piece is
+    held here beyond what the caller holds."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._busy: asyncio.Future[None] | None = None
+
+    async def add(self, data: bytes) -> None:
+        await self._settle()
+        self._busy = asyncio.ensure_future(asyncio.to_thread(self._digest.update, data))
+
+    async def hexdigest(self) -> str:
+        await self._settle()
+        return self._digest.hexdigest()
+
+    async def _settle(self) -> None:
+        if self._busy is not None:
+            busy, self._busy = self._busy, None
+            await busy
+
+
+async def _readable(fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(fd, ready.set_result, None)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
 
 
 class _Source:
@@ -344,19 +453,25 @@ class _Source:
             await close()
 
 
-async def _start_gpg(argv: list[str]) -> asyncio.subprocess.Process:
+async def _start_gpg(argv: list[str]) -> tuple[asyncio.subprocess.Process, int]:
+    """gpg, and the non-blocking read end of its standard output (the caller closes it)."""
+    output, into = os.pipe2(os.O_CLOEXEC)
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
+            stdout=into,
             stderr=asyncio.subprocess.PIPE,
-            limit=_READER_LIMIT,
         )
     except OSError as err:
+        os.close(output)
         raise BackupError(f"cannot start gpg ({argv[0]}): {err.strerror}") from None
+    finally:
+        os.close(into)
+    os.set_blocking(output, False)
     widen_pipes(proc)
-    return proc
+    _widen(output)
+    return proc, output
 
 
 def widen_pipes(proc: asyncio.subprocess.Process) -> None:
@@ -366,8 +481,12 @@ def widen_pipes(proc: asyncio.subprocess.Process) -> None:
         transport = getattr(stream, "transport", None) or getattr(stream, "_transport", None)
         pipe = transport.get_extra_info("pipe") if transport is not None else None
         if pipe is not None:
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, PIPE_BYTES)
+            _widen(pipe.fileno())
+
+
+def _widen(fd: int) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_BYTES)
 
 
 async def _feed(source: _Source, proc: asyncio.subprocess.Process, limit: int) -> None:
@@ -385,12 +504,6 @@ async def _feed(source: _Source, proc: asyncio.subprocess.Process, limit: int) -
     except (BrokenPipeError, ConnectionResetError):
         # gpg stopped reading: its exit status and stderr say why (_gpg_result).
         pass
-
-
-async def _reads(stream: asyncio.StreamReader | None) -> AsyncIterator[bytes]:
-    assert stream is not None
-    while data := await stream.read(_TAKE_ALL):
-        yield data
 
 
 async def _read_all(stream: asyncio.StreamReader | None) -> bytes:

@@ -26,6 +26,7 @@ class BackupFinding(StrEnum):
     FAILING = "backup_failing"
     UNRESTORABLE = "backup_unrestorable"
     RESTORE_TEST_OVERDUE = "backup_restore_test_overdue"
+    IMAGE_COPY_PENDING = "image_copy_pending"
 
     @property
     def description(self) -> str:
@@ -44,6 +45,10 @@ class BackupFinding(StrEnum):
             BackupFinding.RESTORE_TEST_OVERDUE: (
                 "no scheduled restore test has passed within backup.restore_test.max_age: "
                 "nobody has proven lately that the data restores"
+            ),
+            BackupFinding.IMAGE_COPY_PENDING: (
+                "a group's machine image is missing in a region it may launch in and "
+                "drwatch's copy there has not completed yet"
             ),
         }[self]
 
@@ -92,6 +97,8 @@ class Diagnosis:
     location: str
     age: float | None
     message: str
+    # What else names it (an image copy: group, image, region), in the status's facts.
+    facts: tuple[tuple[str, str], ...] = ()
 
 
 def compliance(
@@ -162,6 +169,31 @@ def findings(statuses: Iterable[Status]) -> list[Diagnosis]:
                     "or did not verify",
                 )
             )
+    return out
+
+
+def image_copies_pending(entries: Iterable[Entry], now: float) -> list[Diagnosis]:
+    """An image check's `pending` entry (a copy started, not completed) is a warning
+    until a later check finds the copy available (and supersedes the entry)."""
+    out = []
+    for e in entries:
+        if e.kind != "image" or e.state is not State.PENDING or e.manifest is None:
+            continue
+        src = e.manifest.source
+        image, region = src.get("name", "?"), src.get("region", "?")
+        group = src.get("groups", "")
+        age = max(0.0, now - e.created_at)
+        out.append(
+            Diagnosis(
+                BackupFinding.IMAGE_COPY_PENDING,
+                e.data_class,
+                e.location,
+                age,
+                f"image {image} (group {group or '?'}) missing in {region}: copy "
+                f"{src.get('image_id', '?')} started {_ago(age)} ago, not completed yet",
+                (("group", group), ("image", image), ("region", region)),
+            )
+        )
     return out
 
 

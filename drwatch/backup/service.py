@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from drwatch.backup.catalogue import Catalogue, Entry, SqliteCatalogue
+from drwatch.backup.cluster import BackupLeader, BackupSharing, FencedStore
 from drwatch.backup.config import KINDS, BackupConfig, ClassKind, DataClass, LocationName
 from drwatch.backup.gpg import Recipient, check_private_key
 from drwatch.backup.jobs import BackupScheduler, Job
@@ -29,10 +30,17 @@ from drwatch.backup.restore_schedule import (
     manifest_restorer,
 )
 from drwatch.backup.retention import to_prune
-from drwatch.backup.rpo import Diagnosis, Objective, Status, compliance, findings
+from drwatch.backup.rpo import (
+    Diagnosis,
+    Objective,
+    Status,
+    compliance,
+    findings,
+    image_copies_pending,
+)
 from drwatch.backup.runner import BackupRunner, Place, Produce
 from drwatch.backup.source import Source
-from drwatch.backup.store import S3Store
+from drwatch.backup.store import ObjectStore, S3Store
 
 # Makes the plaintext stream for one run of a class (a dump, an archive).
 SourceFactory = Callable[[str, DataClass], Awaitable[Source]]
@@ -67,6 +75,10 @@ class BackupService:
         self.restore_test = restore_test
         # The database ladder's view (rungs 4 to 6); set by open_service, which has the stores.
         self.ladder: LadderCatalogue | None = None
+        # Several watchers (drwatch.backup.cluster): the shared copies, and what runs the
+        # jobs only while this watcher leads; None for one watcher.
+        self.sharing: BackupSharing | None = None
+        self.leader: BackupLeader | None = None
 
     def objectives(self, entries: list[Entry] | None = None) -> list[Objective]:
         """Classes that are backed up, each at every configured location. A class is
@@ -98,9 +110,15 @@ class BackupService:
         return self._findings(self.statuses(now), now)
 
     def _findings(self, statuses: list[Status], now: float) -> list[Diagnosis]:
-        """RPO and failing runs, backups the ladder found bad, an overdue restore test."""
+        """RPO and failing runs, backups the ladder found bad, an overdue restore test.
+        None from a watcher that has not read the shared catalogue yet: it has no
+        backups of its own to judge by."""
+        if self.sharing is not None and not self.sharing.ready:
+            return []
         tested = self.restore_test.findings(now) if self.restore_test else []
-        return findings(statuses) + unrestorable(self.catalogue.entries(), now) + tested
+        entries = self.catalogue.entries()
+        copies = image_copies_pending(entries, now)
+        return findings(statuses) + unrestorable(entries, now) + tested + copies
 
     async def run_restore_test(self, clock: Clock) -> list[RestoreResult]:
         """One round of the scheduled restore test (drwatch.backup.restore_schedule)."""
@@ -225,6 +243,7 @@ class BackupService:
                 ],
                 "watcher_holds_private_key": self.cfg.watcher_private_key_file is not None,
                 "restore_test": self.restore_test.status(now) if self.restore_test else None,
+                "sharing": self.sharing.status() if self.sharing else None,
             },
             "findings": [_finding_doc(d) for d in self._findings(statuses, now)],
         }
@@ -260,10 +279,13 @@ class BackupService:
                     "location": d.location,
                     "age_s": d.age,
                     "message": d.message,
+                    "severity": SEVERITY[d.finding.value],
+                    **dict(d.facts),
                 }
                 for d in self._findings(statuses, now)
             ],
             "restore_test": self.restore_test.status(now) if self.restore_test else None,
+            "sharing": self.sharing.status() if self.sharing else None,
             "backups": [e.to_dict() for e in self.catalogue.entries()[:RECENT]],
         }
 
@@ -273,24 +295,27 @@ SEVERITY = {
     "backup_failing": "warning",
     "backup_unrestorable": "alert",
     "backup_restore_test_overdue": "warning",
+    "image_copy_pending": "warning",
 }
 
 
 def _finding_doc(d: Diagnosis) -> dict[str, Any]:
     age = "" if d.age is None else f"{d.age:.0f}"
+    extra = dict(d.facts)
+    key = f"{d.data_class}@{d.location}" + (f"/{extra['image']}" if "image" in extra else "")
     return {
         "finding": d.finding.value,
         "description": d.finding.description,
         "severity": SEVERITY[d.finding.value],
         "scope": "data",
-        "scope_key": f"{d.data_class}@{d.location}",
+        "scope_key": key,
         "data_class": d.data_class,
         "location": d.location,
         "age_s": d.age,
         "targets": [],
         "target_ids": [],
         "evidence": d.message,
-        "facts": {"data_class": d.data_class, "location": d.location, "age_s": age},
+        "facts": {"data_class": d.data_class, "location": d.location, "age_s": age, **extra},
     }
 
 
@@ -323,8 +348,12 @@ async def open_service(
     clock: Clock = time.time,
     producers: Mapping[str, Producer] | None = None,
     extra_jobs: Callable[[BackupService], list[Job]] | None = None,
+    sharing: BackupSharing | None = None,
 ) -> AsyncIterator[BackupService]:
-    """The running service (see the module doc); its jobs stop when the block ends."""
+    """The running service (see the module doc); its jobs stop when the block ends.
+    With `sharing` (several watchers), the catalogue is the shared one, every write to
+    a store passes its gate, and the jobs run only while this watcher leads: the caller
+    runs `service.leader.run()`."""
     if cfg.recipient is None:
         raise ValueError("backups need backup.recipient (check-config says so too)")
     recipient = await Recipient.load(
@@ -341,14 +370,21 @@ async def open_service(
     async with AsyncExitStack() as stack:
         places = {}
         for name, loc in cfg.locations.configured().items():
-            store = await stack.enter_async_context(S3Store(name, loc))
+            store: ObjectStore = await stack.enter_async_context(S3Store(name, loc))
+            if sharing is not None:
+                store = FencedStore(store, sharing.gate)
             places[name.value] = Place(store, loc.prefix)
-        catalogue = SqliteCatalogue(state_dir)
-        stack.callback(catalogue.close)
+        catalogue: Catalogue
+        restore_log: RestoreTestLog
+        if sharing is not None:
+            catalogue, restore_log = sharing.catalogue, sharing.restore_log
+            stack.callback(sharing.close)
+        else:
+            catalogue, restore_log = SqliteCatalogue(state_dir), RestoreTestLog(state_dir)
+            stack.callback(catalogue.close)
+            stack.callback(restore_log.close)
         pipeline = Pipeline(recipient, compression=cfg.compression, chunk_size=cfg.chunk_size)
         runner = BackupRunner(catalogue, places, pipeline, recipient.key_ids, clock)
-        restore_log = RestoreTestLog(state_dir)
-        stack.callback(restore_log.close)
         tests = ScheduledRestoreTest(
             cfg,
             catalogue,
@@ -366,7 +402,8 @@ async def open_service(
             metrics=metrics,
             restore_test=tests,
         )
-        await runner.resume()
+        if sharing is None:
+            await runner.resume()
         service.refresh_metrics()
         service.export_rpo()
         service.export_restore_tests()
@@ -374,7 +411,16 @@ async def open_service(
         jobs = service.jobs(sources, clock, producers)
         if extra_jobs is not None:
             jobs += extra_jobs(service)
-        scheduler = BackupScheduler(jobs)
-        scheduler.start(catalogue.entries(), clock(), stagger=STAGGER_S)
-        stack.callback(scheduler.shutdown)
+
+        def start() -> BackupScheduler:
+            scheduler = BackupScheduler(jobs)
+            scheduler.start(catalogue.entries(), clock(), stagger=STAGGER_S)
+            return scheduler
+
+        if sharing is None:
+            stack.callback(start().shutdown)
+        else:
+            service.sharing = sharing
+            service.leader = BackupLeader(sharing, start, runner.resume, service.refresh_metrics)
+            stack.callback(service.leader.stop, "stopping")
         yield service

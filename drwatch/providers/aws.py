@@ -253,7 +253,13 @@ class AwsProvider:
     async def images(self, region: str) -> list[ImageInfo]:
         raw = await self._pages(region, "describe_images", "Images", paged=False, Owners=["self"])
         return [
-            ImageInfo(id=i["ImageId"], region=region, name=i.get("Name", ""), tags=_tags(i))
+            ImageInfo(
+                id=i["ImageId"],
+                region=region,
+                name=i.get("Name", ""),
+                tags=_tags(i),
+                state=i.get("State", "available"),
+            )
             for i in raw
         ]
 

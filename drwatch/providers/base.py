@@ -96,6 +96,8 @@ class ImageInfo:
     region: str
     name: str
     tags: Tags = ()
+    # The provider's word: `available` once usable; a copy is `pending` until then.
+    state: str = "available"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,9 @@ from drwatch.agent.actions import Action, ActionError
 from drwatch.agent.backup import BackupAction, SourceMaker, UploadSettings
 from drwatch.agent.checks import Check
 from drwatch.agent.config import AgentConfig
+from drwatch.agent.restore import LocalDatabase, Restorer
 from drwatch.agent.server import create_app
-from drwatch.agent.wire import CheckResult, derive_host_secret
+from drwatch.agent.wire import RESTORE_STATUS_ACTION, CheckResult, derive_host_secret
 from drwatch.backup.dump import PgEndpoint, replica_dump
 from drwatch.backup.errors import BackupError
 from drwatch.backup.pipeline import command_stream
@@ -29,7 +30,7 @@ from drwatch.backup.source import Source
 from drwatch.model.fleet import Role
 from drwatch.sandbox.backups import ARCHIVED, simulated_dump
 from drwatch.sandbox.hosts import ACTIONS, SimHost
-from drwatch.sandbox.pgcluster import PgCluster, PgError
+from drwatch.sandbox.pgcluster import PG_BIN, PgCluster, PgError
 from drwatch.sandbox.pgworld import Databases, SimulatedDatabases
 
 # Below the sandbox daemon's agent timeout (500 ms), as docs/agent.md asks.
@@ -152,6 +153,17 @@ def backup_sources(host: SimHost, databases: Databases, root: Path) -> dict[str,
     return {"config_archive": archive}
 
 
+def restorer_for(host: SimHost, databases: Databases) -> Restorer:
+    """The agent's dump restore into the server on the host's data, while it runs (the
+    real agent's, drwatch.agent.restore, pointed at the sandbox's loopback server)."""
+
+    def target() -> LocalDatabase | None:
+        port = databases.dump_port(host)
+        return LocalDatabase("127.0.0.1", port, bin_dir=PG_BIN) if port is not None else None
+
+    return Restorer(target)
+
+
 def agent_factory(
     secret: bytes,
     secret_file: Path,
@@ -173,6 +185,9 @@ def agent_factory(
             checks["database"] = DatabaseCheck(host, dbs)
         actions: dict[str, Action] = {name: HostAction(host, name) for name in ACTIONS}
         actions["promote"] = PromoteAction(host, dbs)
+        restorer = restorer_for(host, dbs) if host.role is Role.DATABASE else None
+        if restorer is not None:
+            actions[RESTORE_STATUS_ACTION] = restorer.status
         settings = backups() if backups is not None else None
         if settings is not None and host_root is not None:
             actions["backup"] = BackupAction(settings, backup_sources(host, dbs, host_root))
@@ -181,7 +196,14 @@ def agent_factory(
                 actions.update(freeze=freezer.freeze, thaw=freezer.thaw)
         key = derive_host_secret(secret, host.instance_id)
         return create_app(
-            cfg, host, checks, actions, secret=key, hostname=host.name, instance_id=host.instance_id
+            cfg,
+            host,
+            checks,
+            actions,
+            secret=key,
+            hostname=host.name,
+            instance_id=host.instance_id,
+            restorer=restorer,
         )
 
     return build

@@ -18,7 +18,16 @@ from drwatch.logs import get_logger
 from drwatch.sandbox.backups import SandboxBackups
 from drwatch.sandbox.cloud import SandboxError
 from drwatch.sandbox.cluster import leader_of
-from drwatch.sandbox.faults import HEAL, OFFSITE, VERBS, Fault, TargetKind, check_target
+from drwatch.sandbox.faults import (
+    APPROVE,
+    EVERY_SNAPSHOT,
+    HEAL,
+    OFFSITE,
+    VERBS,
+    Fault,
+    TargetKind,
+    check_target,
+)
 from drwatch.sandbox.hosts import AppMode, SimHost
 from drwatch.sandbox.pgcluster import PgError
 from drwatch.sandbox.world import Sandbox
@@ -47,6 +56,11 @@ class Chaos:
         problem = check_target(self.sb.topo, fault.verb, fault.target)
         if problem is not None:
             raise SandboxError(problem)
+        if fault.verb == APPROVE:
+            # The operator's answer changes nothing here: it waits for the daemon (a
+            # ladder's waiting step may be minutes away) without holding the faults back.
+            async with asyncio.timeout(APPROVE_WAIT_S + 10):
+                return await self._apply(fault)
         async with self._lock, asyncio.timeout(30):
             if fault.verb == HEAL:
                 return await self._heal(fault.target)
@@ -86,17 +100,23 @@ class Chaos:
             if inst is None:
                 raise SandboxError(f"no live instance is named {target!r}")
             return inst.id
-        if kind is TargetKind.VOLUME:
-            vol = view.volume_named(target)
+        if kind in (TargetKind.VOLUME, TargetKind.SNAPSHOT):
+            return self._storage(kind, target)
+        return target
+
+    def _storage(self, kind: TargetKind, target: str) -> str:
+        """A volume's or snapshot's id; `VOLUME/*`: every snapshot of that volume."""
+        view = self.sb.view
+        every = kind is TargetKind.SNAPSHOT and target.endswith(EVERY_SNAPSHOT)
+        if kind is TargetKind.VOLUME or every:
+            vol = view.volume_named(target.removesuffix(EVERY_SNAPSHOT))
             if vol is None:
                 raise SandboxError(f"no volume is named {target!r}")
-            return vol.id
-        if kind is TargetKind.SNAPSHOT:
-            snap = view.snapshot_named(target)
-            if snap is None:
-                raise SandboxError(f"no snapshot is named {target!r}")
-            return snap.id
-        return target
+            return EVERY_SNAPSHOT + vol.id if every else vol.id
+        snap = view.snapshot_named(target)
+        if snap is None:
+            raise SandboxError(f"no snapshot is named {target!r}")
+        return snap.id
 
     def host(self, instance_id: str) -> SimHost:
         host = self.sb.hosts.get(instance_id)
@@ -120,7 +140,9 @@ async def _nothing() -> None:
     return None
 
 
-APPROVE_WAIT_S = 25.0
+# The incident, or the step of its playbook that waits (restore_from_dump), may be
+# minutes away: a ladder walks every snapshot back first.
+APPROVE_WAIT_S = 180.0
 
 
 async def _approve(ch: Chaos, _f: Fault, target: str) -> Undo:
@@ -151,8 +173,9 @@ async def _approve(ch: Chaos, _f: Fault, target: str) -> Undo:
 
 
 async def _awaiting(ch: Chaos, target: str, headers: dict[str, str]) -> str | None:
-    """The id of the open incident on `target` that awaits approval, if there is one."""
-    url = f"{ch.sb.api_url}/api/v1/incidents?open=1"
+    """The id of the open incident on `target` that awaits approval, or whose running
+    playbook has a step that waits for one (`pending_approval`), if there is one."""
+    url = f"{ch.sb.api_url}/api/v1/status"
     try:
         async with ch.sb.session().get(
             url, headers=headers, timeout=aiohttp.ClientTimeout(total=5)
@@ -160,10 +183,11 @@ async def _awaiting(ch: Chaos, target: str, headers: dict[str, str]) -> str | No
             found = await resp.json() if resp.status == 200 else {}
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return None
-    items = found.get("incidents", found) if isinstance(found, dict) else found
+    items = found.get("open_incidents", found) if isinstance(found, dict) else found
     for inc in items if isinstance(items, list) else []:
         named = target in (inc.get("region"), inc.get("zone"), *inc.get("targets", []))
-        if named and inc.get("outcome") == "awaiting_approval":
+        waits = inc.get("outcome") == "awaiting_approval" or inc.get("pending_approval")
+        if named and waits:
             return str(inc["id"])
     return None
 
@@ -310,13 +334,41 @@ async def _corrupt_volume(ch: Chaos, _f: Fault, vid: str) -> Undo:
     return undo
 
 
-async def _corrupt_snapshot(ch: Chaos, _f: Fault, sid: str) -> Undo:
+async def _corrupt_snapshot(ch: Chaos, f: Fault, sid: str) -> Undo:
+    if sid.startswith(EVERY_SNAPSHOT):
+        return await _corrupt_every_snapshot(ch, f, sid[len(EVERY_SNAPSHOT) :])
     ch.sb.outages.corrupt_snapshots.add(sid)
     await _on_data(ch.sb.databases.corrupt, "snapshot", sid)
 
     async def undo() -> None:
         ch.sb.outages.corrupt_snapshots.discard(sid)
         await _on_data(ch.sb.databases.corrupt, "snapshot", sid)
+
+    return undo
+
+
+async def _corrupt_every_snapshot(ch: Chaos, _f: Fault, vid: str) -> Undo:
+    """Every snapshot of volume `vid` taken so far (the seeded ones, and drwatch's own
+    backups) restores corrupt. One whose database copy never materialised holds no
+    database at all: it is marked, and nothing on disk changes."""
+    await ch.sb.poll()
+    sids = sorted(s.id for s in ch.sb.view.snapshots.values() if s.volume_id == vid)
+    if not sids:
+        raise SandboxError(f"volume {vid} has no snapshot")
+    flipped: list[str] = []
+    for sid in sids:
+        ch.sb.outages.corrupt_snapshots.add(sid)
+        try:
+            await asyncio.to_thread(ch.sb.databases.corrupt, "snapshot", sid)
+            flipped.append(sid)
+        except PgError as err:
+            log.warning("chaos.snapshot_not_corrupted", snapshot=sid, error=str(err))
+    log.info("chaos.every_snapshot_corrupt", volume=vid, snapshots=sids)
+
+    async def undo() -> None:
+        ch.sb.outages.corrupt_snapshots.difference_update(sids)
+        for sid in flipped:  # the same bytes flip back
+            await _on_data(ch.sb.databases.corrupt, "snapshot", sid)
 
     return undo
 

@@ -192,6 +192,15 @@ class WatcherApis:
                 merged.setdefault((f.finding, f.targets, f.data_class), f)
         return list(merged.values()) if answered else None
 
+    async def backups(self) -> list[tuple[str, str, str, str, str]] | None:
+        """The backups every watcher that answers shows (the catalogue is shared: a row
+        only one watcher shows is not yet, or no longer, everyone's)."""
+        seen = [found for api in self.apis if (found := await api.backups()) is not None]
+        if not seen:
+            return None
+        common = set(seen[0]).intersection(*seen[1:])
+        return [row for row in seen[0] if row in common]
+
     async def healthy(self) -> bool:
         # Never None ("no daemon API here"): the watchers are there, only not up yet.
         answers = [await api.healthy() for api in self.apis]

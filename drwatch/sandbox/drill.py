@@ -161,8 +161,8 @@ async def _fetch(api: Api, seen: Seen) -> None:
         seen.incidents.update((i.id, _with_history(seen.incidents.get(i.id), i)) for i in found)
     findings = await api.findings()
     now = time.time()
-    # Backups run with one watcher only (several would each take them).
-    backups = await api.backups() if isinstance(api, DaemonApi) else None
+    # With several watchers: the rows every watcher shows (the leader takes them).
+    backups = await api.backups() if isinstance(api, (DaemonApi, WatcherApis)) else None
     for backup_id, data_class, kind, location, state in backups or []:
         seen.backups.setdefault(
             (backup_id, location, state),

@@ -33,6 +33,7 @@ APPROVE = "approve"
 APPROVABLE = frozenset({TargetKind.REGION, TargetKind.ZONE, TargetKind.INSTANCE})
 WATCHER = "watcher"
 OFFSITE = "offsite"
+EVERY_SNAPSHOT = "/*"
 DATA_CLASSES = ("orders", "app-config", "images", "scratch")
 
 # verb -> (what it targets, its parameter or None)
@@ -110,6 +111,8 @@ def target_kind(topo: Topology, target: str) -> TargetKind | None:
         (TargetKind.REGION, topo.regions),
         (TargetKind.VOLUME, topo.volumes()),
         (TargetKind.SNAPSHOT, topo.snapshots()),
+        # `VOLUME/*`: every snapshot of that volume taken so far (corrupt-snapshot).
+        (TargetKind.SNAPSHOT, [v + EVERY_SNAPSHOT for v in topo.volumes()]),
     ]
     return next((kind for kind, known in names if target in known), None)
 

@@ -5,7 +5,9 @@ data volume of the topology is a data directory under `STATE_DIR/pg/volumes/`, e
 snapshot a copy under `STATE_DIR/pg/snapshots/` taken when it appears at the provider
 (a base backup of a running cluster, a file copy of a stopped one), and a volume made
 from a snapshot starts as a copy of that snapshot's directory. A database host runs the
-server of the volume attached to it while it is booted and not silenced; a fault that
+server of the volume attached to it while it is booted and not silenced (a host launched
+with the tag `drwatch:db-init = empty`, for restoring a dump, runs a fresh empty server on
+its own disk instead, `STATE_DIR/pg/local/INSTANCE`); a fault that
 silences it (stop, impair, terminate, zone or region outage) stops the server at once
 (`immediate`, a crash). One port belongs to each volume, so the replicas find their
 primary again when a new host mounts its volume.
@@ -62,6 +64,7 @@ SCHEMA = (  # one statement per psql call: VACUUM refuses to run in a transactio
     "CHECKPOINT",
 )
 READ_BACK = "SELECT seq FROM drwatch_writes"
+INIT_TAG = "drwatch:db-init"  # "empty": an empty server on the host's own disk (rung 6)
 REFRESH_S = 1.0
 LAG_SQL = (
     "SELECT pg_is_in_recovery(), "
@@ -185,8 +188,16 @@ def read_facts(cluster: PgCluster) -> Facts:
         timeline=int(tli),
         system_identifier=sysid,
         checksum_failures=integrity.checksum_failures,
-        probe_error=integrity.probe_error,
+        probe_error=_damage(integrity.probe_error),
     )
+
+
+def _damage(probe_error: str | None) -> str | None:
+    """A probe table that is not there is an empty database (a host waiting for its
+    dump), not a damaged one."""
+    if probe_error is not None and "does not exist" in probe_error:
+        return None
+    return probe_error
 
 
 class RealDatabases:
@@ -210,6 +221,7 @@ class RealDatabases:
         self._lock = asyncio.Lock()
         self._scratch = False
         self._failed: set[str] = set()  # snapshots whose copy failed
+        self._local: dict[str, str] = {}  # instance id -> its own empty cluster's key
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -321,6 +333,8 @@ class RealDatabases:
             await asyncio.to_thread(self._materialize, view)
             vid = self._volume_of(host.instance_id, view)
             if vid is None:
+                vid = await asyncio.to_thread(self._local_cluster, host.instance_id, view)
+            if vid is None:
                 return False
             await asyncio.to_thread(self.run_volume, vid)
             self.facts[vid] = await asyncio.to_thread(read_facts, self.clusters[vid])
@@ -347,8 +361,23 @@ class RealDatabases:
         return next(
             (v.id for v in view.volumes.values()
              if instance_id in v.attached_to and v.id in self.clusters),
-            None,
+            self._local.get(instance_id),
         )  # fmt: skip
+
+    def _local_cluster(self, instance_id: str, view: CloudView) -> str | None:
+        """A host launched to restore a dump into (tagged `drwatch:db-init = empty`) gets
+        a fresh, empty server of its own, as its image would start one (blocking)."""
+        inst = view.instances.get(instance_id)
+        if inst is None or inst.tags.get(INIT_TAG) != "empty":
+            return None
+        key = f"local-{instance_id}"
+        if key not in self.clusters:
+            cluster = PgCluster(self.root / "local" / instance_id, self._port())
+            cluster.initdb()
+            self.clusters[key] = cluster
+            log.info("pg.local_empty", instance=instance_id, port=cluster.port)
+        self._local[instance_id] = key
+        return key
 
     def _materialize(self, view: CloudView) -> None:
         for snap in sorted(view.snapshots.values(), key=lambda s: s.started_at):

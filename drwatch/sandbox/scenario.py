@@ -209,8 +209,6 @@ def _backup_problems(sc: Scenario) -> list[str]:
         for i, ev in enumerate(sc.event)
         if ev.do in BACKUP_VERBS and not sc.backups
     ]
-    if sc.backups and sc.watchers > 1:
-        problems.append("backups = true runs with one watcher only (watchers = 1)")
     for i, eb in enumerate(sc.expect_backup):
         if not sc.backups:
             problems.append(f"expect_backup[{i}]: needs backups = true (the sandbox's backups)")

@@ -382,7 +382,11 @@ class Sandbox:
                 extra=tuple(cluster_lines(name, self.etcd_paths[name].endpoint, n)),
                 shared_provider=True,
             )
-            watcher.config_path.write_text(render_config(self.topo, where))
+            # Backups on every watcher: the leader runs them, all show them.
+            extra = self.backups.config_lines() if self.backups else []
+            watcher.config_path.write_text(
+                render_config(self.topo, where) + "\n".join(extra) + "\n"
+            )
 
     @property
     def api_token_file(self) -> Path:

@@ -129,6 +129,7 @@ LADDER = (
     "promote_replica",
     "restore_latest_snapshot",
     "restore_older_snapshot",
+    "restore_from_dump",
 )
 # The database drills must each end on their own rung of the ladder, every rung above
 # it skipped with its reason (issue #5's acceptance).
@@ -142,6 +143,7 @@ RUNG = {
 # The same drills with real PostgreSQL (postgres = true) end on the same rungs.
 RUNG.update({name.replace(".toml", "-pg.toml"): rung for name, rung in list(RUNG.items())})
 RUNG["replica-lag-pg.toml"] = "promote_replica"
+RUNG["db-restore-from-dump-pg.toml"] = "restore_from_dump"
 SHIPPED = sorted(p.name for p in (ROOT / "config/drills").glob("*.toml"))
 
 
@@ -203,9 +205,34 @@ def test_shipped_drill_passes(tmp_path: Path, name: str) -> None:
         assert "/us-east-1b)" in cut["result"], cut
         assert [i for i in report["incidents"] if i["scope"] in ("zone", "instance")] == []
 
+    if name == "db-restore-from-dump-pg.toml":
+        assert_data_loss_is_the_dumps_age(report)
     if name.endswith("-pg.toml"):  # real PostgreSQL: the writer's rows were measured
         assert report["data"]["rows_written"] > 0
         assert report["data"]["rows_lost"] is not None
+
+
+def assert_data_loss_is_the_dumps_age(report: Any) -> None:
+    """The approval came from the drill; the rows that survive in the new primary's real
+    PostgreSQL are the dump's: some rows were lost, and the measured loss window (the
+    fault to the newest surviving row) is the dump's age at the fault, which the rung
+    reported as its age when it chose the dump, less the time from the fault to then."""
+    (inc,) = [i for i in report["incidents"] if i["playbook"] == "database.recover"]
+    (approve,) = [e for e in report["events"] if e["do"] == "approve"]
+    assert not approve["error"], approve
+    rung = next(s for s in inc["steps"] if s["name"] == "restore_from_dump")
+    assert "approved by drill" in rung["detail"], rung
+    age = float(rung["detail"].rpartition("the dump's age, ")[2].split(" s")[0])
+    data = report["data"]
+    assert data["rows_lost"] > 0, data
+    assert data["newest_surviving_at_s"] is not None, data  # the dump's rows are there
+    since_fault = rung["started_at_s"] - data["fault_at_s"]
+    assert since_fault > 0, (rung, data)
+    # The dump's age at the fault. The rung chose it at the step's start (its age rounded
+    # to the second); the dump's data is a little newer than its time (pg_dump starts
+    # after it) and a little older when the replica lagged: a few seconds either way.
+    at_fault = age - since_fault
+    assert at_fault - 5.0 <= data["loss_window_s"] <= at_fault + 3.0, (age, since_fault, data)
 
 
 REGION_STEPS = [

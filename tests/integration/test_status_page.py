@@ -9,10 +9,14 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from drwatch.act.approvals import StepApprovals
+from drwatch.incidents import IncidentStore
+from drwatch.web import approvals as approvals_web
 from drwatch.web import backups as backups_web
 from tests.support.operator_services import chromium, dom_text
 from tests.support.operator_world import (
     DB_INC,
+    NOW,
     READINESS_EVIDENCE,
     STEPS,
     ZONE_INC,
@@ -188,3 +192,33 @@ async def test_page_without_the_watchers_key_says_the_restore_test_is_not_schedu
     test = {"enabled": False, "why_not": "the watcher holds no private key", "overdue": False}
     dom = await _page_with(tmp_path, BackupsSeen(restore_test=test))
     assert "Not scheduled: the watcher holds no private key." in dom_text(dom)
+
+
+async def test_page_lists_a_running_playbooks_step_that_waits_for_approval(
+    tmp_path: Path,
+) -> None:
+    """The zone incident's playbook waits at restore_from_dump: the approvals panel names
+    the step (the dump and the data it loses) and the command that approves it."""
+    state = tmp_path / "state"
+    app = build_app(state)
+    other = IncidentStore(state)
+    app.on_cleanup.append(lambda _app: _close_store(other))
+    what = "restore_from_dump: restore dump orders-7 of orders onto a new host (data lost: 42 s)"
+    steps = StepApprovals(other)
+    steps.request(ZONE_INC, what, NOW)
+    approvals_web.add_routes(app, steps)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        dom = await chromium(tmp_path, "--dump-dom", f"http://127.0.0.1:{port}/")
+    finally:
+        await runner.cleanup()
+    text = dom_text(dom)
+    assert f"drwatch approve {ZONE_INC}" in text
+    assert what in text
+
+
+async def _close_store(store: IncidentStore) -> None:
+    store.close()

@@ -166,11 +166,11 @@ def test_the_restore_test_schedule_is_checked(tmp_path: Path) -> None:
     )
 
 
-def test_backups_with_a_cluster_are_refused_until_jobs_follow_the_leader(tmp_path: Path) -> None:
-    """Backup jobs run in every daemon that has them: with several watchers each would
-    take the snapshots and dumps, so the two sections together are refused for now."""
+def test_backups_with_a_cluster_are_accepted(tmp_path: Path) -> None:
+    """With several watchers backups follow the leader (drwatch.backup.cluster): the
+    two sections together are a valid config."""
     data = base(tmp_path)
     data["cluster"] = {"name": "w1", "endpoints": ["10.0.0.1:2379"]}
-    assert any("not yet supported together with [cluster]" in p for p in problems(data))
-    del data["cluster"]
-    assert config_mod.parse(data).backup is not None
+    cfg = config_mod.parse(data)
+    assert cfg.backup is not None
+    assert cfg.cluster is not None

@@ -78,3 +78,13 @@ def test_targets_are_known_by_kind() -> None:
     assert target_kind(topo, "db-1-data-snap-4") is None
     assert check_target(topo, "corrupt-snapshot", "db-1-data-snap-3") is None
     assert check_target(topo, "heal", "nowhere") == "unknown target 'nowhere'"
+
+
+def test_every_snapshot_of_a_volume_is_one_target_of_corrupt_snapshot() -> None:
+    """`VOLUME/*` names every snapshot of that volume (drwatch's own backups among them,
+    whose names a scenario cannot know); only for a volume of the topology."""
+    topo = default_topology()
+    assert target_kind(topo, "db-1-data/*") is TargetKind.SNAPSHOT
+    assert check_target(topo, "corrupt-snapshot", "db-1-data/*") is None
+    assert target_kind(topo, "nowhere/*") is None
+    assert check_target(topo, "corrupt-volume", "db-1-data/*") is not None

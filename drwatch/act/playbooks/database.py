@@ -88,6 +88,9 @@ RUNGS = (
     "restore_from_dump",
 )
 DUMP_APPROVAL = "restore_from_dump"
+# A host launched for a dump starts an empty PostgreSQL of its own (no data volume).
+DB_INIT_KEY = "DRWATCH_DB_INIT"
+DB_INIT_TAG = "drwatch:db-init"
 _ROOT_DEVICES = frozenset({"/dev/sda1", "/dev/xvda", "/dev/sda", "/dev/nvme0n1"})
 _DEAD_VOLUME = frozenset({"error", "deleting", "deleted"})
 DISCARDED_TAG = "drwatch:discarded"
@@ -258,16 +261,18 @@ async def fence_old_primary(ctx: RunContext) -> Outcome:
 
 
 async def _launch_db(
-    ctx: RunContext, key: str, zones: list[str], suffix: str
+    ctx: RunContext, key: str, zones: list[str], suffix: str, *, empty: bool = False
 ) -> CloudInstance | str:
     """A new database host in the first zone that accepts it, running; or why not. A host
-    an earlier attempt already judged is returned as it is (it may be stopped)."""
+    an earlier attempt already judged is returned as it is (it may be stopped). `empty`:
+    its image starts an empty PostgreSQL without waiting for a data volume (rung 6)."""
     facts = _facts(ctx)
+    init = {DB_INIT_KEY: "empty"} if empty else {}
     params = {
         "zones": zones,
         "image_id": facts["image_id"],
-        "user_data": user_data({"DRWATCH_DB_ROLE": "primary"}),
-        "tags": facts["tags"],
+        "user_data": user_data({"DRWATCH_DB_ROLE": "primary", **init}),
+        "tags": {**facts["tags"], **({DB_INIT_TAG: "empty"} if empty else {})},
     }
     try:
         result = await launch(ctx, key, params)
@@ -636,7 +641,8 @@ async def restore_from_dump(ctx: RunContext) -> Outcome:
         return _skip("no verified dump of this group in drwatch's catalogue")
     ref, age = _ref(chosen["ref"]), float(chosen["age_s"])
     by = await _approval(ctx, ref, age)
-    host = await _launch_db(ctx, "launch:dump", await _zones_old_first(ctx), ":dump")
+    zones = await _zones_old_first(ctx)
+    host = await _launch_db(ctx, "launch:dump", zones, ":dump", empty=True)
     if isinstance(host, str):
         raise StepError(f"no zone took the launch of a host for {ref.backup_id}: {host}")
     ok = await _verdict(ctx, ":dump")

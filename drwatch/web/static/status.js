@@ -159,15 +159,17 @@ function incidentCard(inc) {
 // Widest first: a region or zone outage explains the instance incidents inside it.
 const SCOPE_RANK = { region: 0, zone: 1, provider_api: 2, instance: 3 };
 
-function renderIncidents(incidents) {
+function renderIncidents(incidents, steps = []) {
   const rank = (i) => SCOPE_RANK[i.scope] ?? 9;
   const open = incidents.filter(isOpen).sort((a, b) => rank(a) - rank(b) || (toDate(a.opened_at) - toDate(b.opened_at)));
   document.getElementById("open-count").textContent = String(open.length);
   replace("incidents", open.length ? open.map(incidentCard) : el("p", { class: "empty" }, "No open incidents."));
-  const waiting = open.filter((i) => i.outcome === "awaiting_approval");
+  // An incident waits before it acts, or a running playbook's step waits (restore_from_dump).
+  const stepOf = Object.fromEntries(steps.map((p) => [p.incident, p.what]));
+  const waiting = open.filter((i) => i.outcome === "awaiting_approval" || stepOf[i.id]);
   document.getElementById("approvals").hidden = waiting.length === 0;
   replace("approval-list", waiting.map((i) => el("li", {},
-    el("strong", {}, where(i)), " · " + (i.playbook || "playbook") + " · ",
+    el("strong", {}, where(i)), " · " + (stepOf[i.id] || i.playbook || "playbook") + " · ",
     el("a", { href: "#incident-" + i.id }, "details"), el("br"), "approve with ", el("code", {}, "drwatch approve " + i.id))));
   const closed = incidents.filter((i) => !isOpen(i)).slice(0, 10);
   replace("recent", closed.length ? closed.map((i) => el("li", {},
@@ -340,10 +342,16 @@ function backupState(c) {
   return ["up", "ok"];
 }
 
-function renderBackups(backups) {
+// Backup warnings shown in the panel (not alerts): an image copy on its way.
+const BACKUP_WARNINGS = ["image_copy_pending"];
+
+function renderBackups(backups, findings) {
   const card = document.getElementById("backups");
   card.hidden = !backups;
   if (!backups) return;
+  const warnings = list(findings, "findings").filter((f) => BACKUP_WARNINGS.includes(f.finding));
+  replace("backup-warnings", warnings.map((f) =>
+    el("li", { class: "warn", "data-finding": f.finding }, f.evidence || f.finding)));
   replace("backup-rows", (backups.classes || []).map((c) => {
     const [cls, text] = backupState(c);
     const age = c.age_s === null || c.age_s === undefined ? "none yet" : secs(c.age_s) + " ago";
@@ -353,6 +361,11 @@ function renderBackups(backups) {
   }));
   const notes = [];
   if ((backups.not_backed_up || []).length) notes.push("Not backed up, on purpose: " + backups.not_backed_up.join(", ") + ".");
+  const sharing = backups.sharing;
+  if (sharing) notes.push(sharing.runs_backups
+    ? "This watcher leads: it runs the backups, and every watcher shows this catalogue."
+    : "Backups run on the leader (" + (sharing.leader || "none now") + "); this is the shared catalogue" +
+      (sharing.synced_at ? ", read " + secs(Date.now() / 1000 - sharing.synced_at) + " ago." : ", not read yet."));
   notes.push(backups.watcher_holds_private_key
     ? "The watcher holds a copy of the backup key (automated restore tests)."
     : "The watcher does not hold the backup key: restores are an operator's command.");
@@ -394,14 +407,14 @@ async function refresh() {
   try {
     const [status, incidents] = await Promise.all([api("api/v1/status"), api("api/v1/incidents")]);
     const all = list(incidents, "incidents");
-    const open = renderIncidents(all);
+    const open = renderIncidents(all, list(status.approvals || [], "approvals"));
     renderHeader(status, open);
     renderGrid(status, open);
     renderRegions(status);
     renderWatcher(status);
     renderDrills(status.drills);
     renderEarly(status);
-    renderBackups(status.backups);
+    renderBackups(status.backups, status.findings);
     renderReadiness(status);
     renderRestoreTest(status.backups);
     document.getElementById("auth").hidden = true;
