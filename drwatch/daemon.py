@@ -267,7 +267,7 @@ class Daemon:
             regions=cfg.provider.regions,
         )
         controls = approvals_web.ApprovingControls(
-            self._build_node(), self.step_approvals, self.incidents
+            self._build_node(), self.step_approvals, self.incidents, self._not_leading
         )
         self.api_state = api.LiveApiState(
             watcher_name=cfg.watcher.name,
@@ -324,6 +324,10 @@ class Daemon:
             except Exception:
                 _log().exception("regions.failed")
             await asyncio.sleep(self.cfg.provider.discovery_interval)
+
+    def _not_leading(self) -> str | None:
+        """Why this watcher runs no playbook step (a follower's reason), None when it does."""
+        return None if self.node.may_act() else self.node.not_acting()
 
     def _build_node(self) -> api.Controls:
         """Lead or follow (cluster.node): alone, always lead; the API's controls."""

@@ -8,17 +8,23 @@ controls: a step that waits is approved first, anything else goes on as before.
 
 `/api/v1/status` shows the step that waits on its incident, as `pending_approval`
 (`what`, `requested_at`), and lists it under `approvals`.
+
+With several watchers a step's request and its answer live in the leader's own store
+(the step runs there): approving a running incident's step on a follower is refused
+with 409 and the leader's name, so the operator sends it there; nothing is queued that
+could approve a later step nobody has seen yet.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from drwatch import lifecycle
 from drwatch.act.approvals import StepApprovals
-from drwatch.cycle import WatcherState
+from drwatch.cycle import NotAwaitingApprovalError, WatcherState
 from drwatch.decide.gates import APPROVAL_PREFIX
 from drwatch.model.incident import Incident
 from drwatch.model.snapshot import Snapshot
@@ -28,10 +34,17 @@ from drwatch.web.api import Controls, IncidentReader, add_status_hook, iso
 class ApprovingControls:
     """The daemon's controls, with step approvals answered first."""
 
-    def __init__(self, inner: Controls, steps: StepApprovals, incidents: IncidentReader) -> None:
+    def __init__(
+        self,
+        inner: Controls,
+        steps: StepApprovals,
+        incidents: IncidentReader,
+        not_leading: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self._inner = inner
         self._steps = steps
         self._incidents = incidents
+        self._not_leading = not_leading  # why this watcher runs no step; None: it does
 
     @property
     def paused(self) -> bool:
@@ -53,6 +66,11 @@ class ApprovingControls:
         step = inc is not None and inc.is_open and not lifecycle.approvable(inc, APPROVAL_PREFIX)
         if inc is not None and step and self._steps.approve(incident_id, by, now):
             return inc
+        if step and (why := self._not_leading()) is not None:
+            raise NotAwaitingApprovalError(
+                f"incident {incident_id} is running on the leader, not here ({why}): "
+                "approve its waiting step through the leader's API"
+            )
         return self._inner.approve(incident_id, now, by)
 
 

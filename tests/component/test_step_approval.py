@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,23 +32,31 @@ Client = TestClient[web.Request, web.Application]
 
 
 class Daemon:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, not_leading: str | None = None) -> None:
         self.store = IncidentStore(tmp_path / "state")
         self.cycle = Cycle(PolicyConfig(), TimingConfig(), self.store, NullRunner(), NOW - 3600)
         self.steps = StepApprovals(self.store)
+        controls = approvals_web.ApprovingControls(
+            self.cycle, self.steps, self.store, lambda: not_leading
+        )
         self.state = LiveApiState(
             watcher_name="drwatch-test",
             dry_run=False,
             api_token=TOKEN,
             incidents=self.store,
-            controls=approvals_web.ApprovingControls(self.cycle, self.steps, self.store),
+            controls=controls,
             clock=lambda: NOW,
         )
 
 
 @pytest.fixture
 async def daemon(tmp_path: Path) -> AsyncIterator[tuple[Client, Daemon]]:
-    d = Daemon(tmp_path)
+    async with serving(Daemon(tmp_path)) as both:
+        yield both
+
+
+@asynccontextmanager
+async def serving(d: Daemon) -> AsyncIterator[tuple[Client, Daemon]]:
     app = web.Application()
     add_routes(app, d.state)
     approvals_web.add_routes(app, d.steps)
@@ -134,3 +143,22 @@ async def test_an_incident_waiting_at_its_gates_is_approved_there_first(
     assert approved is not None
     assert approved.approved_at == NOW
     assert d.steps.pending(inc.id) is not None
+
+
+async def test_a_follower_refuses_a_running_steps_approval_and_names_the_leader(
+    tmp_path: Path,
+) -> None:
+    """With several watchers the step waits in the leader's store: a follower cannot
+    answer it, and says where to send it instead of queueing an approval for a step
+    nobody has seen. An incident waiting at its gates is still approved anywhere."""
+    follower = Daemon(tmp_path, not_leading="follower: drwatch-2 leads since 01:00")
+    async with serving(follower) as (c, d):
+        snap = _region_down().snapshot()
+        d.state.update(d.cycle.tick(snap, NOW), snap)
+        (inc,) = d.store.open_incidents()
+        assert (await c.post(f"/api/v1/incidents/{inc.id}/approve", headers=AUTH)).status == 200
+        resp = await c.post(f"/api/v1/incidents/{inc.id}/approve", headers=AUTH)
+        assert resp.status == 409
+        body = await resp.text()
+        assert "drwatch-2 leads" in body
+        assert "through the leader's API" in body
