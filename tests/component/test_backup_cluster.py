@@ -53,6 +53,26 @@ def etcd_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
 
 
 @dataclass
+class Backups:
+    """Each test's backup config (its buckets made) and its own etcd namespace."""
+
+    cfg: BackupConfig
+    namespace: str
+
+
+@pytest.fixture
+async def backups(
+    moto: MotoServer,
+    offsite: MotoServer,  # noqa: F811
+    gpg_keys: Keys,  # noqa: F811
+    tmp_path: Path,
+) -> Backups:
+    cfg = backup_config(moto, offsite, gpg_keys, tmp_path)
+    await make_buckets(cfg)
+    return Backups(cfg, f"t-{secrets.token_hex(4)}")
+
+
+@dataclass
 class Watcher:
     name: str
     election: Election
@@ -109,18 +129,12 @@ def rows(service: BackupService) -> list[dict[str, object]]:
 
 
 async def test_only_the_leader_backs_up_and_every_watcher_shows_the_same_catalogue(
-    moto: MotoServer,
-    offsite: MotoServer,  # noqa: F811
-    gpg_keys: Keys,  # noqa: F811
-    etcd_srv: EtcdServer,
-    tmp_path: Path,
+    backups: Backups, etcd_srv: EtcdServer, tmp_path: Path
 ) -> None:
     """Two watchers, one etcd: the leader's dump job runs once, is verified at every
     location, and the follower, which ran nothing, shows the same rows, the same RPO
     status and no finding; its schedule never started."""
-    cfg = backup_config(moto, offsite, gpg_keys, tmp_path)
-    await make_buckets(cfg)
-    ns = f"t-{secrets.token_hex(4)}"
+    cfg, ns = backups.cfg, backups.namespace
     async with AsyncExitStack() as stack:
         w1 = await stack.enter_async_context(watcher(etcd_srv, ns, "w1", cfg, tmp_path / "w1"))
         w2 = await stack.enter_async_context(watcher(etcd_srv, ns, "w2", cfg, tmp_path / "w2"))
@@ -151,19 +165,13 @@ async def test_only_the_leader_backs_up_and_every_watcher_shows_the_same_catalog
 
 
 async def test_a_follower_judges_the_rpo_only_from_the_shared_catalogue(
-    moto: MotoServer,
-    offsite: MotoServer,  # noqa: F811
-    gpg_keys: Keys,  # noqa: F811
-    etcd_srv: EtcdServer,
-    tmp_path: Path,
+    backups: Backups, etcd_srv: EtcdServer, tmp_path: Path
 ) -> None:
     """Before it has read the shared catalogue a watcher raises no backup finding (it
     ran no backups of its own to judge by); once read, it judges like the leader: here
     etcd holds none and the class has been watched longer than its RPO, so it is
     breached, as the leader would say."""
-    cfg = backup_config(moto, offsite, gpg_keys, tmp_path)
-    await make_buckets(cfg)
-    ns = f"t-{secrets.token_hex(4)}"
+    cfg, ns = backups.cfg, backups.namespace
     cluster = member_config(etcd_srv.endpoint, "w9").model_copy(update={"namespace": ns})
     etcd = Etcd(cluster.endpoints, timeout=cluster.request_timeout)
     try:
@@ -211,19 +219,13 @@ async def open_uploads(cfg: BackupConfig) -> list[tuple[str, str]]:
 
 
 async def test_a_run_in_flight_when_the_leader_is_deposed_is_never_half_counted(
-    moto: MotoServer,
-    offsite: MotoServer,  # noqa: F811
-    gpg_keys: Keys,  # noqa: F811
-    etcd_srv: EtcdServer,
-    tmp_path: Path,
+    backups: Backups, etcd_srv: EtcdServer, tmp_path: Path
 ) -> None:
     """The leader's dump is halfway (one part uploaded, the next held) when its lease is
     revoked at etcd: it stops before its next write, the other watcher takes over,
     turns the interrupted run into `failed` (objects deleted, multipart upload aborted)
     and takes its own dump, which verifies everywhere. Both watchers then show that."""
-    cfg = backup_config(moto, offsite, gpg_keys, tmp_path)
-    await make_buckets(cfg)
-    ns = f"t-{secrets.token_hex(4)}"
+    cfg, ns = backups.cfg, backups.namespace
     held = Gate()
     async with AsyncExitStack() as stack:
         w1 = await stack.enter_async_context(
@@ -280,18 +282,12 @@ class Stale:
 
 
 async def test_a_deposed_leader_that_wakes_up_late_cannot_write(
-    moto: MotoServer,
-    offsite: MotoServer,  # noqa: F811
-    gpg_keys: Keys,  # noqa: F811
-    etcd_srv: EtcdServer,
-    tmp_path: Path,
+    backups: Backups, etcd_srv: EtcdServer, tmp_path: Path
 ) -> None:
     """Its lease gone and another watcher's key in place, a leader that has not noticed
     yet is refused by etcd itself: the object it was about to write is not written, and
     the row it recorded stays out of the shared catalogue."""
-    cfg = backup_config(moto, offsite, gpg_keys, tmp_path)
-    await make_buckets(cfg)
-    ns = f"t-{secrets.token_hex(4)}"
+    cfg, ns = backups.cfg, backups.namespace
     etcd = Etcd([etcd_srv.endpoint], timeout=2.0)
     key = f"/{ns}/leader"
     try:
