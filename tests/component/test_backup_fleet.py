@@ -83,6 +83,25 @@ def seed(moto: MotoServer) -> dict[str, Instance]:
     return out
 
 
+def two_region_config(
+    keys: Keys, moto: MotoServer, classes: dict[str, dict[str, Any]]
+) -> BackupConfig:
+    """Backups to the good test key, in a bucket in each region (one moto), of `classes`."""
+    return BackupConfig.model_validate(
+        {
+            "recipient": {
+                "public_key_file": str(keys.good.public_file),
+                "fingerprint": keys.good.fingerprint,
+            },
+            "locations": {
+                "primary": {"bucket": "b-primary", "region": US, "endpoint": moto.url},
+                "standby_region": {"bucket": "b-standby", "region": EU, "endpoint": moto.url},
+            },
+            "classes": classes,
+        }
+    )
+
+
 @pytest.fixture
 async def world(
     moto: MotoServer,
@@ -92,21 +111,13 @@ async def world(
     hosts = seed(moto)
     roles = {hosts["db-1"].id: "primary", hosts["db-2"].id: "replica"}
     agents = Agents()
-    cfg = BackupConfig.model_validate(
+    cfg = two_region_config(
+        gpg_keys,
+        moto,
         {
-            "recipient": {
-                "public_key_file": str(gpg_keys.good.public_file),
-                "fingerprint": gpg_keys.good.fingerprint,
-            },
-            "locations": {
-                "primary": {"bucket": "b-primary", "region": US, "endpoint": moto.url},
-                "standby_region": {"bucket": "b-standby", "region": EU, "endpoint": moto.url},
-            },
-            "classes": {
-                "orders": {"kind": "persistent", "groups": ["db"]},
-                "images": {"kind": "fixed", "groups": ["db"]},
-            },
-        }
+            "orders": {"kind": "persistent", "groups": ["db"]},
+            "images": {"kind": "fixed", "groups": ["db"]},
+        },
     )
     rcpt = await Recipient.load(
         gpg_keys.gpg, gpg_keys.good.public_file, gpg_keys.good.fingerprint,

@@ -15,7 +15,6 @@ import pytest
 
 from drwatch.backup.alerting import backup_alerts
 from drwatch.backup.catalogue import SqliteCatalogue
-from drwatch.backup.config import BackupConfig
 from drwatch.backup.fleet import FleetDeps, FleetSources
 from drwatch.backup.gpg import Recipient
 from drwatch.backup.model import State
@@ -28,7 +27,7 @@ from drwatch.config import ProviderConfig
 from drwatch.model.fleet import Fleet
 from drwatch.providers.aws import AwsProvider
 from drwatch.providers.base import ImageInfo
-from tests.component.test_backup_fleet import EU, US, Agents, seed
+from tests.component.test_backup_fleet import EU, US, Agents, seed, two_region_config
 from tests.conftest import MotoServer
 from tests.support.backup_services import Keys, gpg_keys  # noqa: F401
 
@@ -65,19 +64,7 @@ async def world(
     tmp_path: Path,
 ) -> AsyncIterator[tuple[BackupService, FleetSources, SlowCopies]]:
     hosts = seed(moto)  # drwatch-database only in us-east-1, run by the db group
-    cfg = BackupConfig.model_validate(
-        {
-            "recipient": {
-                "public_key_file": str(gpg_keys.good.public_file),
-                "fingerprint": gpg_keys.good.fingerprint,
-            },
-            "locations": {
-                "primary": {"bucket": "b-primary", "region": US, "endpoint": moto.url},
-                "standby_region": {"bucket": "b-standby", "region": EU, "endpoint": moto.url},
-            },
-            "classes": {"images": {"kind": "fixed", "groups": ["db"]}},
-        }
-    )
+    cfg = two_region_config(gpg_keys, moto, {"images": {"kind": "fixed", "groups": ["db"]}})
     provider = ProviderConfig(regions=[US, EU], endpoints={US: moto.url, EU: moto.url})
     rcpt = await Recipient.load(
         gpg_keys.gpg, gpg_keys.good.public_file, gpg_keys.good.fingerprint,
