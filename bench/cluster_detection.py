@@ -35,39 +35,40 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import random
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import emit, machine
+from bench import detection
+from bench.common import machine
 from bench.detection import (
     CLOSE_DEADLINE_S,
     DAEMON_UP_DEADLINE_S,
     POLL_S,
     Sample,
+    add_run_args,
     app_servers,
     daemon_metrics,
-    incident_ids,
-    new_incident,
-    quantile,
-    status,
-    wait_ended,
+    found,
+    in_state_dir,
+    outcomes,
+    publish,
+    rounds,
+    show,
+    spread,
+    table_head,
+    table_row,
 )
 from drwatch import __version__, logs
 from drwatch.config import Config, LayerTiming, load
 from drwatch.daemon import TICK_INTERVAL_S
-from drwatch.sandbox.chaos import Chaos
 from drwatch.sandbox.cluster import WatcherApis
 from drwatch.sandbox.drill import HEALTHY_DEADLINE_S
-from drwatch.sandbox.faults import HEAL, Fault
 from drwatch.sandbox.topology import default_topology
 from drwatch.sandbox.world import Options, Sandbox
 
@@ -202,11 +203,11 @@ def prepare_config(
 # -- the run -------------------------------------------------------------------------------
 
 
-class Bench:
+class Bench(detection.Bench):
+    """detection.py's, reading drwatch-1's API and waiting until every watcher is healthy."""
+
     def __init__(self, sb: Sandbox, cfg: Config) -> None:
-        self.sb = sb
-        self.cfg = cfg
-        self.chaos = Chaos(sb)
+        super().__init__(sb, cfg)
         self.apis = WatcherApis(sb.api_urls, sb.session())
         self.api = self.apis.apis[0]
 
@@ -224,29 +225,16 @@ class Bench:
             return bool(await self.api.healthy())
         return await self.apis.healthy()
 
-    async def sample(self, kind: Kind, target: str, floor_s: float) -> Sample:
-        await self.settle()
-        known = await incident_ids(self.api)
-        t: LayerTiming = getattr(self.cfg.timing, kind.layers[0])
-        await asyncio.sleep(random.uniform(0.0, t.interval))
-        fault_at = time.time()
-        for verb in kind.verbs:
-            await self.chaos.do(Fault(verb, target))
-        s = Sample(kind.name, target, fault_at, round(time.time() - fault_at, 4))
-        try:
-            inc = await new_incident(self.api, target, known, 3 * floor_s + 30)
-        except TimeoutError:
-            await self.chaos.do(Fault(HEAL, target))
-            return s
-        seen = evidence_at(await status(self.sb), kind, target)
-        s.latency_s, s.incident, s.finding = inc.opened_at - fault_at, inc.id, inc.finding
-        if seen is not None:
-            s.observe_s, s.decide_s = seen - fault_at, inc.opened_at - seen
-        await self.chaos.do(Fault(HEAL, target))
-        healed = time.time()
-        await wait_ended(self.api, inc.id, CLOSE_DEADLINE_S + 60)
-        s.closed_after_heal_s = round(time.time() - healed, 3)
-        return s
+    async def sample_of(self, kind: Kind, target: str, floor_s: float) -> Sample:
+        return await self.measure(
+            kind.name,
+            kind.verbs,
+            kind.layers[0],
+            target,
+            lambda body: evidence_at(body, kind, target),
+            open_deadline_s=3 * floor_s + 30,
+            close_deadline_s=CLOSE_DEADLINE_S + 60,
+        )
 
 
 async def start_daemons(sb: Sandbox, args: argparse.Namespace) -> Config:
@@ -284,15 +272,12 @@ async def run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
         bench = Bench(sb, cfg)
         floors = {k.name: floor_of(k, cfg) for k in kinds}
         started = time.monotonic()
-        for i in range(args.samples):
-            for j, kind in enumerate(kinds):
-                target = targets[(i * len(kinds) + j) % len(targets)]
-                s = await bench.sample(kind, target, floors[kind.name]["floor_s"])
-                samples.append(s)
-                if args.watchers > 1:
-                    leaders.append(await leader_changes(sb))
-                if args.verbose:
-                    print(json.dumps(asdict(s)), file=sys.stderr, flush=True)
+        for kind, target in rounds(args.samples, kinds, targets):
+            s = await bench.sample_of(kind, target, floors[kind.name]["floor_s"])
+            samples.append(s)
+            if args.watchers > 1:
+                leaders.append(await leader_changes(sb))
+            show(s, args.verbose)
         elapsed = time.monotonic() - started
         metrics = await daemon_metrics(sb)
     return {
@@ -312,63 +297,25 @@ async def run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
     }
 
 
-def _r(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
-
-
 def summarize(kind: Kind, floor: dict[str, float], samples: list[Sample]) -> dict[str, Any]:
     mine = [s for s in samples if s.verb == kind.name]
-    lat = [s.latency_s for s in mine if s.latency_s is not None]
-    p99 = quantile(lat, 0.99)
-    findings: dict[str, int] = {}
-    for s in mine:
-        findings[s.finding or "none"] = findings.get(s.finding or "none", 0) + 1
-    observe = [s.observe_s for s in mine if s.observe_s is not None]
-    decide = [s.decide_s for s in mine if s.decide_s is not None]
     return {
         "layers": list(kind.layers),
         "expected_finding": kind.finding,
-        "findings": findings,
-        "samples": len(mine),
-        "missed": len(mine) - len(lat),
+        **outcomes(mine),
         **floor,
-        "min_s": _r(min(lat, default=None)),
-        "p50_s": _r(quantile(lat, 0.5)),
-        "p99_s": _r(p99),
-        "max_s": _r(max(lat, default=None)),
-        "p99_over_floor": _r(p99 / floor["floor_s"] if p99 is not None else None),
-        "observe_p50_s": _r(quantile(observe, 0.5)),
-        "observe_max_s": _r(max(observe, default=None)),
-        "decide_p50_s": _r(quantile(decide, 0.5)),
-        "decide_max_s": _r(max(decide, default=None)),
+        **spread(mine, floor["floor_s"]),
     }
-
-
-def _s(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
 
 
 def table(res: dict[str, Any]) -> str:
     lines = [
         f"watchers: {res['watchers']}, timing: {res['timing_source']}",
         "",
-        "| fault | finding | samples | floor s | p50 s | p99 s | max s | p99/floor "
-        "| fault->evidence p50/max s | evidence->opened p50/max s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *table_head("finding"),
     ]
     for name, k in res["kinds"].items():
-        found = ", ".join(f"{f} {n}" for f, n in sorted(k["findings"].items()))
-        missed = f" ({k['missed']} missed)" if k["missed"] else ""
-        floor = (
-            f"{k['floor_s']:g} = {k['layer_fall']}x{k['layer_interval_s']:g}"
-            f"+{k['layer_timeout_s']:g}" + (f"+{k['dead_grace_s']:g}" if k["dead_grace_s"] else "")
-        )
-        lines.append(
-            f"| {name} | {found} | {k['samples']}{missed} | {floor} "
-            f"| {_s(k['p50_s'])} | {_s(k['p99_s'])} | {_s(k['max_s'])} "
-            f"| {_s(k['p99_over_floor'])} | {_s(k['observe_p50_s'])} / {_s(k['observe_max_s'])} "
-            f"| {_s(k['decide_p50_s'])} / {_s(k['decide_max_s'])} |"
-        )
+        lines.append(table_row(name, found(k), k))
     m = res["daemon_metrics"]
     lines += [
         "",
@@ -391,17 +338,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help='with --timing sandbox: [timing.provider] as given (e.g. "3s,2s")',
     )
     p.add_argument("--policy", action="append", default=[], help="a line under [policy]")
-    p.add_argument("--samples", type=int, default=20, help="per fault kind")
-    p.add_argument(
-        "--faults",
-        nargs="+",
-        choices=sorted(KINDS),
-        default=["fail-app", "stop-instance", "kill-agent"],
-    )
-    p.add_argument("--seed", type=int, help="seed for the phase jitter")
-    p.add_argument("--state-dir", type=Path, help="keep the sandbox's files here (else a temp dir)")
-    p.add_argument("--verbose", action="store_true", help="print each sample to stderr")
-    p.add_argument("--out", type=Path)
+    add_run_args(p, sorted(KINDS), ["fail-app", "stop-instance", "kill-agent"], None)
     return p.parse_args(argv)
 
 
@@ -431,22 +368,12 @@ def main(argv: list[str]) -> int:
     random.seed(args.seed)
     logs.configure("console", "error")
     info = machine(drwatch=__version__, platform=platform.platform())
-    state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="drwatch-bench-cdetect-"))
-    try:
-        res = asyncio.run(measured(args, state_dir))
-    finally:
-        if args.state_dir is None:
-            shutil.rmtree(state_dir, ignore_errors=True)
+    res = in_state_dir(args.state_dir, "drwatch-bench-cdetect-", lambda d: measured(args, d))
     one_min = [x[0] for x in res["loadavg_each_minute"]]
     info["loadavg_1m_min_mean_max"] = (
         [min(one_min), round(sum(one_min) / len(one_min), 2), max(one_min)] if one_min else []
     )
-    res.update(
-        machine=info,
-        command="python -m bench.cluster_detection " + " ".join(argv),
-        finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    )
-    emit(table(res), res, args.out)
+    publish(res, info, "cluster_detection", argv, table=table, out=args.out)
     return 0
 
 

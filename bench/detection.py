@@ -81,9 +81,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -98,6 +99,7 @@ from drwatch.sandbox.faults import HEAL, Fault
 from drwatch.sandbox.topology import Topology, default_topology
 from drwatch.sandbox.world import CONFIG_FILE, Options, Sandbox
 
+K = TypeVar("K")
 POLL_S = 0.2
 DAEMON_UP_DEADLINE_S = 60.0
 # After healing: rise checks, a reboot after stop-instance (boot delay + rise), one tick.
@@ -247,25 +249,50 @@ class Bench:
             raise SystemExit("bench: the sandbox did not become healthy again")
 
     async def sample(self, kind: Kind, target: str, floor_s: float) -> Sample:
+        return await self.measure(
+            kind.verb,
+            (kind.verb,),
+            kind.layer,
+            target,
+            lambda body: evidence_at(body, kind, target),
+            open_deadline_s=3 * floor_s + 10,
+            close_deadline_s=CLOSE_DEADLINE_S,
+        )
+
+    async def measure(
+        self,
+        name: str,
+        verbs: Sequence[str],
+        layer: str,
+        target: str,
+        evidence: Callable[[dict[str, Any]], float | None],
+        *,
+        open_deadline_s: float,
+        close_deadline_s: float,
+    ) -> Sample:
+        """One sample named `name`: once healthy and after a random phase of `layer`'s
+        interval, apply `verbs` to `target`, time the incident, heal, wait for its end.
+        `evidence` reads the daemon's status for when the deciding evidence arrived."""
         await self.settle()
         known = await incident_ids(self.api)
-        t: LayerTiming = getattr(self.cfg.timing, kind.layer)
+        t: LayerTiming = getattr(self.cfg.timing, layer)
         await asyncio.sleep(random.uniform(0.0, t.interval))
         fault_at = time.time()
-        await self.chaos.do(Fault(kind.verb, target))
-        s = Sample(kind.verb, target, fault_at, round(time.time() - fault_at, 4))
+        for verb in verbs:
+            await self.chaos.do(Fault(verb, target))
+        s = Sample(name, target, fault_at, round(time.time() - fault_at, 4))
         try:
-            inc = await new_incident(self.api, target, known, 3 * floor_s + 10)
+            inc = await new_incident(self.api, target, known, open_deadline_s)
         except TimeoutError:
             await self.chaos.do(Fault(HEAL, target))
             return s
-        seen = evidence_at(await status(self.sb), kind, target)
+        seen = evidence(await status(self.sb))
         s.latency_s, s.incident, s.finding = inc.opened_at - fault_at, inc.id, inc.finding
         if seen is not None:
             s.observe_s, s.decide_s = seen - fault_at, inc.opened_at - seen
         await self.chaos.do(Fault(HEAL, target))
         healed = time.time()
-        await wait_ended(self.api, inc.id, CLOSE_DEADLINE_S)
+        await wait_ended(self.api, inc.id, close_deadline_s)
         s.closed_after_heal_s = round(time.time() - healed, 3)
         return s
 
@@ -285,6 +312,19 @@ def app_servers(topo: Topology) -> list[str]:
     return [i.name for i in topo.instance if i.role.value == "app_server"]
 
 
+def rounds(samples: int, kinds: Sequence[K], targets: Sequence[str]) -> Iterator[tuple[K, str]]:
+    """`samples` rounds of one sample of each kind (so a neighbour's load falls on all of
+    them alike), the targets rotating over `targets`."""
+    for i in range(samples):
+        for j, kind in enumerate(kinds):
+            yield kind, targets[(i * len(kinds) + j) % len(targets)]
+
+
+def show(s: Sample, verbose: bool) -> None:
+    if verbose:
+        print(json.dumps(asdict(s)), file=sys.stderr, flush=True)
+
+
 async def run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
     topo = default_topology()
     targets = app_servers(topo)
@@ -296,13 +336,10 @@ async def run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
         bench = Bench(sb, cfg)
         floors = {k.verb: floor_of(k, cfg) for k in kinds}
         started = time.monotonic()
-        for i in range(args.samples):
-            for j, kind in enumerate(kinds):
-                target = targets[(i * len(kinds) + j) % len(targets)]
-                s = await bench.sample(kind, target, floors[kind.verb]["floor_s"])
-                samples.append(s)
-                if args.verbose:
-                    print(json.dumps(asdict(s)), file=sys.stderr)
+        for kind, target in rounds(args.samples, kinds, targets):
+            s = await bench.sample(kind, target, floors[kind.verb]["floor_s"])
+            samples.append(s)
+            show(s, args.verbose)
         elapsed = time.monotonic() - started
         metrics = await daemon_metrics(sb)
     return {
@@ -332,14 +369,36 @@ def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def summarize(kind: Kind, floor: dict[str, float], samples: list[Sample]) -> dict[str, Any]:
-    mine = [s for s in samples if s.verb == kind.verb]
-    lat = [s.latency_s for s in mine if s.latency_s is not None]
-    p99 = quantile(lat, 0.99)
+def outcomes(mine: list[Sample]) -> dict[str, Any]:
+    """One kind's samples: the findings they opened (by name), how many, how many missed."""
     findings: dict[str, int] = {}
     for s in mine:
         findings[s.finding or "none"] = findings.get(s.finding or "none", 0) + 1
+    missed = sum(1 for s in mine if s.latency_s is None)
+    return {"findings": findings, "samples": len(mine), "missed": missed}
+
+
+def spread(mine: list[Sample], floor_s: float) -> dict[str, float | None]:
+    """One kind's latencies (and p99 over the floor), split at the deciding evidence."""
+    lat = [s.latency_s for s in mine if s.latency_s is not None]
+    p99 = quantile(lat, 0.99)
     observe = [s.observe_s for s in mine if s.observe_s is not None]
+    decide = [s.decide_s for s in mine if s.decide_s is not None]
+    return {
+        "min_s": _r(min(lat, default=None)),
+        "p50_s": _r(quantile(lat, 0.5)),
+        "p99_s": _r(p99),
+        "max_s": _r(max(lat, default=None)),
+        "p99_over_floor": _r(p99 / floor_s if p99 is not None else None),
+        "observe_p50_s": _r(quantile(observe, 0.5)),
+        "observe_max_s": _r(max(observe, default=None)),
+        "decide_p50_s": _r(quantile(decide, 0.5)),
+        "decide_max_s": _r(max(decide, default=None)),
+    }
+
+
+def summarize(kind: Kind, floor: dict[str, float], samples: list[Sample]) -> dict[str, Any]:
+    mine = [s for s in samples if s.verb == kind.verb]
     decide = [s.decide_s for s in mine if s.decide_s is not None]
     # The part of decide_s that is waiting for a tick (and, for the provider, for its
     # poll of every region to finish after the answer's attempt time).
@@ -347,20 +406,10 @@ def summarize(kind: Kind, floor: dict[str, float], samples: list[Sample]) -> dic
     return {
         "layer": kind.layer,
         "expected_finding": kind.finding,
-        "findings": findings,
-        "samples": len(mine),
-        "missed": len(mine) - len(lat),
+        **outcomes(mine),
         **floor,
         "floor_plus_tick_s": floor["floor_s"] + TICK_INTERVAL_S,
-        "min_s": _r(min(lat, default=None)),
-        "p50_s": _r(quantile(lat, 0.5)),
-        "p99_s": _r(p99),
-        "max_s": _r(max(lat, default=None)),
-        "p99_over_floor": _r(p99 / floor["floor_s"] if p99 is not None else None),
-        "observe_p50_s": _r(quantile(observe, 0.5)),
-        "observe_max_s": _r(max(observe, default=None)),
-        "decide_p50_s": _r(quantile(decide, 0.5)),
-        "decide_max_s": _r(max(decide, default=None)),
+        **spread(mine, floor["floor_s"]),
         "tick_wait_p50_s": _r(quantile(waits, 0.5)),
         "tick_wait_max_s": _r(max(waits, default=None)),
     }
@@ -370,25 +419,37 @@ def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def table(res: dict[str, Any]) -> str:
-    lines = [
-        "| fault | finding (layer) | samples | floor s | p50 s | p99 s | max s "
-        "| p99/floor | fault->evidence p50/max s | evidence->opened p50/max s |",
+def table_head(finding_column: str) -> list[str]:
+    return [
+        f"| fault | {finding_column} | samples | floor s | p50 s | p99 s | max s | p99/floor "
+        "| fault->evidence p50/max s | evidence->opened p50/max s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+
+def found(k: dict[str, Any]) -> str:
+    return ", ".join(f"{f} {n}" for f, n in sorted(k["findings"].items()))
+
+
+def table_row(name: str, finding: str, k: dict[str, Any]) -> str:
+    """One kind's row of `table_head`'s table, from its summary `k`."""
+    missed = f" ({k['missed']} missed)" if k["missed"] else ""
+    floor = (
+        f"{k['floor_s']:g} = {k['layer_fall']}x{k['layer_interval_s']:g}"
+        f"+{k['layer_timeout_s']:g}" + (f"+{k['dead_grace_s']:g}" if k["dead_grace_s"] else "")
+    )
+    return (
+        f"| {name} | {finding} | {k['samples']}{missed} | {floor} "
+        f"| {_s(k['p50_s'])} | {_s(k['p99_s'])} | {_s(k['max_s'])} "
+        f"| {_s(k['p99_over_floor'])} | {_s(k['observe_p50_s'])} / {_s(k['observe_max_s'])} "
+        f"| {_s(k['decide_p50_s'])} / {_s(k['decide_max_s'])} |"
+    )
+
+
+def table(res: dict[str, Any]) -> str:
+    lines = table_head("finding (layer)")
     for verb, k in res["kinds"].items():
-        found = ", ".join(f"{f} {n}" for f, n in sorted(k["findings"].items()))
-        missed = f" ({k['missed']} missed)" if k["missed"] else ""
-        floor = (
-            f"{k['floor_s']:g} = {k['layer_fall']}x{k['layer_interval_s']:g}"
-            f"+{k['layer_timeout_s']:g}" + (f"+{k['dead_grace_s']:g}" if k["dead_grace_s"] else "")
-        )
-        lines.append(
-            f"| {verb} | {found} ({k['layer']}) | {k['samples']}{missed} | {floor} "
-            f"| {_s(k['p50_s'])} | {_s(k['p99_s'])} | {_s(k['max_s'])} "
-            f"| {_s(k['p99_over_floor'])} | {_s(k['observe_p50_s'])} / {_s(k['observe_max_s'])} "
-            f"| {_s(k['decide_p50_s'])} / {_s(k['decide_max_s'])} |"
-        )
+        lines.append(table_row(verb, f"{found(k)} ({k['layer']})", k))
     m = res["daemon_metrics"]
     lines += [
         "",
@@ -404,19 +465,52 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    add_run_args(p, sorted(KINDS), list(KINDS), "fault kinds to measure (default: all)")
+    return p.parse_args(argv)
+
+
+def add_run_args(
+    p: argparse.ArgumentParser, kinds: list[str], default: list[str], faults_help: str | None
+) -> None:
+    """--samples, --faults (of `kinds`), --seed, --state-dir, --verbose, --out."""
     p.add_argument("--samples", type=int, default=20, help="per fault kind")
-    p.add_argument(
-        "--faults",
-        nargs="+",
-        choices=sorted(KINDS),
-        default=list(KINDS),
-        help="fault kinds to measure (default: all)",
-    )
+    p.add_argument("--faults", nargs="+", choices=kinds, default=default, help=faults_help)
     p.add_argument("--seed", type=int, help="seed for the phase jitter")
     p.add_argument("--state-dir", type=Path, help="keep the sandbox's files here (else a temp dir)")
     p.add_argument("--verbose", action="store_true", help="print each sample to stderr")
     p.add_argument("--out", type=Path)
-    return p.parse_args(argv)
+
+
+def in_state_dir(
+    state_dir: Path | None,
+    prefix: str,
+    work: Callable[[Path], Coroutine[Any, Any, dict[str, Any]]],
+) -> dict[str, Any]:
+    """Run `work` on `state_dir`, or else on a temporary directory removed afterwards."""
+    path = state_dir or Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        return asyncio.run(work(path))
+    finally:
+        if state_dir is None:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def publish(
+    res: dict[str, Any],
+    info: dict[str, Any],
+    module: str,
+    argv: list[str],
+    *,
+    table: Callable[[dict[str, Any]], str],
+    out: Path | None,
+) -> None:
+    """Stamp the result (machine, command, time) and print it (and write it to `out`)."""
+    res.update(
+        machine=info,
+        command=f"python -m bench.{module} " + " ".join(argv),
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    emit(table(res), res, out)
 
 
 def main(argv: list[str]) -> int:
@@ -428,19 +522,9 @@ def main(argv: list[str]) -> int:
         platform=platform.platform(),
         loadavg_at_start=list(os.getloadavg()),
     )
-    state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="drwatch-bench-detection-"))
-    try:
-        res = asyncio.run(run(args, state_dir))
-    finally:
-        if args.state_dir is None:
-            shutil.rmtree(state_dir, ignore_errors=True)
+    res = in_state_dir(args.state_dir, "drwatch-bench-detection-", lambda d: run(args, d))
     info["loadavg_at_end"] = list(os.getloadavg())
-    res.update(
-        machine=info,
-        command="python -m bench.detection " + " ".join(argv),
-        finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    )
-    emit(table(res), res, args.out)
+    publish(res, info, "detection", argv, table=table, out=args.out)
     return 0
 
 
