@@ -476,12 +476,14 @@ async def _start_gpg(argv: list[str]) -> tuple[asyncio.subprocess.Process, int]:
 
 def widen_pipes(proc: asyncio.subprocess.Process) -> None:
     """1 MiB pipes to and from gpg instead of Linux's 64 KiB: a sixteenth of the wake-ups
-    and context switches per byte (measured in bench/backup.py). Best effort."""
+    and context switches per byte (measured in bench/backup.py). Best effort: a pipe
+    already closed (gpg that refused its key at once and exited) is left alone."""
     for stream in (proc.stdin, proc.stdout):
         transport = getattr(stream, "transport", None) or getattr(stream, "_transport", None)
         pipe = transport.get_extra_info("pipe") if transport is not None else None
         if pipe is not None:
-            _widen(pipe.fileno())
+            with contextlib.suppress(OSError, ValueError):  # ValueError: closed file
+                _widen(pipe.fileno())
 
 
 def _widen(fd: int) -> None:

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from drwatch.backup.pipeline import Upload, _PipeParts
+from drwatch.backup.pipeline import Upload, _PipeParts, widen_pipes
 
 PART = 4096
 
@@ -109,3 +109,18 @@ async def test_a_refusal_after_the_last_byte_sends_no_last_part_and_no_completio
     finally:
         os.close(fd)
     assert store.calls == ["create", "part 1 (4096)", "abort"]
+
+
+async def test_widening_a_pipe_already_closed_is_left_alone() -> None:
+    """gpg that refuses its key exits at once: by the time the pipes are widened, its
+    stdin may be closed. That is no error of the pipeline's (gpg's own is reported)."""
+    proc = await asyncio.create_subprocess_exec(
+        "true", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdin is not None
+    pipe = proc.stdin.transport.get_extra_info("pipe")
+    pipe.close()  # the file object closed under the transport: fileno() raises ValueError
+    with pytest.raises(ValueError, match="closed file"):
+        pipe.fileno()
+    widen_pipes(proc)
+    await proc.wait()
