@@ -74,14 +74,7 @@ async def test_the_badge_warns_while_warning_findings_stand(
     """No open incident: with a readiness warning (lb-eu-1 down) the badge and the header
     say warning, not OK, and the badge's title counts the warnings; without one, OK."""
     app = build_app(tmp_path / "state", open_incidents=False, readiness_gap=readiness_gap)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        dom = await chromium(tmp_path, "--dump-dom", f"http://127.0.0.1:{port}/")
-    finally:
-        await runner.cleanup()
+    dom = await rendered(app, tmp_path)
     assert f'id="top" class="state-{badge}"' in dom or f'class="state-{badge}" id="top"' in dom
     assert re.search(rf'id="overall" class="badge {badge}"', dom), dom[:2000]
     if readiness_gap:
@@ -144,6 +137,11 @@ class BackupsSeen:
 async def _page_with(tmp_path: Path, view: BackupsSeen) -> str:
     app = build_app(tmp_path / "state")
     backups_web.add_routes(app, view)
+    return await rendered(app, tmp_path)
+
+
+async def rendered(app: web.Application, tmp_path: Path) -> str:
+    """The page as Chromium renders it, with `app` serving on loopback meanwhile."""
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
@@ -207,14 +205,7 @@ async def test_page_lists_a_running_playbooks_step_that_waits_for_approval(
     steps = StepApprovals(other)
     steps.request(ZONE_INC, what, NOW)
     approvals_web.add_routes(app, steps)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        dom = await chromium(tmp_path, "--dump-dom", f"http://127.0.0.1:{port}/")
-    finally:
-        await runner.cleanup()
+    dom = await rendered(app, tmp_path)
     text = dom_text(dom)
     assert f"drwatch approve {ZONE_INC}" in text
     assert what in text
